@@ -1,0 +1,54 @@
+"""The ``edgebench`` command group.
+
+Subcommands live beside their logic (``edgebench.train.commands`` …) and are imported only when invoked,
+so ``edgebench --help`` starts without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from edgebench import __version__
+from edgebench.errors import EdgebenchError
+
+# name -> "module:attribute" of the click command
+COMMANDS = {
+    "train": "edgebench.train.commands:train",
+    "predict": "edgebench.train.commands:predict",
+    "export": "edgebench.export.commands:export",
+    "bench": "edgebench.bench.commands:bench",
+    "compare": "edgebench.bench.commands:compare",
+    "bundle": "edgebench.export.commands:bundle",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use (pattern from click's documentation)."""
+
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module_name, attr = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EdgebenchError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgebench")
+def cli():
+    """Fine-tune ResNet50 on CIFAR-10, export it to edge formats and benchmark every artifact."""
+
+
+def main():
+    cli()

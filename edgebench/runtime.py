@@ -1,0 +1,217 @@
+"""Run an exported edgebench artifact with numpy, Pillow and one runtime only: no TensorFlow, no edgebench.
+
+This one module is both what ``edgebench predict``/``bench`` use to run ``.tflite`` and ``.onnx`` files and,
+copied verbatim as ``infer.py``, the runtime code of a deployable bundle. Keep it standalone: stdlib,
+numpy and Pillow at import time; ``ai_edge_litert`` / ``onnxruntime`` imported only when a runner loads.
+
+Contract of every artifact: raw uint8 RGB pixels of shape (N, 32, 32, 3) in, 10 class probabilities out.
+Quantized inputs/outputs are handled here from the artifact's own quantization parameters.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+INPUT_SIZE = 32
+
+
+class InferenceError(Exception):
+    """A bad model or input file, explained in one line."""
+
+    exit_code = 2
+
+
+def load_image(path: str | os.PathLike, size: int = INPUT_SIZE) -> np.ndarray:
+    """Any image file of any size or mode as a uint8 (size, size, 3) RGB array (centre square, resized)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InferenceError(f"image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img).convert("RGB")
+            if img.size != (size, size):
+                img = ImageOps.fit(img, (size, size), Image.Resampling.LANCZOS)
+            return np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise InferenceError(f"not a readable image: {path} ({type(exc).__name__})") from None
+
+
+def quantize(x: np.ndarray, dtype: np.dtype, scale: float, zero_point: int) -> np.ndarray:
+    """Real values -> integer tensor with (scale, zero_point); identity cast when there is no scale."""
+    dtype = np.dtype(dtype)
+    if not np.issubdtype(dtype, np.integer) or not scale:
+        return x.astype(dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x.astype(np.float32) / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def dequantize(y: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    if not np.issubdtype(y.dtype, np.integer) or not scale:
+        return y.astype(np.float32)
+    return (y.astype(np.float32) - zero_point) * np.float32(scale)
+
+
+class Runner:
+    """Polygraphy-style runner: ``load()``, ``infer(uint8 batch) -> probabilities``, ``close()``."""
+
+    name = "runner"
+    suffixes: tuple[str, ...] = ()
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+        self.path = Path(path)
+        self.threads = threads
+        self.loaded = False
+
+    def __enter__(self):
+        self.load()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def load(self) -> None:
+        if not self.path.is_file():
+            raise InferenceError(f"model file not found: {self.path}")
+        self._load()
+        self.loaded = True
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch)
+        if batch.ndim == 3:
+            batch = batch[None]
+        if batch.ndim != 4 or batch.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
+            raise InferenceError(f"input batch has shape {batch.shape}, expected (N, 32, 32, 3) uint8 pixels")
+        return self._infer(batch)
+
+    def close(self) -> None:
+        self.loaded = False
+
+    def describe(self) -> dict:
+        """What actually runs: runtime version, threads, providers/delegates."""
+        return {"runner": self.name, "threads": self.threads}
+
+    # Subclasses implement these two.
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class LiteRTRunner(Runner):
+    """A ``.tflite`` model through ``ai_edge_litert`` (XNNPACK by default)."""
+
+    name = "litert"
+    suffixes = (".tflite",)
+
+    def _load(self) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self._interp = Interpreter(model_path=str(self.path), num_threads=self.threads)
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise InferenceError(f"cannot load TFLite model {self.path}: {str(exc).splitlines()[0]}") from None
+        self._in = self._interp.get_input_details()[0]
+        self._out = self._interp.get_output_details()[0]
+        self._batch = int(self._in["shape"][0])
+
+    def _resize(self, n: int) -> None:
+        self._interp.resize_tensor_input(self._in["index"], [n, INPUT_SIZE, INPUT_SIZE, 3])
+        self._interp.allocate_tensors()
+        self._in = self._interp.get_input_details()[0]
+        self._out = self._interp.get_output_details()[0]
+        self._batch = n
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        if len(batch) != self._batch:
+            self._resize(len(batch))
+        scale, zero = self._in["quantization"]
+        self._interp.set_tensor(self._in["index"], quantize(batch, self._in["dtype"], scale, zero))
+        self._interp.invoke()
+        out = self._interp.get_tensor(self._out["index"])
+        return dequantize(out, *self._out["quantization"])
+
+    def invoke_only(self) -> None:
+        """The runtime's own call, for latency timing (inputs already set by a previous ``infer``)."""
+        self._interp.invoke()
+
+    def describe(self) -> dict:
+        from ai_edge_litert import __version__ as version
+
+        return {"runner": self.name, "runtime": f"ai-edge-litert {version}", "threads": self.threads,
+                "input_dtype": np.dtype(self._in["dtype"]).name, "input_quantization": list(self._in["quantization"]),
+                "output_dtype": np.dtype(self._out["dtype"]).name}
+
+    def close(self) -> None:
+        self._interp = None
+        super().close()
+
+
+class OnnxRuntimeRunner(Runner):
+    """An ``.onnx`` model through ONNX Runtime; records the execution provider that actually ran."""
+
+    name = "onnxruntime"
+    suffixes = (".onnx",)
+
+    def __init__(self, path, threads: int | None = None, providers: list[str] | None = None):
+        super().__init__(path, threads)
+        self.requested_providers = providers or ["CPUExecutionProvider"]
+
+    def _load(self) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+            opts.inter_op_num_threads = 1
+        available = ort.get_available_providers()
+        providers = [p for p in self.requested_providers if p in available] or ["CPUExecutionProvider"]
+        try:
+            self._session = ort.InferenceSession(str(self.path), opts, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/… types
+            raise InferenceError(f"cannot load ONNX model {self.path}: {str(exc).splitlines()[0]}") from None
+        self._input = self._session.get_inputs()[0]
+        self._output = self._session.get_outputs()[0].name
+        self._dtype = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32,
+                       "tensor(int8)": np.int8}.get(self._input.type, np.float32)
+        self.providers = self._session.get_providers()
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        feed = {self._input.name: batch.astype(self._dtype)}
+        return self._session.run([self._output], feed)[0].astype(np.float32)
+
+    def describe(self) -> dict:
+        import onnxruntime as ort
+
+        return {"runner": self.name, "runtime": f"onnxruntime {ort.__version__}", "threads": self.threads,
+                "requested_providers": self.requested_providers, "providers": self.providers,
+                "input_dtype": np.dtype(self._dtype).name}
+
+    def close(self) -> None:
+        self._session = None
+        super().close()
+
+
+RUNNERS: dict[str, type[Runner]] = {cls.name: cls for cls in (LiteRTRunner, OnnxRuntimeRunner)}
+
+
+def runner_for(path: str | os.PathLike, **kwargs) -> Runner:
+    """The TF-free runner that opens ``path``, chosen by file suffix."""
+    suffix = Path(path).suffix.lower()
+    for cls in RUNNERS.values():
+        if suffix in cls.suffixes:
+            return cls(path, **kwargs)
+    raise InferenceError(f"no TensorFlow-free runtime for '{suffix}' files: {path}")
+
+
+def top_k(probs: np.ndarray, k: int, class_names=CIFAR10_CLASSES) -> list[list[tuple[str, float]]]:
+    order = np.argsort(-probs, axis=-1)[:, :k]
+    return [[(class_names[j], float(p[j])) for j in row] for p, row in zip(probs, order, strict=True)]

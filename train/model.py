@@ -1,0 +1,142 @@
+"""Model builders (plain functions, like keras.applications) and the model's input contract.
+
+Every model takes raw uint8 RGB pixels of shape (N, 32, 32, 3): the cast, ImageNet preprocessing and the
+resize to the preset's image size are layers inside the model, so every exported artifact takes raw pixels.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keras
+from keras import layers, ops
+
+from edgebench.errors import EdgebenchError
+from edgebench.runtime import CIFAR10_CLASSES, INPUT_SIZE
+
+# ImageNet channel means of the original Caffe ResNet, in BGR order (keras.applications "caffe" mode).
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+SPLIT_LAYER = "conv4_block6_out"  # output of the frozen trunk; conv5 and the head sit above it
+FINETUNE_PREFIX = "conv5_"
+
+
+@keras.saving.register_keras_serializable(package="edgebench")
+class ImagePreprocess(layers.Layer):
+    """uint8 RGB pixels -> float model input.
+
+    ``caffe``: ResNet50's ImageNet preprocessing (RGB->BGR, minus the ImageNet mean), as
+    ``keras.applications.resnet50.preprocess_input`` does. ``unit``: pixels / 255, the classic mistake that
+    leaves an ImageNet base seeing inputs it was never trained on (kept for the ablation).
+    """
+
+    def __init__(self, mode: str = "caffe", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("caffe", "unit"):
+            raise ValueError(f"unknown preprocessing mode {mode!r}")
+        self.mode = mode
+
+    def call(self, x):
+        x = ops.cast(x, "float32")
+        if self.mode == "unit":
+            return x / 255.0
+        return x[..., ::-1] - ops.convert_to_tensor(CAFFE_BGR_MEAN, dtype="float32")
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+def _inputs_and_preprocess(image_size: int, preprocessing: str):
+    inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), dtype="uint8", name="pixels")
+    x = ImagePreprocess(preprocessing, name="preprocess")(inputs)
+    if image_size != INPUT_SIZE:
+        # Resize after normalising: bilinear resize commutes with the per-channel affine map.
+        x = layers.Resizing(image_size, image_size, interpolation="bilinear", name="resize")(x)
+    return inputs, x
+
+
+def _head(x, dropout: float, num_classes: int):
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    x = layers.Dropout(dropout, name="head_dropout")(x)
+    return layers.Dense(num_classes, activation="softmax", dtype="float32", name="predictions")(x)
+
+
+def resolve_weights(weights: str | None):
+    """``imagenet`` (Keras download), ``none``/None (random init) or a path to a ``.weights.h5`` file."""
+    if weights is None or str(weights).lower() == "none":
+        return None
+    if weights == "imagenet":
+        return "imagenet"
+    path = Path(weights)
+    if not path.is_file():
+        raise EdgebenchError(f"weights file not found: {path}")
+    return os.fspath(path)
+
+
+def build_model(image_size: int = 64, weights: str | None = "imagenet", dropout: float = 0.3,
+                preprocessing: str = "caffe", num_classes: int = len(CIFAR10_CLASSES)) -> keras.Model:
+    """ImageNet ResNet50 (no top) + average pooling, dropout and a softmax head, taking raw uint8 pixels."""
+    inputs, x = _inputs_and_preprocess(image_size, preprocessing)
+    try:
+        base = keras.applications.ResNet50(include_top=False, weights=resolve_weights(weights), input_tensor=x)
+    except EdgebenchError:
+        raise
+    except Exception as exc:  # download failures, unreadable or mismatching h5 files
+        raise EdgebenchError(f"cannot load ResNet50 weights '{weights}': {str(exc).splitlines()[0]}") from None
+    outputs = _head(base.output, dropout, num_classes)
+    return keras.Model(inputs, outputs, name=f"resnet50_cifar10_{image_size}px")
+
+
+def build_tiny_model(image_size: int = 32, num_classes: int = len(CIFAR10_CLASSES), seed: int = 0) -> keras.Model:
+    """A small CNN with the same contract (uint8 in, preprocessing inside, softmax out), for fast tests."""
+    keras.utils.set_random_seed(seed)
+    inputs, x = _inputs_and_preprocess(image_size, "caffe")
+    x = layers.Rescaling(1 / 64.0)(x)
+    for i, filters in enumerate((16, 32)):
+        x = layers.Conv2D(filters, 3, padding="same", name=f"conv{i}")(x)
+        x = layers.BatchNormalization(name=f"bn{i}")(x)
+        x = layers.ReLU()(x)
+        x = layers.MaxPooling2D()(x)
+    outputs = _head(x, 0.0, num_classes)
+    return keras.Model(inputs, outputs, name="tiny_cnn")
+
+
+def is_finetuned(layer) -> bool:
+    return layer.name.startswith(FINETUNE_PREFIX)
+
+
+def set_phase(model: keras.Model, phase: int) -> None:
+    """Phase 1: only the head trains. Phase 2: conv5 and the head train; BatchNorm stays frozen.
+
+    A frozen BatchNormalization layer runs in inference mode in Keras 3, so its ImageNet statistics survive
+    small fine-tuning batches.
+    """
+    head = {"avg_pool", "head_dropout", "predictions"}
+    for layer in model.layers:
+        if layer.name in head:
+            layer.trainable = True
+        elif phase == 2 and is_finetuned(layer) and not isinstance(layer, layers.BatchNormalization):
+            layer.trainable = True
+        else:
+            layer.trainable = False
+
+
+def split_model(model: keras.Model, at: str = SPLIT_LAYER) -> tuple[keras.Model, keras.Model]:
+    """(trunk, top): ``model(x) == top(trunk(x))``; both share the model's layers and weights."""
+    mid = model.get_layer(at).output
+    return keras.Model(model.input, mid, name="trunk"), keras.Model(mid, model.output, name="top")
+
+
+def load_model(path: str | os.PathLike) -> keras.Model:
+    """Load a ``.keras`` model saved by edgebench, with a one-line error for missing or corrupt files."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgebenchError(f"model file not found: {path}")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # zip errors, missing config, unknown layers …
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EdgebenchError(f"cannot load Keras model {path}: {msg}") from None
