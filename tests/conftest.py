@@ -1,0 +1,74 @@
+"""Shared fixtures: small real CIFAR-10 samples from ../shared and a tiny model trained on them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EDGEBENCH_SHARED", REPO.parent / "shared"))
+JPEG_ROOT = SHARED / "data" / "cifar10-jpeg"
+WEIGHTS = SHARED / "weights" / "resnet50_imagenet_notop.weights.h5"
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def _require_shared():
+    if not JPEG_ROOT.is_dir():
+        pytest.fail(f"test data missing: {JPEG_ROOT} (set EDGEBENCH_SHARED)")
+
+
+def make_image_folder(dest: Path, train_per_class: int, test_per_class: int) -> Path:
+    """A CIFAR-style image folder holding the first N real JPEGs of each class (symlinks)."""
+    _require_shared()
+    for split, n in (("train", train_per_class), ("test", test_per_class)):
+        for name in CLASSES:
+            (dest / split / name).mkdir(parents=True, exist_ok=True)
+            for src in sorted((JPEG_ROOT / split / name).iterdir())[:n]:
+                (dest / split / name / src.name).symlink_to(src)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cache")
+    os.environ["EDGEBENCH_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def cifar_folder(tmp_path_factory, cache_dir) -> Path:
+    """40 train and 20 test real images per class (400 + 200)."""
+    return make_image_folder(tmp_path_factory.mktemp("cifar"), 40, 20)
+
+
+@pytest.fixture(scope="session")
+def small_dataset(cifar_folder, cache_dir):
+    from edgebench.train.data import load_dataset
+
+    return load_dataset(cifar_folder, cache_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory, small_dataset) -> Path:
+    """A tiny CNN with the edgebench input contract, trained a few epochs on the small sample."""
+    import keras
+
+    from edgebench.train.model import build_tiny_model
+
+    model = build_tiny_model()
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(small_dataset.x_train, small_dataset.y_train, epochs=8, batch_size=32, verbose=0)
+    path = tmp_path_factory.mktemp("tiny") / "model.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def test_batch(small_dataset) -> tuple[np.ndarray, np.ndarray]:
+    return small_dataset.x_test, small_dataset.y_test
