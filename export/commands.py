@@ -1,0 +1,110 @@
+"""``edgebench export``: a thin click layer over ``edgebench.export.pipeline.export_model``."""
+
+from __future__ import annotations
+
+import click
+from edgebench.export.context import CALIB_METHODS
+from edgebench.export.registry import FORMATS
+
+from edgebench.errors import EdgebenchError
+
+
+class ExportIncomplete(EdgebenchError):
+    """A requested format failed (or, with --strict, was unavailable)."""
+
+    exit_code = 1
+
+
+def _list_formats() -> None:
+    for fmt in FORMATS.values():
+        ok, reason, _ = fmt.available()
+        status = "available" if ok else f"unavailable ({reason})"
+        click.echo(f"{fmt.name:15s} {fmt.runtime:12s} {fmt.filename:22s} {status:30s} {fmt.description}")
+
+
+def _print_row(name: str, entry: dict) -> None:
+    if entry["status"] == "ok":
+        parity, precision = entry["parity"], entry["precision"]
+        diff = parity["max_abs_diff"]
+        click.echo(
+            f"{name:15s} ok          {entry['bytes'] / 1e6:8.2f} MB  max-abs-diff {diff:.2e}  "
+            f"top-1 {parity['top1_agreement']:.1%}  {precision['label']}"
+            + (f"  {entry['wall_time_s']:.1f}s" if entry.get("wall_time_s") is not None else "")
+        )
+    else:
+        click.echo(f"{name:15s} {entry['status']:11s} {entry['reason']}: {entry['message']}")
+
+
+@click.command()
+@click.option("--model", "model_path", default=None, help="Trained model (.keras).")
+@click.option("--formats", "-f", multiple=True, help="Formats, comma-separated or repeated (default: all).")
+@click.option("--out", "out_dir", default=None, help="Output folder [default: <model dir>/export].")
+@click.option(
+    "--data",
+    "data_source",
+    default=None,
+    help="CIFAR-10 source (keras, image folder, .npz) for calibration and parity images.",
+)
+@click.option(
+    "--calib-size",
+    default=300,
+    show_default=True,
+    help="Calibration images (stratified sample of the train split).",
+)
+@click.option("--calib-seed", default=0, show_default=True)
+@click.option(
+    "--calib-method",
+    type=click.Choice(CALIB_METHODS, case_sensitive=False),
+    default="minmax",
+    show_default=True,
+    help="ONNX static quantization calibration method.",
+)
+@click.option("--opset", default=17, show_default=True, help="ONNX opset.")
+@click.option("--parity-images", default=100, show_default=True, help="Test images for the parity check.")
+@click.option(
+    "--trt-max-batch", default=64, show_default=True, help="TensorRT optimization profile max batch."
+)
+@click.option("--strict", is_flag=True, help="Exit 1 when a requested format is unavailable here.")
+@click.option("--force", is_flag=True, help="Rebuild artifacts even when they are up to date.")
+@click.option("--list-formats", is_flag=True, help="List the registered formats and exit.")
+def export(
+    model_path,
+    formats,
+    out_dir,
+    data_source,
+    calib_size,
+    calib_seed,
+    calib_method,
+    opset,
+    parity_images,
+    trt_max_batch,
+    strict,
+    force,
+    list_formats,
+):
+    """Export a trained model to every edge format, verify each artifact and write manifest.json."""
+    if list_formats:
+        _list_formats()
+        return
+    if not model_path:
+        raise EdgebenchError("--model is required (a .keras file from edgebench train)")
+    from edgebench.export.pipeline import ExportSettings, export_model
+
+    settings = ExportSettings(
+        calib_size=calib_size,
+        calib_seed=calib_seed,
+        calib_method=calib_method.lower(),
+        opset=opset,
+        parity_images=parity_images,
+        trt_max_batch=trt_max_batch,
+        force=force,
+    )
+    result = export_model(
+        model_path, out_dir, formats or None, data_source, settings=settings, on_format=_print_row
+    )
+    for name in result.skipped:
+        click.echo(f"{name}: up to date, not rebuilt")
+    click.echo(f"manifest: {result.manifest_path}")
+    problems = result.failed + (result.unavailable if strict else [])
+    if problems:
+        raise ExportIncomplete(f"{len(problems)} requested format(s) not exported: {', '.join(problems)}")

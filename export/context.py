@@ -1,0 +1,121 @@
+"""What every format builder gets: the Keras model, the calibration images and shared intermediate products.
+
+Intermediate products (the frozen TF graph, the float ONNX model, the QDQ ONNX file) are built once per
+export and shared: ``onnx`` and ``trt-fp16`` use the same ONNX graph, ``onnx-int8`` and ``trt-int8`` the same
+QDQ graph.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgebench.runtime import INPUT_SIZE
+
+CALIB_METHODS = ("minmax", "entropy", "percentile")
+
+
+def stratified_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """``size`` seeded indices spread evenly over the classes (fewer if the split is smaller), sorted."""
+    from edgebench.train.data import stratified_indices
+
+    if size <= 0 or len(labels) == 0:
+        return np.zeros(0, dtype=np.int64)
+    per_class = -(-size // len(np.unique(labels)))
+    indices = stratified_indices(labels, per_class, seed)
+    if len(indices) > size:
+        indices = np.sort(np.random.default_rng(seed).permutation(indices)[:size])
+    return indices.astype(np.int64)
+
+
+def indices_sha256(indices: np.ndarray) -> str:
+    return hashlib.sha256(np.asarray(indices, dtype="<i8").tobytes()).hexdigest()
+
+
+@dataclass
+class Calibration:
+    """Representative images for quantization: a seeded, stratified sample of the training split."""
+
+    images: np.ndarray  # uint8 (N, 32, 32, 3)
+    indices: np.ndarray
+    source: str
+    seed: int
+    method: str
+
+    def describe(self) -> dict:
+        return {
+            "source": self.source,
+            "split": "train",
+            "size": int(len(self.indices)),
+            "seed": self.seed,
+            "indices_sha256": indices_sha256(self.indices),
+            "method": self.method,
+        }
+
+
+@dataclass
+class BuildContext:
+    model_path: Path
+    calibration: Calibration
+    opset: int = 17
+    trt_max_batch: int = 64
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="edgebench-export-")))
+
+    @functools.cached_property
+    def model(self):
+        from edgebench.train.model import load_model
+
+        model = load_model(self.model_path)
+        # A loaded Keras 3 model must be called once before tf2onnx / tf.function can trace it.
+        model(np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), np.uint8), training=False)
+        return model
+
+    @functools.cached_property
+    def frozen_function(self):
+        """The model as a TF concrete function with variables folded into constants (what TFLite converts)."""
+        import tensorflow as tf
+        from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+        model = self.model
+        fn = tf.function(
+            lambda pixels: {"probabilities": model(pixels, training=False)},
+            input_signature=[self.input_spec()],
+        )
+        return convert_variables_to_constants_v2(fn.get_concrete_function())
+
+    @staticmethod
+    def input_spec():
+        import tensorflow as tf
+
+        return tf.TensorSpec([None, INPUT_SIZE, INPUT_SIZE, 3], tf.uint8, name="pixels")
+
+    def calibration_batches(self, batch_size: int = 1):
+        for i in range(0, len(self.calibration.images), batch_size):
+            yield self.calibration.images[i : i + batch_size]
+
+    @functools.cached_property
+    def onnx_model(self):
+        from edgebench.export.onnx_formats import convert_to_onnx
+
+        return convert_to_onnx(self.model, self.input_spec(), self.opset)
+
+    @functools.cached_property
+    def onnx_path(self) -> Path:
+        import onnx
+
+        path = self.workdir / "model.onnx"
+        onnx.save(self.onnx_model, path)
+        return path
+
+    @functools.cached_property
+    def qdq_onnx_path(self) -> Path:
+        from edgebench.export.onnx_formats import quantize_qdq
+
+        path = self.workdir / "model.int8.onnx"
+        quantize_qdq(self.onnx_path, path, self.calibration, self.workdir)
+        return path

@@ -1,0 +1,129 @@
+"""The export manifest: building entries, validating against the JSON Schema, the up-to-date check."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+from importlib import resources
+from pathlib import Path
+
+from edgebench import __version__
+from edgebench.errors import EdgebenchError
+from edgebench.fileio import sha256_file, write_json
+
+MANIFEST_NAME = "manifest.json"
+PREPROCESSING = "raw uint8 RGB 32x32x3 pixels; cast, ImageNet preprocessing and resize are inside the graph"
+_DISTRIBUTIONS = {
+    "tensorflow": ("tensorflow-cpu", "tensorflow"),
+    "keras": ("keras",),
+    "tf2onnx": ("tf2onnx",),
+    "onnx": ("onnx",),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+    "ai_edge_litert": ("ai-edge-litert",),
+    "tensorrt": ("tensorrt", "tensorrt-cu12"),
+}
+_ARTIFACT_FIELDS = (
+    "file",
+    "reason",
+    "message",
+    "sha256",
+    "bytes",
+    "inputs",
+    "outputs",
+    "dynamic_batch",
+    "precision",
+    "parity",
+    "options",
+    "wall_time_s",
+)
+
+
+def schema() -> dict:
+    return json.loads(resources.files("edgebench").joinpath("schemas/manifest.schema.json").read_text())
+
+
+def validate(manifest: dict) -> None:
+    """Raise EdgebenchError naming the first schema violation."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema(), format_checker=jsonschema.FormatChecker())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(manifest))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise EdgebenchError(f"manifest does not match its schema at {where}: {error.message}")
+
+
+def tool_versions() -> dict:
+    def version(names):
+        for name in names:
+            try:
+                return importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return None
+
+    return {key: version(names) for key, names in _DISTRIBUTIONS.items()}
+
+
+def new_manifest(source_model: dict, class_names, calibration: dict, parity_set: dict) -> dict:
+    return {
+        "schema_version": 1,
+        "kind": "edgebench-export-manifest",
+        "edgebench_version": __version__,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "source_model": source_model,
+        "class_names": list(class_names),
+        "preprocessing": PREPROCESSING,
+        "calibration": calibration,
+        "parity_set": parity_set,
+        "tool_versions": tool_versions(),
+        "artifacts": [],
+    }
+
+
+def entry(fmt, status: str, reason: str | None = None, message: str | None = None, **fields) -> dict:
+    """A manifest entry; fields not given are null (the schema's shape for failed/unavailable artifacts)."""
+    out = {"format": fmt.name, "runtime": fmt.runtime, "status": status, **dict.fromkeys(_ARTIFACT_FIELDS)}
+    if message:
+        message = " ".join(message.split())  # one line in tables and logs
+    out.update(reason=reason, message=message, **fields)
+    return out
+
+
+def read_previous(out_dir: Path) -> dict | None:
+    """The manifest of an earlier export in ``out_dir``, or None when absent or unusable."""
+    path = out_dir / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        validate(manifest)
+        return manifest
+    except (OSError, ValueError, EdgebenchError):
+        return None
+
+
+def file_matches(out_dir: Path, artifact: dict) -> bool:
+    """An ``ok`` entry whose file exists with the recorded hash."""
+    if artifact.get("status") != "ok" or not artifact.get("file"):
+        return False
+    path = out_dir / artifact["file"]
+    return path.is_file() and sha256_file(path) == artifact.get("sha256")
+
+
+def up_to_date(previous: dict | None, out_dir: Path, source_sha256: str, fmt, options: dict) -> dict | None:
+    """The previous entry for ``fmt`` when the source model, options and file are unchanged."""
+    if not previous or previous["source_model"]["sha256"] != source_sha256:
+        return None
+    for artifact in previous["artifacts"]:
+        if (
+            artifact["format"] == fmt.name
+            and artifact.get("options") == options
+            and file_matches(out_dir, artifact)
+        ):
+            return artifact
+    return None
+
+
+def write(out_dir: Path, manifest: dict) -> Path:
+    validate(manifest)
+    return write_json(out_dir / MANIFEST_NAME, manifest)

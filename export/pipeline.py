@@ -1,0 +1,258 @@
+"""``export_model``: every requested format from one Keras model, each verified and entered in the manifest.
+
+One failing format never stops the others. Every artifact is written under a temporary name, inspected
+and run for parity there, and renamed only when all of that passed. The manifest is rewritten after every
+format, and before any work starts the formats about to be rebuilt are entered as ``failed`` /
+``interrupted``: whenever the process dies, no manifest entry says ``ok`` about a file that is not there
+or not the one it describes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from edgebench.export import artifact_info
+from edgebench.export import manifest as mf
+from edgebench.export.context import (
+    CALIB_METHODS,
+    BuildContext,
+    Calibration,
+    indices_sha256,
+    stratified_sample,
+)
+from edgebench.export.messages import first_line
+from edgebench.export.parity import compare, run_artifact
+from edgebench.export.registry import ExportFormat, resolve_formats
+
+from edgebench.errors import EdgebenchError
+from edgebench.fileio import atomic_path, ensure_dir, sha256_file
+
+MIN_OPSET, MAX_OPSET = 13, 18  # per-channel QDQ needs 13; tf2onnx 1.17 targets up to 18
+
+
+@dataclass
+class ExportSettings:
+    calib_size: int = 300
+    calib_seed: int = 0
+    calib_method: str = "minmax"
+    opset: int = 17
+    parity_images: int = 100
+    parity_seed: int = 0
+    trt_max_batch: int = 64
+    force: bool = False
+
+    def check(self) -> None:
+        if self.calib_size < 1:
+            raise EdgebenchError(
+                f"calibration set is empty: --calib-size must be at least 1 (got {self.calib_size})"
+            )
+        if self.calib_method not in CALIB_METHODS:
+            raise EdgebenchError(
+                f"unknown calibration method '{self.calib_method}' (known: {', '.join(CALIB_METHODS)})"
+            )
+        if not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise EdgebenchError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET} (got {self.opset})")
+        if self.parity_images < 1:
+            raise EdgebenchError(f"--parity-images must be at least 1 (got {self.parity_images})")
+        if self.trt_max_batch < 1:
+            raise EdgebenchError(f"--trt-max-batch must be at least 1 (got {self.trt_max_batch})")
+
+
+@dataclass
+class ExportResult:
+    manifest: dict
+    manifest_path: Path
+    built: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # up to date
+    failed: list[str] = field(default_factory=list)
+    unavailable: list[str] = field(default_factory=list)
+
+
+class ArtifactError(EdgebenchError):
+    """One format could not be produced; ``reason`` is the manifest's reason code."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def export_model(
+    model_path,
+    out_dir=None,
+    formats=None,
+    data_source=None,
+    cache_dir=None,
+    settings: ExportSettings | None = None,
+    on_format: Callable[[str, dict], None] | None = None,
+) -> ExportResult:
+    """Export ``model_path`` to ``formats`` (all registered formats by default) in ``out_dir``."""
+    settings = settings or ExportSettings()
+    settings.check()
+    fmts = resolve_formats(formats)
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise EdgebenchError(f"model file not found: {model_path}")
+    out_dir = ensure_dir(out_dir if out_dir is not None else model_path.parent / "export")
+
+    from edgebench.train.data import load_dataset
+
+    ds = load_dataset(data_source, cache_dir)
+    calib_idx = stratified_sample(ds.y_train, settings.calib_size, settings.calib_seed)
+    if len(calib_idx) == 0:
+        raise EdgebenchError(f"calibration set is empty: no training images in {ds.source}")
+    parity_idx = stratified_sample(ds.y_test, settings.parity_images, settings.parity_seed)
+    if len(parity_idx) == 0:
+        raise EdgebenchError(f"no test images for the parity check in {ds.source}")
+    calibration = Calibration(
+        ds.x_train[calib_idx], calib_idx, ds.source, settings.calib_seed, settings.calib_method
+    )
+    parity_images = ds.x_test[parity_idx]
+
+    source = {
+        "path": os.fspath(model_path),
+        "sha256": sha256_file(model_path),
+        "bytes": model_path.stat().st_size,
+    }
+    parity_set = {
+        "source": ds.source,
+        "split": "test",
+        "size": int(len(parity_idx)),
+        "seed": settings.parity_seed,
+        "indices_sha256": indices_sha256(parity_idx),
+    }
+    option_values = {
+        **asdict(settings),
+        "data_source": ds.source,
+        "calib_size": int(len(calib_idx)),
+        "calib_indices_sha256": indices_sha256(calib_idx),
+    }
+    previous = None if settings.force else mf.read_previous(out_dir)
+    manifest = mf.new_manifest(source, ds.class_names, calibration.describe(), parity_set)
+    result = ExportResult(manifest, out_dir / mf.MANIFEST_NAME)
+
+    def options_for(fmt: ExportFormat) -> dict:
+        keys = (*fmt.option_keys, "data_source", "parity_images", "parity_seed")
+        return {"description": fmt.description, **{k: option_values[k] for k in keys}}
+
+    # Entries: earlier, still valid artifacts of formats not requested now; then the requested ones.
+    requested = {f.name for f in fmts}
+    entries: dict[str, dict] = {}
+    if previous and previous["source_model"]["sha256"] == source["sha256"]:
+        for old in previous["artifacts"]:
+            if old["format"] not in requested and (old["status"] != "ok" or mf.file_matches(out_dir, old)):
+                entries[old["format"]] = old
+    todo: list[ExportFormat] = []
+    for fmt in fmts:
+        ok, reason, message = fmt.available()
+        current = mf.up_to_date(previous, out_dir, source["sha256"], fmt, options_for(fmt))
+        if not ok:
+            entries[fmt.name] = mf.entry(fmt, "unavailable", reason, message, options=options_for(fmt))
+            result.unavailable.append(fmt.name)
+        elif current is not None:
+            entries[fmt.name] = current
+            result.skipped.append(fmt.name)
+        else:
+            entries[fmt.name] = mf.entry(
+                fmt, "failed", "interrupted", "export started but did not finish", options=options_for(fmt)
+            )
+            todo.append(fmt)
+
+    def save():
+        manifest["artifacts"] = list(entries.values())
+        mf.write(out_dir, manifest)
+
+    ctx = BuildContext(model_path, calibration, opset=settings.opset, trt_max_batch=settings.trt_max_batch)
+    try:
+        # A missing or corrupt model is the user's input error (exit 2), found before anything is written.
+        reference = ctx.model.predict(parity_images, batch_size=50, verbose=0) if todo else None
+        save()
+        for name in (*result.unavailable, *result.skipped):
+            if on_format:
+                on_format(name, entries[name])
+        for fmt in todo:
+            entries[fmt.name] = _export_one(fmt, ctx, out_dir, parity_images, reference, options_for(fmt))
+            (result.built if entries[fmt.name]["status"] == "ok" else result.failed).append(fmt.name)
+            save()
+            if on_format:
+                on_format(fmt.name, entries[fmt.name])
+    finally:
+        shutil.rmtree(ctx.workdir, ignore_errors=True)
+    return result
+
+
+def _export_one(
+    fmt: ExportFormat,
+    ctx: BuildContext,
+    out_dir: Path,
+    images: np.ndarray,
+    reference: np.ndarray,
+    options: dict,
+) -> dict:
+    final = out_dir / fmt.filename
+    start = time.perf_counter()
+    try:
+        with atomic_path(final) as tmp:
+            _stage("conversion-error", fmt.build, ctx, tmp)
+            built = time.perf_counter()
+            if tmp.stat().st_size == 0:
+                raise ArtifactError("conversion-error", f"{fmt.name}: the converter wrote an empty file")
+            info = _stage("inspection-error", artifact_info.describe, fmt.runtime, tmp)
+            probs = _stage("load-error", run_artifact, fmt.runtime, tmp, images)
+            parity = compare(probs, reference, fmt.tolerance)
+            if not parity["passed"]:
+                diff = parity["max_abs_diff"]
+                raise ArtifactError(
+                    "parity-error",
+                    f"{fmt.name} differs from the Keras model: max-abs-diff "
+                    f"{diff if diff is None else f'{diff:.3g}'} > {fmt.tolerance:g}",
+                )
+            digest, size = sha256_file(tmp), tmp.stat().st_size
+    except OSError as exc:  # e.g. the final name is taken by a folder, or the disk is full
+        exc = ArtifactError("write-error", f"cannot write {final}: {exc.strerror or first_line(exc)}")
+        return _failed(fmt, exc, final, options, start)
+    except ArtifactError as exc:
+        return _failed(fmt, exc, final, options, start)
+    done = time.perf_counter()
+    return mf.entry(
+        fmt,
+        "ok",
+        file=fmt.filename,
+        sha256=digest,
+        bytes=size,
+        options=options,
+        wall_time_s=round(done - start, 3),
+        timings={"build_s": round(built - start, 3), "verify_s": round(done - built, 3)},
+        **info,
+        parity=parity,
+    )
+
+
+def _failed(fmt: ExportFormat, exc: ArtifactError, final: Path, options: dict, start: float) -> dict:
+    if final.is_file():
+        final.unlink()  # a stale file of an earlier export must not outlive its failed rebuild
+    return mf.entry(
+        fmt,
+        "failed",
+        exc.reason,
+        str(exc),
+        options=options,
+        wall_time_s=round(time.perf_counter() - start, 3),
+    )
+
+
+def _stage(reason: str, fn, *args):
+    """Run one step of an export; any failure becomes an ArtifactError with ``reason``."""
+    try:
+        return fn(*args)
+    except ArtifactError:
+        raise
+    except EdgebenchError as exc:
+        raise ArtifactError(reason, str(exc)) from None
+    except Exception as exc:  # converters raise anything; one format's failure must not stop the others
+        raise ArtifactError(reason, first_line(exc)) from None

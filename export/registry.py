@@ -1,0 +1,170 @@
+"""The one registry of export formats.
+
+Each format names its runtime (the runner that opens it), its file name inside the export folder, the
+function that builds it (``"module:function"``, imported only when that format is built so that listing
+formats needs no TensorFlow), its parity tolerance and an availability probe.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from edgebench.errors import EdgebenchError
+
+# Max-abs-diff of probabilities allowed against the Keras model. float32 graphs differ only by kernel
+# rounding; float16 weights keep ~3 significant digits, so their probabilities move by up to ~1e-3.
+FP32_TOLERANCE = 1e-4
+FP16_TOLERANCE = 5e-3
+
+
+def _modules_present(*modules: str, reason: str) -> Callable[[], tuple[bool, str | None, str | None]]:
+    def probe():
+        missing = [m for m in modules if importlib.util.find_spec(m) is None]
+        if missing:
+            return False, reason, f"Python module(s) not installed: {', '.join(missing)}"
+        return True, None, None
+
+    return probe
+
+
+def _tensorrt_probe() -> tuple[bool, str | None, str | None]:
+    """TensorRT needs its Python package, a CUDA binding for inference and a CUDA device to build on."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return False, "tensorrt-missing", "TensorRT (Python package 'tensorrt') is not installed"
+    from edgebench.export.tensorrt_formats import probe_device
+
+    return probe_device()
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    name: str
+    runtime: str  # runner registry name: litert | onnxruntime | tensorrt
+    filename: str
+    builder: str  # "module:function"; builder(ctx, dest_path) -> None writes the artifact to dest_path
+    description: str
+    quantized: bool = False
+    tolerance: float | None = FP32_TOLERANCE  # None: quantized, figures are reported, not gated
+    option_keys: tuple[str, ...] = ()  # export settings that change this artifact (up-to-date check)
+    probe: Callable[[], tuple[bool, str | None, str | None]] = field(
+        default=_modules_present("tensorflow", reason="tensorflow-missing")
+    )
+
+    def available(self) -> tuple[bool, str | None, str | None]:
+        """(available, reason code, one-line message)."""
+        return self.probe()
+
+    def build(self, ctx, dest) -> None:
+        module, attr = self.builder.split(":")
+        getattr(importlib.import_module(module), attr)(ctx, dest)
+
+
+_TFLITE = "edgebench.export.tflite_formats"
+_ONNX = "edgebench.export.onnx_formats"
+_TRT = "edgebench.export.tensorrt_formats"
+_CALIB = ("calib_size", "calib_seed", "calib_indices_sha256")
+_litert = _modules_present("tensorflow", "ai_edge_litert", reason="litert-missing")
+_onnx = _modules_present("tf2onnx", "onnx", "onnxruntime", reason="onnx-tools-missing")
+
+FORMATS: dict[str, ExportFormat] = {
+    f.name: f
+    for f in (
+        ExportFormat(
+            "tflite-fp32",
+            "litert",
+            "model.fp32.tflite",
+            f"{_TFLITE}:build_fp32",
+            "TFLite, float32 weights and activations",
+            probe=_litert,
+        ),
+        ExportFormat(
+            "tflite-fp16",
+            "litert",
+            "model.fp16.tflite",
+            f"{_TFLITE}:build_fp16",
+            "TFLite, float16 weights (dequantized to float32 at load)",
+            tolerance=FP16_TOLERANCE,
+            probe=_litert,
+        ),
+        ExportFormat(
+            "tflite-dynamic",
+            "litert",
+            "model.dynamic.tflite",
+            f"{_TFLITE}:build_dynamic",
+            "TFLite dynamic-range: int8 weights, float activations",
+            quantized=True,
+            tolerance=None,
+            probe=_litert,
+        ),
+        ExportFormat(
+            "tflite-int8",
+            "litert",
+            "model.int8.tflite",
+            f"{_TFLITE}:build_int8",
+            "TFLite full-integer: int8 weights and activations, uint8 input/output",
+            quantized=True,
+            tolerance=None,
+            option_keys=_CALIB,
+            probe=_litert,
+        ),
+        ExportFormat(
+            "onnx",
+            "onnxruntime",
+            "model.onnx",
+            f"{_ONNX}:build_onnx",
+            "ONNX (tf2onnx), float32",
+            option_keys=("opset",),
+            probe=_onnx,
+        ),
+        ExportFormat(
+            "onnx-int8",
+            "onnxruntime",
+            "model.int8.onnx",
+            f"{_ONNX}:build_onnx_int8",
+            "ONNX static QDQ int8 (symmetric, per-channel weights)",
+            quantized=True,
+            tolerance=None,
+            option_keys=("opset", "calib_method", *_CALIB),
+            probe=_onnx,
+        ),
+        ExportFormat(
+            "trt-fp16",
+            "tensorrt",
+            "model.fp16.engine",
+            f"{_TRT}:build_fp16",
+            "TensorRT engine from the ONNX file, FP16 allowed",
+            tolerance=FP16_TOLERANCE,
+            option_keys=("opset", "trt_max_batch"),
+            probe=_tensorrt_probe,
+        ),
+        ExportFormat(
+            "trt-int8",
+            "tensorrt",
+            "model.int8.engine",
+            f"{_TRT}:build_int8",
+            "TensorRT engine from the QDQ ONNX file (explicit quantization)",
+            quantized=True,
+            tolerance=None,
+            option_keys=("opset", "calib_method", "trt_max_batch", *_CALIB),
+            probe=_tensorrt_probe,
+        ),
+    )
+}
+
+
+def resolve_formats(names) -> list[ExportFormat]:
+    """Registry entries for a list of names (comma lists allowed); unknown names are a one-line error."""
+    if names is None or (not isinstance(names, str) and len(names) == 0):
+        return list(FORMATS.values())
+    if isinstance(names, str):
+        names = [names]
+    wanted = [n.strip() for item in names for n in item.split(",") if n.strip()]
+    if not wanted:
+        raise EdgebenchError("no export format given")
+    unknown = [n for n in wanted if n not in FORMATS]
+    if unknown:
+        raise EdgebenchError(f"unknown export format(s): {', '.join(unknown)} (known: {', '.join(FORMATS)})")
+    return [FORMATS[n] for n in dict.fromkeys(wanted)]

@@ -1,0 +1,138 @@
+"""TensorRT engines (TensorRT 10.x) built from the export's ONNX graphs through TensorRT's ONNX parser.
+
+``trt-fp16`` parses the float ONNX graph and lets TensorRT pick FP16 kernels; ``trt-int8`` parses the QDQ
+graph of ``onnx-int8`` (explicit quantization: the scales come from the Q/DQ nodes, no TensorRT calibrator,
+which TensorRT 10 deprecates). One optimization profile covers batch 1..``trt_max_batch``. An engine is
+specific to the GPU and TensorRT version that built it: build it on the device that runs it.
+
+``tensorrt`` is imported lazily: where it is missing these formats are ``unavailable``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from edgebench.errors import EdgebenchError
+
+WORKSPACE_BYTES = 1 << 30
+OPT_BATCH = 32
+
+
+def probe_device() -> tuple[bool, str | None, str | None]:
+    """TensorRT is importable; can it build here (a CUDA device) and run (a CUDA binding for buffers)?"""
+    try:
+        import tensorrt as trt
+    except Exception as exc:  # a broken install raises OSError/ImportError from its shared libraries
+        return False, "tensorrt-missing", f"cannot import tensorrt: {str(exc).splitlines()[0]}"
+    from edgebench.runtime import cuda_runtime
+
+    try:
+        cuda_runtime()
+    except Exception as exc:
+        return False, "cuda-python-missing", str(exc).splitlines()[0]
+    builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+    if builder is None:
+        return False, "no-cuda-device", "TensorRT could not create a builder (no usable CUDA device)"
+    return True, None, None
+
+
+def build_fp16(ctx, dest: Path) -> None:
+    _build_engine(ctx.onnx_path, dest, ("FP16",), ctx.trt_max_batch)
+
+
+def build_int8(ctx, dest: Path) -> None:
+    # INT8 enables the Q/DQ-quantized layers, FP16 lets the layers outside Q/DQ pairs run in half precision.
+    _build_engine(ctx.qdq_onnx_path, dest, ("INT8", "FP16"), ctx.trt_max_batch)
+
+
+def _build_engine(onnx_path: Path, dest: Path, flags: tuple[str, ...], max_batch: int) -> None:
+    import tensorrt as trt
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise EdgebenchError(f"TensorRT ONNX parser rejected {onnx_path.name}: {errors.splitlines()[0]}")
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+    config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED  # lets the inspector report precisions
+    for flag in flags:
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+
+    profile = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        rest = tuple(tensor.shape)[1:]  # (32, 32, 3); the batch dimension is dynamic
+        profile.set_shape(tensor.name, (1, *rest), (min(OPT_BATCH, max_batch), *rest), (max_batch, *rest))
+    config.add_optimization_profile(profile)
+
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise EdgebenchError(f"TensorRT could not build an engine from {onnx_path.name} (see its log above)")
+    with open(dest, "wb") as fh:
+        fh.write(memoryview(serialized))
+
+
+def describe_engine(path: Path) -> dict:
+    """I/O tensors and the precision breakdown of an engine, from TensorRT's engine inspector."""
+    import tensorrt as trt
+
+    runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
+    engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
+    if engine is None:
+        raise EdgebenchError(f"TensorRT cannot deserialize {path}")
+    context = engine.create_execution_context()
+    io = {"inputs": [], "outputs": []}
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        shape = list(engine.get_tensor_shape(name))
+        entry = {
+            "name": name,
+            "shape": shape,
+            "quantization": None,
+            "dtype": _np_name(trt.nptype(engine.get_tensor_dtype(name))),
+        }
+        if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+            io["inputs"].append(entry)
+            # Formats read "N/A due to dynamic shapes" unless the inspector's context has concrete shapes.
+            context.set_input_shape(name, [1 if d < 0 else d for d in shape])
+        else:
+            io["outputs"].append(entry)
+    inspector = engine.create_engine_inspector()
+    inspector.execution_context = context
+    layers = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON)).get("Layers", [])
+    weights, activations = {}, {}
+    for layer in layers:
+        if not isinstance(layer, dict):
+            continue
+        for tensor in layer.get("Outputs", []):
+            kind = _precision_of(str(tensor.get("Format/Datatype", "")))
+            if kind:
+                activations[kind] = activations.get(kind, 0) + 1
+        w = layer.get("Weights")
+        if isinstance(w, dict) and w.get("Count"):
+            kind = _precision_of(str(w.get("Type", "")))
+            if kind:
+                weights[kind] = weights.get(kind, 0) + int(w["Count"])
+    io["dynamic_batch"] = any(e["shape"][0] < 0 for e in io["inputs"])
+    io["counts"] = {"weights": weights, "activations": activations}
+    return io
+
+
+def _precision_of(text: str) -> str | None:
+    text = text.lower()
+    keys = (("int8", "int8"), ("fp16", "fp16"), ("half", "fp16"), ("fp32", "fp32"), ("float", "fp32"))
+    for key, kind in keys:
+        if key in text:
+            return kind
+    return None
+
+
+def _np_name(dtype) -> str:
+    import numpy as np
+
+    return np.dtype(dtype).name

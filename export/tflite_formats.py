@@ -1,0 +1,66 @@
+"""TFLite artifacts: float32, float16 weights, dynamic-range int8 weights and full-integer int8.
+
+All four convert the same frozen concrete function (uint8 pixels in, probabilities out), so the input
+stays raw uint8 pixels; the preprocessing Cast from uint8 to float is inside the graph.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgebench.export.messages import first_line
+
+from edgebench.errors import EdgebenchError
+
+
+def _converter(ctx):
+    import tensorflow as tf
+
+    return tf.lite.TFLiteConverter.from_concrete_functions([ctx.frozen_function])
+
+
+def _convert(converter, dest: Path) -> None:
+    try:
+        flatbuffer = converter.convert()
+    except Exception as exc:  # the converter raises ConverterError, ValueError, RuntimeError …
+        raise EdgebenchError(f"TFLite conversion failed: {first_line(exc)}") from None
+    Path(dest).write_bytes(flatbuffer)
+
+
+def build_fp32(ctx, dest: Path) -> None:
+    _convert(_converter(ctx), dest)
+
+
+def build_fp16(ctx, dest: Path) -> None:
+    import tensorflow as tf
+
+    converter = _converter(ctx)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+    _convert(converter, dest)
+
+
+def build_dynamic(ctx, dest: Path) -> None:
+    import tensorflow as tf
+
+    converter = _converter(ctx)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]  # no representative dataset: dynamic range
+    _convert(converter, dest)
+
+
+def build_int8(ctx, dest: Path) -> None:
+    """Full-integer model: int8 weights and activations; uint8 pixels in, uint8 probabilities out.
+
+    The graph input is already uint8 and is cast to float inside the graph, then quantized with scale 1
+    (pixel values are exact); ``inference_output_type`` makes the softmax output uint8 (scale 1/256).
+    Only int8 builtin ops are allowed, so conversion fails rather than silently keeping float ops.
+    """
+    import tensorflow as tf
+
+    converter = _converter(ctx)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([batch] for batch in ctx.calibration_batches())
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    converter.inference_output_type = tf.uint8
+    _convert(converter, dest)
