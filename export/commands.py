@@ -64,6 +64,12 @@ def _print_row(name: str, entry: dict) -> None:
 @click.option(
     "--trt-max-batch", default=64, show_default=True, help="TensorRT optimization profile max batch."
 )
+@click.option(
+    "--onnx-reduce-range/--onnx-full-range",
+    default=True,
+    show_default=True,
+    help="7-bit weights in onnx-int8 (needed on x86 CPUs without VNNI; TensorRT accepts both).",
+)
 @click.option("--strict", is_flag=True, help="Exit 1 when a requested format is unavailable here.")
 @click.option("--force", is_flag=True, help="Rebuild artifacts even when they are up to date.")
 @click.option("--list-formats", is_flag=True, help="List the registered formats and exit.")
@@ -78,6 +84,7 @@ def export(
     opset,
     parity_images,
     trt_max_batch,
+    onnx_reduce_range,
     strict,
     force,
     list_formats,
@@ -97,6 +104,7 @@ def export(
         opset=opset,
         parity_images=parity_images,
         trt_max_batch=trt_max_batch,
+        onnx_reduce_range=onnx_reduce_range,
         force=force,
     )
     result = export_model(

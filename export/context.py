@@ -64,6 +64,7 @@ class BuildContext:
     calibration: Calibration
     opset: int = 17
     trt_max_batch: int = 64
+    onnx_reduce_range: bool = True
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="edgebench-export-")))
 
     @functools.cached_property
@@ -117,5 +118,5 @@ class BuildContext:
         from edgebench.export.onnx_formats import quantize_qdq
 
         path = self.workdir / "model.int8.onnx"
-        quantize_qdq(self.onnx_path, path, self.calibration, self.workdir)
+        quantize_qdq(self.onnx_path, path, self.calibration, self.workdir, self.onnx_reduce_range)
         return path

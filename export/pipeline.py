@@ -45,6 +45,7 @@ class ExportSettings:
     parity_images: int = 100
     parity_seed: int = 0
     trt_max_batch: int = 64
+    onnx_reduce_range: bool = True
     force: bool = False
 
     def check(self) -> None:
@@ -167,7 +168,13 @@ def export_model(
         manifest["artifacts"] = list(entries.values())
         mf.write(out_dir, manifest)
 
-    ctx = BuildContext(model_path, calibration, opset=settings.opset, trt_max_batch=settings.trt_max_batch)
+    ctx = BuildContext(
+        model_path,
+        calibration,
+        opset=settings.opset,
+        trt_max_batch=settings.trt_max_batch,
+        onnx_reduce_range=settings.onnx_reduce_range,
+    )
     try:
         # A missing or corrupt model is the user's input error (exit 2), found before anything is written.
         reference = ctx.model.predict(parity_images, batch_size=50, verbose=0) if todo else None

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from edgebench.errors import EdgebenchError
 
 # Max-abs-diff of probabilities allowed against the Keras model. float32 graphs differ only by kernel
-# rounding; float16 weights keep ~3 significant digits, so their probabilities move by up to ~1e-3.
+# rounding; float16 weights keep ~3 significant digits: on a ResNet50 their probabilities moved by up to
+# 7e-3 (100 test images), so fp16 formats get a looser gate.
 FP32_TOLERANCE = 1e-4
-FP16_TOLERANCE = 5e-3
+FP16_TOLERANCE = 2e-2
 
 
 def _modules_present(*modules: str, reason: str) -> Callable[[], tuple[bool, str | None, str | None]]:
@@ -124,10 +125,10 @@ FORMATS: dict[str, ExportFormat] = {
             "onnxruntime",
             "model.int8.onnx",
             f"{_ONNX}:build_onnx_int8",
-            "ONNX static QDQ int8 (symmetric, per-channel weights)",
+            "ONNX static QDQ int8 (symmetric, per-channel weights, 7-bit range by default)",
             quantized=True,
             tolerance=None,
-            option_keys=("opset", "calib_method", *_CALIB),
+            option_keys=("opset", "calib_method", "onnx_reduce_range", *_CALIB),
             probe=_onnx,
         ),
         ExportFormat(
@@ -148,7 +149,7 @@ FORMATS: dict[str, ExportFormat] = {
             "TensorRT engine from the QDQ ONNX file (explicit quantization)",
             quantized=True,
             tolerance=None,
-            option_keys=("opset", "calib_method", "trt_max_batch", *_CALIB),
+            option_keys=("opset", "calib_method", "onnx_reduce_range", "trt_max_batch", *_CALIB),
             probe=_tensorrt_probe,
         ),
     )

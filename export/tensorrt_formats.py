@@ -31,7 +31,10 @@ def probe_device() -> tuple[bool, str | None, str | None]:
         cuda_runtime()
     except Exception as exc:
         return False, "cuda-python-missing", str(exc).splitlines()[0]
-    builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+    try:
+        builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+    except Exception as exc:  # no driver / no device: TensorRT raises from its CUDA initialisation
+        return False, "no-cuda-device", f"TensorRT cannot create a builder: {str(exc).splitlines()[0]}"
     if builder is None:
         return False, "no-cuda-device", "TensorRT could not create a builder (no usable CUDA device)"
     return True, None, None
