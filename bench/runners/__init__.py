@@ -1,0 +1,63 @@
+"""The one runner registry of bench: runtime name (a manifest artifact's ``runtime``) -> runner class.
+
+``keras`` is the fp32 reference; ``litert``, ``onnxruntime`` and ``tensorrt`` are the TF-free runners of
+``edgebench.runtime`` (the same code a bundle ships). Each runner is probed for availability before use: a
+runtime that cannot run here is reported as ``unavailable`` (skipped), not as a failure.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from collections.abc import Callable
+
+from edgebench.bench.runners.keras_runner import KerasRunner
+
+from edgebench import runtime
+
+RUNNERS: dict[str, type[runtime.Runner]] = {"keras": KerasRunner, **runtime.RUNNERS}
+
+
+def _modules(*names: str, reason: str) -> Callable[[], tuple[bool, str | None, str | None]]:
+    def probe():
+        missing = [n for n in names if importlib.util.find_spec(n) is None]
+        if missing:
+            return False, reason, f"Python module(s) not installed: {', '.join(missing)}"
+        return True, None, None
+
+    return probe
+
+
+def _tensorrt() -> tuple[bool, str | None, str | None]:
+    if importlib.util.find_spec("tensorrt") is None:
+        return False, "tensorrt-missing", "TensorRT (Python package 'tensorrt') is not installed"
+    from edgebench.export.tensorrt_formats import probe_device  # CUDA binding and a CUDA device
+
+    return probe_device()
+
+
+PROBES: dict[str, Callable[[], tuple[bool, str | None, str | None]]] = {
+    "keras": _modules("keras", "tensorflow", reason="keras-missing"),
+    "litert": _modules("ai_edge_litert", reason="litert-missing"),
+    "onnxruntime": _modules("onnxruntime", reason="onnxruntime-missing"),
+    "tensorrt": _tensorrt,
+}
+
+
+def availability(name: str) -> tuple[bool, str | None, str | None]:
+    """(available here, reason code, one-line message) for the runner registered as ``name``."""
+    if name not in RUNNERS:
+        return (
+            False,
+            "unknown-runtime",
+            f"no runner registered for runtime '{name}' (known: {', '.join(RUNNERS)})",
+        )
+    return PROBES[name]()
+
+
+def make_runner(name: str, path, threads: int | None = None, providers: list[str] | None = None):
+    """A runner for ``path``; ``providers`` only reaches runners that take them (ONNX Runtime)."""
+    cls = RUNNERS[name]
+    if providers is not None and "providers" in inspect.signature(cls).parameters:
+        return cls(path, threads=threads, providers=providers)
+    return cls(path, threads=threads)

@@ -1,0 +1,185 @@
+"""``edgebench bench`` and ``edgebench compare``: thin click layers over ``run_bench`` / ``compare_files``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgebench.errors import EdgebenchError, GateFailure
+
+
+def _int_list(value: str, option: str) -> tuple[int, ...]:
+    try:
+        items = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise EdgebenchError(f"{option} takes comma-separated integers (got '{value}')") from None
+    if not items:
+        raise EdgebenchError(f"{option} is empty")
+    return items
+
+
+def _print_table(header, rows, title: str | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*header, title=title, show_lines=False)
+    for row in rows:
+        table.add_row(*[str(c) for c in row])
+    Console(width=max(200, Console().width)).print(table)
+
+
+def _row_line(row: dict) -> None:
+    from edgebench.bench.report import status_text
+
+    acc = row.get("accuracy")
+    best = row.get("best")
+    figures = ""
+    if acc:
+        figures += f"  top-1 {acc['top1']:.2%}"
+        if acc.get("drop_pp") is not None:
+            figures += f"  drop {acc['drop_pp']:+.2f} pp"
+    if best:
+        figures += f"  p50 {best['p50_ms']:.2f} ms"
+    state = "done" if row["status"] in ("evaluated", "reference") else status_text(row)
+    click.echo(f"{row['format']:15s} {state}{figures}", err=True)
+
+
+@click.command()
+@click.option(
+    "--export",
+    "export_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Export folder holding manifest.json.",
+)
+@click.option(
+    "--reference",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="fp32 Keras model [default: <export>/../model.keras, else the manifest's source model].",
+)
+@click.option("--data", "data_source", default=None, help="CIFAR-10 source (keras, image folder, .npz).")
+@click.option(
+    "--out",
+    "out_dir",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Report folder [default: <export>/../bench].",
+)
+@click.option(
+    "--max-drop", default=0.5, show_default=True, help="Largest allowed top-1 drop vs the reference (pp)."
+)
+@click.option(
+    "--min-accuracy", default=None, type=float, help="Absolute top-1 floor in percent [default: off]."
+)
+@click.option("--threads", default="1,2", show_default=True, help="Thread counts to sweep, comma-separated.")
+@click.option("--batch-sizes", default="1,8,32,128", show_default=True, help="Throughput batch sizes.")
+@click.option(
+    "--latency-time-cap",
+    default=10.0,
+    show_default=True,
+    help="Seconds of batch-1 timing per artifact and thread count (stops earlier once stable).",
+)
+@click.option(
+    "--throughput-time-cap", default=3.0, show_default=True, help="Seconds of timing per batch size."
+)
+@click.option(
+    "--test-per-class",
+    default=None,
+    type=int,
+    help="Stratified sample of N test images per class [default: the whole test split].",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of --test-per-class sampling.")
+@click.option(
+    "--providers",
+    default=None,
+    help="ONNX Runtime execution providers in order, comma-separated [default: CPUExecutionProvider].",
+)
+@click.option(
+    "--formats", "-f", multiple=True, help="Only these manifest formats (comma-separated or repeated)."
+)
+@click.option("--eval-batch", default=128, show_default=True, help="Batch size of the accuracy pass.")
+@click.option("--no-plots", is_flag=True, help="Skip the plots.")
+def bench(
+    export_dir,
+    reference,
+    data_source,
+    out_dir,
+    max_drop,
+    min_accuracy,
+    threads,
+    batch_sizes,
+    latency_time_cap,
+    throughput_time_cap,
+    test_per_class,
+    seed,
+    providers,
+    formats,
+    eval_batch,
+    no_plots,
+):
+    """Accuracy gate, latency and throughput of every exported artifact; writes report.json/report.md/plots.
+
+    Exit 0: every artifact passed. Exit 1: an artifact failed the gate (named). Exit 2: bad input, or an
+    artifact could not be evaluated (the report is still written).
+    """
+    from edgebench.bench.benchmark import BenchSettings, run_bench
+    from edgebench.bench.gate import GateSettings
+    from edgebench.bench.latency import LatencySettings
+    from edgebench.bench.report import summary_table
+
+    settings = BenchSettings(
+        export_dir=export_dir,
+        reference=reference,
+        data=data_source,
+        out_dir=out_dir,
+        gate=GateSettings(max_drop, None if min_accuracy is None else min_accuracy / 100),
+        threads=_int_list(threads, "--threads"),
+        batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
+        latency=LatencySettings(time_cap_s=latency_time_cap, throughput_time_cap_s=throughput_time_cap),
+        test_per_class=test_per_class,
+        seed=seed,
+        providers=[p.strip() for p in providers.split(",") if p.strip()] if providers else None,
+        formats=list(formats) or None,
+        eval_batch=eval_batch,
+        plots=not no_plots,
+    )
+    result = run_bench(settings, log=lambda msg: click.echo(msg, err=True), on_row=_row_line)
+    _print_table(
+        *summary_table(result.report), title=f"edgebench bench · {result.report['dataset']['images']} images"
+    )
+    click.echo(f"report: {result.paths['json']}  {result.paths['md']}", err=True)
+    gate = result.gate
+    if gate.errors:
+        rows = {r["format"]: r for r in result.report["artifacts"]}
+        raise EdgebenchError(
+            f"{len(gate.errors)} artifact(s) could not be evaluated: "
+            + "; ".join(f"{n} ({rows[n]['reason']}: {rows[n]['message']})" for n in gate.errors)
+        )
+    if not gate.passed:
+        if not gate.failed:
+            raise GateFailure(
+                "gate failed: no artifact was evaluated"
+                + (f" (skipped: {', '.join(gate.skipped)})" if gate.skipped else "")
+            )
+        rows = {r["format"]: r for r in result.report["artifacts"]}
+        raise GateFailure(
+            "gate failed for "
+            + "; ".join(f"{n} ({'; '.join(rows[n]['gate']['problems'])})" for n in gate.failed)
+        )
+
+
+@click.command()
+@click.argument("old", type=click.Path(path_type=Path))
+@click.argument("new", type=click.Path(path_type=Path))
+def compare(old, new):
+    """Compare two bench reports: per artifact accuracy and latency changes; exit 1 on a regression."""
+    from edgebench.bench.compare import compare_files, markdown
+
+    result = compare_files(old, new)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(markdown(result))
+    if result.regressions:
+        raise GateFailure(f"regression in {', '.join(result.regressions)}")

@@ -1,0 +1,503 @@
+"""bench/: runners vs the Keras reference, statistics against known values, gate, report schema, compare."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from edgebench.bench import stats
+from edgebench.bench.gate import GateSettings
+from edgebench.bench.latency import LatencySettings, median_ci
+from edgebench.bench.runners import RUNNERS, availability
+
+from edgebench.cli import cli
+from edgebench.fileio import sha256_file
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = json.loads((REPO / "edgebench" / "schemas" / "report.schema.json").read_text())
+FORMATS = ["tflite-fp32", "tflite-int8", "onnx", "onnx-int8", "trt-fp16"]
+FLOAT_FORMATS = ["tflite-fp32", "onnx"]
+TEST_PER_CLASS = 20  # 200 real test images
+FAST = [
+    "--test-per-class",
+    "10",
+    "--threads",
+    "1",
+    "--batch-sizes",
+    "1,4",
+    "--latency-time-cap",
+    "0.1",
+    "--throughput-time-cap",
+    "0.05",
+    "--no-plots",
+]
+
+
+def _fast_latency() -> LatencySettings:
+    return LatencySettings(time_cap_s=0.2, throughput_time_cap_s=0.05, warmup_runs=3, min_runs=10)
+
+
+def _export(model: Path, out: Path, formats, data, cache) -> Path:
+    from edgebench.export.pipeline import ExportSettings, export_model
+
+    export_model(model, out, formats, data, cache, settings=ExportSettings(calib_size=100, parity_images=20))
+    return out
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_model_path, cifar_folder, cache_dir) -> Path:
+    """runs/<name>-like folder: model.keras beside export/ (the bench's default reference)."""
+    run = tmp_path_factory.mktemp("run")
+    shutil.copy(tiny_model_path, run / "model.keras")
+    _export(run / "model.keras", run / "export", FORMATS, cifar_folder, cache_dir)
+    return run
+
+
+@pytest.fixture(scope="module")
+def bench_result(run_dir, cifar_folder, cache_dir):
+    from edgebench.bench.benchmark import BenchSettings, run_bench
+
+    settings = BenchSettings(
+        export_dir=run_dir / "export",
+        data=cifar_folder,
+        cache_dir=cache_dir,
+        threads=(1, 2),
+        batch_sizes=(1, 8),
+        latency=_fast_latency(),
+        test_per_class=TEST_PER_CLASS,
+    )
+    return run_bench(settings, log=lambda msg: None)
+
+
+def _rows(report: dict) -> dict[str, dict]:
+    return {r["format"]: r for r in report["artifacts"]}
+
+
+def _invoke(*args):
+    res = CliRunner().invoke(cli, [str(a) for a in args])
+    assert "Traceback" not in res.output, res.output
+    return res
+
+
+def _one_line_error(res, code: int, words: str, case: str = "") -> None:
+    assert res.exit_code == code, f"{case}: {res.output}"
+    lines = res.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("error:") and words in lines[-1], f"{case}: {lines}"
+    assert not [line for line in lines if line.startswith("error:")][:-1], lines
+
+
+# ---------------------------------------------------------------- statistics against known values
+
+
+@pytest.mark.parametrize(
+    ("k", "n", "lo", "hi"),
+    # Newcombe (1998), Statistics in Medicine 17:857, Table I, method 3 (Wilson score)
+    [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611), (1, 29, 0.0061, 0.1718)],
+)
+def test_wilson_interval_matches_newcombe(k, n, lo, hi):
+    assert stats.wilson_interval(k, n) == pytest.approx((lo, hi), abs=5e-5)
+
+
+def test_mcnemar_exact_matches_the_binomial_by_hand():
+    # 1 pair only the reference gets right, 9 only the artifact: p = 2 * P(X <= 1 | 10, 1/2) = 22/1024.
+    ref = np.array([True] * 50 + [True] * 1 + [False] * 9 + [False] * 40)
+    art = np.array([True] * 50 + [False] * 1 + [True] * 9 + [False] * 40)
+    out = stats.mcnemar_exact(ref, art)
+    assert out["ref_only_correct"] == 1 and out["artifact_only_correct"] == 9
+    assert out["pvalue"] == pytest.approx(22 / 1024)
+    # Discordant pairs balanced 5/5: p = 1; identical predictions: p = 1.
+    assert stats.mcnemar_exact([True] * 5 + [False] * 5, [False] * 5 + [True] * 5)["pvalue"] == pytest.approx(
+        1.0
+    )
+    assert stats.mcnemar_exact([True, False], [True, False])["pvalue"] == 1.0
+
+
+def test_accuracy_summary_drop_agreement_and_per_class():
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    ref = np.array([0, 0, 0, 0, 1, 1, 1, 0])  # 7/8
+    art = np.array([0, 0, 1, 1, 1, 1, 1, 0])  # 5/8: class 0 loses 2 of 4
+    out = stats.accuracy_summary(art, labels, ["a", "b"], ref)
+    assert out["top1"] == 5 / 8 and out["correct"] == 5 and out["images"] == 8
+    assert out["drop_pp"] == pytest.approx(25.0)
+    assert out["agreement"] == pytest.approx(6 / 8)
+    assert out["per_class"] == {"a": 0.5, "b": 0.75}
+    assert out["largest_class_drop"] == {"class": "a", "drop_pp": pytest.approx(50.0)}
+    assert out["ci95"] == pytest.approx(list(stats.wilson_interval(5, 8)))
+
+
+def test_median_interval_uses_the_order_statistics_of_the_table():
+    # n = 100: the 95% distribution-free interval of the median is x(40) .. x(61) (1-based ranks).
+    xs = np.arange(1, 101, dtype=float)
+    np.random.default_rng(0).shuffle(xs)
+    assert median_ci(xs) == (40.0, 61.0)
+
+
+def test_pareto_front():
+    from edgebench.bench.plots import pareto_front
+
+    # (latency, accuracy): the 2nd point is slower and less accurate than the 1st -> dominated.
+    assert pareto_front([(1.0, 90.0), (2.0, 89.0), (3.0, 95.0), (0.5, 80.0)]) == [3, 0, 2]
+
+
+# ---------------------------------------------------------------- runners
+
+
+def test_registry_has_one_runner_per_runtime_and_tensorrt_is_probed():
+    assert set(RUNNERS) == {"keras", "litert", "onnxruntime", "tensorrt"}
+    ok, reason, message = availability("tensorrt")
+    if not ok:
+        assert reason and message and "\n" not in message
+
+
+@pytest.mark.parametrize("name", FLOAT_FORMATS)
+def test_float_runner_matches_the_keras_runner(run_dir, small_dataset, name):
+    manifest = json.loads((run_dir / "export" / "manifest.json").read_text())
+    entry = next(a for a in manifest["artifacts"] if a["format"] == name)
+    images = small_dataset.x_test[:64]
+    with (
+        RUNNERS["keras"](run_dir / "model.keras") as ref,
+        RUNNERS[entry["runtime"]](run_dir / "export" / entry["file"], threads=1) as runner,
+    ):
+        expected, got = ref.infer(images), runner.infer(images)
+        # bind() prepares the runtime's own call for timing; the runner stays usable and correct after it.
+        bound = runner.bind(images[:1])
+        bound()
+        again = runner.infer(images[:1])
+    assert got.shape == (64, 10) and np.abs(got - expected).max() < 1e-4
+    assert np.abs(again - expected[:1]).max() < 1e-4
+
+
+def test_fixed_batch_prediction_pads_and_trims(run_dir, small_dataset):
+    from edgebench.bench.accuracy import predict
+
+    images = small_dataset.x_test[:23]
+    with RUNNERS["litert"](run_dir / "export" / "model.fp32.tflite") as runner:
+        dynamic = predict(runner, images, batch_size=16)
+        fixed = predict(runner, images, fixed_batch=7)
+    assert fixed.shape == (23, 10) and np.abs(fixed - dynamic).max() < 1e-5
+
+
+def test_onnxruntime_gpu_request_on_cpu_is_reported_as_cpu_with_a_warning(run_dir, cifar_folder, cache_dir):
+    from edgebench.bench.benchmark import BenchSettings, run_bench
+
+    warned = []
+    settings = BenchSettings(
+        export_dir=run_dir / "export",
+        data=cifar_folder,
+        cache_dir=cache_dir,
+        out_dir=run_dir / "gpu-bench",
+        threads=(1,),
+        batch_sizes=(1,),
+        latency=_fast_latency(),
+        test_per_class=3,
+        formats=["onnx"],
+        providers=["CUDAExecutionProvider", "CPUExecutionProvider"],
+        plots=False,
+    )
+    report = run_bench(settings, log=warned.append).report
+    runner = _rows(report)["onnx"]["runner"]
+    assert runner["requested_providers"][0] == "CUDAExecutionProvider"
+    if "CUDAExecutionProvider" not in runner["providers"]:  # this machine: no GPU provider
+        assert runner["providers"] == ["CPUExecutionProvider"]
+        assert any("CUDAExecutionProvider" in w for w in report["warnings"])
+        assert any(w.startswith("warning:") and "CUDAExecutionProvider" in w for w in warned)
+
+
+# ---------------------------------------------------------------- the bench run and its report
+
+
+def test_every_artifact_is_evaluated_against_the_reference(bench_result):
+    report = bench_result.report
+    rows = _rows(report)
+    ref = report["reference"]
+    assert ref["status"] == "reference" and ref["accuracy"]["images"] == 10 * TEST_PER_CLASS
+    for name in FLOAT_FORMATS:
+        acc = rows[name]["accuracy"]
+        assert rows[name]["status"] == "pass", rows[name]
+        assert acc["agreement"] == 1.0 and acc["drop_pp"] == 0.0 and acc["mcnemar"]["pvalue"] == 1.0
+        assert acc["top1"] == ref["accuracy"]["top1"]
+    for name in ("tflite-int8", "onnx-int8"):  # quantized: evaluated, agreement measured, gated like others
+        acc = rows[name]["accuracy"]
+        assert rows[name]["status"] in ("pass", "fail") and 0.5 < acc["agreement"] <= 1.0
+        assert rows[name]["precision"] == "int8" or "int8" in rows[name]["precision"]
+        assert (rows[name]["status"] == "pass") == (acc["drop_pp"] <= 0.5)
+
+
+def test_unavailable_runtime_is_skipped_not_failed(bench_result):
+    row = _rows(bench_result.report)["trt-fp16"]
+    if availability("tensorrt")[0]:
+        pytest.skip("TensorRT is available here")
+    assert row["status"] == "skipped" and row["reason"] and row["accuracy"] is None
+    assert "trt-fp16" in bench_result.report["gate"]["skipped"]
+    assert "trt-fp16" not in bench_result.report["gate"]["failed"]
+
+
+def test_latency_throughput_memory_and_environment(bench_result):
+    report = bench_result.report
+    row = _rows(report)["tflite-fp32"]
+    assert [e["threads"] for e in row["latency"]] == [2, 1]
+    for e in row["latency"]:
+        b1 = e["batch1"]
+        assert b1["batch"] == 1 and b1["runs"] >= 10
+        assert 0 < b1["min_ms"] <= b1["p50_ms"] <= b1["p90_ms"] <= b1["p99_ms"] <= b1["max_ms"]
+        assert b1["median_ci95_ms"][0] <= b1["p50_ms"] <= b1["median_ci95_ms"][1]
+        assert [t["batch"] for t in e["throughput"]] == [1, 8]
+        assert all(t["images_per_s"] > 0 and t["runs"] >= 2 for t in e["throughput"])
+    assert row["load_time_s"] > 0 and row["rss_delta_mb"] is not None
+    assert row["runner"]["threads"] == 2 and row["runner"]["runtime"].startswith("ai-edge-litert")
+    assert report["harness_overhead"]["median_ns"] > 0
+    env = report["environment"]
+    assert env["cpu"] and env["logical_cores"] >= 1 and env["threads"] == [2, 1]
+    assert env["versions"]["onnxruntime"] and env["versions"]["ai_edge_litert"] and env["python"]
+    assert len(env["edgebench"]["commit"] or "") in (0, 40)
+
+
+def test_report_files_validate_and_show_the_table(bench_result):
+    out = bench_result.out_dir
+    on_disk = json.loads((out / "report.json").read_text())
+    jsonschema.validate(on_disk, SCHEMA, cls=jsonschema.Draft202012Validator)
+    md = (out / "report.md").read_text()
+    assert "| Format | Runtime | Precision |" in md and "tflite-int8" in md and "Environment" in md
+    assert set(on_disk["plots"]) == {"accuracy_vs_latency", "latency_distributions", "per_class_drop"}
+    for name in on_disk["plots"].values():
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in out.iterdir() if p.name.startswith(".partial")]
+    # The schema is not vacuous: a passing row without accuracy is rejected.
+    broken = copy.deepcopy(on_disk)
+    _rows(broken)["onnx"]["accuracy"] = None
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, SCHEMA, cls=jsonschema.Draft202012Validator)
+
+
+# ---------------------------------------------------------------- the gate (CLI exit codes)
+
+
+def test_gate_passes_faithful_artifacts(run_dir, cifar_folder, cache_dir, tmp_path):
+    res = _invoke(
+        "bench",
+        "--export",
+        run_dir / "export",
+        "--data",
+        cifar_folder,
+        "--out",
+        tmp_path,
+        "--formats",
+        "tflite-fp32,onnx",
+        *FAST,
+    )
+    assert res.exit_code == 0, res.output
+    assert "tflite-fp32" in res.stdout and "pass" in res.stdout  # the table is printed
+    assert json.loads((tmp_path / "report.json").read_text())["gate"]["passed"] is True
+
+
+def test_gate_fails_a_damaged_artifact_with_exit_1(run_dir, tmp_path, cifar_folder, cache_dir):
+    import keras
+    from edgebench.train.model import load_model
+
+    model = load_model(run_dir / "model.keras")
+    dense = model.get_layer("predictions")
+    kernel, bias = dense.get_weights()
+    rng = np.random.default_rng(0)
+    dense.set_weights([kernel + rng.normal(0, 3 * kernel.std(), kernel.shape).astype(kernel.dtype), bias])
+    damaged = tmp_path / "damaged.keras"
+    keras.saving.save_model(model, damaged)
+    export = _export(damaged, tmp_path / "export", ["tflite-fp32"], cifar_folder, cache_dir)
+
+    res = _invoke(
+        "bench",
+        "--export",
+        export,
+        "--reference",
+        run_dir / "model.keras",
+        "--data",
+        cifar_folder,
+        "--out",
+        tmp_path / "bench",
+        *FAST,
+    )
+    assert res.exit_code == 1, res.output
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: gate failed for tflite-fp32") and "pp >" in last
+    report = json.loads((tmp_path / "bench" / "report.json").read_text())
+    assert report["artifacts"][0]["status"] == "fail" and report["artifacts"][0]["accuracy"]["drop_pp"] > 0.5
+    assert any("not the model the artifacts were exported from" in w for w in report["warnings"])
+
+
+def test_min_accuracy_floor(run_dir, cifar_folder, tmp_path):
+    res = _invoke(
+        "bench",
+        "--export",
+        run_dir / "export",
+        "--data",
+        cifar_folder,
+        "--out",
+        tmp_path,
+        "--formats",
+        "onnx",
+        "--min-accuracy",
+        "100",
+        *FAST,
+    )
+    assert res.exit_code == 1 and "onnx" in res.stderr.strip().splitlines()[-1] and "< 100" in res.stderr
+
+
+def test_missing_reference_fails_closed(run_dir, tmp_path, cifar_folder):
+    export = tmp_path / "run" / "export"
+    shutil.copytree(run_dir / "export", export)
+    manifest = json.loads((export / "manifest.json").read_text())
+    manifest["source_model"]["path"] = str(tmp_path / "gone.keras")
+    (export / "manifest.json").write_text(json.dumps(manifest))
+    res = _invoke("bench", "--export", export, "--data", cifar_folder, "--formats", "onnx", *FAST)
+    assert res.exit_code == 1, res.output
+    assert "no reference model" in res.stderr.strip().splitlines()[-1]
+
+
+# ---------------------------------------------------------------- bad input: one line, exit 2
+
+
+def _broken_export(run_dir: Path, dest: Path, damage) -> Path:
+    shutil.copytree(run_dir / "export", dest)
+    manifest = json.loads((dest / "manifest.json").read_text())
+    damage(dest, {a["format"]: a for a in manifest["artifacts"]})
+    (dest / "manifest.json").write_text(json.dumps(manifest))
+    return dest
+
+
+def _corrupt_onnx(dest, entries):
+    (dest / "model.onnx").write_bytes(b"this is not an onnx protobuf" * 10)
+    entries["onnx"]["sha256"] = sha256_file(dest / "model.onnx")  # hash matches: the file itself is bad
+
+
+def test_bad_input_gives_one_line_error_and_exit_2(run_dir, tmp_path, cifar_folder):
+    corrupt_ref = tmp_path / "corrupt.keras"
+    corrupt_ref.write_bytes(b"PK\x03\x04 not a keras archive")
+    cases = {
+        "missing export dir": (["--export", tmp_path / "nope"], "export folder not found"),
+        "no manifest": (["--export", tmp_path], "no manifest.json"),
+        "missing reference": (
+            ["--export", run_dir / "export", "--reference", tmp_path / "x.keras"],
+            "reference model not found",
+        ),
+        "corrupt reference": (["--export", run_dir / "export", "--reference", corrupt_ref], "cannot"),
+        "unknown format": (
+            ["--export", run_dir / "export", "--formats", "tflite-int3"],
+            "not in the manifest",
+        ),
+        "bad threads": (["--export", run_dir / "export", "--threads", "one"], "--threads"),
+    }
+    for case, (args, words) in cases.items():
+        res = _invoke("bench", "--data", cifar_folder, "--out", tmp_path / "out", *FAST, *args)
+        _one_line_error(res, 2, words, case)
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (_corrupt_onnx, "load-error"),
+        (lambda dest, entries: (dest / "model.onnx").unlink(), "missing-file"),
+        (lambda dest, entries: (dest / "model.onnx").write_bytes(b"changed"), "sha256-mismatch"),
+    ],
+    ids=["corrupt artifact", "manifest points at a missing file", "file changed since export"],
+)
+def test_unusable_artifact_is_exit_2_and_the_others_still_run(
+    run_dir, tmp_path, cifar_folder, damage, reason
+):
+    export = _broken_export(run_dir, tmp_path / "export", damage)
+    res = _invoke(
+        "bench",
+        "--export",
+        export,
+        "--reference",
+        run_dir / "model.keras",
+        "--data",
+        cifar_folder,
+        "--out",
+        tmp_path / "bench",
+        "--formats",
+        "onnx,tflite-fp32",
+        *FAST,
+    )
+    _one_line_error(res, 2, f"onnx ({reason}")
+    rows = _rows(json.loads((tmp_path / "bench" / "report.json").read_text()))
+    assert rows["onnx"]["status"] == "error" and rows["onnx"]["reason"] == reason
+    assert rows["tflite-fp32"]["status"] == "pass"
+
+
+# ---------------------------------------------------------------- compare
+
+
+def _write(path: Path, report: dict) -> Path:
+    path.write_text(json.dumps(report))
+    return path
+
+
+def test_compare_verdicts(bench_result, tmp_path):
+    old = json.loads((bench_result.out_dir / "report.json").read_text())
+    old_path = _write(tmp_path / "old.json", old)
+
+    res = _invoke("compare", old_path, old_path)
+    assert res.exit_code == 0 and "within noise" in res.stdout and "regression" not in res.stdout
+
+    worse = copy.deepcopy(old)
+    acc = _rows(worse)["onnx"]["accuracy"]
+    lo = acc["ci95"][0]
+    acc["top1"], acc["ci95"] = lo * 0.5, [lo * 0.4, lo * 0.6]  # clearly below the old interval
+    res = _invoke("compare", old_path, _write(tmp_path / "worse.json", worse))
+    assert res.exit_code == 1 and "regression in onnx" in res.stderr
+
+    slower = copy.deepcopy(old)
+    for e in _rows(slower)["tflite-fp32"]["latency"]:
+        b1 = e["batch1"]
+        b1["p50_ms"], b1["median_ci95_ms"] = (
+            b1["median_ci95_ms"][1] * 3,
+            [b1["median_ci95_ms"][1] * 2.5, b1["median_ci95_ms"][1] * 3.5],
+        )
+    res = _invoke("compare", old_path, _write(tmp_path / "slower.json", slower))
+    assert res.exit_code == 1 and "regression in tflite-fp32" in res.stderr
+
+    faster = copy.deepcopy(old)
+    for e in _rows(faster)["tflite-fp32"]["latency"]:
+        b1 = e["batch1"]
+        b1["p50_ms"], b1["median_ci95_ms"] = (
+            b1["median_ci95_ms"][0] / 3,
+            [b1["median_ci95_ms"][0] / 3.5, b1["median_ci95_ms"][0] / 2.5],
+        )
+    res = _invoke("compare", old_path, _write(tmp_path / "faster.json", faster))
+    assert res.exit_code == 0 and "improvement" in res.stdout
+
+    gone = copy.deepcopy(old)
+    gone["artifacts"] = [r for r in gone["artifacts"] if r["format"] != "onnx-int8"]
+    res = _invoke("compare", old_path, _write(tmp_path / "gone.json", gone))
+    assert res.exit_code == 1 and "onnx-int8" in res.stderr
+
+
+def test_compare_bad_input_is_exit_2(bench_result, tmp_path):
+    old = json.loads((bench_result.out_dir / "report.json").read_text())
+    good = _write(tmp_path / "good.json", old)
+    other = _write(tmp_path / "v2.json", {**old, "schema_version": 2})
+    invalid = _write(tmp_path / "invalid.json", {**old, "artifacts": "nope"})
+    (tmp_path / "garbage.json").write_text("{not json")
+    cases = {
+        "other schema version": (other, "schema_version 2"),
+        "missing file": (tmp_path / "nope.json", "not found"),
+        "not json": (tmp_path / "garbage.json", "not valid JSON"),
+        "schema violation": (invalid, "does not match the report schema"),
+    }
+    for case, (bad, words) in cases.items():
+        _one_line_error(_invoke("compare", good, bad), 2, words, case)
+
+
+def test_gate_settings_validation():
+    from edgebench.bench.benchmark import BenchSettings
+
+    from edgebench.errors import EdgebenchError
+
+    with pytest.raises(EdgebenchError, match="--max-drop"):
+        BenchSettings(export_dir=Path("."), gate=GateSettings(max_drop_pp=-1)).check()
