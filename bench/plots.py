@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FormatStrFormatter  # noqa: E402
 
 from edgebench.fileio import atomic_path  # noqa: E402
 
@@ -66,6 +67,7 @@ def accuracy_vs_latency(report: dict, path: Path) -> Path | None:
         label="Pareto front",
     )
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
     ax.set_xlabel("batch-1 latency p50 (ms, fastest thread setting, log scale)")
     ax.set_ylabel("top-1 accuracy (%) with 95% CI")
     ax.set_title("Accuracy vs latency")
@@ -85,6 +87,7 @@ def latency_distributions(samples_ms: dict, path: Path) -> Path | None:
     )
     ax.set_yticks(range(1, len(keys) + 1), labels, fontsize=8)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
     ax.set_xlabel("batch-1 latency (ms, log scale); whiskers p1–p99")
     ax.set_title("Latency distributions")
     ax.grid(alpha=0.3, axis="x", which="both")

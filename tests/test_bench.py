@@ -358,6 +358,44 @@ def test_missing_reference_fails_closed(run_dir, tmp_path, cifar_folder):
     assert "no reference model" in res.stderr.strip().splitlines()[-1]
 
 
+def test_an_artifact_whose_export_failed_fails_the_gate(run_dir, tmp_path, cifar_folder):
+    def failed(dest, entries):
+        entries["onnx"].update(
+            {
+                k: None
+                for k in (
+                    "file",
+                    "sha256",
+                    "bytes",
+                    "inputs",
+                    "outputs",
+                    "dynamic_batch",
+                    "precision",
+                    "parity",
+                )
+            }
+        )
+        entries["onnx"].update(status="failed", reason="conversion-error", message="tf2onnx failed")
+
+    export = _broken_export(run_dir, tmp_path / "export", failed)
+    res = _invoke(
+        "bench",
+        "--export",
+        export,
+        "--reference",
+        run_dir / "model.keras",
+        "--data",
+        cifar_folder,
+        "--out",
+        tmp_path / "bench",
+        "--formats",
+        "onnx,tflite-fp32",
+        *FAST,
+    )
+    assert res.exit_code == 1, res.output
+    assert "onnx (export failed: conversion-error" in res.stderr.strip().splitlines()[-1]
+
+
 # ---------------------------------------------------------------- bad input: one line, exit 2
 
 
