@@ -161,6 +161,28 @@ def latency_table(report: dict) -> str:
     return _md_table(header, rows)
 
 
+def speedups(report: dict) -> list[list[str]]:
+    """Each artifact against the fp32 artifact of its own runtime: batch-1 p50 and best img/s ratios."""
+    rows = [r for r in report["artifacts"] if r.get("best")]
+    out = []
+    for runtime in dict.fromkeys(r["runtime"] for r in rows):
+        base = next((r for r in rows if r["runtime"] == runtime and r["precision"] == "fp32"), None)
+        if base is None:
+            continue
+        for r in rows:
+            if r["runtime"] == runtime and r is not base:
+                rate = (r["best"]["images_per_s"] or 0) / (base["best"]["images_per_s"] or float("inf"))
+                out.append(
+                    [
+                        r["format"],
+                        base["format"],
+                        f"{base['best']['p50_ms'] / r['best']['p50_ms']:.2f}×",
+                        f"{rate:.2f}×" if rate else "–",
+                    ]
+                )
+    return out
+
+
 def markdown(report: dict) -> str:
     env, ds, st, gate = report["environment"], report["dataset"], report["settings"], report["gate"]
     oh = report["harness_overhead"]
@@ -193,6 +215,10 @@ def markdown(report: dict) -> str:
         f"p99 {oh['p99_ns']:.0f} ns per sample (included in every latency sample, not subtracted).",
         "",
     ]
+    ratios = speedups(report)
+    if ratios:
+        header = ["Format", "vs", "batch-1 p50 speed-up", "best img/s ratio"]
+        lines += ["## Speed-up over the fp32 artifact of the same runtime", "", _md_table(header, ratios), ""]
     drops = [
         (r["format"], r["accuracy"]["largest_class_drop"])
         for r in report["artifacts"]

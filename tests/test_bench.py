@@ -264,6 +264,7 @@ def test_report_files_validate_and_show_the_table(bench_result):
     jsonschema.validate(on_disk, SCHEMA, cls=jsonschema.Draft202012Validator)
     md = (out / "report.md").read_text()
     assert "| Format | Runtime | Precision |" in md and "tflite-int8" in md and "Environment" in md
+    assert "| tflite-int8 | tflite-fp32 |" in md  # int8 vs fp32 speed-up of the same runtime
     assert set(on_disk["plots"]) == {"accuracy_vs_latency", "latency_distributions", "per_class_drop"}
     for name in on_disk["plots"].values():
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
