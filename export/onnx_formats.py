@@ -18,7 +18,7 @@ from edgebench.errors import EdgebenchError
 # Ops that do the model's arithmetic on weights; everything between the graph input and the first of them
 # is preprocessing.
 WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
-CALIBRATION_CHUNK = 50  # images per calibration pass: bounds the memory of histogram calibrators
+CALIBRATION_CHUNK = 16  # images per calibration pass: histogram calibrators hold all their activations
 
 
 def convert_to_onnx(model, input_spec, opset: int):

@@ -1,4 +1,4 @@
-"""Parity: an artifact, run by its own runtime on real test images, against the Keras model's probabilities."""
+"""Parity: an artifact run by its own runtime on real test images, against the Keras probabilities."""
 
 from __future__ import annotations
 

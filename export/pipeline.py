@@ -133,7 +133,7 @@ def export_model(
         "calib_size": int(len(calib_idx)),
         "calib_indices_sha256": indices_sha256(calib_idx),
     }
-    previous = None if settings.force else mf.read_previous(out_dir)
+    previous = mf.read_previous(out_dir)
     manifest = mf.new_manifest(source, ds.class_names, calibration.describe(), parity_set)
     result = ExportResult(manifest, out_dir / mf.MANIFEST_NAME)
 
@@ -151,7 +151,11 @@ def export_model(
     todo: list[ExportFormat] = []
     for fmt in fmts:
         ok, reason, message = fmt.available()
-        current = mf.up_to_date(previous, out_dir, source["sha256"], fmt, options_for(fmt))
+        current = (
+            None
+            if settings.force
+            else mf.up_to_date(previous, out_dir, source["sha256"], fmt, options_for(fmt))
+        )
         if not ok:
             entries[fmt.name] = mf.entry(fmt, "unavailable", reason, message, options=options_for(fmt))
             result.unavailable.append(fmt.name)

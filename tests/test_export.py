@@ -1,4 +1,4 @@
-"""export/: every available format from the tiny model, verified against Keras, described by a valid manifest."""
+"""export/: every available format from the tiny model, verified against Keras and described by a manifest."""
 
 from __future__ import annotations
 
@@ -174,6 +174,20 @@ def test_up_to_date_artifacts_are_skipped_and_changed_options_rebuild(
     manifest = json.loads((out / "manifest.json").read_text())
     assert _by_format(manifest)["onnx-int8"]["options"]["calib_method"] == "entropy"
     # Formats not requested this time keep their valid entries.
+    assert set(_by_format(manifest)) == set(FORMATS)
+    _ok_entries_are_valid(out, manifest)
+
+    # --force rebuilds what is asked for, and still keeps the other entries.
+    forced = export_model(
+        tiny_model_path,
+        out,
+        ["onnx"],
+        cifar_folder,
+        cache_dir,
+        settings=_settings(calib_method="entropy", force=True),
+    )
+    assert forced.built == ["onnx"] and forced.skipped == []
+    manifest = json.loads((out / "manifest.json").read_text())
     assert set(_by_format(manifest)) == set(FORMATS)
     _ok_entries_are_valid(out, manifest)
 
