@@ -29,11 +29,11 @@ def ensure_dir(path: str | os.PathLike) -> Path:
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it over ``final`` only if the block succeeds.
 
-    The temporary name keeps the suffix so that libraries which dispatch on it (Keras, h5py) still work.
+    The temporary name ends with the final name, so libraries that dispatch on suffixes (Keras) still work.
     """
     final = Path(final)
     ensure_dir(final.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".partial{final.suffix}", dir=final.parent)
+    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=f"-{final.name}", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -61,3 +61,16 @@ def make_runner(name: str, path, threads: int | None = None, providers: list[str
     if providers is not None and "providers" in inspect.signature(cls).parameters:
         return cls(path, threads=threads, providers=providers)
     return cls(path, threads=threads)
+
+
+def open_runner(path, threads: int | None = None) -> runtime.Runner:
+    """The runner for a model file chosen by its suffix (``.keras``, ``.tflite``, ``.onnx``, ``.engine``)."""
+    suffix = str(path).lower().rsplit(".", 1)[-1]
+    for name, cls in RUNNERS.items():
+        if f".{suffix}" in cls.suffixes:
+            available, _, message = availability(name)
+            if not available:
+                raise runtime.InferenceError(f"cannot run {path}: {message}")
+            return cls(path, threads=threads)
+    known = ", ".join(s for cls in RUNNERS.values() for s in cls.suffixes)
+    raise runtime.InferenceError(f"unknown model format '.{suffix}' (known: {known}): {path}")

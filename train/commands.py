@@ -1,0 +1,62 @@
+"""``edgebench train`` and ``edgebench predict``: thin click wrappers around the recipe and the runners."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from edgebench.train.presets import PRESETS, tunable_fields
+
+
+def _preset_options(func):
+    """One ``--<field>`` option per preset field; unset options keep the preset's value."""
+    for field in reversed(tunable_fields()):
+        flag = field.name.replace("_", "-")
+        if field.type in ("bool", bool):
+            func = click.option(f"--{flag}/--no-{flag}", field.name, default=None,
+                                help=f"preset override ({field.name})")(func)
+        else:
+            kind = {"int": int, "float": float, "int | None": int}.get(str(field.type), str)
+            func = click.option(f"--{flag}", field.name, type=kind, default=None,
+                                help=f"preset override ({field.name})")(func)
+    return func
+
+
+@click.command()
+@click.option("--preset", default="cpu", show_default=True, help=f"one of: {', '.join(PRESETS)}")
+@click.option("--data", default=None, help="image folder, cifar-10-batches-py folder, .npz or 'keras' "
+              "[env EDGEBENCH_DATA, default keras]")
+@click.option("--weights", default="imagenet", show_default=True,
+              help="'imagenet', a ResNet50 notop .weights.h5 path, or 'none'")
+@click.option("--out", default=None, help="run directory [runs/<preset>]")
+@click.option("--cache-dir", default=None, help="decoded-image and feature caches [env EDGEBENCH_CACHE]")
+@click.option("--restart", is_flag=True, help="discard checkpoints in --out instead of resuming")
+@_preset_options
+def train(preset, data, weights, out, cache_dir, restart, **overrides):
+    """Fine-tune ImageNet ResNet50 on CIFAR-10 (resumes an interrupted run in --out)."""
+    from edgebench.train.presets import get_preset
+    from edgebench.train.recipe import Trainer
+    from edgebench.train.summary import print_summary
+
+    chosen = get_preset(preset, **overrides)
+    trainer = Trainer(chosen, data, weights, out or f"runs/{chosen.name}", cache_dir, restart)
+    print_summary(trainer.run(), trainer.run_dir)
+
+
+@click.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option("--model", "model_path", required=True, help="a .keras model or an exported artifact")
+@click.option("--top-k", default=3, show_default=True, type=click.IntRange(1, 10))
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def predict(images, model_path, top_k, as_json):
+    """Classify image files of any size or mode (resized to 32x32 like CIFAR-10)."""
+    from edgebench.train.predict import predict_files
+
+    results = predict_files(model_path, images, top_k)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+        return
+    for item in results:
+        ranked = ", ".join(f"{r['class']} {r['probability']:.1%}" for r in item["top_k"])
+        click.echo(f"{item['image']}: {ranked}")
