@@ -12,6 +12,7 @@ import click
 
 from edgebench import __version__
 from edgebench.errors import EdgebenchError
+from edgebench.runtime import InferenceError
 
 # name -> "module:attribute" of the click command
 COMMANDS = {
@@ -39,7 +40,7 @@ class LazyGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except EdgebenchError as exc:
+        except (EdgebenchError, InferenceError) as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
 

@@ -12,6 +12,9 @@ from pathlib import Path
 
 from edgebench.errors import EdgebenchError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def ensure_dir(path: str | os.PathLike) -> Path:
     """Create ``path`` (and parents); a one-line error if it cannot be created or written."""
@@ -38,6 +41,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual mode
         os.replace(tmp_path, final)
     finally:
         if tmp_path.exists():

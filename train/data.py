@@ -20,7 +20,7 @@ import numpy as np
 
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import atomic_path
-from edgebench.runtime import CIFAR10_CLASSES, load_image
+from edgebench.runtime import CIFAR10_CLASSES, InferenceError, load_image
 from edgebench.train.progress import progress
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -170,9 +170,12 @@ def _decode_all(files: list[Path], what: str) -> np.ndarray:
     out = np.empty((len(files), 32, 32, 3), dtype=np.uint8)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool, progress() as bar:
         task = bar.add_task(f"decoding {what}", total=len(files))
-        for i, img in enumerate(pool.map(load_image, files, chunksize=256)):
-            out[i] = img
-            bar.advance(task)
+        try:
+            for i, img in enumerate(pool.map(load_image, files, chunksize=256)):
+                out[i] = img
+                bar.advance(task)
+        except InferenceError as exc:
+            raise EdgebenchError(str(exc)) from None
     return out
 
 

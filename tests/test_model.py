@@ -1,0 +1,78 @@
+"""The model's input contract and the phase/trainability rules."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from edgebench.errors import EdgebenchError
+from edgebench.train import model as M
+from tests.conftest import WEIGHTS
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    return M.build_model(image_size=64, weights=None, dropout=0.3)
+
+
+def test_input_contract_uint8_in_probabilities_out(resnet, test_batch):
+    x, _ = test_batch
+    assert resnet.input.dtype == "uint8" and tuple(resnet.input.shape) == (None, 32, 32, 3)
+    probs = resnet.predict(x[:8], verbose=0)
+    assert probs.shape == (8, 10) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_preprocessing_is_inside_the_model(resnet, test_batch):
+    """The in-graph preprocessing equals keras.applications' resnet50.preprocess_input, then resize."""
+    x, _ = test_batch
+    inner = keras.Model(resnet.input, resnet.get_layer("resize").output)
+    expected = keras.applications.resnet50.preprocess_input(x[:4].astype("float32"))
+    expected = keras.ops.convert_to_numpy(keras.ops.image.resize(expected, (64, 64), interpolation="bilinear"))
+    np.testing.assert_allclose(inner.predict(x[:4], verbose=0), expected, atol=1e-3)
+
+
+def test_unit_preprocessing_scales_to_0_1(test_batch):
+    layer = M.ImagePreprocess("unit")
+    out = keras.ops.convert_to_numpy(layer(test_batch[0][:2]))
+    np.testing.assert_allclose(out, test_batch[0][:2] / 255.0, rtol=1e-6)
+    with pytest.raises(ValueError):
+        M.ImagePreprocess("zscore")
+
+
+def test_phases_set_what_trains(resnet):
+    M.set_phase(resnet, 1)
+    assert {w.path.split("/")[0] for w in resnet.trainable_weights} == {"predictions"}
+    M.set_phase(resnet, 2)
+    trainable = [layer for layer in resnet.layers if layer.trainable and layer.weights]
+    assert {layer.name for layer in trainable if not layer.name.startswith("conv5_")} == {"predictions"}
+    assert any(layer.name.startswith("conv5_") for layer in trainable)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in trainable)
+
+
+def test_split_model_is_exact(resnet, test_batch):
+    trunk, top = M.split_model(resnet)
+    x = test_batch[0][:4]
+    np.testing.assert_allclose(top.predict(trunk.predict(x, verbose=0), verbose=0),
+                               resnet.predict(x, verbose=0), atol=1e-6)
+
+
+def test_imagenet_weights_file_loads():
+    model = M.build_model(image_size=32, weights=str(WEIGHTS))
+    conv1 = model.get_layer("conv1_conv").kernel
+    assert float(keras.ops.std(conv1)) > 0.01  # trained filters, not a fresh initialisation
+
+
+def test_missing_weights_file(tmp_path):
+    with pytest.raises(EdgebenchError, match="weights file not found"):
+        M.build_model(32, weights=str(tmp_path / "missing.weights.h5"))
+
+
+def test_corrupt_model_file(tmp_path):
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(EdgebenchError, match="cannot load Keras model"):
+        M.load_model(bad)
+    with pytest.raises(EdgebenchError, match="model file not found"):
+        M.load_model(tmp_path / "none.keras")

@@ -1,0 +1,119 @@
+"""End-to-end training on a tiny real sample: outputs, resume, and bad input through the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgebench.cli import cli
+from edgebench.errors import EdgebenchError
+from edgebench.train.model import load_model
+from edgebench.train.presets import get_preset
+from edgebench.train.recipe import Trainer
+from tests.conftest import WEIGHTS
+
+TINY = dict(train_per_class=8, test_per_class=4, val_fraction=0.25, ablation_train_per_class=4)
+
+
+def _args(out, folder, *extra):
+    return ["train", "--preset", "smoke", "--data", str(folder), "--weights", str(WEIGHTS), "--out", str(out),
+            "--train-per-class", "8", "--test-per-class", "4", "--val-fraction", "0.25", *extra]
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, cifar_folder):
+    out = tmp_path_factory.mktemp("run")
+    result = CliRunner().invoke(cli, _args(out, cifar_folder))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_smoke_run_writes_every_output(smoke_run):
+    for name in ("model.keras", "history.json", "metrics.json", "plots/curves.png", "plots/samples.png",
+                 "plots/confusion.png", "plots/predictions.png"):
+        assert (smoke_run / name).is_file(), name
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    assert metrics["test_images"] == 40 and metrics["preset"] == "smoke"
+    assert set(metrics["test_accuracy"]) == {"ablation", "phase1", "phase2", "final"}
+    assert all(0.0 <= v <= 1.0 for v in metrics["test_accuracy"].values())
+    assert metrics["versions"]["keras"] == keras.__version__
+    history = json.loads((smoke_run / "history.json").read_text())
+    assert len(history["phase2"]["val_accuracy"]) == 1 and len(history["phase1"]["accuracy"]) >= 1
+
+
+def test_saved_model_matches_the_phase2_evaluation(smoke_run, small_dataset):
+    """model.keras, run on raw test pixels, reproduces the accuracy measured on cached features."""
+    metrics = json.loads((smoke_run / "metrics.json").read_text())
+    model = load_model(smoke_run / "model.keras")
+    assert model.input.dtype == "uint8"
+    # float16 feature caches may flip a borderline prediction; allow one image of the 40
+    assert abs(metrics["phases"]["phase2"]["test_accuracy"] - metrics["final"]["test_accuracy"]) <= 1 / 40
+
+
+def test_direct_pipeline_without_feature_cache(tmp_path, cifar_folder):
+    """The GPU recipe's path: phase 2 through the whole model with on-the-fly augmentation."""
+    result = CliRunner().invoke(cli, _args(tmp_path / "direct", cifar_folder, "--no-feature-cache",
+                                           "--no-ablation"))
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "direct" / "metrics.json").read_text())
+    assert "ablation" not in metrics["phases"] and metrics["options"]["feature_cache"] is False
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Stops the process the way Ctrl-C does, after the first epoch of phase 2."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.model.name == "top":
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_resumes(tmp_path, cifar_folder, cache_dir):
+    preset = get_preset("smoke", **TINY, phase2_epochs=2, ablation=False)
+    out = tmp_path / "resume"
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(preset, str(cifar_folder), str(WEIGHTS), out, cache_dir, callbacks=[Interrupt()]).run()
+    state = json.loads((out / "state.json").read_text())
+    assert list(state["phases"]) == ["phase1"]
+    assert (out / "checkpoints" / "phase2.backup").is_dir()
+    phase1_time = state["phases"]["phase1"]["wall_time_s"]
+
+    metrics = Trainer(preset, str(cifar_folder), str(WEIGHTS), out, cache_dir).run()
+    assert metrics["resumed"] is True
+    assert metrics["phases"]["phase1"]["wall_time_s"] == phase1_time  # not retrained
+    history = json.loads((out / "history.json").read_text())
+    assert len(history["phase2"]["accuracy"]) == 2  # epoch 1 from before the interruption, epoch 2 now
+    assert not (out / "checkpoints" / "phase2.backup").exists()
+
+    with pytest.raises(EdgebenchError, match="other options"):
+        Trainer(get_preset("smoke", **TINY, phase2_epochs=3, ablation=False), str(cifar_folder), str(WEIGHTS),
+                out, cache_dir)
+    restarted = Trainer(get_preset("smoke", **TINY, phase2_epochs=1, ablation=False), str(cifar_folder),
+                        str(WEIGHTS), out, cache_dir, restart=True)
+    assert restarted.state["phases"] == {}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--preset", "huge"], "unknown preset 'huge'"),
+    (["--data", "/nonexistent/cifar"], "data source not found"),
+    (["--weights", "/nonexistent/w.weights.h5"], "weights file not found"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, cifar_folder, extra, message):
+    args = _args(tmp_path / "bad", cifar_folder, "--no-ablation") + extra
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "bad" / "model.keras").exists()
+
+
+def test_presets_are_cli_options():
+    result = CliRunner().invoke(cli, ["train", "--help"])
+    for flag in ("--phase2-epochs", "--image-size", "--feature-cache / --no-feature-cache", "--phase1-lr"):
+        assert flag in result.output
+    assert get_preset("cpu", phase2_epochs=4).phase2_epochs == 4
+    assert get_preset("gpu").image_size == 224 and not get_preset("gpu").feature_cache
+    assert np.isclose(get_preset("cpu").phase2_lr, 2e-4)
