@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from edgebench import __version__
 from edgebench.bench import artifacts as arts
 from edgebench.bench import env, stats
 from edgebench.bench.accuracy import EVAL_BATCH, predict
@@ -23,8 +25,6 @@ from edgebench.bench.gate import GateResult, GateSettings, apply
 from edgebench.bench.latency import LatencySettings, harness_overhead, measure_latency, measure_throughput
 from edgebench.bench.memory import PeakRSS
 from edgebench.bench.runners import availability, make_runner
-
-from edgebench import __version__
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import ensure_dir, sha256_file
 from edgebench.runtime import INPUT_SIZE, InferenceError

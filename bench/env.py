@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
 import subprocess
@@ -11,27 +10,7 @@ from pathlib import Path
 import psutil
 
 from edgebench import __version__
-
-# report key -> distributions that provide it (first installed wins)
-DISTRIBUTIONS = {
-    "tensorflow": ("tensorflow-cpu", "tensorflow"),
-    "keras": ("keras",),
-    "ai_edge_litert": ("ai-edge-litert",),
-    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
-    "onnx": ("onnx",),
-    "tensorrt": ("tensorrt", "tensorrt-cu12"),
-    "cuda_python": ("cuda-python",),
-    "numpy": ("numpy",),
-}
-
-
-def _version(names) -> str | None:
-    for name in names:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return None
+from edgebench.environment import versions
 
 
 def cpu_model() -> str:
@@ -94,7 +73,7 @@ def fingerprint(threads: list[int]) -> dict:
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "os": platform.platform(),
         "python": platform.python_version(),
-        "versions": {key: _version(names) for key, names in DISTRIBUTIONS.items()},
+        "versions": versions(),
         "onnxruntime_providers": ort_providers(),
         "edgebench": {"version": __version__, **git_commit()},
     }

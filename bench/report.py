@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-from importlib import resources
 from pathlib import Path
 
+from edgebench import environment
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import write_json, write_text
 
@@ -14,19 +13,9 @@ KIND = "edgebench-bench-report"
 REPORT_JSON, REPORT_MD = "report.json", "report.md"
 
 
-def schema() -> dict:
-    return json.loads(resources.files("edgebench").joinpath("schemas/report.schema.json").read_text())
-
-
 def validate(report: dict, what: str = "report") -> None:
     """Raise EdgebenchError naming the first schema violation."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(schema(), format_checker=jsonschema.FormatChecker())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(report))
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise EdgebenchError(f"{what} does not match the report schema at {where}: {error.message}")
+    environment.validate(report, "report", what)
 
 
 # ---------------------------------------------------------------- Markdown

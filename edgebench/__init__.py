@@ -1,3 +1,3 @@
-"""edgebench: fine-tune an ImageNet ResNet50 on CIFAR-10, export it to edge formats, prove each still works."""
+"""edgebench: fine-tune ResNet50 on CIFAR-10, export it to edge formats, prove each artifact still works."""
 
 __version__ = "0.1.0"

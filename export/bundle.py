@@ -17,16 +17,15 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
+
+from edgebench import __version__, environment, runtime
 from edgebench.bench import artifacts as arts
+from edgebench.errors import EdgebenchError
 from edgebench.export.bundle_readme import render_readme
 from edgebench.export.registry import FORMATS
-
-from edgebench import __version__, runtime
-from edgebench.errors import EdgebenchError
 from edgebench.fileio import ensure_dir, read_json, sha256_file
 
 # runtime (a manifest artifact's ``runtime``) -> the pip distributions a device installs for it. A runtime
@@ -63,19 +62,9 @@ class BundleResult:
         return sum(self.files.values())
 
 
-def schema() -> dict:
-    return json.loads(resources.files("edgebench").joinpath("schemas/bundle.schema.json").read_text())
-
-
 def validate(spec: dict) -> None:
     """Raise EdgebenchError naming the first schema violation of a model.json."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(schema(), format_checker=jsonschema.FormatChecker())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(spec))
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise EdgebenchError(f"model.json does not match its schema at {where}: {error.message}")
+    environment.validate(spec, "bundle", "model.json")
 
 
 def requirements(runtime_name: str) -> list[str]:

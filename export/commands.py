@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from edgebench.export.context import CALIB_METHODS
-from edgebench.export.registry import FORMATS
 
 from edgebench.errors import EdgebenchError
+from edgebench.export.context import CALIB_METHODS
+from edgebench.export.registry import FORMATS
 
 
 class ExportIncomplete(EdgebenchError):

@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata
 import json
-from importlib import resources
 from pathlib import Path
 
-from edgebench import __version__
+from edgebench import __version__, environment
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import sha256_file, write_json
 
 MANIFEST_NAME = "manifest.json"
 PREPROCESSING = "raw uint8 RGB 32x32x3 pixels; cast, ImageNet preprocessing and resize are inside the graph"
-_DISTRIBUTIONS = {
-    "tensorflow": ("tensorflow-cpu", "tensorflow"),
-    "keras": ("keras",),
-    "tf2onnx": ("tf2onnx",),
-    "onnx": ("onnx",),
-    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
-    "ai_edge_litert": ("ai-edge-litert",),
-    "tensorrt": ("tensorrt", "tensorrt-cu12"),
-}
 _ARTIFACT_FIELDS = (
     "file",
     "reason",
@@ -39,31 +28,15 @@ _ARTIFACT_FIELDS = (
 )
 
 
-def schema() -> dict:
-    return json.loads(resources.files("edgebench").joinpath("schemas/manifest.schema.json").read_text())
-
-
 def validate(manifest: dict) -> None:
     """Raise EdgebenchError naming the first schema violation."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(schema(), format_checker=jsonschema.FormatChecker())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(manifest))
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise EdgebenchError(f"manifest does not match its schema at {where}: {error.message}")
+    environment.validate(manifest, "manifest", "manifest")
 
 
 def tool_versions() -> dict:
-    def version(names):
-        for name in names:
-            try:
-                return importlib.metadata.version(name)
-            except importlib.metadata.PackageNotFoundError:
-                continue
-        return None
-
-    return {key: version(names) for key, names in _DISTRIBUTIONS.items()}
+    return environment.versions(
+        "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai_edge_litert", "tensorrt"
+    )
 
 
 def new_manifest(source_model: dict, class_names, calibration: dict, parity_set: dict) -> dict:

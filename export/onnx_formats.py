@@ -11,9 +11,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from edgebench.export.messages import first_line
-
 from edgebench.errors import EdgebenchError
+from edgebench.export.messages import first_line
 
 # Ops that do the model's arithmetic on weights; everything between the graph input and the first of them
 # is preprocessing.

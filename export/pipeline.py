@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from edgebench.errors import EdgebenchError
 from edgebench.export import artifact_info
 from edgebench.export import manifest as mf
 from edgebench.export.context import (
@@ -29,8 +31,6 @@ from edgebench.export.context import (
 from edgebench.export.messages import first_line
 from edgebench.export.parity import compare, run_artifact
 from edgebench.export.registry import ExportFormat, resolve_formats
-
-from edgebench.errors import EdgebenchError
 from edgebench.fileio import atomic_path, ensure_dir, sha256_file
 
 MIN_OPSET, MAX_OPSET = 13, 18  # per-channel QDQ needs 13; tf2onnx 1.17 targets up to 18

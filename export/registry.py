@@ -8,10 +8,9 @@ formats needs no TensorFlow), its parity tolerance and an availability probe.
 from __future__ import annotations
 
 import importlib
-import importlib.util
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from edgebench.environment import Probe, modules_present, tensorrt_probe
 from edgebench.errors import EdgebenchError
 
 # Max-abs-diff of probabilities allowed against the Keras model. float32 graphs differ only by kernel
@@ -19,25 +18,6 @@ from edgebench.errors import EdgebenchError
 # 7e-3 (100 test images), so fp16 formats get a looser gate.
 FP32_TOLERANCE = 1e-4
 FP16_TOLERANCE = 2e-2
-
-
-def _modules_present(*modules: str, reason: str) -> Callable[[], tuple[bool, str | None, str | None]]:
-    def probe():
-        missing = [m for m in modules if importlib.util.find_spec(m) is None]
-        if missing:
-            return False, reason, f"Python module(s) not installed: {', '.join(missing)}"
-        return True, None, None
-
-    return probe
-
-
-def _tensorrt_probe() -> tuple[bool, str | None, str | None]:
-    """TensorRT needs its Python package, a CUDA binding for inference and a CUDA device to build on."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return False, "tensorrt-missing", "TensorRT (Python package 'tensorrt') is not installed"
-    from edgebench.export.tensorrt_formats import probe_device
-
-    return probe_device()
 
 
 @dataclass(frozen=True)
@@ -50,9 +30,7 @@ class ExportFormat:
     quantized: bool = False
     tolerance: float | None = FP32_TOLERANCE  # None: quantized, figures are reported, not gated
     option_keys: tuple[str, ...] = ()  # export settings that change this artifact (up-to-date check)
-    probe: Callable[[], tuple[bool, str | None, str | None]] = field(
-        default=_modules_present("tensorflow", reason="tensorflow-missing")
-    )
+    probe: Probe = field(default=modules_present("tensorflow", reason="tensorflow-missing"))
 
     def available(self) -> tuple[bool, str | None, str | None]:
         """(available, reason code, one-line message)."""
@@ -67,8 +45,8 @@ _TFLITE = "edgebench.export.tflite_formats"
 _ONNX = "edgebench.export.onnx_formats"
 _TRT = "edgebench.export.tensorrt_formats"
 _CALIB = ("calib_size", "calib_seed", "calib_indices_sha256")
-_litert = _modules_present("tensorflow", "ai_edge_litert", reason="litert-missing")
-_onnx = _modules_present("tf2onnx", "onnx", "onnxruntime", reason="onnx-tools-missing")
+_litert = modules_present("tensorflow", "ai_edge_litert", reason="litert-missing")
+_onnx = modules_present("tf2onnx", "onnx", "onnxruntime", reason="onnx-tools-missing")
 
 FORMATS: dict[str, ExportFormat] = {
     f.name: f
@@ -139,7 +117,7 @@ FORMATS: dict[str, ExportFormat] = {
             "TensorRT engine from the ONNX file, FP16 allowed",
             tolerance=FP16_TOLERANCE,
             option_keys=("opset", "trt_max_batch"),
-            probe=_tensorrt_probe,
+            probe=tensorrt_probe,
         ),
         ExportFormat(
             "trt-int8",
@@ -150,7 +128,7 @@ FORMATS: dict[str, ExportFormat] = {
             quantized=True,
             tolerance=None,
             option_keys=("opset", "calib_method", "onnx_reduce_range", "trt_max_batch", *_CALIB),
-            probe=_tensorrt_probe,
+            probe=tensorrt_probe,
         ),
     )
 }

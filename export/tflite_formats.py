@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgebench.export.messages import first_line
-
 from edgebench.errors import EdgebenchError
+from edgebench.export.messages import first_line
 
 
 def _converter(ctx):

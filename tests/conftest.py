@@ -61,8 +61,9 @@ def tiny_model_path(tmp_path_factory, small_dataset) -> Path:
     from edgebench.train.model import build_tiny_model
 
     model = build_tiny_model()
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
     model.fit(small_dataset.x_train, small_dataset.y_train, epochs=8, batch_size=32, verbose=0)
     path = tmp_path_factory.mktemp("tiny") / "model.keras"
     model.save(path)

@@ -11,11 +11,11 @@ import jsonschema
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
 from edgebench.bench import stats
 from edgebench.bench.gate import GateSettings
 from edgebench.bench.latency import LatencySettings, median_ci
 from edgebench.bench.runners import RUNNERS, availability
-
 from edgebench.cli import cli
 from edgebench.fileio import sha256_file
 
@@ -299,6 +299,7 @@ def test_gate_passes_faithful_artifacts(run_dir, cifar_folder, cache_dir, tmp_pa
 
 def test_gate_fails_a_damaged_artifact_with_exit_1(run_dir, tmp_path, cifar_folder, cache_dir):
     import keras
+
     from edgebench.train.model import load_model
 
     model = load_model(run_dir / "model.keras")
@@ -535,7 +536,6 @@ def test_compare_bad_input_is_exit_2(bench_result, tmp_path):
 
 def test_gate_settings_validation():
     from edgebench.bench.benchmark import BenchSettings
-
     from edgebench.errors import EdgebenchError
 
     with pytest.raises(EdgebenchError, match="--max-drop"):

@@ -22,6 +22,7 @@ def test_image_folder_loads_in_cifar_order(small_dataset, cifar_folder):
     assert np.bincount(ds.y_train).tolist() == [40] * 10
     # first image of class 3 is cat/0000.jpg, decoded unchanged
     from PIL import Image
+
     cat0 = np.asarray(Image.open(cifar_folder / "train" / "cat" / "0000.jpg").convert("RGB"))
     assert np.array_equal(ds.x_train[np.flatnonzero(ds.y_train == 3)[0]], cat0)
 
@@ -40,8 +41,13 @@ def test_decoded_arrays_are_cached(cifar_folder, cache_dir, monkeypatch):
 
 def test_npz_source(small_dataset, tmp_path):
     path = tmp_path / "cifar.npz"
-    np.savez(path, x_train=small_dataset.x_train, y_train=small_dataset.y_train[:, None],
-             x_test=small_dataset.x_test, y_test=small_dataset.y_test)
+    np.savez(
+        path,
+        x_train=small_dataset.x_train,
+        y_train=small_dataset.y_train[:, None],
+        x_test=small_dataset.x_test,
+        y_test=small_dataset.y_test,
+    )
     ds = data.load_dataset(path)
     assert np.array_equal(ds.x_test, small_dataset.x_test)
     assert ds.y_train.shape == (400,)

@@ -14,9 +14,9 @@ import jsonschema
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from edgebench.export.registry import FORMATS
 
 from edgebench.cli import cli
+from edgebench.export.registry import FORMATS
 from edgebench.fileio import sha256_file
 from edgebench.runtime import RUNNERS
 

@@ -29,7 +29,9 @@ def test_preprocessing_is_inside_the_model(resnet, test_batch):
     x, _ = test_batch
     inner = keras.Model(resnet.input, resnet.get_layer("resize").output)
     expected = keras.applications.resnet50.preprocess_input(x[:4].astype("float32"))
-    expected = keras.ops.convert_to_numpy(keras.ops.image.resize(expected, (64, 64), interpolation="bilinear"))
+    expected = keras.ops.convert_to_numpy(
+        keras.ops.image.resize(expected, (64, 64), interpolation="bilinear")
+    )
     np.testing.assert_allclose(inner.predict(x[:4], verbose=0), expected, atol=1e-3)
 
 
@@ -54,8 +56,9 @@ def test_phases_set_what_trains(resnet):
 def test_split_model_is_exact(resnet, test_batch):
     trunk, top = M.split_model(resnet)
     x = test_batch[0][:4]
-    np.testing.assert_allclose(top.predict(trunk.predict(x, verbose=0), verbose=0),
-                               resnet.predict(x, verbose=0), atol=1e-6)
+    np.testing.assert_allclose(
+        top.predict(trunk.predict(x, verbose=0), verbose=0), resnet.predict(x, verbose=0), atol=1e-6
+    )
 
 
 def test_imagenet_weights_file_loads():

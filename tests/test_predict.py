@@ -15,7 +15,9 @@ from tests.conftest import JPEG_ROOT
 
 def test_load_image_any_size_and_mode(tmp_path):
     big = tmp_path / "big.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 200, 4), dtype=np.uint8), "RGBA").save(big)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 200, 4), dtype=np.uint8), "RGBA").save(
+        big
+    )
     gray = tmp_path / "gray.bmp"
     Image.fromarray(np.full((17, 40), 128, dtype=np.uint8), "L").save(gray)
     for path in (big, gray, JPEG_ROOT / "test" / "cat" / "0000.jpg"):
@@ -29,7 +31,9 @@ def test_predict_prints_top_k_and_json(tiny_model_path, tmp_path):
     odd = tmp_path / "odd.png"
     Image.open(images[0]).resize((77, 51)).convert("P").save(odd)
     runner = CliRunner()
-    result = runner.invoke(cli, ["predict", *images, str(odd), "--model", str(tiny_model_path), "--top-k", "2"])
+    result = runner.invoke(
+        cli, ["predict", *images, str(odd), "--model", str(tiny_model_path), "--top-k", "2"]
+    )
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 3 and lines[0].startswith(images[0]) and lines[0].count("%") == 2
@@ -48,10 +52,14 @@ def test_predict_bad_input_is_one_line(tiny_model_path, tmp_path):
     cases = [
         (["predict", str(not_image), "--model", str(tiny_model_path)], "not a readable image"),
         (["predict", str(tmp_path / "missing.jpg"), "--model", str(tiny_model_path)], "image not found"),
-        (["predict", str(JPEG_ROOT / "test" / "cat" / "0000.jpg"), "--model", str(tmp_path / "m.keras")],
-         "model file not found"),
-        (["predict", str(JPEG_ROOT / "test" / "cat" / "0000.jpg"), "--model", str(not_image)],
-         "unknown model format"),
+        (
+            ["predict", str(JPEG_ROOT / "test" / "cat" / "0000.jpg"), "--model", str(tmp_path / "m.keras")],
+            "model file not found",
+        ),
+        (
+            ["predict", str(JPEG_ROOT / "test" / "cat" / "0000.jpg"), "--model", str(not_image)],
+            "unknown model format",
+        ),
     ]
     for args, message in cases:
         result = runner.invoke(cli, args)

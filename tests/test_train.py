@@ -20,8 +20,24 @@ TINY = dict(train_per_class=8, test_per_class=4, val_fraction=0.25, ablation_tra
 
 
 def _args(out, folder, *extra):
-    return ["train", "--preset", "smoke", "--data", str(folder), "--weights", str(WEIGHTS), "--out", str(out),
-            "--train-per-class", "8", "--test-per-class", "4", "--val-fraction", "0.25", *extra]
+    return [
+        "train",
+        "--preset",
+        "smoke",
+        "--data",
+        str(folder),
+        "--weights",
+        str(WEIGHTS),
+        "--out",
+        str(out),
+        "--train-per-class",
+        "8",
+        "--test-per-class",
+        "4",
+        "--val-fraction",
+        "0.25",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +49,15 @@ def smoke_run(tmp_path_factory, cifar_folder):
 
 
 def test_smoke_run_writes_every_output(smoke_run):
-    for name in ("model.keras", "history.json", "metrics.json", "plots/curves.png", "plots/samples.png",
-                 "plots/confusion.png", "plots/predictions.png"):
+    for name in (
+        "model.keras",
+        "history.json",
+        "metrics.json",
+        "plots/curves.png",
+        "plots/samples.png",
+        "plots/confusion.png",
+        "plots/predictions.png",
+    ):
         assert (smoke_run / name).is_file(), name
     metrics = json.loads((smoke_run / "metrics.json").read_text())
     assert metrics["test_images"] == 40 and metrics["preset"] == "smoke"
@@ -56,8 +79,9 @@ def test_saved_model_matches_the_phase2_evaluation(smoke_run, small_dataset):
 
 def test_direct_pipeline_without_feature_cache(tmp_path, cifar_folder):
     """The GPU recipe's path: phase 2 through the whole model with on-the-fly augmentation."""
-    result = CliRunner().invoke(cli, _args(tmp_path / "direct", cifar_folder, "--no-feature-cache",
-                                           "--no-ablation"))
+    result = CliRunner().invoke(
+        cli, _args(tmp_path / "direct", cifar_folder, "--no-feature-cache", "--no-ablation")
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "direct" / "metrics.json").read_text())
     assert "ablation" not in metrics["phases"] and metrics["options"]["feature_cache"] is False
@@ -89,18 +113,32 @@ def test_interrupted_run_resumes(tmp_path, cifar_folder, cache_dir):
     assert not (out / "checkpoints" / "phase2.backup").exists()
 
     with pytest.raises(EdgebenchError, match="other options"):
-        Trainer(get_preset("smoke", **TINY, phase2_epochs=3, ablation=False), str(cifar_folder), str(WEIGHTS),
-                out, cache_dir)
-    restarted = Trainer(get_preset("smoke", **TINY, phase2_epochs=1, ablation=False), str(cifar_folder),
-                        str(WEIGHTS), out, cache_dir, restart=True)
+        Trainer(
+            get_preset("smoke", **TINY, phase2_epochs=3, ablation=False),
+            str(cifar_folder),
+            str(WEIGHTS),
+            out,
+            cache_dir,
+        )
+    restarted = Trainer(
+        get_preset("smoke", **TINY, phase2_epochs=1, ablation=False),
+        str(cifar_folder),
+        str(WEIGHTS),
+        out,
+        cache_dir,
+        restart=True,
+    )
     assert restarted.state["phases"] == {}
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--preset", "huge"], "unknown preset 'huge'"),
-    (["--data", "/nonexistent/cifar"], "data source not found"),
-    (["--weights", "/nonexistent/w.weights.h5"], "weights file not found"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--preset", "huge"], "unknown preset 'huge'"),
+        (["--data", "/nonexistent/cifar"], "data source not found"),
+        (["--weights", "/nonexistent/w.weights.h5"], "weights file not found"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(tmp_path, cifar_folder, extra, message):
     args = _args(tmp_path / "bad", cifar_folder, "--no-ablation") + extra
     result = CliRunner().invoke(cli, args)

@@ -14,21 +14,30 @@ def _preset_options(func):
     for field in reversed(tunable_fields()):
         flag = field.name.replace("_", "-")
         if field.type in ("bool", bool):
-            func = click.option(f"--{flag}/--no-{flag}", field.name, default=None,
-                                help=f"preset override ({field.name})")(func)
+            func = click.option(
+                f"--{flag}/--no-{flag}", field.name, default=None, help=f"preset override ({field.name})"
+            )(func)
         else:
             kind = {"int": int, "float": float, "int | None": int}.get(str(field.type), str)
-            func = click.option(f"--{flag}", field.name, type=kind, default=None,
-                                help=f"preset override ({field.name})")(func)
+            func = click.option(
+                f"--{flag}", field.name, type=kind, default=None, help=f"preset override ({field.name})"
+            )(func)
     return func
 
 
 @click.command()
 @click.option("--preset", default="cpu", show_default=True, help=f"one of: {', '.join(PRESETS)}")
-@click.option("--data", default=None, help="image folder, cifar-10-batches-py folder, .npz or 'keras' "
-              "[env EDGEBENCH_DATA, default keras]")
-@click.option("--weights", default="imagenet", show_default=True,
-              help="'imagenet', a ResNet50 notop .weights.h5 path, or 'none'")
+@click.option(
+    "--data",
+    default=None,
+    help="image folder, cifar-10-batches-py folder, .npz or 'keras' [env EDGEBENCH_DATA, default keras]",
+)
+@click.option(
+    "--weights",
+    default="imagenet",
+    show_default=True,
+    help="'imagenet', a ResNet50 notop .weights.h5 path, or 'none'",
+)
 @click.option("--out", default=None, help="run directory [runs/<preset>]")
 @click.option("--cache-dir", default=None, help="decoded-image and feature caches [env EDGEBENCH_CACHE]")
 @click.option("--restart", is_flag=True, help="discard checkpoints in --out instead of resuming")

@@ -54,7 +54,9 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("EDGEBENCH_CACHE", Path.home() / ".cache" / "edgebench"))
 
 
-def load_dataset(source: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None) -> Dataset:
+def load_dataset(
+    source: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None
+) -> Dataset:
     """Load CIFAR-10 from ``source`` (see module docstring); image folders are decoded once and cached."""
     source = str(source or default_source())
     if source == "keras":
@@ -99,8 +101,13 @@ def _load_keras() -> Dataset:
             f"cannot download CIFAR-10 through keras.datasets ({type(exc).__name__}); "
             "pass --data <image folder | .npz> or set EDGEBENCH_DATA"
         ) from None
-    return Dataset(x_train, y_train.reshape(-1).astype(np.int64), x_test, y_test.reshape(-1).astype(np.int64),
-                   source="keras.datasets.cifar10")
+    return Dataset(
+        x_train,
+        y_train.reshape(-1).astype(np.int64),
+        x_test,
+        y_test.reshape(-1).astype(np.int64),
+        source="keras.datasets.cifar10",
+    )
 
 
 def _load_npz(path: Path) -> Dataset:
@@ -115,8 +122,11 @@ def _load_npz(path: Path) -> Dataset:
         if arrays[k].ndim != 4 or arrays[k].shape[1:] != (32, 32, 3):
             raise EdgebenchError(f"{path}: {k} has shape {arrays[k].shape}, expected (N, 32, 32, 3)")
     return Dataset(
-        arrays["x_train"].astype(np.uint8), arrays["y_train"].reshape(-1).astype(np.int64),
-        arrays["x_test"].astype(np.uint8), arrays["y_test"].reshape(-1).astype(np.int64), source=str(path),
+        arrays["x_train"].astype(np.uint8),
+        arrays["y_train"].reshape(-1).astype(np.int64),
+        arrays["x_test"].astype(np.uint8),
+        arrays["y_test"].reshape(-1).astype(np.int64),
+        source=str(path),
     )
 
 
@@ -133,9 +143,13 @@ def _load_batches(path: Path) -> Dataset:
         raise EdgebenchError(f"incomplete cifar-10-batches-py folder: {exc.filename} missing") from None
     x_train = np.concatenate([x for x, _ in train]).transpose(0, 2, 3, 1)
     y_train = np.concatenate([np.asarray(y) for _, y in train])
-    return Dataset(x_train.astype(np.uint8), y_train.astype(np.int64),
-                   np.asarray(x_test).transpose(0, 2, 3, 1).astype(np.uint8),
-                   np.asarray(y_test).astype(np.int64), source=str(path))
+    return Dataset(
+        x_train.astype(np.uint8),
+        y_train.astype(np.int64),
+        np.asarray(x_test).transpose(0, 2, 3, 1).astype(np.uint8),
+        np.asarray(y_test).astype(np.int64),
+        source=str(path),
+    )
 
 
 def list_image_folder(root: Path) -> tuple[list[str], list[Path], np.ndarray]:
@@ -220,6 +234,7 @@ def split_validation(x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
 
 def subset(ds: Dataset, train_per_class: int | None, test_per_class: int | None, seed: int = 0) -> Dataset:
     """A stratified sample of ``ds`` (None keeps a split whole)."""
+
     def pick(x, y, n):
         if n is None:
             return x, y

@@ -26,7 +26,9 @@ def augmenter(preset: Preset, seed: int) -> keras.Sequential:
     if preset.zoom:
         steps.append(keras.layers.RandomZoom(preset.zoom, fill_mode="reflect", seed=seed + 2))
     if preset.shift:
-        steps.append(keras.layers.RandomTranslation(preset.shift, preset.shift, fill_mode="reflect", seed=seed + 3))
+        steps.append(
+            keras.layers.RandomTranslation(preset.shift, preset.shift, fill_mode="reflect", seed=seed + 3)
+        )
     return keras.Sequential(steps, name="augment")
 
 
@@ -34,8 +36,8 @@ def augment_uint8(aug: keras.Sequential, x: np.ndarray, batch: int = 512) -> np.
     """Apply ``aug`` in training mode to uint8 images, returning uint8 images (the model's input contract)."""
     out = np.empty_like(x)
     for i in range(0, len(x), batch):
-        y = keras.ops.convert_to_numpy(aug(x[i:i + batch].astype("float32"), training=True))
-        out[i:i + batch] = np.clip(np.round(y), 0, 255).astype(np.uint8)
+        y = keras.ops.convert_to_numpy(aug(x[i : i + batch].astype("float32"), training=True))
+        out[i : i + batch] = np.clip(np.round(y), 0, 255).astype(np.uint8)
     return out
 
 
@@ -55,7 +57,7 @@ class ArrayBatches(keras.utils.PyDataset):
 
     def __getitem__(self, i):
         # Sorted indices inside a batch keep memory-mapped reads sequential-ish.
-        idx = np.sort(self._order[i * self.batch_size:(i + 1) * self.batch_size])
+        idx = np.sort(self._order[i * self.batch_size : (i + 1) * self.batch_size])
         x = self.x[idx]
         if self.transform is not None:
             x = self.transform(x)
@@ -78,7 +80,9 @@ def array_key(*parts) -> str:
     return digest.hexdigest()[:16]
 
 
-def cached_features(extractor: keras.Model, images, cache: Path, what: str, dtype: str = "float16") -> np.ndarray:
+def cached_features(
+    extractor: keras.Model, images, cache: Path, what: str, dtype: str = "float16"
+) -> np.ndarray:
     """``extractor(images)``, computed once and memory-mapped from ``cache`` (a ``.npy`` file) afterwards.
 
     ``images`` is a uint8 array or a list of ``(n, fn)`` where ``fn(start, stop)`` returns that slice of
@@ -89,14 +93,16 @@ def cached_features(extractor: keras.Model, images, cache: Path, what: str, dtyp
     parts = [(len(images), lambda a, b, x=images: x[a:b])] if isinstance(images, np.ndarray) else images
     total = sum(n for n, _ in parts)
     with atomic_path(cache) as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(total, *extractor.output.shape[1:]))
+        out = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=dtype, shape=(total, *extractor.output.shape[1:])
+        )
         pos = 0
         with progress() as bar:
             task = bar.add_task(what, total=total)
             for n, fn in parts:
                 for start in range(0, n, CHUNK):
                     chunk = fn(start, min(start + CHUNK, n))
-                    out[pos:pos + len(chunk)] = extractor.predict(chunk, batch_size=64, verbose=0)
+                    out[pos : pos + len(chunk)] = extractor.predict(chunk, batch_size=64, verbose=0)
                     pos += len(chunk)
                     bar.advance(task, len(chunk))
         out.flush()

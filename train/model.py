@@ -76,21 +76,32 @@ def resolve_weights(weights: str | None):
     return os.fspath(path)
 
 
-def build_model(image_size: int = 64, weights: str | None = "imagenet", dropout: float = 0.3,
-                preprocessing: str = "caffe", num_classes: int = len(CIFAR10_CLASSES)) -> keras.Model:
+def build_model(
+    image_size: int = 64,
+    weights: str | None = "imagenet",
+    dropout: float = 0.3,
+    preprocessing: str = "caffe",
+    num_classes: int = len(CIFAR10_CLASSES),
+) -> keras.Model:
     """ImageNet ResNet50 (no top) + average pooling, dropout and a softmax head, taking raw uint8 pixels."""
     inputs, x = _inputs_and_preprocess(image_size, preprocessing)
     try:
-        base = keras.applications.ResNet50(include_top=False, weights=resolve_weights(weights), input_tensor=x)
+        base = keras.applications.ResNet50(
+            include_top=False, weights=resolve_weights(weights), input_tensor=x
+        )
     except EdgebenchError:
         raise
     except Exception as exc:  # download failures, unreadable or mismatching h5 files
-        raise EdgebenchError(f"cannot load ResNet50 weights '{weights}': {str(exc).splitlines()[0]}") from None
+        raise EdgebenchError(
+            f"cannot load ResNet50 weights '{weights}': {str(exc).splitlines()[0]}"
+        ) from None
     outputs = _head(base.output, dropout, num_classes)
     return keras.Model(inputs, outputs, name=f"resnet50_cifar10_{image_size}px")
 
 
-def build_tiny_model(image_size: int = 32, num_classes: int = len(CIFAR10_CLASSES), seed: int = 0) -> keras.Model:
+def build_tiny_model(
+    image_size: int = 32, num_classes: int = len(CIFAR10_CLASSES), seed: int = 0
+) -> keras.Model:
     """A small CNN with the same contract (uint8 in, preprocessing inside, softmax out), for fast tests."""
     keras.utils.set_random_seed(seed)
     inputs, x = _inputs_and_preprocess(image_size, "caffe")

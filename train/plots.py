@@ -66,8 +66,15 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, class_names, path: Path) -
     im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, f"{rates[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if rates[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{rates[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if rates[i, j] > 0.5 else "black",
+            )
     ax.set_xticks(range(k), class_names, rotation=45, ha="right")
     ax.set_yticks(range(k), class_names)
     ax.set_xlabel("predicted")
@@ -78,8 +85,16 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, class_names, path: Path) -
     return counts
 
 
-def predictions(x: np.ndarray, y: np.ndarray | None, probs: np.ndarray, class_names, path: Path,
-                seed: int = 0, n: int = 24, titles=None) -> None:
+def predictions(
+    x: np.ndarray,
+    y: np.ndarray | None,
+    probs: np.ndarray,
+    class_names,
+    path: Path,
+    seed: int = 0,
+    n: int = 24,
+    titles=None,
+) -> None:
     """Images with predicted (and true, when known) labels; wrong predictions in red."""
     idx = np.random.default_rng(seed).permutation(len(x))[:n] if y is not None else np.arange(min(n, len(x)))
     cols = 6

@@ -20,5 +20,7 @@ def predict_files(model_path: str, images, k: int = 3, class_names=CIFAR10_CLASS
             probs = runner.infer(batch)
     except InferenceError as exc:
         raise EdgebenchError(str(exc)) from None
-    return [{"image": str(path), "top_k": [{"class": c, "probability": p} for c, p in ranked]}
-            for path, ranked in zip(images, top_k(probs, k, class_names), strict=True)]
+    return [
+        {"image": str(path), "top_k": [{"class": c, "probability": p} for c, p in ranked]}
+        for path, ranked in zip(images, top_k(probs, k, class_names), strict=True)
+    ]

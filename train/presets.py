@@ -11,26 +11,26 @@ from edgebench.errors import EdgebenchError
 @dataclass(frozen=True)
 class Preset:
     name: str
-    image_size: int = 64                  # inputs are resized to this inside the model
-    train_per_class: int | None = None    # stratified subsample of the train split (None: all)
-    test_per_class: int | None = None     # stratified subsample of the test split (None: all 10,000)
-    val_fraction: float = 0.1             # stratified validation hold-out carved from train
+    image_size: int = 64  # inputs are resized to this inside the model
+    train_per_class: int | None = None  # stratified subsample of the train split (None: all)
+    test_per_class: int | None = None  # stratified subsample of the test split (None: all 10,000)
+    val_fraction: float = 0.1  # stratified validation hold-out carved from train
     batch_size: int = 64
     dropout: float = 0.3
-    phase1_epochs: int = 20               # head on frozen pooled features (cheap: features are computed once)
+    phase1_epochs: int = 20  # head on frozen pooled features (cheap: features are computed once)
     phase1_lr: float = 1e-3
-    phase2_epochs: int = 3                # conv5 block + head, BatchNorm frozen
-    phase2_lr: float = 2e-4               # peak of a cosine decay
+    phase2_epochs: int = 3  # conv5 block + head, BatchNorm frozen
+    phase2_lr: float = 2e-4  # peak of a cosine decay
     weight_decay: float = 1e-4
-    patience: int = 3                     # early stopping on validation accuracy
-    feature_cache: bool = True            # phase 2 trains conv5+head on cached conv4 features
-    aug_copies: int = 1                   # randomly augmented copies of the train split in the feature cache
-    keep_original: bool = False          # also cache the unaugmented train images
-    rotation: float = 0.04                # fraction of a full turn (0.04 ~ 15 degrees)
+    patience: int = 3  # early stopping on validation accuracy
+    feature_cache: bool = True  # phase 2 trains conv5+head on cached conv4 features
+    aug_copies: int = 1  # randomly augmented copies of the train split in the feature cache
+    keep_original: bool = False  # also cache the unaugmented train images
+    rotation: float = 0.04  # fraction of a full turn (0.04 ~ 15 degrees)
     zoom: float = 0.1
     shift: float = 0.1
     flip: bool = True
-    ablation: bool = True                 # frozen base with 0-1 scaling, the known failure, for the record
+    ablation: bool = True  # frozen base with 0-1 scaling, the known failure, for the record
     ablation_train_per_class: int | None = 200
     ablation_val_per_class: int | None = 50
     seed: int = 0
@@ -38,15 +38,35 @@ class Preset:
 
 PRESETS = {
     # A few hundred images, one epoch per phase: tests and `make smoke` (minutes on 2 cores).
-    "smoke": Preset("smoke", image_size=32, train_per_class=30, test_per_class=20, val_fraction=0.2,
-                    batch_size=32, phase1_epochs=2, phase2_epochs=1, keep_original=True,
-                    ablation_train_per_class=20, ablation_val_per_class=None),
+    "smoke": Preset(
+        "smoke",
+        image_size=32,
+        train_per_class=30,
+        test_per_class=20,
+        val_fraction=0.2,
+        batch_size=32,
+        phase1_epochs=2,
+        phase2_epochs=1,
+        keep_original=True,
+        ablation_train_per_class=20,
+        ablation_val_per_class=None,
+    ),
     # Under an hour on 2 CPU cores: 96 px, cached conv4 features of one augmented copy, conv5 fine-tuned.
     # (At 64 px TensorFlow's CPU gradient of conv5's 1x1 convolutions on 2x2 maps is ~3x slower than at 96.)
     "cpu": Preset("cpu", image_size=96, batch_size=64, phase1_epochs=20, phase2_epochs=1),
     # The full recipe on a GPU: 224 px, on-the-fly augmentation through the whole network.
-    "gpu": Preset("gpu", image_size=224, batch_size=64, phase1_epochs=10, phase2_epochs=20, phase2_lr=1e-4,
-                  feature_cache=False, patience=4, ablation_train_per_class=None, ablation_val_per_class=None),
+    "gpu": Preset(
+        "gpu",
+        image_size=224,
+        batch_size=64,
+        phase1_epochs=10,
+        phase2_epochs=20,
+        phase2_lr=1e-4,
+        feature_cache=False,
+        patience=4,
+        ablation_train_per_class=None,
+        ablation_val_per_class=None,
+    ),
 }
 
 

@@ -57,8 +57,14 @@ class RunDir:
 def _versions() -> dict:
     import tensorflow as tf
 
-    return {"edgebench": __version__, "keras": keras.__version__, "tensorflow": tf.__version__,
-            "numpy": np.__version__, "python": platform.python_version(), "backend": keras.backend.backend()}
+    return {
+        "edgebench": __version__,
+        "keras": keras.__version__,
+        "tensorflow": tf.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "backend": keras.backend.backend(),
+    }
 
 
 def _load_state(run: RunDir, config: dict, restart: bool) -> dict:
@@ -68,7 +74,9 @@ def _load_state(run: RunDir, config: dict, restart: bool) -> dict:
     if run.state.is_file():
         state = read_json(run.state, "training state")
         if state.get("config") != config:
-            raise EdgebenchError(f"{run.root} holds a run with other options; pass --restart or another --out")
+            raise EdgebenchError(
+                f"{run.root} holds a run with other options; pass --restart or another --out"
+            )
         return state
     return {"config": config, "phases": {}, "history": {}}
 
@@ -86,8 +94,9 @@ def _read_csv_history(path: Path) -> dict[str, list[float]]:
     return {k: [float(r[k]) for r in rows] for k in keys}
 
 
-def fit_phase(name: str, model: keras.Model, train, val, epochs: int, lr, preset: Preset, run: RunDir,
-              callbacks=()) -> dict[str, list[float]]:
+def fit_phase(
+    name: str, model: keras.Model, train, val, epochs: int, lr, preset: Preset, run: RunDir, callbacks=()
+) -> dict[str, list[float]]:
     """Fit with resume, a per-epoch CSV log and the best-on-validation weights restored at the end."""
     run.checkpoints.mkdir(parents=True, exist_ok=True)
     backup = run.checkpoints / f"{name}.backup"
@@ -97,17 +106,27 @@ def fit_phase(name: str, model: keras.Model, train, val, epochs: int, lr, preset
         log.unlink(missing_ok=True)
         best.unlink(missing_ok=True)
     prior = _read_csv_history(log).get("val_accuracy")
-    model.compile(optimizer=keras.optimizers.AdamW(lr, weight_decay=preset.weight_decay),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                  jit_compile=False)  # XLA on CPU measured 2x slower than TF's own kernels for ResNet50
+    model.compile(
+        optimizer=keras.optimizers.AdamW(lr, weight_decay=preset.weight_decay),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=False,
+    )  # XLA on CPU measured 2x slower than TF's own kernels for ResNet50
     model.fit(
-        train, validation_data=val, epochs=epochs, verbose=2,
+        train,
+        validation_data=val,
+        epochs=epochs,
+        verbose=2,
         callbacks=[
             keras.callbacks.BackupAndRestore(str(backup)),
             keras.callbacks.CSVLogger(str(log), append=True),
-            keras.callbacks.ModelCheckpoint(str(best), monitor="val_accuracy", save_best_only=True,
-                                            save_weights_only=True,
-                                            initial_value_threshold=max(prior) if prior else None),
+            keras.callbacks.ModelCheckpoint(
+                str(best),
+                monitor="val_accuracy",
+                save_best_only=True,
+                save_weights_only=True,
+                initial_value_threshold=max(prior) if prior else None,
+            ),
             keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=preset.patience),
             *callbacks,
         ],
@@ -125,8 +144,16 @@ def _evaluate(model: keras.Model, x, y, batch_size: int) -> tuple[float, np.ndar
 class Trainer:
     """One training run; ``run()`` executes the phases that are not finished yet."""
 
-    def __init__(self, preset: Preset, data: str | None, weights: str | None, out: str | Path,
-                 cache_dir: str | Path | None = None, restart: bool = False, callbacks=()):
+    def __init__(
+        self,
+        preset: Preset,
+        data: str | None,
+        weights: str | None,
+        out: str | Path,
+        cache_dir: str | Path | None = None,
+        restart: bool = False,
+        callbacks=(),
+    ):
         self.preset = preset
         self.run_dir = RunDir(out)
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -155,7 +182,9 @@ class Trainer:
         t_start = time.time()
         run.plots.mkdir(parents=True, exist_ok=True)
         keras.utils.set_random_seed(p.seed)
-        ds = subset(load_dataset(self.data_source, self.cache_dir), p.train_per_class, p.test_per_class, p.seed)
+        ds = subset(
+            load_dataset(self.data_source, self.cache_dir), p.train_per_class, p.test_per_class, p.seed
+        )
         x_tr, y_tr, x_val, y_val = split_validation(ds.x_train, ds.y_train, p.val_fraction, p.seed)
         plots.samples(ds.x_train, ds.y_train, ds.class_names, run.plots / "samples.png")
         self.data = ds
@@ -197,10 +226,14 @@ class Trainer:
             "val": cached_features(trunk, x_val, self._feature_cache(tag, x_val), "conv4 features: val"),
             "test": cached_features(trunk, x_test, self._feature_cache(tag, x_test), "conv4 features: test"),
         }
-        aug_cfg = (p.aug_copies, p.keep_original, p.rotation, p.zoom, p.shift, p.flip, p.seed) \
-            if p.feature_cache else ()
-        out["train"] = cached_features(trunk, parts, self._feature_cache(tag, x_tr, *aug_cfg),
-                                       "conv4 features: train")
+        aug_cfg = (
+            (p.aug_copies, p.keep_original, p.rotation, p.zoom, p.shift, p.flip, p.seed)
+            if p.feature_cache
+            else ()
+        )
+        out["train"] = cached_features(
+            trunk, parts, self._feature_cache(tag, x_tr, *aug_cfg), "conv4 features: train"
+        )
         copies = len(parts)
         out["train_labels"] = np.tile(y_tr, copies)
         return out
@@ -214,16 +247,40 @@ class Trainer:
         idx = stratified_indices(y_tr, p.ablation_train_per_class or len(y_tr), p.seed)
         vidx = stratified_indices(y_val, p.ablation_val_per_class or len(y_val), p.seed)
         tag = f"pooled-unit-{p.image_size}px"
-        f_tr = cached_features(pool, x_tr[idx], self._feature_cache(tag, x_tr[idx]), "ablation features: train")
-        f_val = cached_features(pool, x_val[vidx], self._feature_cache(tag, x_val[vidx]), "ablation features: val")
-        f_te = cached_features(pool, ds.x_test, self._feature_cache(tag, ds.x_test), "ablation features: test")
-        history = fit_phase("ablation", head, ArrayBatches(f_tr, y_tr[idx], 256, seed=p.seed),
-                            (f_val, y_val[vidx]), p.phase1_epochs, p.phase1_lr, p, self.run_dir, self.callbacks)
+        f_tr = cached_features(
+            pool, x_tr[idx], self._feature_cache(tag, x_tr[idx]), "ablation features: train"
+        )
+        f_val = cached_features(
+            pool, x_val[vidx], self._feature_cache(tag, x_val[vidx]), "ablation features: val"
+        )
+        f_te = cached_features(
+            pool, ds.x_test, self._feature_cache(tag, ds.x_test), "ablation features: test"
+        )
+        history = fit_phase(
+            "ablation",
+            head,
+            ArrayBatches(f_tr, y_tr[idx], 256, seed=p.seed),
+            (f_val, y_val[vidx]),
+            p.phase1_epochs,
+            p.phase1_lr,
+            p,
+            self.run_dir,
+            self.callbacks,
+        )
         acc, _ = _evaluate(head, f_te, ds.y_test, 512)
-        self._finish_phase("ablation", history, {
-            "description": "frozen ImageNet ResNet50 + new head, inputs scaled to 0-1 (no ImageNet preprocessing)",
-            "test_accuracy": acc, "train_images": int(len(idx)), "epochs": len(history.get("accuracy", [])),
-            "wall_time_s": round(time.time() - t0, 1)}, None)
+        self._finish_phase(
+            "ablation",
+            history,
+            {
+                "description": "frozen ImageNet ResNet50 + new head, inputs scaled to 0-1 (no ImageNet "
+                "preprocessing)",
+                "test_accuracy": acc,
+                "train_images": int(len(idx)),
+                "epochs": len(history.get("accuracy", [])),
+                "wall_time_s": round(time.time() - t0, 1),
+            },
+            None,
+        )
 
     def _phase1(self, model, top, feats, y_val, y_test) -> None:
         p, t0 = self.preset, time.time()
@@ -232,13 +289,29 @@ class Trainer:
         pool = keras.Model(model.get_layer(SPLIT_LAYER).output, pooled_out)
         head = keras.Model(pooled_out, model.output)
         pooled = {k: pool.predict(feats[k], batch_size=256, verbose=0) for k in ("train", "val", "test")}
-        history = fit_phase("phase1", head, ArrayBatches(pooled["train"], feats["train_labels"], 256, seed=p.seed),
-                            (pooled["val"], y_val), p.phase1_epochs, p.phase1_lr, p, self.run_dir, self.callbacks)
+        history = fit_phase(
+            "phase1",
+            head,
+            ArrayBatches(pooled["train"], feats["train_labels"], 256, seed=p.seed),
+            (pooled["val"], y_val),
+            p.phase1_epochs,
+            p.phase1_lr,
+            p,
+            self.run_dir,
+            self.callbacks,
+        )
         acc, _ = _evaluate(head, pooled["test"], y_test, 512)
-        self._finish_phase("phase1", history, {
-            "description": "frozen ImageNet ResNet50 (ImageNet preprocessing) + new head",
-            "test_accuracy": acc, "epochs": len(history.get("accuracy", [])),
-            "wall_time_s": round(time.time() - t0, 1)}, model)
+        self._finish_phase(
+            "phase1",
+            history,
+            {
+                "description": "frozen ImageNet ResNet50 (ImageNet preprocessing) + new head",
+                "test_accuracy": acc,
+                "epochs": len(history.get("accuracy", [])),
+                "wall_time_s": round(time.time() - t0, 1),
+            },
+            model,
+        )
 
     def _phase2(self, model, top, feats, x_tr, y_tr, x_val, y_val, ds: Dataset) -> None:
         p, t0 = self.preset, time.time()
@@ -249,15 +322,28 @@ class Trainer:
         else:
             aug = augmenter(p, p.seed)
             net = model
-            train = ArrayBatches(x_tr, y_tr, p.batch_size, seed=p.seed, transform=lambda x: augment_uint8(aug, x))
+            train = ArrayBatches(
+                x_tr, y_tr, p.batch_size, seed=p.seed, transform=lambda x: augment_uint8(aug, x)
+            )
             val, x_test = (x_val, y_val), ds.x_test
-        schedule = keras.optimizers.schedules.CosineDecay(p.phase2_lr, decay_steps=p.phase2_epochs * len(train))
-        history = fit_phase("phase2", net, train, val, p.phase2_epochs, schedule, p, self.run_dir, self.callbacks)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            p.phase2_lr, decay_steps=p.phase2_epochs * len(train)
+        )
+        history = fit_phase(
+            "phase2", net, train, val, p.phase2_epochs, schedule, p, self.run_dir, self.callbacks
+        )
         acc, _ = _evaluate(net, x_test, ds.y_test, 256)
-        self._finish_phase("phase2", history, {
-            "description": "conv5 block + head fine-tuned (BatchNorm frozen), augmented inputs",
-            "test_accuracy": acc, "epochs": len(history.get("accuracy", [])),
-            "wall_time_s": round(time.time() - t0, 1)}, model)
+        self._finish_phase(
+            "phase2",
+            history,
+            {
+                "description": "conv5 block + head fine-tuned (BatchNorm frozen), augmented inputs",
+                "test_accuracy": acc,
+                "epochs": len(history.get("accuracy", [])),
+                "wall_time_s": round(time.time() - t0, 1),
+            },
+            model,
+        )
 
     def _finalise(self, model: keras.Model, ds: Dataset, wall: float) -> dict:
         """Save the full model and check it end to end on raw test pixels; write history, metrics, plots."""
@@ -275,13 +361,18 @@ class Trainer:
         metrics = {
             "kind": "edgebench-train-metrics",
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "preset": p.name, "options": dataclasses.asdict(p),
-            "data": ds.describe(), "weights": str(self.weights),
+            "preset": p.name,
+            "options": dataclasses.asdict(p),
+            "data": ds.describe(),
+            "weights": str(self.weights),
             "test_images": int(len(ds.y_test)),
             "test_accuracy": {**{k: v["test_accuracy"] for k, v in phases.items()}, "final": acc},
             "phases": phases,
-            "final": {"test_accuracy": acc, "description": "saved model.keras on raw uint8 test pixels",
-                      "eval_wall_time_s": round(eval_s, 1)},
+            "final": {
+                "test_accuracy": acc,
+                "description": "saved model.keras on raw uint8 test pixels",
+                "eval_wall_time_s": round(eval_s, 1),
+            },
             # This invocation only; a resumed run's earlier phases keep their own wall_time_s above.
             "wall_time_s": round(wall + time.time() - t0, 1),
             "resumed": self.resumed,

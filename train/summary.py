@@ -13,8 +13,12 @@ def print_summary(metrics: dict, run_dir) -> None:
     table.add_column("epochs", justify="right")
     table.add_column("wall time", justify="right")
     for name, phase in metrics["phases"].items():
-        table.add_row(name, f"{phase['test_accuracy']:.2%}", str(phase.get("epochs", "")),
-                      f"{phase['wall_time_s'] / 60:.1f} min")
+        table.add_row(
+            name,
+            f"{phase['test_accuracy']:.2%}",
+            str(phase.get("epochs", "")),
+            f"{phase['wall_time_s'] / 60:.1f} min",
+        )
     table.add_row("final model.keras", f"{metrics['final']['test_accuracy']:.2%}", "", "")
     console = Console(stderr=False)
     console.print(table)

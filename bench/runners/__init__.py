@@ -7,40 +7,20 @@ runtime that cannot run here is reported as ``unavailable`` (skipped), not as a 
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
-from collections.abc import Callable
-
-from edgebench.bench.runners.keras_runner import KerasRunner
 
 from edgebench import runtime
+from edgebench.bench.runners.keras_runner import KerasRunner
+from edgebench.environment import Probe, modules_present, tensorrt_probe
 
 RUNNERS: dict[str, type[runtime.Runner]] = {"keras": KerasRunner, **runtime.RUNNERS}
 
 
-def _modules(*names: str, reason: str) -> Callable[[], tuple[bool, str | None, str | None]]:
-    def probe():
-        missing = [n for n in names if importlib.util.find_spec(n) is None]
-        if missing:
-            return False, reason, f"Python module(s) not installed: {', '.join(missing)}"
-        return True, None, None
-
-    return probe
-
-
-def _tensorrt() -> tuple[bool, str | None, str | None]:
-    if importlib.util.find_spec("tensorrt") is None:
-        return False, "tensorrt-missing", "TensorRT (Python package 'tensorrt') is not installed"
-    from edgebench.export.tensorrt_formats import probe_device  # CUDA binding and a CUDA device
-
-    return probe_device()
-
-
-PROBES: dict[str, Callable[[], tuple[bool, str | None, str | None]]] = {
-    "keras": _modules("keras", "tensorflow", reason="keras-missing"),
-    "litert": _modules("ai_edge_litert", reason="litert-missing"),
-    "onnxruntime": _modules("onnxruntime", reason="onnxruntime-missing"),
-    "tensorrt": _tensorrt,
+PROBES: dict[str, Probe] = {
+    "keras": modules_present("keras", "tensorflow", reason="keras-missing"),
+    "litert": modules_present("ai_edge_litert", reason="litert-missing"),
+    "onnxruntime": modules_present("onnxruntime", reason="onnxruntime-missing"),
+    "tensorrt": tensorrt_probe,
 }
 
 

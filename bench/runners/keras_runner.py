@@ -16,6 +16,7 @@ class KerasRunner(Runner):
 
     def _load(self) -> None:
         import tensorflow as tf
+
         from edgebench.train.model import load_model
 
         try:

@@ -1,0 +1,78 @@
+"""What is installed here: distribution versions, module availability probes, JSON Schema checks."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+from collections.abc import Callable
+from importlib import resources
+
+from edgebench.errors import EdgebenchError
+
+# key -> distributions that provide it (first installed wins)
+DISTRIBUTIONS = {
+    "tensorflow": ("tensorflow-cpu", "tensorflow"),
+    "keras": ("keras",),
+    "tf2onnx": ("tf2onnx",),
+    "onnx": ("onnx",),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+    "ai_edge_litert": ("ai-edge-litert",),
+    "tensorrt": ("tensorrt", "tensorrt-cu12"),
+    "cuda_python": ("cuda-python",),
+    "numpy": ("numpy",),
+}
+
+Probe = Callable[[], tuple[bool, str | None, str | None]]
+
+
+def installed_version(*distributions: str) -> str | None:
+    for name in distributions:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def versions(*keys: str) -> dict[str, str | None]:
+    """Installed versions of ``keys`` of DISTRIBUTIONS (all of them by default)."""
+    return {key: installed_version(*DISTRIBUTIONS[key]) for key in keys or DISTRIBUTIONS}
+
+
+def modules_present(*modules: str, reason: str) -> Probe:
+    """A probe: (available, reason code, one-line message) from whether ``modules`` can be imported."""
+
+    def probe():
+        missing = [m for m in modules if importlib.util.find_spec(m) is None]
+        if missing:
+            return False, reason, f"Python module(s) not installed: {', '.join(missing)}"
+        return True, None, None
+
+    return probe
+
+
+def tensorrt_probe() -> tuple[bool, str | None, str | None]:
+    """TensorRT needs its Python package, a CUDA binding and a CUDA device."""
+    if importlib.util.find_spec("tensorrt") is None:
+        return False, "tensorrt-missing", "TensorRT (Python package 'tensorrt') is not installed"
+    from edgebench.export.tensorrt_formats import probe_device
+
+    return probe_device()
+
+
+def load_schema(name: str) -> dict:
+    return json.loads(resources.files("edgebench").joinpath(f"schemas/{name}.schema.json").read_text())
+
+
+def validate(document: dict, schema_name: str, what: str) -> None:
+    """Raise EdgebenchError naming the first violation of ``schemas/<schema_name>.schema.json``."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(
+        load_schema(schema_name), format_checker=jsonschema.FormatChecker()
+    )
+    error = jsonschema.exceptions.best_match(validator.iter_errors(document))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise EdgebenchError(f"{what} does not match the {schema_name} schema at {where}: {error.message}")
