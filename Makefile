@@ -13,6 +13,9 @@ PRESET ?= cpu
 NAME ?= $(PRESET)
 RUN := runs/$(NAME)
 FORMAT ?= tflite-int8
+TRAIN_ARGS ?=
+EXPORT_ARGS ?=
+BENCH_ARGS ?=
 export EDGEBENCH_CACHE ?= $(CURDIR)/runs/.cache
 
 .PHONY: setup train export bench all smoke bundle test lint clean
@@ -26,21 +29,24 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 train: setup
-	$(EB) train --preset $(PRESET) --data $(DATA) --weights $(WEIGHTS) --out $(RUN)
+	$(EB) train --preset $(PRESET) --data $(DATA) --weights $(WEIGHTS) --out $(RUN) $(TRAIN_ARGS)
 
 export: setup
-	$(EB) export --model $(RUN)/model.keras --data $(DATA) --out $(RUN)/export
+	$(EB) export --model $(RUN)/model.keras --data $(DATA) --out $(RUN)/export $(EXPORT_ARGS)
 
 bench: setup
-	$(EB) bench --export $(RUN)/export --reference $(RUN)/model.keras --data $(DATA) --out $(RUN)/bench
+	$(EB) bench --export $(RUN)/export --reference $(RUN)/model.keras --data $(DATA) --out $(RUN)/bench $(BENCH_ARGS)
 
 bundle: setup
 	$(EB) bundle --export $(RUN)/export --format $(FORMAT) --out dist/$(NAME)-$(FORMAT)
 
 all: train export bench
 
+# The same pipeline on a tiny preset: a few hundred images, small calibration/parity sets, short latency
+# caps, and a loose gate (a barely trained model on 200 test images: its int8 drop is mostly noise).
 smoke: setup
-	$(MAKE) all PRESET=smoke NAME=smoke
+	$(MAKE) all bundle PRESET=smoke NAME=smoke EXPORT_ARGS="--calib-size 100 --parity-images 50" \
+		BENCH_ARGS="--max-drop 10 --test-per-class 20 --threads 2 --batch-sizes 1,8 --latency-time-cap 2 --throughput-time-cap 1"
 
 test: setup
 	$(BIN)/pytest -q

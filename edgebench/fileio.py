@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import tempfile
@@ -11,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from edgebench.errors import EdgebenchError
+from edgebench.runtime import sha256_file  # noqa: F401  (re-exported: one implementation)
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -70,14 +70,6 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> dict:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EdgebenchError(f"{what} is not valid JSON: {path} ({exc})") from None
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _json_default(obj):

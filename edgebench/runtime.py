@@ -377,6 +377,21 @@ def top_k(probs: np.ndarray, k: int, class_names=CIFAR10_CLASSES) -> list[list[t
     return [[(class_names[j], float(p[j])) for j in row] for p, row in zip(probs, order, strict=True)]
 
 
+def classify(paths, probs: np.ndarray, k: int, class_names=CIFAR10_CLASSES) -> list[dict]:
+    """``[{"image", "top_k": [{"class", "probability"}]}]`` per image: the JSON of predict and infer.py."""
+    return [
+        {"image": str(path), "top_k": [{"class": c, "probability": p} for c, p in ranked]}
+        for path, ranked in zip(paths, top_k(probs, k, class_names), strict=True)
+    ]
+
+
+def format_results(results: list[dict]) -> str:
+    return "\n".join(
+        f"{item['image']}: " + ", ".join(f"{r['class']} {r['probability']:.1%}" for r in item["top_k"])
+        for item in results
+    )
+
+
 # ---------------------------------------------------------------- bundles: model.json, self-test, CLI
 
 MODEL_JSON = "model.json"
@@ -538,18 +553,8 @@ def main(argv=None) -> int:
     except OSError as exc:  # e.g. an unreadable model file
         print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    results = [
-        {"image": str(path), "top_k": [{"class": c, "probability": p} for c, p in ranked]}
-        for path, ranked in zip(args.images, top_k(probs, args.top_k, class_names), strict=True)
-    ]
-    if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        for item in results:
-            print(
-                f"{item['image']}: "
-                + ", ".join(f"{r['class']} {r['probability']:.1%}" for r in item["top_k"])
-            )
+    results = classify(args.images, probs, args.top_k, class_names)
+    print(json.dumps(results, indent=2) if args.json else format_results(results))
     return 0
 
 

@@ -60,12 +60,8 @@ def train(preset, data, weights, out, cache_dir, restart, **overrides):
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def predict(images, model_path, top_k, as_json):
     """Classify image files of any size or mode (resized to 32x32 like CIFAR-10)."""
+    from edgebench.runtime import format_results
     from edgebench.train.predict import predict_files
 
     results = predict_files(model_path, images, top_k)
-    if as_json:
-        click.echo(json.dumps(results, indent=2))
-        return
-    for item in results:
-        ranked = ", ".join(f"{r['class']} {r['probability']:.1%}" for r in item["top_k"])
-        click.echo(f"{item['image']}: {ranked}")
+    click.echo(json.dumps(results, indent=2) if as_json else format_results(results))
