@@ -165,12 +165,28 @@ class Trainer:
         self.resumed = bool(self.state["phases"]) or any(run_dir_backups(self.run_dir))
 
     # -- bookkeeping -------------------------------------------------------------------------------
-    def _finish_phase(self, name: str, history: dict, metrics: dict, model: keras.Model | None) -> None:
+    def _finish_phase(
+        self,
+        name: str,
+        history: dict,
+        description: str,
+        test_accuracy: float,
+        started: float,
+        model: keras.Model | None,
+        **extra,
+    ) -> None:
+        """Record a finished phase (metrics, history) and save the weights a resumed run starts from."""
         if model is not None:
             with atomic_path(self.run_dir.checkpoints / f"{name}.weights.h5") as tmp:
                 model.save_weights(tmp)
         self.state["history"][name] = history
-        self.state["phases"][name] = metrics
+        self.state["phases"][name] = {
+            "description": description,
+            "test_accuracy": test_accuracy,
+            **extra,
+            "epochs": len(history.get("accuracy", [])),
+            "wall_time_s": round(time.time() - started, 1),
+        }
         write_json(self.run_dir.state, self.state)
 
     def _feature_cache(self, tag: str, *parts) -> Path:
@@ -271,15 +287,11 @@ class Trainer:
         self._finish_phase(
             "ablation",
             history,
-            {
-                "description": "frozen ImageNet ResNet50 + new head, inputs scaled to 0-1 (no ImageNet "
-                "preprocessing)",
-                "test_accuracy": acc,
-                "train_images": int(len(idx)),
-                "epochs": len(history.get("accuracy", [])),
-                "wall_time_s": round(time.time() - t0, 1),
-            },
+            "frozen ImageNet ResNet50 + new head, inputs scaled to 0-1 (no ImageNet preprocessing)",
+            acc,
+            t0,
             None,
+            train_images=int(len(idx)),
         )
 
     def _phase1(self, model, top, feats, y_val, y_test) -> None:
@@ -302,15 +314,7 @@ class Trainer:
         )
         acc, _ = _evaluate(head, pooled["test"], y_test, 512)
         self._finish_phase(
-            "phase1",
-            history,
-            {
-                "description": "frozen ImageNet ResNet50 (ImageNet preprocessing) + new head",
-                "test_accuracy": acc,
-                "epochs": len(history.get("accuracy", [])),
-                "wall_time_s": round(time.time() - t0, 1),
-            },
-            model,
+            "phase1", history, "frozen ImageNet ResNet50 (ImageNet preprocessing) + new head", acc, t0, model
         )
 
     def _phase2(self, model, top, feats, x_tr, y_tr, x_val, y_val, ds: Dataset) -> None:
@@ -336,12 +340,9 @@ class Trainer:
         self._finish_phase(
             "phase2",
             history,
-            {
-                "description": "conv5 block + head fine-tuned (BatchNorm frozen), augmented inputs",
-                "test_accuracy": acc,
-                "epochs": len(history.get("accuracy", [])),
-                "wall_time_s": round(time.time() - t0, 1),
-            },
+            "conv5 block + head fine-tuned (BatchNorm frozen), augmented inputs",
+            acc,
+            t0,
             model,
         )
 
