@@ -85,6 +85,24 @@ def _invoke(*args):
     return res
 
 
+def _bench_float_pair(export, run_dir, cifar_folder, tmp_path):
+    """``edgebench bench`` of the onnx and tflite-fp32 rows of ``export`` against the run's model."""
+    return _invoke(
+        "bench",
+        "--export",
+        export,
+        "--reference",
+        run_dir / "model.keras",
+        "--data",
+        cifar_folder,
+        "--out",
+        tmp_path / "bench",
+        "--formats",
+        "onnx,tflite-fp32",
+        *FAST,
+    )
+
+
 def _one_line_error(res, code: int, words: str, case: str = "") -> None:
     assert res.exit_code == code, f"{case}: {res.output}"
     lines = res.stderr.strip().splitlines()
@@ -380,20 +398,7 @@ def test_an_artifact_whose_export_failed_fails_the_gate(run_dir, tmp_path, cifar
         entries["onnx"].update(status="failed", reason="conversion-error", message="tf2onnx failed")
 
     export = _broken_export(run_dir, tmp_path / "export", failed)
-    res = _invoke(
-        "bench",
-        "--export",
-        export,
-        "--reference",
-        run_dir / "model.keras",
-        "--data",
-        cifar_folder,
-        "--out",
-        tmp_path / "bench",
-        "--formats",
-        "onnx,tflite-fp32",
-        *FAST,
-    )
+    res = _bench_float_pair(export, run_dir, cifar_folder, tmp_path)
     assert res.exit_code == 1, res.output
     assert "onnx (export failed: conversion-error" in res.stderr.strip().splitlines()[-1]
 
@@ -450,20 +455,7 @@ def test_unusable_artifact_is_exit_2_and_the_others_still_run(
     run_dir, tmp_path, cifar_folder, damage, reason
 ):
     export = _broken_export(run_dir, tmp_path / "export", damage)
-    res = _invoke(
-        "bench",
-        "--export",
-        export,
-        "--reference",
-        run_dir / "model.keras",
-        "--data",
-        cifar_folder,
-        "--out",
-        tmp_path / "bench",
-        "--formats",
-        "onnx,tflite-fp32",
-        *FAST,
-    )
+    res = _bench_float_pair(export, run_dir, cifar_folder, tmp_path)
     _one_line_error(res, 2, f"onnx ({reason}")
     rows = _rows(json.loads((tmp_path / "bench" / "report.json").read_text()))
     assert rows["onnx"]["status"] == "error" and rows["onnx"]["reason"] == reason
