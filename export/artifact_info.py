@@ -6,9 +6,13 @@ and the activation tensors (by count) of the graph are binned into ``int8`` (8-b
 
 - TFLite: tensor types in the flatbuffer (``schema_py_generated`` shipped with ``ai_edge_litert``); a weight
   read through a DEQUANTIZE op (float16 models) counts with the stored constant's type.
-- ONNX: initializer dtypes of Conv/Gemm/MatMul weights (through DequantizeLinear in QDQ graphs); an
-  activation is int8 when it goes through a QuantizeLinear, otherwise its own element type.
+- ONNX: initializer dtypes of Conv/Gemm/MatMul weights (through DequantizeLinear in QDQ graphs; QLinearConv
+  and QLinearMatMul in QOperator graphs); an activation is int8 when it goes through a QuantizeLinear,
+  otherwise its own element type.
 - TensorRT: the engine inspector's per-layer formats (see ``tensorrt_formats.describe_engine``).
+
+The export pipeline then relabels quantized artifacts from what their runtime runs (``coverage``): stored
+int8 tensors that run through float kernels are not called ``int8``.
 """
 
 from __future__ import annotations
@@ -132,7 +136,8 @@ def describe_tflite(path: Path) -> dict:
 
 # ---------------------------------------------------------------- ONNX
 
-_ONNX_WEIGHTED = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
+# weighted op -> index of its weight input
+_ONNX_WEIGHTED = {"Conv": 1, "ConvTranspose": 1, "Gemm": 1, "MatMul": 1, "QLinearConv": 3, "QLinearMatMul": 3}
 _QDQ = {"QuantizeLinear", "DequantizeLinear"}
 
 
@@ -161,8 +166,9 @@ def describe_onnx(path: Path) -> dict:
     weights: dict[str, int] = {}
     activations: dict[str, int] = {}
     for node in graph.node:
-        if node.op_type in _ONNX_WEIGHTED and len(node.input) > 1:
-            w = node.input[1]
+        index = _ONNX_WEIGHTED.get(node.op_type)
+        if index is not None and len(node.input) > index:
+            w = node.input[index]
             src = producer.get(w)
             if src is not None and src.op_type == "DequantizeLinear":
                 w = src.input[0]

@@ -8,6 +8,7 @@ import click
 
 from edgebench.errors import EdgebenchError
 from edgebench.export.context import CALIB_METHODS
+from edgebench.export.quant_recipe import ACTIVATION_TYPES, QUANT_FORMATS
 from edgebench.export.registry import FORMATS
 
 
@@ -28,13 +29,31 @@ def _print_row(name: str, entry: dict) -> None:
     if entry["status"] == "ok":
         parity, precision = entry["parity"], entry["precision"]
         diff = parity["max_abs_diff"]
+        cov = entry.get("coverage")
         click.echo(
             f"{name:15s} ok          {entry['bytes'] / 1e6:8.2f} MB  max-abs-diff {diff:.2e}  "
             f"top-1 {parity['top1_agreement']:.1%}  {precision['label']}"
+            + (_coverage(cov) if cov and _quantized(name, cov) else "")
             + (f"  {entry['wall_time_s']:.1f}s" if entry.get("wall_time_s") is not None else "")
         )
+        if entry.get("recipe"):
+            click.echo(f"{'':15s} recipe: {entry['recipe']['reason']}")
+        for warning in entry.get("warnings") or ():
+            click.echo(f"warning: {warning}", err=True)
     else:
         click.echo(f"{name:15s} {entry['status']:11s} {entry['reason']}: {entry['message']}")
+
+
+def _quantized(name: str, cov: dict) -> bool:
+    fmt = FORMATS.get(name)  # formats outside the registry: judged by what they hold
+    return fmt.quantized if fmt else bool(cov["int8_convolutions"])
+
+
+def _coverage(cov: dict) -> str:
+    hybrid = cov.get("hybrid_convolutions")
+    return f"  int8 convs {cov['int8_convolutions']}/{cov['convolutions']}" + (
+        f" (+{hybrid} dynamic-range)" if hybrid else ""
+    )
 
 
 @click.command()
@@ -68,9 +87,22 @@ def _print_row(name: str, entry: dict) -> None:
 )
 @click.option(
     "--onnx-reduce-range/--onnx-full-range",
-    default=True,
+    default=None,
+    help="7-bit / full-range weights in onnx-int8 [default: 7-bit only on x86 CPUs without VNNI].",
+)
+@click.option(
+    "--onnx-quant-format",
+    type=click.Choice(("auto", *QUANT_FORMATS), case_sensitive=False),
+    default="auto",
     show_default=True,
-    help="7-bit weights in onnx-int8 (needed on x86 CPUs without VNNI; TensorRT accepts both).",
+    help="onnx-int8 graph format (auto: QDQ).",
+)
+@click.option(
+    "--onnx-activation-type",
+    type=click.Choice(("auto", *ACTIVATION_TYPES), case_sensitive=False),
+    default="auto",
+    show_default=True,
+    help="onnx-int8 activations (auto: uint8 on x86, int8 on ARM).",
 )
 @click.option("--strict", is_flag=True, help="Exit 1 when a requested format is unavailable here.")
 @click.option("--force", is_flag=True, help="Rebuild artifacts even when they are up to date.")
@@ -87,6 +119,8 @@ def export(
     parity_images,
     trt_max_batch,
     onnx_reduce_range,
+    onnx_quant_format,
+    onnx_activation_type,
     strict,
     force,
     list_formats,
@@ -107,6 +141,8 @@ def export(
         parity_images=parity_images,
         trt_max_batch=trt_max_batch,
         onnx_reduce_range=onnx_reduce_range,
+        onnx_quant_format=onnx_quant_format.lower(),
+        onnx_activation_type=onnx_activation_type.lower(),
         force=force,
     )
     result = export_model(

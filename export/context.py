@@ -1,8 +1,8 @@
 """What every format builder gets: the Keras model, the calibration images and shared intermediate products.
 
-Intermediate products (the frozen TF graph, the float ONNX model, the QDQ ONNX file) are built once per
-export and shared: ``onnx`` and ``trt-fp16`` use the same ONNX graph, ``onnx-int8`` and ``trt-int8`` the same
-QDQ graph.
+Intermediate products (the frozen TF graph, the float ONNX model, the int8 ONNX files) are built once per
+export and shared: ``onnx`` and ``trt-fp16`` use the same ONNX graph; ``onnx-int8`` gets the int8 graph of
+the ONNX Runtime recipe for this CPU, ``trt-int8`` the symmetric QDQ graph TensorRT wants (``quant_recipe``).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgebench import cpu
+from edgebench.export.quant_recipe import TRT_RECIPE, OrtRecipe, ort_recipe
 from edgebench.runtime import INPUT_SIZE
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
@@ -64,7 +66,7 @@ class BuildContext:
     calibration: Calibration
     opset: int = 17
     trt_max_batch: int = 64
-    onnx_reduce_range: bool = True
+    ort_recipe: OrtRecipe = field(default_factory=lambda: ort_recipe(cpu.fingerprint()))
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="edgebench-export-")))
 
     @functools.cached_property
@@ -114,9 +116,27 @@ class BuildContext:
         return path
 
     @functools.cached_property
-    def qdq_onnx_path(self) -> Path:
-        from edgebench.export.onnx_formats import quantize_qdq
+    def prepared_onnx_path(self) -> Path:
+        """The float ONNX model folded for quantization (shared by both int8 graphs)."""
+        from edgebench.export.onnx_formats import prepare
 
-        path = self.workdir / "model.int8.onnx"
-        quantize_qdq(self.onnx_path, path, self.calibration, self.workdir, self.onnx_reduce_range)
+        path = self.workdir / "model.prepared.onnx"
+        prepare(self.onnx_path, path)
+        return path
+
+    @functools.cached_property
+    def ort_int8_onnx_path(self) -> Path:
+        """int8 ONNX for ONNX Runtime on this CPU (``ort_recipe``)."""
+        return self._quantized("model.int8.onnx", self.ort_recipe)
+
+    @functools.cached_property
+    def trt_qdq_onnx_path(self) -> Path:
+        """QDQ ONNX for TensorRT: symmetric int8 activations, full-range weights, whatever the CPU."""
+        return self._quantized("model.trt-qdq.onnx", TRT_RECIPE)
+
+    def _quantized(self, name: str, recipe: OrtRecipe) -> Path:
+        from edgebench.export.onnx_formats import quantize_int8
+
+        path = self.workdir / name
+        quantize_int8(self.prepared_onnx_path, path, self.calibration, recipe)
         return path

@@ -25,6 +25,8 @@ _ARTIFACT_FIELDS = (
     "parity",
     "options",
     "wall_time_s",
+    "coverage",
+    "warnings",
 )
 
 

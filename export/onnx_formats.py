@@ -1,9 +1,11 @@
-"""ONNX artifacts: float32 through tf2onnx, and static QDQ int8 through onnxruntime.quantization.
+"""ONNX artifacts: float32 through tf2onnx, and static int8 through onnxruntime.quantization.
 
-The QDQ model is built for TensorRT's explicit quantization too: symmetric int8 activations and weights
-(zero point 0), per-channel weights. The preprocessing in front of the first Conv (uint8 Cast, channel
-flip, mean subtraction, resize, NHWC->NCHW transpose) stays float: quantizing it would only add rounding
-before the first Conv, which quantizes its own input anyway. The softmax output stays float as well.
+Two int8 graphs come from the same float model (see ``quant_recipe``): ``onnx-int8`` follows the ONNX
+Runtime recipe of the CPU that exports (U8S8 on x86, S8S8 on ARM), ``trt-int8`` is built from a QDQ graph
+with symmetric int8 activations and full-range weights, what TensorRT's explicit quantization wants. In both
+the preprocessing in front of the first Conv (uint8 Cast, channel flip, mean subtraction, resize,
+NHWC->NCHW transpose) stays float: quantizing it would only add rounding before the first Conv, which
+quantizes its own input anyway. The softmax output stays float as well.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ def build_onnx(ctx, dest: Path) -> None:
     shutil.copyfile(ctx.onnx_path, dest)
 
 
-def build_onnx_int8(ctx, dest: Path) -> None:
-    shutil.copyfile(ctx.qdq_onnx_path, dest)
+def build_onnx_int8(ctx, dest: Path) -> dict:
+    shutil.copyfile(ctx.ort_int8_onnx_path, dest)
+    return {"recipe": ctx.ort_recipe.describe()}
 
 
 def preprocessing_nodes(model) -> list[str]:
@@ -83,42 +86,52 @@ def _chunk(n: int) -> int:
     return max(d for d in range(1, min(n, CALIBRATION_CHUNK) + 1) if n % d == 0)
 
 
-def quantize_qdq(float_path: Path, dest: Path, calibration, workdir: Path, reduce_range: bool = True) -> None:
-    """Static QDQ quantization of ``float_path`` calibrated on ``calibration.images``.
+def prepare(float_path: Path, dest: Path) -> None:
+    """Constant folding and Conv+Mul/Add fusion, so BatchNorm is folded before weights are quantized."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    ``reduce_range`` keeps weights within 7 bits (stored as int8). x86 CPUs without VNNI (AVX2 only) multiply
-    u8 x s8 pairs into saturating int16 sums, so full-range int8 weights overflow there: measured on a
-    ResNet50 on such a CPU, top-1 agreement with Keras fell from 0.88 (the same QDQ graph simulated in
-    float) to 0.64; with 7-bit weights the kernels match the simulation (0.885).
+    try:
+        quant_pre_process(str(float_path), str(dest), skip_symbolic_shape=True)
+    except Exception as exc:
+        raise EdgebenchError(f"ONNX int8 quantization failed: {first_line(exc)}") from None
+
+
+def quantize_int8(prepared: Path, dest: Path, calibration, recipe, nodes_to_exclude=None) -> None:
+    """Static int8 quantization of the ``prepare``d model, calibrated on ``calibration.images``.
+
+    ``recipe`` (a ``quant_recipe.OrtRecipe``) picks format, activation type, symmetry and weight range;
+    ``nodes_to_exclude`` adds to the preprocessing nodes that always stay float.
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     methods = {
         "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }
-    prepared = workdir / "model.prepared.onnx"
+    types = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
     try:
-        # Constant folding and Conv+Mul/Add fusion first, so BatchNorm is folded before weights are quantized.
-        quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
         model = onnx.load(prepared)
+        exclude = [*preprocessing_nodes(model), *(nodes_to_exclude or ())]
+        if recipe.quant_format == "qoperator":
+            # OpTypesToExcludeOutputQuantization is QDQ-only: in QOperator format Softmax would become
+            # QLinearSoftmax, so it is excluded as a node (its input is dequantized in front of it).
+            exclude += [n.name for n in model.graph.node if n.op_type == "Softmax"]
         images = calibration.images
         quantize_static(
             str(prepared),
             str(dest),
             _calibration_reader(images, model.graph.input[0].name),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            reduce_range=reduce_range,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
+            quant_format=QuantFormat.QOperator if recipe.quant_format == "qoperator" else QuantFormat.QDQ,
+            per_channel=recipe.per_channel,
+            reduce_range=recipe.reduce_range,
+            activation_type=types[recipe.activation_type],
+            weight_type=types[recipe.weight_type],
             calibrate_method=methods[calibration.method],
-            nodes_to_exclude=preprocessing_nodes(model),
+            nodes_to_exclude=exclude,
             extra_options={
-                "ActivationSymmetric": True,
+                "ActivationSymmetric": recipe.activation_symmetric,
                 "WeightSymmetric": True,
                 "OpTypesToExcludeOutputQuantization": ["Softmax"],
                 "CalibStridedMinMax": _chunk(len(images)),

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgebench import cpu
 from edgebench.errors import EdgebenchError
-from edgebench.export import artifact_info
+from edgebench.export import artifact_info, coverage
 from edgebench.export import manifest as mf
 from edgebench.export.context import (
     CALIB_METHODS,
@@ -30,6 +31,7 @@ from edgebench.export.context import (
 )
 from edgebench.export.messages import first_line
 from edgebench.export.parity import compare, run_artifact
+from edgebench.export.quant_recipe import TRT_RECIPE, OrtRecipe, check_choices, ort_recipe
 from edgebench.export.registry import ExportFormat, resolve_formats
 from edgebench.fileio import atomic_path, ensure_dir, sha256_file
 
@@ -45,7 +47,10 @@ class ExportSettings:
     parity_images: int = 100
     parity_seed: int = 0
     trt_max_batch: int = 64
-    onnx_reduce_range: bool = True
+    # onnx-int8 recipe overrides; "auto" / None: chosen from this CPU (see quant_recipe)
+    onnx_quant_format: str = "auto"
+    onnx_activation_type: str = "auto"
+    onnx_reduce_range: bool | None = None
     force: bool = False
 
     def check(self) -> None:
@@ -63,6 +68,18 @@ class ExportSettings:
             raise EdgebenchError(f"--parity-images must be at least 1 (got {self.parity_images})")
         if self.trt_max_batch < 1:
             raise EdgebenchError(f"--trt-max-batch must be at least 1 (got {self.trt_max_batch})")
+        problem = check_choices(self.onnx_quant_format, self.onnx_activation_type)
+        if problem:
+            raise EdgebenchError(problem)
+
+    def ort_recipe(self, fingerprint: dict | None = None) -> OrtRecipe:
+        """The onnx-int8 recipe for the CPU of ``fingerprint`` (this one by default) and these overrides."""
+        return ort_recipe(
+            fingerprint or cpu.fingerprint(),
+            quant_format=self.onnx_quant_format,
+            activation_type=self.onnx_activation_type,
+            reduce_range=self.onnx_reduce_range,
+        )
 
 
 @dataclass
@@ -92,7 +109,10 @@ def export_model(
     settings: ExportSettings | None = None,
     on_format: Callable[[str, dict], None] | None = None,
 ) -> ExportResult:
-    """Export ``model_path`` to ``formats`` (all registered formats by default) in ``out_dir``."""
+    """Export ``model_path`` to ``formats`` (all registered formats by default) in ``out_dir``.
+
+    ``formats``: names (comma lists allowed) or ``ExportFormat`` objects (e.g. one not in the registry).
+    """
     settings = settings or ExportSettings()
     settings.check()
     fmts = resolve_formats(formats)
@@ -114,6 +134,7 @@ def export_model(
         ds.x_train[calib_idx], calib_idx, ds.source, settings.calib_seed, settings.calib_method
     )
     parity_images = ds.x_test[parity_idx]
+    recipe = settings.ort_recipe()
 
     source = {
         "path": os.fspath(model_path),
@@ -132,6 +153,9 @@ def export_model(
         "data_source": ds.source,
         "calib_size": int(len(calib_idx)),
         "calib_indices_sha256": indices_sha256(calib_idx),
+        # the resolved int8 recipes: a new CPU or override that changes them rebuilds their artifacts
+        "onnx_recipe": recipe.quant_options(),
+        "trt_recipe": TRT_RECIPE.quant_options(),
     }
     previous = mf.read_previous(out_dir)
     manifest = mf.new_manifest(source, ds.class_names, calibration.describe(), parity_set)
@@ -177,7 +201,7 @@ def export_model(
         calibration,
         opset=settings.opset,
         trt_max_batch=settings.trt_max_batch,
-        onnx_reduce_range=settings.onnx_reduce_range,
+        ort_recipe=recipe,
     )
     try:
         # A missing or corrupt model is the user's input error (exit 2), found before anything is written.
@@ -209,11 +233,15 @@ def _export_one(
     start = time.perf_counter()
     try:
         with atomic_path(final) as tmp:
-            _stage("conversion-error", fmt.build, ctx, tmp)
+            extra = _stage("conversion-error", fmt.build, ctx, tmp) or {}
             built = time.perf_counter()
             if tmp.stat().st_size == 0:
                 raise ArtifactError("conversion-error", f"{fmt.name}: the converter wrote an empty file")
             info = _stage("inspection-error", artifact_info.describe, fmt.runtime, tmp)
+            cov = _stage("inspection-error", coverage.describe, fmt.runtime, tmp)
+            warns = coverage.warnings(fmt.name, cov) if fmt.quantized else []
+            if fmt.quantized:  # what runs, not what is stored, names a quantized artifact
+                info["precision"]["label"] = coverage.precision_label(info["precision"]["label"], cov)
             probs = _stage("load-error", run_artifact, fmt.runtime, tmp, images)
             parity = compare(probs, reference, fmt.tolerance)
             if not parity["passed"]:
@@ -241,6 +269,9 @@ def _export_one(
         timings={"build_s": round(built - start, 3), "verify_s": round(done - built, 3)},
         **info,
         parity=parity,
+        coverage=cov,
+        warnings=warns,
+        **extra,
     )
 
 

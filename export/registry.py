@@ -25,7 +25,7 @@ class ExportFormat:
     name: str
     runtime: str  # runner registry name: litert | onnxruntime | tensorrt
     filename: str
-    builder: str  # "module:function"; builder(ctx, dest_path) -> None writes the artifact to dest_path
+    builder: str  # "module:function"; builder(ctx, dest_path) writes the artifact, may return entry fields
     description: str
     quantized: bool = False
     tolerance: float | None = FP32_TOLERANCE  # None: quantized, figures are reported, not gated
@@ -36,9 +36,10 @@ class ExportFormat:
         """(available, reason code, one-line message)."""
         return self.probe()
 
-    def build(self, ctx, dest) -> None:
+    def build(self, ctx, dest) -> dict | None:
+        """Write the artifact to ``dest``; returns extra manifest entry fields (e.g. ``recipe``) or None."""
         module, attr = self.builder.split(":")
-        getattr(importlib.import_module(module), attr)(ctx, dest)
+        return getattr(importlib.import_module(module), attr)(ctx, dest)
 
 
 _TFLITE = "edgebench.export.tflite_formats"
@@ -103,10 +104,10 @@ FORMATS: dict[str, ExportFormat] = {
             "onnxruntime",
             "model.int8.onnx",
             f"{_ONNX}:build_onnx_int8",
-            "ONNX static QDQ int8 (symmetric, per-channel weights, 7-bit range by default)",
+            "ONNX static int8 for ONNX Runtime on this CPU (U8S8 QDQ on x86, 7-bit weights without VNNI)",
             quantized=True,
             tolerance=None,
-            option_keys=("opset", "calib_method", "onnx_reduce_range", *_CALIB),
+            option_keys=("opset", "calib_method", "onnx_recipe", *_CALIB),
             probe=_onnx,
         ),
         ExportFormat(
@@ -124,10 +125,10 @@ FORMATS: dict[str, ExportFormat] = {
             "tensorrt",
             "model.int8.engine",
             f"{_TRT}:build_int8",
-            "TensorRT engine from the QDQ ONNX file (explicit quantization)",
+            "TensorRT engine from a symmetric int8 QDQ ONNX file (explicit quantization)",
             quantized=True,
             tolerance=None,
-            option_keys=("opset", "calib_method", "onnx_reduce_range", "trt_max_batch", *_CALIB),
+            option_keys=("opset", "calib_method", "trt_recipe", "trt_max_batch", *_CALIB),
             probe=tensorrt_probe,
         ),
     )
@@ -135,15 +136,23 @@ FORMATS: dict[str, ExportFormat] = {
 
 
 def resolve_formats(names) -> list[ExportFormat]:
-    """Registry entries for a list of names (comma lists allowed); unknown names are a one-line error."""
+    """Registry entries for a list of names (comma lists allowed; ``ExportFormat`` objects pass through);
+    unknown names are a one-line error."""
     if names is None or (not isinstance(names, str) and len(names) == 0):
         return list(FORMATS.values())
-    if isinstance(names, str):
+    if isinstance(names, str | ExportFormat):
         names = [names]
-    wanted = [n.strip() for item in names for n in item.split(",") if n.strip()]
+    given = {f.name: f for f in names if isinstance(f, ExportFormat)}
+    wanted = [
+        n.strip()
+        for item in names
+        for n in ([item.name] if isinstance(item, ExportFormat) else item.split(","))
+        if n.strip()
+    ]
     if not wanted:
         raise EdgebenchError("no export format given")
-    unknown = [n for n in wanted if n not in FORMATS]
+    known = {**FORMATS, **given}
+    unknown = [n for n in wanted if n not in known]
     if unknown:
         raise EdgebenchError(f"unknown export format(s): {', '.join(unknown)} (known: {', '.join(FORMATS)})")
-    return [FORMATS[n] for n in dict.fromkeys(wanted)]
+    return [known[n] for n in dict.fromkeys(wanted)]

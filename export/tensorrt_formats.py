@@ -1,7 +1,8 @@
 """TensorRT engines (TensorRT 10.x) built from the export's ONNX graphs through TensorRT's ONNX parser.
 
-``trt-fp16`` parses the float ONNX graph and lets TensorRT pick FP16 kernels; ``trt-int8`` parses the QDQ
-graph of ``onnx-int8`` (explicit quantization: the scales come from the Q/DQ nodes, no TensorRT calibrator,
+``trt-fp16`` parses the float ONNX graph and lets TensorRT pick FP16 kernels; ``trt-int8`` parses a QDQ
+graph of its own (symmetric int8 activations, full-range weights: ``quant_recipe.TRT_RECIPE``, whatever the
+CPU that exports; explicit quantization: the scales come from the Q/DQ nodes, no TensorRT calibrator,
 which TensorRT 10 deprecates). One optimization profile covers batch 1..``trt_max_batch``. An engine is
 specific to the GPU and TensorRT version that built it: build it on the device that runs it.
 
@@ -44,9 +45,12 @@ def build_fp16(ctx, dest: Path) -> None:
     _build_engine(ctx.onnx_path, dest, ("FP16",), ctx.trt_max_batch)
 
 
-def build_int8(ctx, dest: Path) -> None:
+def build_int8(ctx, dest: Path) -> dict:
+    from edgebench.export.quant_recipe import TRT_RECIPE
+
     # INT8 enables the Q/DQ-quantized layers, FP16 lets the layers outside Q/DQ pairs run in half precision.
-    _build_engine(ctx.qdq_onnx_path, dest, ("INT8", "FP16"), ctx.trt_max_batch)
+    _build_engine(ctx.trt_qdq_onnx_path, dest, ("INT8", "FP16"), ctx.trt_max_batch)
+    return {"recipe": TRT_RECIPE.describe()}
 
 
 def _build_engine(onnx_path: Path, dest: Path, flags: tuple[str, ...], max_batch: int) -> None:
