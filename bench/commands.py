@@ -30,7 +30,7 @@ def _print_table(header, rows, title: str | None = None) -> None:
 
 
 def _row_line(row: dict) -> None:
-    from edgebench.bench.report import status_text
+    from edgebench.bench.markdown import status_text
 
     acc = row.get("accuracy")
     best = row.get("best")
@@ -76,13 +76,33 @@ def _row_line(row: dict) -> None:
 @click.option("--threads", default="1,2", show_default=True, help="Thread counts to sweep, comma-separated.")
 @click.option("--batch-sizes", default="1,8,32,128", show_default=True, help="Throughput batch sizes.")
 @click.option(
-    "--latency-time-cap",
-    default=10.0,
+    "--rounds",
+    default=3,
     show_default=True,
-    help="Seconds of batch-1 timing per artifact and thread count (stops earlier once stable).",
+    help="Timing passes over all artifacts, order rotated each pass.",
 )
 @click.option(
-    "--throughput-time-cap", default=3.0, show_default=True, help="Seconds of timing per batch size."
+    "--min-samples",
+    default=1000,
+    show_default=True,
+    help="Batch-1 samples per artifact, thread count and round.",
+)
+@click.option(
+    "--latency-time-cap",
+    default=6.0,
+    show_default=True,
+    help="Seconds of batch-1 timing per artifact, thread count and round (stops earlier at --min-samples).",
+)
+@click.option(
+    "--throughput-time-cap",
+    default=2.0,
+    show_default=True,
+    help="Seconds of timing per batch size and round.",
+)
+@click.option(
+    "--require",
+    default=None,
+    help="Formats that must be evaluated: a skipped one fails the gate (comma-separated).",
 )
 @click.option(
     "--test-per-class",
@@ -110,8 +130,11 @@ def bench(
     min_accuracy,
     threads,
     batch_sizes,
+    rounds,
+    min_samples,
     latency_time_cap,
     throughput_time_cap,
+    require,
     test_per_class,
     seed,
     providers,
@@ -127,17 +150,26 @@ def bench(
     from edgebench.bench.benchmark import BenchSettings, run_bench
     from edgebench.bench.gate import GateSettings
     from edgebench.bench.latency import LatencySettings
-    from edgebench.bench.report import summary_table
+    from edgebench.bench.markdown import summary_table
 
     settings = BenchSettings(
         export_dir=export_dir,
         reference=reference,
         data=data_source,
         out_dir=out_dir,
-        gate=GateSettings(max_drop, None if min_accuracy is None else min_accuracy / 100),
+        gate=GateSettings(
+            max_drop,
+            None if min_accuracy is None else min_accuracy / 100,
+            tuple(n.strip() for n in (require or "").split(",") if n.strip()),
+        ),
         threads=_int_list(threads, "--threads"),
         batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
-        latency=LatencySettings(time_cap_s=latency_time_cap, throughput_time_cap_s=throughput_time_cap),
+        latency=LatencySettings(
+            rounds=rounds,
+            min_samples=min_samples,
+            time_cap_s=latency_time_cap,
+            throughput_time_cap_s=throughput_time_cap,
+        ),
         test_per_class=test_per_class,
         seed=seed,
         providers=[p.strip() for p in providers.split(",") if p.strip()] if providers else None,

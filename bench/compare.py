@@ -1,29 +1,33 @@
-"""``edgebench compare OLD NEW``: per artifact, accuracy and latency changes with a verdict.
+"""``edgebench compare OLD NEW``: paired accuracy and latency changes per artifact, with a verdict.
 
-A change is a regression (or an improvement) only when the two reports' 95% intervals do not overlap: the
-Wilson interval of top-1 accuracy, and the distribution-free interval of the batch-1 median latency (per
-thread setting both reports measured). Overlapping intervals are "within noise" — a conservative rule, so a
-regression verdict is hard to get by chance. An artifact that passed the gate before and does not now, or
-that disappeared, is a regression too.
+Accuracy is compared on the same test images (checked by the reports' test-set hash) with McNemar's exact
+test on the per-image correctness of the two runs: a 1 pp drop on 10,000 images is ~100 discordant pairs,
+far beyond chance, where overlapping Wilson intervals would call it noise. Latency: the ratio of the two
+pooled batch-1 medians with a bootstrap 95% interval; a regression (improvement) needs the whole interval
+above 1 + tolerance (below 1 - tolerance), so the few-percent drift between runs of the same files is not
+flagged. An artifact that passed the gate before and does not now, or that disappeared, is a regression.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from edgebench.bench.report import all_rows, load
+import numpy as np
+
+from edgebench.bench.report import all_rows, load, read_predictions
+from edgebench.bench.stats import mcnemar_exact
 
 REGRESSION, IMPROVEMENT, NOISE, NEW = "regression", "improvement", "within noise", "new"
 _GOOD = {"pass", "reference"}
 
 
-def interval_verdict(old: list[float], new: list[float], higher_is_better: bool) -> str:
-    """Compare two intervals: disjoint and worse -> regression, disjoint and better -> improvement."""
-    if new[1] < old[0]:
-        return REGRESSION if higher_is_better else IMPROVEMENT
-    if new[0] > old[1]:
-        return IMPROVEMENT if higher_is_better else REGRESSION
-    return NOISE
+@dataclass
+class CompareSettings:
+    alpha: float = 0.05  # McNemar significance level
+    latency_tolerance: float = 0.05  # relative change of the median that counts as a change at all
+    resamples: int = 2000
+    seed: int = 0
 
 
 @dataclass
@@ -36,29 +40,60 @@ class Comparison:
         return [r["format"] for r in self.rows if r["verdict"] == REGRESSION]
 
 
-def _latency_changes(old: dict, new: dict) -> list[dict]:
-    old_by = {e["threads"]: e["batch1"] for e in old.get("latency") or []}
-    out = []
-    for e in new.get("latency") or []:
-        before, after = old_by.get(e["threads"]), e["batch1"]
-        if before is None:
-            continue
-        out.append(
-            {
-                "threads": e["threads"],
-                "old_p50_ms": before["p50_ms"],
-                "new_p50_ms": after["p50_ms"],
-                "change_pct": (after["p50_ms"] / before["p50_ms"] - 1) * 100,
-                "verdict": interval_verdict(
-                    before["median_ci95_ms"], after["median_ci95_ms"], higher_is_better=False
-                ),
-            }
-        )
-    return out
+def paired_accuracy(old_pred, new_pred, labels, alpha: float) -> dict:
+    """McNemar on the per-image correctness of two runs over the same images."""
+    old_ok, new_ok = np.asarray(old_pred) == labels, np.asarray(new_pred) == labels
+    test = mcnemar_exact(old_ok, new_ok)
+    worse, better = test["ref_only_correct"], test["artifact_only_correct"]
+    verdict = NOISE
+    if test["pvalue"] < alpha:
+        verdict = REGRESSION if worse > better else IMPROVEMENT
+    return {
+        "old": float(old_ok.mean()),
+        "new": float(new_ok.mean()),
+        "change_pp": float(new_ok.mean() - old_ok.mean()) * 100,
+        "only_old_correct": worse,
+        "only_new_correct": better,
+        "pvalue": test["pvalue"],
+        "verdict": verdict,
+    }
 
 
-def compare_rows(old: dict | None, new: dict | None) -> dict:
-    name = (new or old)["format"]
+def median_ratio(old_ms, new_ms, s: CompareSettings) -> dict:
+    """new/old ratio of medians with a percentile-bootstrap 95% interval (scipy.stats.bootstrap)."""
+    from scipy.stats import bootstrap
+
+    old_ms, new_ms = np.asarray(old_ms, float), np.asarray(new_ms, float)
+
+    def ratio(a, b, axis=-1):
+        return np.median(b, axis=axis) / np.median(a, axis=axis)
+
+    ci = bootstrap(
+        (old_ms, new_ms),
+        ratio,
+        n_resamples=s.resamples,
+        method="percentile",
+        random_state=np.random.default_rng(s.seed),
+        vectorized=True,
+    ).confidence_interval
+    lo, hi = float(ci.low), float(ci.high)
+    verdict = NOISE
+    if lo > 1 + s.latency_tolerance:
+        verdict = REGRESSION
+    elif hi < 1 - s.latency_tolerance:
+        verdict = IMPROVEMENT
+    return {
+        "old_p50_ms": float(np.median(old_ms)),
+        "new_p50_ms": float(np.median(new_ms)),
+        "ratio": float(ratio(old_ms, new_ms)),
+        "ratio_ci95": [lo, hi],
+        "verdict": verdict,
+    }
+
+
+def compare_rows(
+    name: str, old: dict | None, new: dict | None, arrays: tuple | None, s: CompareSettings
+) -> dict:
     row = {
         "format": name,
         "old_status": old and old["status"],
@@ -69,8 +104,7 @@ def compare_rows(old: dict | None, new: dict | None) -> dict:
         "notes": [],
     }
     if new is None:
-        row["verdict"] = REGRESSION
-        row["notes"].append("missing from the new report")
+        row.update(verdict=REGRESSION, notes=["missing from the new report"])
         return row
     if old is None:
         row["verdict"] = NEW
@@ -82,18 +116,17 @@ def compare_rows(old: dict | None, new: dict | None) -> dict:
     elif old["status"] not in _GOOD and new["status"] in _GOOD:
         verdicts.append(IMPROVEMENT)
         row["notes"].append(f"status {old['status']} -> {new['status']}")
-    if old.get("accuracy") and new.get("accuracy"):
-        a, b = old["accuracy"], new["accuracy"]
-        v = interval_verdict(a["ci95"], b["ci95"], higher_is_better=True)
-        row["accuracy"] = {
-            "old": a["top1"],
-            "new": b["top1"],
-            "change_pp": (b["top1"] - a["top1"]) * 100,
-            "verdict": v,
-        }
-        verdicts.append(v)
-    row["latency"] = _latency_changes(old, new)
-    verdicts += [e["verdict"] for e in row["latency"]]
+    if arrays is not None:
+        a, b, labels = arrays
+        key = f"pred__{name}"
+        if key in a and key in b:
+            row["accuracy"] = paired_accuracy(a[key], b[key], labels, s.alpha)
+            verdicts.append(row["accuracy"]["verdict"])
+        for entry in new.get("latency") or []:
+            key = f"latency_ms__{name}__{entry['threads']}"
+            if key in a and key in b:
+                row["latency"].append({"threads": entry["threads"], **median_ratio(a[key], b[key], s)})
+        verdicts += [e["verdict"] for e in row["latency"]]
     if REGRESSION in verdicts:
         row["verdict"] = REGRESSION
     elif IMPROVEMENT in verdicts:
@@ -101,62 +134,62 @@ def compare_rows(old: dict | None, new: dict | None) -> dict:
     return row
 
 
-def compare_reports(old: dict, new: dict) -> Comparison:
+def compare_reports(
+    old: dict, new: dict, old_arrays: dict, new_arrays: dict, s: CompareSettings | None = None
+):
+    s = s or CompareSettings()
     result = Comparison()
-    if old["environment"]["cpu"] != new["environment"]["cpu"]:
+    if old["environment"]["cpu_features"] != new["environment"]["cpu_features"]:
         result.warnings.append(
-            f"reports come from different CPUs ({old['environment']['cpu']} vs "
-            f"{new['environment']['cpu']}): latency changes compare machines, not models"
+            f"reports come from different CPUs ({old['environment']['cpu']} vs {new['environment']['cpu']}): "
+            "latency changes compare machines, not models"
         )
-    if (
-        old["dataset"]["images"] != new["dataset"]["images"]
-        or old["dataset"]["source"] != new["dataset"]["source"]
-    ):
+    arrays = None
+    if old["dataset"]["test_set_sha256"] != new["dataset"]["test_set_sha256"]:
         result.warnings.append(
-            f"test sets differ ({old['dataset']['images']} images of {old['dataset']['source']} "
-            f"vs {new['dataset']['images']} of {new['dataset']['source']})"
+            f"test sets differ ({old['dataset']['images']} images of {old['dataset']['source']} vs "
+            f"{new['dataset']['images']} of {new['dataset']['source']}): no paired comparison, status only"
         )
+    else:
+        arrays = (old_arrays, new_arrays, old_arrays["labels"])
     old_rows = {r["format"]: r for r in all_rows(old)}
     new_rows = {r["format"]: r for r in all_rows(new)}
     for name in dict.fromkeys([*old_rows, *new_rows]):
-        result.rows.append(compare_rows(old_rows.get(name), new_rows.get(name)))
+        result.rows.append(compare_rows(name, old_rows.get(name), new_rows.get(name), arrays, s))
     return result
 
 
-def compare_files(old_path, new_path) -> Comparison:
-    return compare_reports(load(old_path, "old report"), load(new_path, "new report"))
+def compare_files(old_path, new_path, s: CompareSettings | None = None) -> Comparison:
+    old, new = load(old_path, "old report"), load(new_path, "new report")
+    return compare_reports(
+        old, new, read_predictions(Path(old_path), old), read_predictions(Path(new_path), new), s
+    )
 
 
 def markdown(result: Comparison) -> str:
+    from edgebench.bench.markdown import md_table
+
     header = [
         "Format",
         "Status",
         "Top-1 old → new (pp)",
-        "Accuracy",
-        "p50 ms old → new (threads)",
-        "Latency",
+        "McNemar (only old / only new right, p)",
+        "p50 new/old [95% CI] (threads)",
         "Verdict",
     ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    rows = []
     for r in result.rows:
         acc = r["accuracy"]
         acc_txt = f"{acc['old'] * 100:.2f} → {acc['new'] * 100:.2f} ({acc['change_pp']:+.2f})" if acc else "–"
-        lat_txt = (
+        mc = f"{acc['only_old_correct']} / {acc['only_new_correct']}, p={acc['pvalue']:.2g}" if acc else "–"
+        lat = (
             "; ".join(
-                f"{e['old_p50_ms']:.2f} → {e['new_p50_ms']:.2f} ({e['change_pct']:+.1f}%, "
-                f"{'TF default' if e['threads'] is None else str(e['threads']) + 't'})"
+                f"{e['ratio']:.3f} [{e['ratio_ci95'][0]:.3f}–{e['ratio_ci95'][1]:.3f}] ({e['threads']}t)"
                 for e in r["latency"]
             )
             or "–"
         )
-        lat_verdict = ", ".join(sorted({e["verdict"] for e in r["latency"]})) or "–"
         status = f"{r['old_status'] or '–'} → {r['new_status'] or '–'}"
         verdict = r["verdict"] + (f" ({'; '.join(r['notes'])})" if r["notes"] else "")
-        lines.append(
-            "| "
-            + " | ".join(
-                [r["format"], status, acc_txt, acc["verdict"] if acc else "–", lat_txt, lat_verdict, verdict]
-            )
-            + " |"
-        )
-    return "\n".join(lines)
+        rows.append([r["format"], status, acc_txt, mc, lat, verdict])
+    return md_table(header, rows)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from edgebench import __version__
+from edgebench import __version__, cpu
 from edgebench.environment import versions
 
 
@@ -65,6 +65,7 @@ def fingerprint(threads: list[int]) -> dict:
         usable = os.cpu_count()
     return {
         "cpu": cpu_model(),
+        "cpu_features": cpu.fingerprint(),
         "machine": platform.machine(),
         "logical_cores": os.cpu_count(),
         "physical_cores": psutil.cpu_count(logical=False),

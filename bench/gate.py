@@ -1,14 +1,26 @@
-"""The accuracy gate: each artifact's drop vs the reference and an optional absolute floor. Fails closed."""
+"""The accuracy gate: each artifact's drop vs the reference and an optional absolute floor. Fails closed:
+no reference, a non-finite figure, or a required format that was skipped all fail."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+from edgebench.errors import EdgebenchError
 
 
 @dataclass
 class GateSettings:
     max_drop_pp: float = 0.5
     min_accuracy: float | None = None  # a fraction in [0, 1]; None: off
+    require: tuple[str, ...] = ()  # formats that must be evaluated: skipping one fails the gate
+
+
+def check_required(require, known: list[str]) -> None:
+    """``--require`` names must be formats of the manifest (a typo must not pass silently)."""
+    unknown = [n for n in require if n not in known]
+    if unknown:
+        raise EdgebenchError(f"--require names format(s) not in the manifest: {', '.join(unknown)}")
 
 
 @dataclass
@@ -26,6 +38,10 @@ def check_row(row: dict, reference_ok: bool, settings: GateSettings) -> list[str
     """Reasons ``row`` fails the gate (empty when it passes); the row must have been evaluated."""
     acc = row["accuracy"]
     problems = []
+    figures = {"top-1": acc.get("top1"), "drop": acc.get("drop_pp") if reference_ok else 0.0}
+    bad = [k for k, v in figures.items() if v is None or not math.isfinite(v)]
+    if bad:
+        return [f"non-finite {' and '.join(bad)}"]
     if not reference_ok:
         problems.append("no reference model to compare with")
     elif acc["drop_pp"] > settings.max_drop_pp:
@@ -40,8 +56,13 @@ def apply(rows: list[dict], reference_ok: bool, settings: GateSettings) -> GateR
     result = GateResult(passed=True)
     for row in rows:
         if row["status"] == "skipped":
-            row["gate"] = {"passed": None, "problems": []}
-            result.skipped.append(row["format"])
+            if row["format"] in settings.require:
+                row["gate"] = {"passed": False, "problems": [f"required but skipped ({row['reason']})"]}
+                result.failed.append(row["format"])
+                result.passed = False
+            else:
+                row["gate"] = {"passed": None, "problems": []}
+                result.skipped.append(row["format"])
             continue
         if row["status"] == "error":
             row["gate"] = {"passed": False, "problems": [row["message"]]}

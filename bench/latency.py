@@ -1,9 +1,11 @@
-"""Batch-1 latency until the median is stable, throughput at larger batches, and the timing overhead.
+"""Timing loops (run inside a worker) and the statistics of their samples (run in the parent).
 
-Only the runtime's own call is timed (``Runner.bind`` does input conversion and copies once, outside the
-timer), with ``time.perf_counter_ns`` just around it. The stop rule uses the distribution-free 95%
-interval of the median (order statistics of Binomial(n, 1/2)): timing stops once its half-width is below
-``rel_tol`` of the median, or at the time cap.
+A latency sample is one ``Runner.run()``: the runtime's own call on inputs set beforehand, with
+``time.perf_counter_ns`` just around it. Batch-1 timing runs until ``min_samples`` samples or the time
+cap; a p99 is reported only from at least ``P99_MIN_SAMPLES`` samples (from 50 samples a "p99" is the
+second-largest value).
+Harness overhead is measured for real on the same call: the per-call timed loop against one block-timed
+loop of the same call (overhead = per-call median - block mean per call), not on a no-op.
 """
 
 from __future__ import annotations
@@ -13,24 +15,82 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binom
+
+P99_MIN_SAMPLES = 1000
 
 
 @dataclass
 class LatencySettings:
-    time_cap_s: float = 10.0  # per artifact and thread setting, batch-1 latency
-    throughput_time_cap_s: float = 3.0  # per batch size
+    rounds: int = 3  # passes over all artifacts, order rotated each pass
+    min_samples: int = 1000  # batch-1 samples per row and round (stops earlier only at the time cap)
+    time_cap_s: float = 6.0  # batch-1 timing per row and round: a 5 ms model gets its 1,000 samples
     warmup_runs: int = 10
     warmup_cap_s: float = 2.0
-    min_runs: int = 30
-    max_runs: int = 100_000
-    rel_tol: float = 0.02  # stop when the median's 95% half-width is below 2% of it
-    check_every: int = 10
-    min_throughput_runs: int = 2
+    throughput_time_cap_s: float = 2.0  # per batch size and round
+    min_throughput_runs: int = 3
+    overhead_block_s: float = 0.5  # length of the block-timed loop
+    unstable_spread: float = 1.10  # max/min of the round medians above this marks the row unstable
+    worker_timeout_s: float = 900.0
+
+    def to_dict(self) -> dict:
+        return dict(vars(self))
+
+
+def warm_up(fn: Callable[[], object], runs: int, cap_s: float) -> dict:
+    """``runs`` calls (fewer if that exceeds ``cap_s``, but at least one); their count and total time."""
+    start = time.perf_counter()
+    done = 0
+    while done < runs and (done == 0 or time.perf_counter() - start < cap_s):
+        fn()
+        done += 1
+    return {"runs": done, "total_ms": (time.perf_counter() - start) * 1e3}
+
+
+def timed_samples(fn: Callable[[], object], min_samples: int, cap_s: float, min_runs: int = 1) -> np.ndarray:
+    """Per-call durations (ns) until ``min_samples`` samples, or ``cap_s`` once ``min_runs`` are taken."""
+    clock = time.perf_counter_ns
+    samples = np.empty(max(min_samples, min_runs), dtype=np.int64)
+    deadline = clock() + int(cap_s * 1e9)
+    n = 0
+    while n < len(samples):
+        t0 = clock()
+        fn()
+        t1 = clock()
+        samples[n] = t1 - t0
+        n += 1
+        if n >= min_runs and t1 >= deadline:
+            break
+    return samples[:n]
+
+
+def block_mean_ns(fn: Callable[[], object], calls: int) -> float:
+    """Mean duration of ``calls`` back-to-back calls timed as one block (no per-call clock reads)."""
+    clock = time.perf_counter_ns
+    t0 = clock()
+    for _ in range(calls):
+        fn()
+    return (clock() - t0) / calls
+
+
+def harness_overhead(fn: Callable[[], object], samples_ns: np.ndarray, block_s: float) -> dict:
+    """Per-call timing cost on this call: median of the per-call samples minus a block loop's mean."""
+    median = float(np.median(samples_ns))
+    calls = int(np.clip(block_s * 1e9 / max(median, 1.0), 5, 5000))
+    block = block_mean_ns(fn, calls)
+    over = median - block
+    return {
+        "per_call_median_us": median / 1e3,
+        "block_mean_us": block / 1e3,
+        "block_calls": calls,
+        "overhead_us": over / 1e3,
+        "overhead_pct": over / median * 100 if median else None,
+    }
 
 
 def median_ci(samples, confidence: float = 0.95) -> tuple[float, float]:
     """Distribution-free confidence interval of the median: sorted samples x(j) .. x(n-j+1)."""
+    from scipy.stats import binom
+
     xs = np.sort(np.asarray(samples, dtype=float))
     n = len(xs)
     if n == 0:
@@ -39,97 +99,28 @@ def median_ci(samples, confidence: float = 0.95) -> tuple[float, float]:
     return float(xs[j - 1]), float(xs[n - j])
 
 
-def _timed_loop(
-    fn: Callable[[], object], settings: LatencySettings, cap_s: float, min_runs: int
-) -> np.ndarray:
-    samples: list[int] = []
-    clock = time.perf_counter_ns
-    deadline = time.perf_counter() + cap_s
-    while len(samples) < settings.max_runs:
-        t0 = clock()
-        fn()
-        t1 = clock()
-        samples.append(t1 - t0)
-        n = len(samples)
-        if n >= min_runs and n % settings.check_every == 0:
-            lo, hi = median_ci(samples)
-            if (hi - lo) / 2 <= settings.rel_tol * float(np.median(samples)):
-                break
-        if n >= min_runs and time.perf_counter() >= deadline:
-            break
-        if n >= 1 and time.perf_counter() >= deadline + cap_s:  # a single call longer than the cap
-            break
-    return np.asarray(samples, dtype=np.int64)
-
-
-def warm_up(fn: Callable[[], object], settings: LatencySettings) -> int:
-    """Run ``fn`` ``warmup_runs`` times (fewer if that exceeds the warm-up cap, but at least once)."""
-    deadline = time.perf_counter() + settings.warmup_cap_s
-    runs = 0
-    while runs < settings.warmup_runs and (runs == 0 or time.perf_counter() < deadline):
-        fn()
-        runs += 1
-    return runs
-
-
-def summarize(samples_ns: np.ndarray, settings: LatencySettings, warmup_runs: int) -> dict:
-    ms = np.asarray(samples_ns, dtype=float) / 1e6
+def summarize(samples_ms) -> dict:
+    """Pooled statistics of latency samples in ms; ``p99_ms`` is None below ``P99_MIN_SAMPLES``."""
+    ms = np.asarray(samples_ms, dtype=float)
     lo, hi = median_ci(ms)
-    p50 = float(np.median(ms))
-    rel = (hi - lo) / 2 / p50 if p50 > 0 else float("inf")
     return {
         "runs": int(len(ms)),
-        "warmup_runs": warmup_runs,
         "mean_ms": float(ms.mean()),
         "std_ms": float(ms.std(ddof=1)) if len(ms) > 1 else 0.0,
-        "p50_ms": p50,
+        "p50_ms": float(np.median(ms)),
         "p90_ms": float(np.percentile(ms, 90)),
-        "p99_ms": float(np.percentile(ms, 99)),
+        "p99_ms": float(np.percentile(ms, 99)) if len(ms) >= P99_MIN_SAMPLES else None,
         "min_ms": float(ms.min()),
         "max_ms": float(ms.max()),
         "median_ci95_ms": [lo, hi],
-        "median_rel_halfwidth": rel,
-        "stable": bool(rel <= settings.rel_tol),
-        "total_s": float(ms.sum() / 1e3),
     }
 
 
-def measure_latency(fn: Callable[[], object], settings: LatencySettings) -> tuple[dict, np.ndarray]:
-    """Batch-1 latency statistics of ``fn`` (a bound runtime call) and the raw samples in ms."""
-    warm = warm_up(fn, settings)
-    samples = _timed_loop(fn, settings, settings.time_cap_s, settings.min_runs)
-    return summarize(samples, settings, warm), samples / 1e6
+def spread(round_medians) -> float:
+    """Between-round spread: largest over smallest round median (1.0 = identical rounds)."""
+    values = [float(v) for v in round_medians if v]
+    return max(values) / min(values) if values else float("nan")
 
 
-def measure_throughput(fn: Callable[[], object], batch: int, settings: LatencySettings) -> dict:
-    """Images per second for ``fn`` bound to a batch of ``batch`` images (median call time)."""
-    warm_up(fn, LatencySettings(warmup_runs=1))  # one call: large batches of a big model take seconds
-    samples = _timed_loop(fn, settings, settings.throughput_time_cap_s, settings.min_throughput_runs)
-    median_s = float(np.median(samples)) / 1e9
-    return {
-        "batch": batch,
-        "images_per_s": batch / median_s,
-        "median_ms": median_s * 1e3,
-        "runs": int(len(samples)),
-        "note": None,
-    }
-
-
-def harness_overhead(runs: int = 20_000) -> dict:
-    """The timing loop around a no-op: what every latency sample includes besides the call itself."""
-
-    def nothing():
-        return None
-
-    clock = time.perf_counter_ns
-    samples = np.empty(runs, dtype=np.int64)
-    for i in range(runs):
-        t0 = clock()
-        nothing()
-        samples[i] = clock() - t0
-    return {
-        "runs": runs,
-        "median_ns": float(np.median(samples)),
-        "p99_ns": float(np.percentile(samples, 99)),
-        "min_ns": float(samples.min()),
-    }
+def p99_text(batch1: dict) -> str:
+    return f"{batch1['p99_ms']:.2f}" if batch1.get("p99_ms") is not None else f"n/a (n={batch1['runs']})"

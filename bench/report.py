@@ -1,16 +1,23 @@
-"""``report.json`` (validated against ``edgebench/schemas/report.schema.json``), ``report.md`` and plots."""
+"""The bench report: rows, assembly, ``report.json`` (``edgebench/schemas/report.schema.json``),
+``predictions.npz`` (per-image predictions and latency samples, for paired comparisons), ``report.md``
+and plots."""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
-from edgebench import environment
-from edgebench.errors import EdgebenchError
-from edgebench.fileio import write_json, write_text
+import numpy as np
 
-SCHEMA_VERSION = 1
+from edgebench import __version__, environment
+from edgebench.bench import env
+from edgebench.errors import EdgebenchError
+from edgebench.fileio import atomic_path, sha256_file, write_json, write_text
+
+SCHEMA_VERSION = 2
 KIND = "edgebench-bench-report"
-REPORT_JSON, REPORT_MD = "report.json", "report.md"
+REPORT_JSON, REPORT_MD, PREDICTIONS = "report.json", "report.md", "predictions.npz"
 
 
 def validate(report: dict, what: str = "report") -> None:
@@ -18,234 +25,161 @@ def validate(report: dict, what: str = "report") -> None:
     environment.validate(report, "report", what)
 
 
-# ---------------------------------------------------------------- Markdown
-
-COLUMNS = (
-    "Format",
-    "Runtime",
-    "Precision",
-    "Size (MB)",
-    "Top-1 % (95% CI)",
-    "Drop (pp)",
-    "Agreement",
-    "McNemar p",
-    "p50 / p90 / p99 ms (threads)",
-    "Best img/s (batch, threads)",
-    "Status",
-)
-
-
-def _f(x, fmt: str, missing: str = "–") -> str:
-    return missing if x is None else format(x, fmt)
-
-
-def _threads(t) -> str:
-    return "TF default" if t is None else f"{t}t"
-
-
-def status_text(row: dict) -> str:
-    status = row["status"]
-    if status == "reference":
-        return "reference"
-    if status == "pass":
-        return "pass"
-    if status == "fail":
-        return "FAIL: " + "; ".join(row["gate"]["problems"])
-    if status == "skipped":
-        return f"skipped ({row['reason']})"
-    return f"ERROR ({row['reason']}): {row['message']}"
+def new_row(artifact: dict) -> dict:
+    precision = artifact.get("precision") or {}
+    return {
+        "format": artifact["format"],
+        "runtime": artifact["runtime"],
+        "file": artifact.get("file"),
+        "status": None,
+        "reason": None,
+        "message": None,
+        "precision": precision.get("label"),
+        "precision_detail": {k: precision.get(k) for k in ("weights", "activations")} if precision else None,
+        "coverage": artifact.get("coverage"),
+        "bytes": artifact.get("bytes"),
+        "dynamic_batch": artifact.get("dynamic_batch"),
+        "fixed_batch": None,
+        "runner": None,
+        "peak_memory_mb": None,
+        "accuracy": None,
+        "latency": [],
+        "warnings": list(artifact.get("warnings") or []),
+        "best": None,
+        "gate": None,
+    }
 
 
-def table_row(row: dict) -> list[str]:
-    acc, best = row.get("accuracy"), row.get("best")
-    by_threads = {e["threads"]: e for e in row.get("latency") or []}
-    lat = "–"
-    if best:
-        b1 = by_threads[best["p50_threads"]]["batch1"]
-        lat = (
-            f"{b1['p50_ms']:.2f} / {b1['p90_ms']:.2f} / {b1['p99_ms']:.2f} ({_threads(best['p50_threads'])})"
+def reference_row(path: Path, manifest: dict) -> dict:
+    row = new_row({"format": "keras", "runtime": "keras", "file": str(path), "bytes": path.stat().st_size})
+    row.update(
+        status="reference", precision="fp32", dynamic_batch=True, sha256=manifest["source_model"]["sha256"]
+    )
+    return row
+
+
+def fail(row: dict, reason: str, message: str) -> dict:
+    row.update(status="error", reason=reason, message=" ".join(str(message).split()) or reason)
+    return row
+
+
+def warn_fallback(row: dict, log: Callable[[str], None]) -> None:
+    """Requested execution providers that did not run: the row says what it was measured on."""
+    runner = row.get("runner") or {}
+    if runner.get("fallback"):
+        msg = (
+            f"{row['format']}: requested provider(s) {', '.join(runner['fallback'])} not running; "
+            f"measured on {', '.join(runner['providers'])}"
         )
-    rate = "–"
-    if best and best["images_per_s"]:
-        where = f"b{best['images_per_s_batch']}, {_threads(best['images_per_s_threads'])}"
-        rate = f"{best['images_per_s']:.1f} ({where})"
-    mc = acc.get("mcnemar") if acc else None
-    return [
-        row["format"] + (" (reference)" if row["status"] == "reference" else ""),
-        row["runtime"],
-        row.get("precision") or "–",
-        _f(row["bytes"] / 1e6 if row.get("bytes") else None, ".2f"),
-        f"{acc['top1'] * 100:.2f} ({acc['ci95'][0] * 100:.2f}–{acc['ci95'][1] * 100:.2f})" if acc else "–",
-        _f(acc.get("drop_pp") if acc else None, "+.2f"),
-        _f(acc["agreement"] * 100 if acc and acc.get("agreement") is not None else None, ".2f", "–")
-        + ("%" if acc and acc.get("agreement") is not None else ""),
-        _f(mc["pvalue"] if mc else None, ".3g"),
-        lat,
-        rate,
-        status_text(row),
-    ]
+        row["warnings"].append(msg)
+        log(f"warning: {msg}")
 
 
-def _md_table(header, rows) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in r) + " |" for r in rows]
-    return "\n".join(lines)
+def best(latency: list[dict]) -> dict | None:
+    if not latency:
+        return None
+    fastest = min(latency, key=lambda e: e["batch1"]["p50_ms"])
+    rates = [e for e in latency if e["best_images_per_s"]]
+    top = max(rates, key=lambda e: e["best_images_per_s"]) if rates else None
+    return {
+        "p50_ms": fastest["batch1"]["p50_ms"],
+        "p50_threads": fastest["threads"],
+        "images_per_s": top["best_images_per_s"] if top else None,
+        "images_per_s_threads": top["threads"] if top else None,
+        "images_per_s_batch": max(top["throughput"], key=lambda t: t["images_per_s"])["batch"]
+        if top
+        else None,
+    }
+
+
+def set_latency(row: dict, entries: list[dict]) -> None:
+    row["latency"] = entries
+    row["best"] = best(entries)
+    memory = [e["peak_memory_mb"] for e in entries if e["peak_memory_mb"] is not None]
+    row["peak_memory_mb"] = max(memory) if memory else None
 
 
 def all_rows(report: dict) -> list[dict]:
     return ([report["reference"]] if report.get("reference") else []) + report["artifacts"]
 
 
-def summary_table(report: dict) -> tuple[tuple[str, ...], list[list[str]]]:
-    return COLUMNS, [table_row(r) for r in all_rows(report)]
+def assemble(settings, export_dir: Path, manifest: dict, ds, threads, reference, rows, gate) -> dict:
+    from edgebench.bench.artifacts import MANIFEST_NAME
+
+    lat = settings.latency
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": KIND,
+        "edgebench_version": __version__,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "export_dir": str(export_dir),
+        "manifest_sha256": sha256_file(export_dir / MANIFEST_NAME),
+        "source_model": manifest["source_model"],
+        "dataset": {
+            "source": ds.source,
+            "split": "test",
+            "images": int(len(ds.y_test)),
+            "test_per_class": settings.test_per_class,
+            "seed": settings.seed,
+            "class_names": list(ds.class_names),
+        },
+        "settings": {
+            "max_drop_pp": settings.gate.max_drop_pp,
+            "min_accuracy": settings.gate.min_accuracy,
+            "require": list(settings.gate.require),
+            "threads": list(threads),
+            "batch_sizes": list(settings.batch_sizes),
+            "eval_batch": settings.eval_batch,
+            "latency": lat.to_dict(),
+            "providers": settings.providers,
+            "formats": [r["format"] for r in rows],
+        },
+        "environment": env.fingerprint(threads),
+        "reference": reference,
+        "artifacts": rows,
+        "gate": gate.to_dict(),
+        "warnings": [w for r in ([reference] if reference else []) + rows for w in r["warnings"]],
+    }
 
 
-def latency_table(report: dict) -> str:
-    sizes = report["settings"]["batch_sizes"]
-    header = [
-        "Format",
-        "Threads",
-        "Load s",
-        "RSS Δ MB",
-        "p50 ms (95% CI)",
-        "p90 ms",
-        "p99 ms",
-        "mean ± std ms",
-        "min ms",
-        "runs",
-        "stable",
-        *[f"img/s b{b}" for b in sizes],
-    ]
-    rows = []
-    for row in all_rows(report):
-        for e in row.get("latency") or []:
-            b1 = e["batch1"]
-            rates = {t["batch"]: t for t in e["throughput"]}
-            rows.append(
-                [
-                    row["format"],
-                    _threads(e["threads"]),
-                    f"{e['load_time_s']:.2f}",
-                    _f(
-                        row.get("rss_delta_mb") if e["threads"] == row["latency"][0]["threads"] else None,
-                        ".0f",
-                    ),
-                    f"{b1['p50_ms']:.3f} ({b1['median_ci95_ms'][0]:.3f}–{b1['median_ci95_ms'][1]:.3f})",
-                    f"{b1['p90_ms']:.3f}",
-                    f"{b1['p99_ms']:.3f}",
-                    f"{b1['mean_ms']:.3f} ± {b1['std_ms']:.3f}",
-                    f"{b1['min_ms']:.3f}",
-                    b1["runs"],
-                    "yes" if b1["stable"] else "no (time cap)",
-                    *[
-                        _f(
-                            rates.get(b, {}).get("images_per_s"),
-                            ".1f",
-                            rates.get(b, {}).get("note") and "fixed" or "–",
-                        )
-                        for b in sizes
-                    ],
-                ]
-            )
-    return _md_table(header, rows)
+def _key(*parts) -> str:
+    return "__".join(str(p) for p in parts)
 
 
-def speedups(report: dict) -> list[list[str]]:
-    """Each artifact against the fp32 artifact of its own runtime: batch-1 p50 and best img/s ratios."""
-    rows = [r for r in report["artifacts"] if r.get("best")]
-    out = []
-    for runtime in dict.fromkeys(r["runtime"] for r in rows):
-        base = next((r for r in rows if r["runtime"] == runtime and r["precision"] == "fp32"), None)
-        if base is None:
-            continue
-        for r in rows:
-            if r["runtime"] == runtime and r is not base:
-                rate = (r["best"]["images_per_s"] or 0) / (base["best"]["images_per_s"] or float("inf"))
-                out.append(
-                    [
-                        r["format"],
-                        base["format"],
-                        f"{base['best']['p50_ms'] / r['best']['p50_ms']:.2f}×",
-                        f"{rate:.2f}×" if rate else "–",
-                    ]
-                )
-    return out
+def write_predictions(path: Path, predictions: dict, labels: np.ndarray, samples_ms: dict) -> list[str]:
+    """``labels``, ``pred__<format>`` (top-1 per test image) and ``latency_ms__<format>__<threads>``."""
+    arrays = {"labels": np.asarray(labels, dtype=np.int16)}
+    arrays |= {_key("pred", name): np.asarray(p, dtype=np.int16) for name, p in predictions.items()}
+    arrays |= {_key("latency_ms", n, t): np.asarray(s, dtype=np.float32) for (n, t), s in samples_ms.items()}
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **arrays)
+    return sorted(arrays)
 
 
-def markdown(report: dict) -> str:
-    env, ds, st, gate = report["environment"], report["dataset"], report["settings"], report["gate"]
-    oh = report["harness_overhead"]
-    verdict = "PASSED" if gate["passed"] else "FAILED"
-    min_acc = "off" if st["min_accuracy"] is None else f"{st['min_accuracy'] * 100:g}%"
-    lines = [
-        "# edgebench report",
-        "",
-        f"Export `{report['export_dir']}` · {ds['images']} test images from `{ds['source']}` · "
-        f"created {report['created']}",
-        "",
-        f"**Gate {verdict}** (max drop {st['max_drop_pp']:g} pp vs the Keras reference, "
-        f"min accuracy {min_acc})"
-        + (f" · failed: {', '.join(gate['failed'])}" if gate["failed"] else "")
-        + (f" · not evaluated: {', '.join(gate['errors'])}" if gate["errors"] else "")
-        + (f" · skipped: {', '.join(gate['skipped'])}" if gate["skipped"] else ""),
-        "",
-        _md_table(*summary_table(report)),
-        "",
-        "Top-1 with its 95% Wilson interval; drop = reference − artifact in percentage points; agreement = "
-        "same top-1 class as the reference; McNemar = exact test on the paired predictions. "
-        "Latency: batch 1, runtime call only, at the fastest thread setting; "
-        "img/s: best over batch sizes and threads.",
-        "",
-        "## Latency and throughput by thread count",
-        "",
-        latency_table(report),
-        "",
-        f"Harness overhead (timing a no-op, {oh['runs']} runs): median {oh['median_ns']:.0f} ns, "
-        f"p99 {oh['p99_ns']:.0f} ns per sample (included in every latency sample, not subtracted).",
-        "",
-    ]
-    ratios = speedups(report)
-    if ratios:
-        header = ["Format", "vs", "batch-1 p50 speed-up", "best img/s ratio"]
-        lines += ["## Speed-up over the fp32 artifact of the same runtime", "", _md_table(header, ratios), ""]
-    drops = [
-        (r["format"], r["accuracy"]["largest_class_drop"])
-        for r in report["artifacts"]
-        if r.get("accuracy") and r["accuracy"].get("largest_class_drop")
-    ]
-    if drops:
-        lines += [
-            "## Largest per-class drop",
-            "",
-            _md_table(
-                ["Format", "Class", "Drop (pp)"], [[f, d["class"], f"{d['drop_pp']:+.2f}"] for f, d in drops]
-            ),
-            "",
-        ]
-    if report["warnings"]:
-        lines += ["## Warnings", "", *[f"- {w}" for w in report["warnings"]], ""]
-    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
-    commit = env["edgebench"]["commit"]
-    lines += [
-        "## Environment",
-        "",
-        f"- CPU: {env['cpu']} ({env['machine']}), {env['logical_cores']} logical / {env['physical_cores']} "
-        f"physical cores, {env['usable_cores']} usable; {env['memory_gb']} GB RAM",
-        f"- Threads swept: {', '.join(map(str, env['threads']))}",
-        f"- OS: {env['os']}; Python {env['python']}",
-        f"- Runtimes: {versions}",
-        f"- edgebench {env['edgebench']['version']}, commit {commit or 'unknown'}"
-        + (" (uncommitted changes)" if env["edgebench"]["dirty"] else ""),
-        "",
-    ]
-    if report.get("plots"):
-        lines += ["## Plots", "", *[f"![{name}]({path})" for name, path in report["plots"].items()], ""]
-    return "\n".join(lines)
+def read_predictions(report_path: Path, report: dict) -> dict[str, np.ndarray]:
+    """The arrays beside a report, after checking the sha256 the report recorded for them."""
+    info = report["predictions"]
+    path = Path(report_path).parent / info["file"]
+    if not path.is_file():
+        raise EdgebenchError(f"{path} (the predictions of {report_path}) is missing")
+    if sha256_file(path) != info["sha256"]:
+        raise EdgebenchError(f"{path} is not the file {report_path} was written with (sha256 differs)")
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
 
 
-def write_all(out_dir: Path, report: dict, samples_ms: dict, plots: bool = True) -> dict[str, Path]:
-    """Plots first (their names go into the report), then the validated report.json and report.md."""
-    paths: dict[str, Path] = {}
+def write_all(out_dir: Path, report: dict, samples_ms: dict, predictions: dict, labels, plots: bool = True):
+    """Predictions and plots first (their names go into the report), then report.json and report.md."""
+    from edgebench.bench.markdown import markdown
+
+    paths: dict[str, Path] = {"predictions": Path(out_dir) / PREDICTIONS}
+    arrays = write_predictions(paths["predictions"], predictions, labels, samples_ms)
+    report["predictions"] = {
+        "file": PREDICTIONS,
+        "sha256": sha256_file(paths["predictions"]),
+        "arrays": arrays,
+    }
     report["plots"] = {}
     if plots:
         from edgebench.bench.plots import write_plots
@@ -254,8 +188,8 @@ def write_all(out_dir: Path, report: dict, samples_ms: dict, plots: bool = True)
             report["plots"][name] = path.name
             paths[name] = path
     validate(report)
-    paths["json"] = write_json(out_dir / REPORT_JSON, report)
-    paths["md"] = write_text(out_dir / REPORT_MD, markdown(report))
+    paths["json"] = write_json(Path(out_dir) / REPORT_JSON, report)
+    paths["md"] = write_text(Path(out_dir) / REPORT_MD, markdown(report))
     return paths
 
 
@@ -269,7 +203,7 @@ def load(path, what: str = "report") -> dict:
     if report.get("schema_version") != SCHEMA_VERSION:
         raise EdgebenchError(
             f"{path} has report schema_version {report.get('schema_version')!r}; "
-            f"this edgebench reads {SCHEMA_VERSION}"
+            f"this edgebench reads {SCHEMA_VERSION} (rerun edgebench bench)"
         )
     validate(report, f"{what} {path}")
     return report

@@ -61,6 +61,24 @@ def tensorrt_probe() -> tuple[bool, str | None, str | None]:
     return probe_device()
 
 
+def runtime_available(runtime: str) -> tuple[bool, str | None, str | None]:
+    """(available here, reason code, one-line message) for a runner registry name."""
+    from edgebench.runtime import RUNTIMES, missing_modules
+
+    if runtime not in RUNTIMES:
+        return (
+            False,
+            "unknown-runtime",
+            f"no runner registered for runtime '{runtime}' (known: {', '.join(RUNTIMES)})",
+        )
+    if runtime == "tensorrt":
+        return tensorrt_probe()
+    missing = missing_modules(runtime)
+    if missing:
+        return False, f"{runtime}-missing", f"Python module(s) not installed: {', '.join(missing)}"
+    return True, None, None
+
+
 def load_schema(name: str) -> dict:
     return json.loads(resources.files("edgebench").joinpath(f"schemas/{name}.schema.json").read_text())
 

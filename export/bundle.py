@@ -1,7 +1,8 @@
 """``build_bundle``: one exported artifact as a folder a device runs without TensorFlow or edgebench.
 
 The folder holds the artifact, ``labels.txt``, ``model.json`` (``edgebench/schemas/bundle.schema.json``),
-``infer.py`` (a verbatim copy of ``edgebench/runtime.py``: the one implementation of running an artifact),
+``edgebench_runtime/`` (a verbatim copy of the ``edgebench.runtime`` package: the one implementation of
+running an artifact) with ``infer.py`` (its command line),
 ``requirements.txt`` (numpy, Pillow and the format's runtime, pinned to the versions installed here),
 ``README.md`` and lossless PNG copies of real test images whose top-1, as the artifact predicts it now, is
 stored for ``infer.py --selftest``. It is built in a temporary folder beside ``out``, self-tested there and
@@ -34,7 +35,7 @@ BUNDLE_RUNTIMES: dict[str, tuple[str, ...]] = {
     "litert": ("ai-edge-litert",),
     "onnxruntime": ("onnxruntime",),
 }
-BASE_REQUIREMENTS = ("numpy", "pillow")  # what runtime.py imports itself
+BASE_REQUIREMENTS = ("numpy", "pillow")  # what the runtime package imports itself
 NOT_BUNDLABLE = {
     "tensorrt": (
         "TensorRT engines are built for one GPU model and TensorRT version and cannot be shipped to another "
@@ -47,6 +48,30 @@ IMAGE_FILES = (
     "any image file: EXIF-rotated, converted to RGB, centre square cropped and resized to 32x32 (Lanczos)"
 )
 BUNDLE_MARKER = runtime.MODEL_JSON  # a folder holding model.json of kind edgebench-bundle may be replaced
+
+
+RUNTIME_PACKAGE = "edgebench_runtime"  # the name edgebench.runtime gets inside a bundle
+INFER_PY = f'''#!/usr/bin/env python3
+"""Classify images with this bundle's model, or --selftest it (python infer.py --help)."""
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from {RUNTIME_PACKAGE}.cli import main  # noqa: E402
+
+sys.exit(main(bundle_dir=HERE))
+'''
+
+
+def copy_runtime(dest: Path) -> None:
+    """``edgebench_runtime/`` (the runtime package verbatim: one implementation, not two) and infer.py."""
+    src = Path(runtime.__file__).parent
+    shutil.copytree(src, dest / RUNTIME_PACKAGE, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (dest / "infer.py").write_text(INFER_PY, encoding="utf-8")
+    os.chmod(dest / "infer.py", 0o755)
 
 
 @dataclass
@@ -126,7 +151,8 @@ def measured_figures(report_path: Path, report: dict, fmt: str, manifest_sha256:
     acc, best = row.get("accuracy"), row.get("best")
     latency = None
     if best:
-        at = next(e for e in row["latency"] if e["threads"] == best["p50_threads"])["batch1"]
+        entry = next(e for e in row["latency"] if e["threads"] == best["p50_threads"])
+        at = entry["batch1"]
         latency = {
             "p50_ms": at["p50_ms"],
             "p90_ms": at["p90_ms"],
@@ -135,8 +161,9 @@ def measured_figures(report_path: Path, report: dict, fmt: str, manifest_sha256:
             "images_per_s": best["images_per_s"],
             "images_per_s_batch": best.get("images_per_s_batch"),
             "images_per_s_threads": best.get("images_per_s_threads"),
-            "load_time_s": row.get("load_time_s"),
-            "rss_delta_mb": row.get("rss_delta_mb"),
+            "samples": at["runs"],
+            "load_time_s": entry["load_time_s"],
+            "peak_memory_mb": entry["peak_memory_mb"],
         }
     env = report["environment"]
     return {
@@ -273,14 +300,13 @@ def build_bundle(
         raise EdgebenchError(f"classes of {ds.source} {list(ds.class_names)} differ from the export's")
     class_names = list(manifest["class_names"])
 
-    with runtime.RUNNERS[artifact["runtime"]](model_path, threads=None) as runner:
+    with runtime.open_runner(runtime.RunnerSpec(artifact["runtime"], str(model_path))) as runner:
         indices, probs = choose_samples(runner, ds.y_test, ds.x_test, samples, seed)
 
     tmp = Path(tempfile.mkdtemp(prefix=f".partial-{out.name}-", dir=out.parent))
     try:
         shutil.copyfile(model_path, tmp / artifact["file"])
-        shutil.copyfile(runtime.__file__, tmp / "infer.py")  # verbatim: one implementation, not two
-        os.chmod(tmp / "infer.py", 0o755)
+        copy_runtime(tmp)
         (tmp / "labels.txt").write_text("\n".join(class_names) + "\n", encoding="utf-8")
         (tmp / "requirements.txt").write_text("\n".join(pins) + "\n", encoding="utf-8")
         spec = {

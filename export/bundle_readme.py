@@ -44,9 +44,12 @@ def _measured(m: dict | None) -> list[str]:
             if lat["images_per_s"]
             else ""
         )
+        p99 = (
+            f"{lat['p99_ms']:.2f} ms" if lat["p99_ms"] is not None else f"n/a ({lat.get('samples')} samples)"
+        )
         lines.append(
             f"- batch-1 latency: p50 **{lat['p50_ms']:.2f} ms**, p90 {lat['p90_ms']:.2f} ms, "
-            f"p99 {lat['p99_ms']:.2f} ms (threads: {lat['threads']}){rate}"
+            f"p99 {p99} (threads: {lat['threads']}){rate}"
         )
     lines.append(
         f"- measured on: {env['cpu']} ({env['logical_cores']} logical cores), {env['os']}; "

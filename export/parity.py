@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgebench.errors import EdgebenchError
-from edgebench.runtime import RUNNERS, InferenceError
+from edgebench.runtime import InferenceError, RunnerSpec, open_runner
 
 BATCH = 50
 
@@ -15,7 +15,7 @@ BATCH = 50
 def run_artifact(runtime: str, path: Path, images: np.ndarray) -> np.ndarray:
     """Probabilities from the artifact at ``path`` through the runner registered as ``runtime``."""
     try:
-        with RUNNERS[runtime](path) as runner:
+        with open_runner(RunnerSpec(runtime, str(path))) as runner:
             return np.concatenate([runner.infer(images[i : i + BATCH]) for i in range(0, len(images), BATCH)])
     except InferenceError as exc:
         raise EdgebenchError(str(exc)) from None

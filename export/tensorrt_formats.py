@@ -26,7 +26,7 @@ def probe_device() -> tuple[bool, str | None, str | None]:
         import tensorrt as trt
     except Exception as exc:  # a broken install raises OSError/ImportError from its shared libraries
         return False, "tensorrt-missing", f"cannot import tensorrt: {str(exc).splitlines()[0]}"
-    from edgebench.runtime import cuda_runtime
+    from edgebench.runtime.tensorrt import cuda_runtime
 
     try:
         cuda_runtime()

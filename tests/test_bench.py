@@ -15,9 +15,10 @@ from click.testing import CliRunner
 from edgebench.bench import stats
 from edgebench.bench.gate import GateSettings
 from edgebench.bench.latency import LatencySettings, median_ci
-from edgebench.bench.runners import RUNNERS, availability
 from edgebench.cli import cli
+from edgebench.environment import runtime_available
 from edgebench.fileio import sha256_file
+from edgebench.runtime import open_runner
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = json.loads((REPO / "edgebench" / "schemas" / "report.schema.json").read_text())
@@ -31,6 +32,10 @@ FAST = [
     "1",
     "--batch-sizes",
     "1,4",
+    "--rounds",
+    "1",
+    "--min-samples",
+    "20",
     "--latency-time-cap",
     "0.1",
     "--throughput-time-cap",
@@ -39,8 +44,15 @@ FAST = [
 ]
 
 
-def _fast_latency() -> LatencySettings:
-    return LatencySettings(time_cap_s=0.2, throughput_time_cap_s=0.05, warmup_runs=3, min_runs=10)
+def _fast_latency(rounds: int = 1) -> LatencySettings:
+    return LatencySettings(
+        rounds=rounds,
+        min_samples=30,
+        time_cap_s=0.2,
+        throughput_time_cap_s=0.05,
+        warmup_runs=3,
+        overhead_block_s=0.05,
+    )
 
 
 def _export(model: Path, out: Path, formats, data, cache) -> Path:
@@ -69,7 +81,7 @@ def bench_result(run_dir, cifar_folder, cache_dir):
         cache_dir=cache_dir,
         threads=(1, 2),
         batch_sizes=(1, 8),
-        latency=_fast_latency(),
+        latency=_fast_latency(rounds=2),
         test_per_class=TEST_PER_CLASS,
     )
     return run_bench(settings, log=lambda msg: None)
@@ -167,10 +179,28 @@ def test_pareto_front():
 
 
 def test_registry_has_one_runner_per_runtime_and_tensorrt_is_probed():
-    assert set(RUNNERS) == {"keras", "litert", "onnxruntime", "tensorrt"}
-    ok, reason, message = availability("tensorrt")
+    from edgebench.runtime import RUNTIMES
+
+    assert set(RUNTIMES) == {"keras", "litert", "onnxruntime", "tensorrt"}
+    ok, reason, message = runtime_available("tensorrt")
     if not ok:
         assert reason and message and "\n" not in message
+
+
+def test_every_caller_opens_artifacts_through_open_runner():
+    """One way to open an artifact: no module outside the runtime package builds a runner class itself."""
+    runner_classes = ("LiteRTRunner(", "OnnxRuntimeRunner(", "TensorRTRunner(", "KerasRunner(", "RUNNERS[")
+    sources = [p for d in ("bench", "export", "train", "edgebench") for p in (REPO / d).rglob("*.py")]
+    offenders = [
+        f"{p.relative_to(REPO)}: {c}"
+        for p in sources
+        if "runtime" not in p.relative_to(REPO).parts[:2] and not p.name == "keras_runner.py"
+        for c in runner_classes
+        if c in p.read_text()
+    ]
+    assert offenders == []
+    for caller in ("export/parity.py", "train/predict.py", "export/bundle.py", "bench/worker.py"):
+        assert "open_runner(" in (REPO / caller).read_text(), caller
 
 
 @pytest.mark.parametrize("name", FLOAT_FORMATS)
@@ -179,13 +209,14 @@ def test_float_runner_matches_the_keras_runner(run_dir, small_dataset, name):
     entry = next(a for a in manifest["artifacts"] if a["format"] == name)
     images = small_dataset.x_test[:64]
     with (
-        RUNNERS["keras"](run_dir / "model.keras") as ref,
-        RUNNERS[entry["runtime"]](run_dir / "export" / entry["file"], threads=1) as runner,
+        open_runner(run_dir / "model.keras") as ref,
+        open_runner(run_dir / "export" / entry["file"], threads=1) as runner,
     ):
         expected, got = ref.infer(images), runner.infer(images)
         # bind() prepares the runtime's own call for timing; the runner stays usable and correct after it.
         bound = runner.bind(images[:1])
         bound()
+        assert np.abs(runner.fetch() - expected[:1]).max() < 1e-4
         again = runner.infer(images[:1])
     assert got.shape == (64, 10) and np.abs(got - expected).max() < 1e-4
     assert np.abs(again - expected[:1]).max() < 1e-4
@@ -195,10 +226,71 @@ def test_fixed_batch_prediction_pads_and_trims(run_dir, small_dataset):
     from edgebench.bench.accuracy import predict
 
     images = small_dataset.x_test[:23]
-    with RUNNERS["litert"](run_dir / "export" / "model.fp32.tflite") as runner:
+    with open_runner(run_dir / "export" / "model.fp32.tflite") as runner:
         dynamic = predict(runner, images, batch_size=16)
         fixed = predict(runner, images, fixed_batch=7)
     assert fixed.shape == (23, 10) and np.abs(fixed - dynamic).max() < 1e-5
+
+
+def test_tensorrt_batches_never_exceed_the_engine_profile(tmp_path):
+    """The spec of a TensorRT row carries the profile's max batch; eval and throughput batches obey it."""
+    from edgebench.bench.benchmark import target_for
+    from edgebench.bench.measure import Measurer, clamp_batches
+
+    entry = {
+        "format": "trt-int8",
+        "runtime": "tensorrt",
+        "dynamic_batch": True,
+        "options": {"trt_max_batch": 64},
+    }
+    target = target_for(entry, tmp_path / "model.int8.engine", providers=None)
+    spec = target.spec(2)
+    assert spec.options == {"max_batch": 64} and target.max_batch == 64
+    assert clamp_batches([1, 8, 32, 128], target.max_batch) == [1, 8, 32, 64]
+    assert clamp_batches([1, 8, 32, 128], None) == [1, 8, 32, 128]
+    calls = []
+    measurer = Measurer(tmp_path / "x.npy", tmp_path, _fast_latency(), [2], [1, 8, 128], 128, 10)
+    import edgebench.bench.measure as measure
+
+    original = measure.run_worker
+    measure.run_worker = lambda kind, spec, *a, **task: (
+        calls.append((kind, spec, task)) or ({"runner": {}}, None)
+    )
+    try:
+        measurer.accuracy(target)
+        measurer.time_once(target, 2)
+    finally:
+        measure.run_worker = original
+    assert calls[0][2]["eval_batch"] == 64 and calls[1][2]["batch_sizes"] == [1, 8, 64]
+    assert calls[0][1].options["max_batch"] == 64
+
+
+def test_round_orders_rotate():
+    from edgebench.bench.measure import round_orders
+
+    assert round_orders(["a", "b", "c"], 3) == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]]
+    assert round_orders(["a", "b"], 3) == [["a", "b"], ["b", "a"], ["a", "b"]]
+
+
+def test_p99_only_from_enough_samples():
+    from edgebench.bench.latency import P99_MIN_SAMPLES, p99_text, summarize
+
+    few = summarize(np.linspace(1, 2, P99_MIN_SAMPLES - 1))
+    assert few["p99_ms"] is None and p99_text(few) == f"n/a (n={P99_MIN_SAMPLES - 1})"
+    enough = summarize(np.linspace(1, 2, P99_MIN_SAMPLES))
+    assert enough["p99_ms"] == pytest.approx(np.percentile(np.linspace(1, 2, P99_MIN_SAMPLES), 99))
+
+
+def test_harness_overhead_is_measured_on_the_real_call():
+    from edgebench.bench.latency import harness_overhead, timed_samples
+
+    def call():
+        return sum(range(2000))
+
+    samples = timed_samples(call, 200, 5.0)
+    out = harness_overhead(call, samples, 0.05)
+    assert out["block_calls"] >= 5 and out["block_mean_us"] > 0
+    assert out["overhead_us"] == pytest.approx(out["per_call_median_us"] - out["block_mean_us"])
 
 
 def test_onnxruntime_gpu_request_on_cpu_is_reported_as_cpu_with_a_warning(run_dir, cifar_folder, cache_dir):
@@ -243,35 +335,56 @@ def test_every_artifact_is_evaluated_against_the_reference(bench_result):
     for name in ("tflite-int8", "onnx-int8"):  # quantized: evaluated, agreement measured, gated like others
         acc = rows[name]["accuracy"]
         assert rows[name]["status"] in ("pass", "fail") and 0.5 < acc["agreement"] <= 1.0
-        assert rows[name]["precision"] == "int8" or "int8" in rows[name]["precision"]
+        assert "int8" in rows[name]["precision"]
         assert (rows[name]["status"] == "pass") == (acc["drop_pp"] <= 0.5)
 
 
 def test_unavailable_runtime_is_skipped_not_failed(bench_result):
     row = _rows(bench_result.report)["trt-fp16"]
-    if availability("tensorrt")[0]:
+    if runtime_available("tensorrt")[0]:
         pytest.skip("TensorRT is available here")
     assert row["status"] == "skipped" and row["reason"] and row["accuracy"] is None
     assert "trt-fp16" in bench_result.report["gate"]["skipped"]
     assert "trt-fp16" not in bench_result.report["gate"]["failed"]
 
 
+def test_timing_runs_in_workers_with_only_their_runtime(bench_result):
+    report = bench_result.report
+    expected = {"tflite-fp32": ["ai_edge_litert"], "onnx": ["onnxruntime"], "tflite-int8": ["ai_edge_litert"]}
+    for name, modules in expected.items():
+        for e in _rows(report)[name]["latency"]:
+            assert e["worker_modules"] == modules, (name, e["worker_modules"])  # no TensorFlow in the worker
+    ref = report["reference"]
+    assert [e["threads"] for e in ref["latency"]] == [1, 2]  # the reference gets a real thread sweep
+    assert all("tensorflow" in e["worker_modules"] for e in ref["latency"])
+    assert [e["runner"]["tf_intra_op_threads"] for e in ref["latency"]] == [1, 2]
+
+
 def test_latency_throughput_memory_and_environment(bench_result):
     report = bench_result.report
     row = _rows(report)["tflite-fp32"]
-    assert [e["threads"] for e in row["latency"]] == [2, 1]
+    assert [e["threads"] for e in row["latency"]] == [1, 2]
     for e in row["latency"]:
         b1 = e["batch1"]
-        assert b1["batch"] == 1 and b1["runs"] >= 10
-        assert 0 < b1["min_ms"] <= b1["p50_ms"] <= b1["p90_ms"] <= b1["p99_ms"] <= b1["max_ms"]
+        assert e["rounds"] == 2 and len(b1["round_p50_ms"]) == 2 and b1["spread"] >= 1.0
+        assert b1["batch"] == 1 and b1["runs"] >= 2 * 10
+        assert b1["p99_ms"] is None  # fewer than 1,000 samples: no p99
+        assert 0 < b1["min_ms"] <= b1["p50_ms"] <= b1["p90_ms"] <= b1["max_ms"]
         assert b1["median_ci95_ms"][0] <= b1["p50_ms"] <= b1["median_ci95_ms"][1]
         assert [t["batch"] for t in e["throughput"]] == [1, 8]
-        assert all(t["images_per_s"] > 0 and t["runs"] >= 2 for t in e["throughput"])
-    assert row["load_time_s"] > 0 and row["rss_delta_mb"] is not None
+        assert all(t["images_per_s"] > 0 and len(t["round_images_per_s"]) == 2 for t in e["throughput"])
+        assert e["load_time_s"] > 0 and e["cold_ms"] > 0 and e["warmup_runs"] >= 1
+        assert e["overhead"]["overhead_pct"] == pytest.approx(
+            e["overhead"]["overhead_us"] / 10 / b1["p50_ms"]
+        )
+        assert e["peak_memory_mb"] is not None and e["peak_memory_mb"] > 0
+    assert row["peak_memory_mb"] == max(e["peak_memory_mb"] for e in row["latency"])
     assert row["runner"]["threads"] == 2 and row["runner"]["runtime"].startswith("ai-edge-litert")
-    assert report["harness_overhead"]["median_ns"] > 0
     env = report["environment"]
-    assert env["cpu"] and env["logical_cores"] >= 1 and env["threads"] == [2, 1]
+    assert env["cpu"] and env["logical_cores"] >= 1 and env["threads"] == [1, 2]
+    assert set(env["cpu_features"]["flags"]) >= (
+        {"avx2", "avx512_vnni"} if env["machine"] == "x86_64" else set()
+    )
     assert env["versions"]["onnxruntime"] and env["versions"]["ai_edge_litert"] and env["python"]
     assert len(env["edgebench"]["commit"] or "") in (0, 40)
 
@@ -283,10 +396,14 @@ def test_report_files_validate_and_show_the_table(bench_result):
     md = (out / "report.md").read_text()
     assert "| Format | Runtime | Precision |" in md and "tflite-int8" in md and "Environment" in md
     assert "| tflite-int8 | tflite-fp32 |" in md  # int8 vs fp32 speed-up of the same runtime
+    assert "Samples" in md and "Spread" in md and "Overhead" in md and "Peak MB" in md and "n/a (n=" in md
+    assert "CPU features" in md and "avx2" in md
     assert set(on_disk["plots"]) == {"accuracy_vs_latency", "latency_distributions", "per_class_drop"}
     for name in on_disk["plots"].values():
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not [p for p in out.iterdir() if p.name.startswith(".partial")]
+    with np.load(out / on_disk["predictions"]["file"]) as arrays:
+        assert len(arrays["pred__onnx"]) == on_disk["dataset"]["images"] and "latency_ms__onnx__2" in arrays
     # The schema is not vacuous: a passing row without accuracy is rejected.
     broken = copy.deepcopy(on_disk)
     _rows(broken)["onnx"]["accuracy"] = None
@@ -341,12 +458,58 @@ def test_gate_fails_a_damaged_artifact_with_exit_1(run_dir, tmp_path, cifar_fold
         tmp_path / "bench",
         *FAST,
     )
+    # The export's source model is not the reference: refused before anything runs.
+    _one_line_error(res, 2, "not the model the artifacts were exported from")
+    assert not (tmp_path / "bench" / "report.json").exists()
+    # Against its own source it runs; against the intact model's export, a damaged copy fails the gate.
+    shutil.copy(damaged, tmp_path / "model.keras")
+    manifest = json.loads((export / "manifest.json").read_text())
+    manifest["source_model"]["sha256"] = sha256_file(run_dir / "model.keras")
+    (export / "manifest.json").write_text(json.dumps(manifest))
+    res = _invoke(
+        "bench",
+        "--export",
+        export,
+        "--reference",
+        run_dir / "model.keras",
+        "--data",
+        cifar_folder,
+        "--out",
+        tmp_path / "bench",
+        *FAST,
+    )
     assert res.exit_code == 1, res.output
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("error: gate failed for tflite-fp32") and "pp >" in last
     report = json.loads((tmp_path / "bench" / "report.json").read_text())
     assert report["artifacts"][0]["status"] == "fail" and report["artifacts"][0]["accuracy"]["drop_pp"] > 0.5
-    assert any("not the model the artifacts were exported from" in w for w in report["warnings"])
+
+
+def test_require_turns_a_skipped_format_into_a_failure(run_dir, cifar_folder, tmp_path):
+    if runtime_available("tensorrt")[0]:
+        pytest.skip("TensorRT is available here")
+    args = [
+        "bench",
+        "--export",
+        run_dir / "export",
+        "--data",
+        cifar_folder,
+        "--formats",
+        "onnx,trt-fp16",
+        *FAST,
+    ]
+    assert _invoke(*args, "--out", tmp_path / "a").exit_code == 0
+    res = _invoke(*args, "--out", tmp_path / "b", "--require", "trt-fp16")
+    assert res.exit_code == 1 and "trt-fp16 (required but skipped" in res.stderr.strip().splitlines()[-1]
+    _one_line_error(_invoke(*args, "--out", tmp_path / "c", "--require", "trt-fp17"), 2, "--require")
+
+
+def test_non_finite_accuracy_fails_the_gate():
+    from edgebench.bench.gate import apply
+
+    row = {"format": "x", "status": "evaluated", "accuracy": {"top1": float("nan"), "drop_pp": float("nan")}}
+    result = apply([row], True, GateSettings())
+    assert not result.passed and row["status"] == "fail" and "non-finite" in row["gate"]["problems"][0]
 
 
 def test_min_accuracy_floor(run_dir, cifar_folder, tmp_path):
@@ -429,7 +592,7 @@ def test_bad_input_gives_one_line_error_and_exit_2(run_dir, tmp_path, cifar_fold
             ["--export", run_dir / "export", "--reference", tmp_path / "x.keras"],
             "reference model not found",
         ),
-        "corrupt reference": (["--export", run_dir / "export", "--reference", corrupt_ref], "cannot"),
+        "corrupt reference": (["--export", run_dir / "export", "--reference", corrupt_ref], "not the model"),
         "unknown format": (
             ["--export", run_dir / "export", "--formats", "tflite-int3"],
             "not in the manifest",
@@ -465,65 +628,127 @@ def test_unusable_artifact_is_exit_2_and_the_others_still_run(
 # ---------------------------------------------------------------- compare
 
 
-def _write(path: Path, report: dict) -> Path:
-    path.write_text(json.dumps(report))
-    return path
+def _plant(report_dir: Path, dest: Path, fmt: str, flip: int = 0, slower: float = 1.0) -> Path:
+    """A copy of a bench report in which ``fmt`` got ``flip`` more test images wrong and got ``slower``."""
+    from edgebench.bench.report import PREDICTIONS, write_predictions
+
+    dest.mkdir(parents=True)
+    report = json.loads((report_dir / "report.json").read_text())
+    with np.load(report_dir / PREDICTIONS) as data:
+        arrays = {k: data[k] for k in data.files}
+    labels = arrays["labels"]
+    pred = arrays[f"pred__{fmt}"].copy()
+    right = np.flatnonzero(pred == labels)[:flip]
+    pred[right] = (labels[right] + 1) % 10
+    preds = {k.split("__", 1)[1]: v for k, v in arrays.items() if k.startswith("pred__")} | {fmt: pred}
+    samples = {
+        (k.split("__")[1], int(k.split("__")[2])): v * (slower if k.split("__")[1] == fmt else 1.0)
+        for k, v in arrays.items()
+        if k.startswith("latency_ms__")
+    }
+    names = write_predictions(dest / PREDICTIONS, preds, labels, samples)
+    report["predictions"].update(sha256=sha256_file(dest / PREDICTIONS), arrays=names)
+    (dest / "report.json").write_text(json.dumps(report))
+    return dest / "report.json"
 
 
-def test_compare_verdicts(bench_result, tmp_path):
-    old = json.loads((bench_result.out_dir / "report.json").read_text())
-    old_path = _write(tmp_path / "old.json", old)
+@pytest.fixture(scope="module")
+def big_report(bench_result, tmp_path_factory) -> Path:
+    """The bench report with its predictions tiled to 10,000 test images (the full CIFAR-10 test set)."""
+    from edgebench.bench.report import PREDICTIONS, write_predictions
 
-    res = _invoke("compare", old_path, old_path)
+    src = bench_result.out_dir
+    dest = tmp_path_factory.mktemp("big")
+    report = json.loads((src / "report.json").read_text())
+    with np.load(src / PREDICTIONS) as data:
+        arrays = {
+            k: np.resize(data[k], 10_000) if not k.startswith("latency") else data[k] for k in data.files
+        }
+    preds = {k.split("__", 1)[1]: v for k, v in arrays.items() if k.startswith("pred__")}
+    samples = {
+        (k.split("__")[1], int(k.split("__")[2])): v for k, v in arrays.items() if k.startswith("latency")
+    }
+    names = write_predictions(dest / PREDICTIONS, preds, arrays["labels"], samples)
+    report["predictions"].update(sha256=sha256_file(dest / PREDICTIONS), arrays=names)
+    report["dataset"]["images"] = 10_000
+    (dest / "report.json").write_text(json.dumps(report))
+    return dest / "report.json"
+
+
+def test_compare_flags_a_planted_1pp_regression_and_not_a_rerun(big_report, tmp_path):
+    res = _invoke("compare", big_report, big_report)
     assert res.exit_code == 0 and "within noise" in res.stdout and "regression" not in res.stdout
 
-    worse = copy.deepcopy(old)
-    acc = _rows(worse)["onnx"]["accuracy"]
-    lo = acc["ci95"][0]
-    acc["top1"], acc["ci95"] = lo * 0.5, [lo * 0.4, lo * 0.6]  # clearly below the old interval
-    res = _invoke("compare", old_path, _write(tmp_path / "worse.json", worse))
-    assert res.exit_code == 1 and "regression in onnx" in res.stderr
+    planted = _plant(big_report.parent, tmp_path / "worse", "onnx", flip=100)  # 1 pp of 10,000
+    res = _invoke("compare", big_report, planted)
+    assert res.exit_code == 1 and "regression in onnx" in res.stderr, res.output
+    assert "100 / 0" in res.stdout  # McNemar's discordant pairs
 
-    slower = copy.deepcopy(old)
-    for e in _rows(slower)["tflite-fp32"]["latency"]:
-        b1 = e["batch1"]
-        b1["p50_ms"], b1["median_ci95_ms"] = (
-            b1["median_ci95_ms"][1] * 3,
-            [b1["median_ci95_ms"][1] * 2.5, b1["median_ci95_ms"][1] * 3.5],
-        )
-    res = _invoke("compare", old_path, _write(tmp_path / "slower.json", slower))
+    slower = _plant(big_report.parent, tmp_path / "slower", "tflite-fp32", slower=1.5)
+    res = _invoke("compare", big_report, slower)
     assert res.exit_code == 1 and "regression in tflite-fp32" in res.stderr
 
-    faster = copy.deepcopy(old)
-    for e in _rows(faster)["tflite-fp32"]["latency"]:
-        b1 = e["batch1"]
-        b1["p50_ms"], b1["median_ci95_ms"] = (
-            b1["median_ci95_ms"][0] / 3,
-            [b1["median_ci95_ms"][0] / 3.5, b1["median_ci95_ms"][0] / 2.5],
-        )
-    res = _invoke("compare", old_path, _write(tmp_path / "faster.json", faster))
+    faster = _plant(big_report.parent, tmp_path / "faster", "tflite-fp32", slower=0.5)
+    res = _invoke("compare", big_report, faster)
     assert res.exit_code == 0 and "improvement" in res.stdout
 
-    gone = copy.deepcopy(old)
-    gone["artifacts"] = [r for r in gone["artifacts"] if r["format"] != "onnx-int8"]
-    res = _invoke("compare", old_path, _write(tmp_path / "gone.json", gone))
-    assert res.exit_code == 1 and "onnx-int8" in res.stderr
+
+def test_compare_a_real_rerun_is_within_noise(bench_result, run_dir, cifar_folder, cache_dir, tmp_path):
+    from edgebench.bench.benchmark import BenchSettings, run_bench
+
+    settings = BenchSettings(
+        export_dir=run_dir / "export",
+        data=cifar_folder,
+        cache_dir=cache_dir,
+        out_dir=tmp_path / "rerun",
+        threads=(1, 2),
+        batch_sizes=(1, 8),
+        latency=_fast_latency(rounds=2),
+        test_per_class=TEST_PER_CLASS,
+        plots=False,
+    )
+    run_bench(settings, log=lambda msg: None)
+    from edgebench.bench.compare import compare_files
+
+    result = compare_files(bench_result.out_dir / "report.json", tmp_path / "rerun" / "report.json")
+    assert all(r["accuracy"] is None or r["accuracy"]["verdict"] == "within noise" for r in result.rows)
+    assert all(r["accuracy"]["pvalue"] == 1.0 for r in result.rows if r["accuracy"])  # same predictions
+
+
+def test_compare_refuses_different_test_sets_for_pairing(bench_result, tmp_path):
+    report = json.loads((bench_result.out_dir / "report.json").read_text())
+    other = copy.deepcopy(report)
+    other["dataset"]["test_set_sha256"] = "0" * 64
+    from edgebench.bench.compare import compare_reports
+    from edgebench.bench.report import read_predictions
+
+    arrays = read_predictions(bench_result.out_dir / "report.json", report)
+    result = compare_reports(report, other, arrays, arrays)
+    assert any("test sets differ" in w for w in result.warnings)
+    assert all(r["accuracy"] is None and r["latency"] == [] for r in result.rows)
 
 
 def test_compare_bad_input_is_exit_2(bench_result, tmp_path):
     old = json.loads((bench_result.out_dir / "report.json").read_text())
-    good = _write(tmp_path / "good.json", old)
-    other = _write(tmp_path / "v2.json", {**old, "schema_version": 2})
+    good = bench_result.out_dir / "report.json"
+    other = _write(tmp_path / "v1.json", {**old, "schema_version": 1})
     invalid = _write(tmp_path / "invalid.json", {**old, "artifacts": "nope"})
     (tmp_path / "garbage.json").write_text("{not json")
+    no_npz = _write(tmp_path / "nonpz.json", old)
     cases = {
-        "other schema version": (other, "schema_version 2"),
+        "other schema version": (other, "schema_version 1"),
         "missing file": (tmp_path / "nope.json", "not found"),
         "not json": (tmp_path / "garbage.json", "not valid JSON"),
         "schema violation": (invalid, "does not match the report schema"),
+        "predictions missing": (no_npz, "is missing"),
     }
     for case, (bad, words) in cases.items():
         _one_line_error(_invoke("compare", good, bad), 2, words, case)
+
+
+def _write(path: Path, report: dict) -> Path:
+    path.write_text(json.dumps(report))
+    return path
 
 
 def test_gate_settings_validation():

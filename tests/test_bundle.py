@@ -25,6 +25,7 @@ from edgebench.cli import cli
 from edgebench.fileio import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
+RUNTIME_DIR = REPO / "edgebench" / "runtime"
 SCHEMA = json.loads((REPO / "edgebench" / "schemas" / "bundle.schema.json").read_text())
 EXPORTED = ["tflite-fp32", "tflite-int8", "onnx", "trt-fp16"]  # trt-fp16: unavailable without TensorRT
 BUNDLED = ["tflite-int8", "onnx"]
@@ -65,7 +66,7 @@ def run_dir(tmp_path_factory, tiny_model_path, cifar_folder, cache_dir) -> Path:
         cache_dir=cache_dir,
         threads=(1,),
         batch_sizes=(1, 4),
-        latency=LatencySettings(time_cap_s=0.2, throughput_time_cap_s=0.05, warmup_runs=3, min_runs=10),
+        latency=LatencySettings(rounds=1, min_samples=30, time_cap_s=0.2, throughput_time_cap_s=0.05),
         test_per_class=10,
         formats=BUNDLED,
         plots=False,
@@ -102,15 +103,20 @@ def test_bundle_holds_exactly_the_device_files(bundles, run_dir, fmt):
     jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker()).validate(spec)
     files = {str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()}
     samples = {s["file"] for s in spec["samples"]}
+    runtime_files = {f"edgebench_runtime/{p.name}" for p in RUNTIME_DIR.glob("*.py")}
     model_file = spec["model"]["file"]
     assert (
         files
-        == {model_file, "labels.txt", "model.json", "infer.py", "requirements.txt", "README.md"} | samples
+        == {model_file, "labels.txt", "model.json", "infer.py", "requirements.txt", "README.md"}
+        | samples
+        | runtime_files
     )
     assert len(samples) == SAMPLES
 
-    # infer.py IS the project's runtime module, byte for byte.
-    assert (bundle / "infer.py").read_bytes() == (REPO / "edgebench" / "runtime.py").read_bytes()
+    # edgebench_runtime/ IS the project's runtime package, byte for byte; infer.py only starts its CLI.
+    for name in runtime_files:
+        assert (bundle / name).read_bytes() == (RUNTIME_DIR / Path(name).name).read_bytes(), name
+    assert "edgebench_runtime.cli import main" in (bundle / "infer.py").read_text()
     # requirements: exactly numpy, Pillow and this format's runtime, at the versions installed here.
     pins = [f"{d}=={importlib.metadata.version(d)}" for d in ("numpy", "pillow", RUNTIME_DIST[fmt])]
     assert (bundle / "requirements.txt").read_text().splitlines() == pins == spec["requirements"]
@@ -160,7 +166,7 @@ def test_samples_are_lossless_test_images_with_the_artifacts_own_top1(bundles, s
     np.testing.assert_array_equal(pixels, small_dataset.x_test[index])  # PNG: the very pixels
     assert [s["true_label"] for s in spec["samples"]] == [names[c] for c in small_dataset.y_test[index]]
     assert sorted(s["true_label"] for s in spec["samples"]) == sorted(names)  # one per class
-    with runtime.runner_for(bundle / spec["model"]["file"]) as runner:
+    with runtime.open_runner(bundle / spec["model"]["file"]) as runner:
         probs = runner.infer(pixels)
     assert [s["expected"] for s in spec["samples"]] == [names[i] for i in probs.argmax(axis=1)]
     np.testing.assert_allclose([s["probability"] for s in spec["samples"]], probs.max(axis=1), atol=1e-6)
@@ -344,7 +350,7 @@ def test_infer_classifies_image_files_like_the_runner(bundles, python, cifar_fol
     res = _run(python(bundle), bundle, *images, "--json", "--top-k", 3, "--threads", 1)
     assert res.returncode == 0, res.stderr
     results = json.loads(res.stdout)
-    with runtime.runner_for(bundle / _spec(bundle)["model"]["file"]) as runner:
+    with runtime.open_runner(bundle / _spec(bundle)["model"]["file"]) as runner:
         probs = runner.infer(runtime.load_images(images))
     assert [r["image"] for r in results] == [str(p) for p in images]
     assert all(len(r["top_k"]) == 3 for r in results)

@@ -5,13 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgebench.errors import EdgebenchError
-from edgebench.runtime import CIFAR10_CLASSES, InferenceError, classify, load_images
+from edgebench.runtime import CIFAR10_CLASSES, InferenceError, classify, load_images, open_runner
 
 
 def predict_files(model_path: str, images, k: int = 3, class_names=CIFAR10_CLASSES) -> list[dict]:
     """Top-k classes per image file, as ``[{"image", "top_k": [{"class", "probability"}]}]``."""
-    from edgebench.bench.runners import open_runner
-
     try:
         batch = load_images(images)
         with open_runner(Path(model_path)) as runner:

@@ -1,0 +1,143 @@
+"""A measurement in a fresh process: ``python -m edgebench.bench.worker TASK.json``.
+
+The worker imports numpy, the runtime package and the one runtime the task's ``RunnerSpec`` names, nothing
+else (no TensorFlow unless it measures the Keras reference), so no other runtime's threads or memory share
+the measurement. Tasks:
+
+- ``predict``: probabilities for the test images (saved as ``<out>.npy``);
+- ``time``: load time, cold first call, warm-up, batch-1 samples (``<out>.npy``, ns), harness overhead,
+  throughput per batch size, and peak memory: the process's peak RSS (VmHWM) minus the RSS it had with
+  only the runtime imported, like benchmark_model's memory footprint.
+
+The result (or a one-line error) goes to ``<out>.json``; the parent reads nothing else.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from edgebench.bench.accuracy import predict
+from edgebench.bench.latency import LatencySettings, harness_overhead, timed_samples, warm_up
+from edgebench.runtime import RUNTIMES, InferenceError, RunnerSpec, open_runner
+
+RUNTIME_MODULES = ("tensorflow", "keras", "onnxruntime", "ai_edge_litert", "tensorrt", "torch", "jax")
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) so the peak counts from now on (Linux only)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def tile(images: np.ndarray, n: int) -> np.ndarray:
+    """``n`` real test images (repeated when the test set is smaller), contiguous."""
+    return np.ascontiguousarray(np.resize(images, (n, *images.shape[1:])) if len(images) < n else images[:n])
+
+
+def loaded_runtimes() -> list[str]:
+    return sorted(m for m in RUNTIME_MODULES if m in sys.modules)
+
+
+def time_task(task: dict, spec: RunnerSpec, images: np.ndarray) -> tuple[dict, np.ndarray]:
+    s = LatencySettings(**task["settings"])
+    RUNTIMES[spec.runtime].runner_class().import_runtime(spec.threads)
+    gc.collect()
+    baseline_kb = _status_kb("VmRSS")
+    reset = _reset_peak()
+    runner = open_runner(spec)
+    t0 = time.perf_counter()
+    runner.load()
+    load_s = time.perf_counter() - t0
+    try:
+        fixed = task.get("fixed_batch")
+        run = runner.bind(tile(images, fixed or 1))
+        t0 = time.perf_counter_ns()
+        run()
+        cold_ms = (time.perf_counter_ns() - t0) / 1e6
+        warm = warm_up(run, s.warmup_runs, s.warmup_cap_s)
+        samples = timed_samples(run, s.min_samples, s.time_cap_s, min_runs=10)
+        overhead = harness_overhead(run, samples, s.overhead_block_s)
+        throughput = []
+        for b in task["batch_sizes"]:
+            fn = runner.bind(tile(images, b))
+            fn()  # one untimed call: a new batch size resizes or allocates
+            t = timed_samples(fn, 10**6, s.throughput_time_cap_s, min_runs=s.min_throughput_runs)
+            median_s = float(np.median(t)) / 1e9
+            throughput.append(
+                {"batch": b, "images_per_s": b / median_s, "median_ms": median_s * 1e3, "runs": len(t)}
+            )
+        describe = runner.describe()
+    finally:
+        runner.close()
+    peak_kb = _status_kb("VmHWM") if reset else None
+    result = {
+        "runner": describe,
+        "batch": fixed or 1,
+        "load_time_s": load_s,
+        "cold_ms": cold_ms,
+        "warmup": warm,
+        "overhead": overhead,
+        "throughput": throughput,
+        "baseline_rss_mb": baseline_kb / 1024 if baseline_kb else None,
+        "peak_memory_mb": (peak_kb - baseline_kb) / 1024 if peak_kb and baseline_kb else None,
+        "worker_modules": loaded_runtimes(),
+    }
+    return result, samples
+
+
+def predict_task(task: dict, spec: RunnerSpec, images: np.ndarray) -> tuple[dict, np.ndarray]:
+    with open_runner(spec) as runner:
+        probs = predict(
+            runner, images, task["eval_batch"], task.get("fixed_batch"), num_classes=task["num_classes"]
+        )
+        describe = runner.describe()
+    return {"runner": describe, "worker_modules": loaded_runtimes()}, probs.astype(np.float32)
+
+
+TASKS = {"time": time_task, "predict": predict_task}
+
+
+def main(task_path: str) -> int:
+    task = json.loads(Path(task_path).read_text())
+    out = Path(task["out"])
+    try:
+        spec = RunnerSpec.from_dict(task["spec"])
+        images = np.load(task["images"], mmap_mode="r")
+        result, array = TASKS[task["kind"]](task, spec, images)
+        np.save(out.with_suffix(".npy"), array)
+        code = 0
+    except InferenceError as exc:
+        result, code = {"error": {"reason": "load-error", "message": str(exc)}}, 0
+    except Exception as exc:  # runtimes raise their own types; the parent reports it as one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        result = {
+            "error": {"reason": "inference-error", "message": f"{type(exc).__name__}: {first}".rstrip(": ")},
+            "traceback": traceback.format_exc(limit=5),
+        }
+        code = 0
+    out.with_suffix(".json").write_text(json.dumps(result))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,46 @@
+"""Run an exported edgebench artifact with numpy, Pillow and one runtime only: no TensorFlow, no edgebench.
+
+The one implementation of opening and running an artifact: ``edgebench predict``, export parity, bench and
+its timing workers use it, and a bundle ships this package verbatim (as ``edgebench_runtime``, driven by
+``infer.py``). Modules: ``base`` (runner interface, registry, ``open_runner``), one module per runtime,
+``images`` (input contract, result formatting), ``bundle`` (model.json, self-test) and ``cli`` (infer.py).
+"""
+
+from .base import (
+    RUNTIMES,
+    InferenceError,
+    Runner,
+    RunnerSpec,
+    dequantize,
+    missing_modules,
+    open_runner,
+    quantize,
+    runtime_for_path,
+)
+from .bundle import BUNDLE_KIND, MODEL_JSON, Bundle, check_classes, selftest, sha256_file
+from .images import CIFAR10_CLASSES, INPUT_SIZE, classify, format_results, load_image, load_images, top_k
+
+__all__ = [
+    "BUNDLE_KIND",
+    "CIFAR10_CLASSES",
+    "INPUT_SIZE",
+    "MODEL_JSON",
+    "RUNTIMES",
+    "Bundle",
+    "InferenceError",
+    "Runner",
+    "RunnerSpec",
+    "check_classes",
+    "classify",
+    "dequantize",
+    "format_results",
+    "load_image",
+    "load_images",
+    "missing_modules",
+    "open_runner",
+    "quantize",
+    "runtime_for_path",
+    "selftest",
+    "sha256_file",
+    "top_k",
+]

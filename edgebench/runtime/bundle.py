@@ -1,0 +1,108 @@
+"""A bundle folder: ``model.json`` describing the model file beside it, its classes and sample images."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .base import RUNTIMES, InferenceError, Runner, RunnerSpec, open_runner
+from .images import load_images
+
+MODEL_JSON = "model.json"
+BUNDLE_KIND = "edgebench-bundle"
+_SPEC_KEYS = ("model", "runtime", "class_names", "samples")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Bundle:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        path = self.root / MODEL_JSON
+        if not path.is_file():
+            raise InferenceError(f"no {MODEL_JSON} in {self.root} (pass --model to run a bare model file)")
+        try:
+            spec = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InferenceError(f"{path} is not valid JSON ({exc})") from None
+        if not isinstance(spec, dict) or spec.get("kind") != BUNDLE_KIND:
+            raise InferenceError(f"{path} is not an edgebench bundle description (kind {BUNDLE_KIND})")
+        missing = [k for k in _SPEC_KEYS if k not in spec]
+        if missing:
+            raise InferenceError(f"{path} lacks {', '.join(missing)}")
+        if spec["runtime"] not in RUNTIMES:
+            raise InferenceError(f"{path} names runtime '{spec['runtime']}' (known: {', '.join(RUNTIMES)})")
+        self.spec = spec
+
+    @property
+    def model_path(self) -> Path:
+        return self.root / self.spec["model"]["file"]
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(self.spec["class_names"])
+
+    def verify_model(self) -> None:
+        """The model file must be the one model.json describes: a flipped bit is an error, not a guess."""
+        path, expected = self.model_path, self.spec["model"]["sha256"]
+        if not path.is_file():
+            raise InferenceError(f"model file not found: {path}")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise InferenceError(
+                f"model file {path} is not the one in {MODEL_JSON}: sha256 {actual[:16]}… "
+                f"!= {expected[:16]}… (tampered or corrupted)"
+            )
+
+    def runner(self, threads: int | None = None) -> Runner:
+        """The runner for the bundle's model, after checking its sha256."""
+        self.verify_model()
+        return open_runner(RunnerSpec(self.spec["runtime"], str(self.model_path), threads))
+
+
+def check_classes(probs: np.ndarray, class_names) -> None:
+    if probs.ndim != 2 or probs.shape[1] != len(class_names):
+        raise InferenceError(
+            f"model outputs shape {probs.shape}, expected (N, {len(class_names)}) probabilities"
+        )
+
+
+def selftest(bundle: Bundle, threads: int | None = None) -> tuple[int, list[str]]:
+    """(mismatches, report lines): the bundled samples against the top-1 recorded at bundle time."""
+    samples = bundle.spec["samples"]
+    if not samples:
+        raise InferenceError(f"{MODEL_JSON} lists no sample images")
+    for sample in samples:  # a damaged sample image is an input error, not a model mismatch
+        path = bundle.root / sample["file"]
+        if path.is_file() and sample.get("sha256") and sha256_file(path) != sample["sha256"]:
+            raise InferenceError(f"sample image {path} is not the one in {MODEL_JSON} (sha256 differs)")
+    batch = load_images([bundle.root / s["file"] for s in samples])
+    with bundle.runner(threads) as runner:
+        probs = runner.infer(batch)
+    check_classes(probs, bundle.class_names)
+    lines, mismatches, drift = [], 0, 0.0
+    for sample, p in zip(samples, probs, strict=True):
+        got = bundle.class_names[int(np.argmax(p))]
+        ok = got == sample["expected"]
+        mismatches += not ok
+        drift = max(drift, abs(float(p.max()) - sample["probability"]))
+        lines.append(
+            f"{'ok  ' if ok else 'FAIL'} {sample['file']}: expected {sample['expected']}, "
+            f"got {got} ({float(p.max()):.3f}; {sample['probability']:.3f} at bundle time)"
+        )
+    verdict = "passed" if not mismatches else "FAILED"
+    lines.append(
+        f"selftest {verdict}: {len(samples) - mismatches}/{len(samples)} samples give their recorded top-1, "
+        f"model sha256 ok, largest top-1 probability change {drift:.2g}"
+    )
+    return mismatches, lines

@@ -1,0 +1,79 @@
+"""The device CLI (a bundle's ``infer.py``): classify images with one runtime, or ``--selftest``.
+
+    python infer.py IMAGE... [--top-k K] [--json] [--model PATH] [--threads N]
+    python infer.py --selftest     # model sha256 + bundled samples give their recorded top-1; exit 1 if not
+
+Exit codes: 0 ok, 1 self-test mismatch, 2 bad input (missing image, corrupt or tampered model), one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .base import InferenceError, open_runner
+from .bundle import MODEL_JSON, Bundle, check_classes, selftest
+from .images import CIFAR10_CLASSES, classify, format_results, load_images
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, like every other bad input
+        self.exit(2, f"error: {message}\n")
+
+
+def _parser(bundle_dir: Path) -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "infer.py",
+        description="Classify images with the bundled model (no TensorFlow needed), or --selftest it.",
+    )
+    parser.add_argument("images", nargs="*", help="image files of any size or mode (resized to 32x32)")
+    parser.add_argument("--top-k", type=int, default=3, help="classes to show per image [3]")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--model", help="run this model file instead of the bundle's (no sha256 check)")
+    parser.add_argument("--threads", type=int, help="runtime threads [runtime default]")
+    parser.add_argument("--selftest", action="store_true", help="check the model and the bundled samples")
+    parser.add_argument(
+        "--bundle", default=str(bundle_dir), help="bundle folder holding model.json [the folder of infer.py]"
+    )
+    return parser
+
+
+def main(argv=None, bundle_dir: str | Path | None = None) -> int:
+    default_dir = Path(bundle_dir) if bundle_dir else Path(sys.argv[0] if sys.argv else ".").resolve().parent
+    parser = _parser(default_dir)
+    args = parser.parse_args(argv)
+    if args.selftest == bool(args.images):
+        parser.error("give image files or --selftest (not both)")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1 (got {args.threads})")
+    try:
+        if args.selftest:
+            if args.model:
+                parser.error("--selftest checks the bundle's own model; drop --model")
+            mismatches, lines = selftest(Bundle(args.bundle), args.threads)
+            print("\n".join(lines))
+            return 1 if mismatches else 0
+        batch = load_images(args.images)
+        if args.model:
+            has_spec = (Path(args.bundle) / MODEL_JSON).is_file()
+            class_names = Bundle(args.bundle).class_names if has_spec else CIFAR10_CLASSES
+            runner = open_runner(args.model, threads=args.threads)
+        else:
+            bundle = Bundle(args.bundle)
+            class_names, runner = bundle.class_names, bundle.runner(args.threads)
+        if not 1 <= args.top_k <= len(class_names):
+            parser.error(f"--top-k must be between 1 and {len(class_names)} (got {args.top_k})")
+        with runner:
+            probs = runner.infer(batch)
+        check_classes(probs, class_names)
+    except InferenceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except OSError as exc:  # e.g. an unreadable model file
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    results = classify(args.images, probs, args.top_k, class_names)
+    print(json.dumps(results, indent=2) if args.json else format_results(results))
+    return 0

@@ -1,0 +1,62 @@
+"""``.tflite`` through ``ai_edge_litert`` (XNNPACK by default)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import InferenceError, Runner, dequantize, quantize
+from .images import INPUT_SIZE
+
+
+class LiteRTRunner(Runner):
+    name = "litert"
+    suffixes = (".tflite",)
+    modules = ("ai_edge_litert.interpreter",)
+
+    def _load(self) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            self._interp = Interpreter(model_path=str(self.path), num_threads=self.threads)
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise InferenceError(
+                f"cannot load TFLite model {self.path}: {str(exc).splitlines()[0]}"
+            ) from None
+        self._details()
+
+    def _details(self) -> None:
+        self._in = self._interp.get_input_details()[0]
+        self._out = self._interp.get_output_details()[0]
+        self._batch = int(self._in["shape"][0])
+
+    def prepare(self, batch: np.ndarray) -> None:
+        if len(batch) != self._batch:
+            self._interp.resize_tensor_input(self._in["index"], [len(batch), INPUT_SIZE, INPUT_SIZE, 3])
+            self._interp.allocate_tensors()
+            self._details()
+        scale, zero = self._in["quantization"]
+        self._interp.set_tensor(self._in["index"], quantize(batch, self._in["dtype"], scale, zero))
+
+    def run(self) -> None:
+        self._interp.invoke()
+
+    def fetch(self) -> np.ndarray:
+        out = self._interp.get_tensor(self._out["index"])
+        return dequantize(out, *self._out["quantization"])
+
+    def describe(self) -> dict:
+        from ai_edge_litert import __version__ as version
+
+        return {
+            "runner": self.name,
+            "runtime": f"ai-edge-litert {version}",
+            "threads": self.threads,
+            "input_dtype": np.dtype(self._in["dtype"]).name,
+            "input_quantization": list(self._in["quantization"]),
+            "output_dtype": np.dtype(self._out["dtype"]).name,
+        }
+
+    def close(self) -> None:
+        self._interp = None
+        super().close()

@@ -1,0 +1,121 @@
+"""A serialized TensorRT engine (``.engine``/``.plan``) on the current CUDA device (TensorRT 10 API).
+
+Written against the documented TensorRT 10 Python API (tensor-name I/O, ``execute_async_v3``) and
+cuda-python's runtime binding; it has not run on a GPU in this project's CI (no TensorRT there).
+The timed call is enqueue + stream sync on device buffers prepared beforehand: no host casts, no copies.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import InferenceError, Runner
+
+
+def cuda_runtime():
+    """The CUDA runtime binding of ``cuda-python`` (module path changed in cuda-python 12.6)."""
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart
+        except ImportError:
+            raise InferenceError("TensorRT inference needs cuda-python (pip install cuda-python)") from None
+    return cudart
+
+
+class TensorRTRunner(Runner):
+    """``options``: ``max_batch`` (the engine profile's largest batch, from the export manifest)."""
+
+    name = "tensorrt"
+    suffixes = (".engine", ".plan")
+    modules = ("tensorrt",)
+
+    @property
+    def max_batch(self) -> int | None:
+        return self.options.get("max_batch") or getattr(self, "_profile_max", None)
+
+    def _load(self) -> None:
+        try:
+            import tensorrt as trt
+        except ImportError:
+            raise InferenceError(f"TensorRT is not installed: cannot run {self.path}") from None
+        self._trt, self._cudart = trt, cuda_runtime()
+        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())
+        if self._engine is None:
+            raise InferenceError(f"cannot load TensorRT engine {self.path} (built for another GPU/TensorRT?)")
+        self._context = self._engine.create_execution_context()
+        names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
+        is_input = {n: self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
+        self._in = next(n for n in names if is_input[n])
+        self._out = next(n for n in names if not is_input[n])
+        self._in_dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(self._in)))
+        self._out_dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(self._out)))
+        if self._engine.num_optimization_profiles > 0:
+            self._profile_max = int(self._engine.get_tensor_profile_shape(self._in, 0)[2][0])
+        self._stream = self._cuda(self._cudart.cudaStreamCreate())
+        self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
+
+    def _cuda(self, result):
+        err, *value = result
+        if int(err) != 0:
+            raise InferenceError(f"CUDA error {err} while running {self.path}")
+        return value[0] if value else None
+
+    def _device_buffer(self, name: str, nbytes: int) -> int:
+        ptr, size = self._buffers.get(name, (0, 0))
+        if size < nbytes:
+            if ptr:
+                self._cuda(self._cudart.cudaFree(ptr))
+            ptr = self._cuda(self._cudart.cudaMalloc(nbytes))
+            self._buffers[name] = (ptr, nbytes)
+        return ptr
+
+    def _copy(self, dst: int, src: int, nbytes: int, kind) -> None:
+        self._cuda(self._cudart.cudaMemcpyAsync(dst, src, nbytes, kind, self._stream))
+        self._cuda(self._cudart.cudaStreamSynchronize(self._stream))
+
+    def prepare(self, batch: np.ndarray) -> None:
+        host_in = np.ascontiguousarray(batch.astype(self._in_dtype))
+        if not self._context.set_input_shape(self._in, host_in.shape):
+            raise InferenceError(f"batch of {len(host_in)} is outside the engine's optimization profile")
+        self._host_out = np.empty(tuple(self._context.get_tensor_shape(self._out)), dtype=self._out_dtype)
+        d_in = self._device_buffer(self._in, host_in.nbytes)
+        self._d_out = self._device_buffer(self._out, self._host_out.nbytes)
+        self._context.set_tensor_address(self._in, d_in)
+        self._context.set_tensor_address(self._out, self._d_out)
+        self._copy(
+            d_in, host_in.ctypes.data, host_in.nbytes, self._cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        )
+
+    def run(self) -> None:
+        if not self._context.execute_async_v3(self._stream):
+            raise InferenceError(f"TensorRT execution failed for {self.path}")
+        self._cuda(self._cudart.cudaStreamSynchronize(self._stream))
+
+    def fetch(self) -> np.ndarray:
+        out = self._host_out
+        self._copy(
+            out.ctypes.data, self._d_out, out.nbytes, self._cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        )
+        return out.astype(np.float32)
+
+    def describe(self) -> dict:
+        return {
+            "runner": self.name,
+            "runtime": f"tensorrt {self._trt.__version__}",
+            "threads": None,
+            "max_batch": self.max_batch,
+            "input_dtype": self._in_dtype.name,
+            "output_dtype": self._out_dtype.name,
+        }
+
+    def close(self) -> None:
+        if getattr(self, "_cudart", None) is not None and self.loaded:
+            for ptr, _ in self._buffers.values():
+                self._cudart.cudaFree(ptr)
+            self._buffers = {}
+            self._cudart.cudaStreamDestroy(self._stream)
+        self._context = self._engine = None
+        super().close()
