@@ -18,7 +18,7 @@ EXPORT_ARGS ?=
 BENCH_ARGS ?=
 export EDGEBENCH_CACHE ?= $(CURDIR)/runs/.cache
 
-.PHONY: setup train export bench all smoke bundle test lint clean
+.PHONY: setup train export bench crosscheck all smoke bundle test lint clean
 
 setup: $(VENV)/.installed
 
@@ -37,6 +37,10 @@ export: setup
 bench: setup
 	$(EB) bench --export $(RUN)/export --reference $(RUN)/model.keras --data $(DATA) --out $(RUN)/bench $(BENCH_ARGS)
 
+# The bench report's batch-1 p50s beside a bare runtime loop, Polygraphy and litert-benchmark (fresh processes).
+crosscheck: setup
+	$(EB) crosscheck --report $(RUN)/bench/report.json --threads 2 --out $(RUN)/bench/crosscheck.md
+
 bundle: setup
 	$(EB) bundle --export $(RUN)/export --format $(FORMAT) --out dist/$(NAME)-$(FORMAT)
 
@@ -46,7 +50,7 @@ all: train export bench
 # caps, and a loose gate (a barely trained model on 200 test images: its int8 drop is mostly noise).
 smoke: setup
 	$(MAKE) all bundle PRESET=smoke NAME=smoke EXPORT_ARGS="--calib-size 100 --parity-images 50" \
-		BENCH_ARGS="--max-drop 10 --test-per-class 20 --threads 2 --batch-sizes 1,8 --latency-time-cap 2 --throughput-time-cap 1"
+		BENCH_ARGS="--max-drop 10 --test-per-class 20 --threads 2 --batch-sizes 1,8 --rounds 1 --min-samples 200 --latency-time-cap 2 --throughput-time-cap 1"
 
 test: setup
 	$(BIN)/pytest -q

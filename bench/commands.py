@@ -215,3 +215,43 @@ def compare(old, new):
     click.echo(markdown(result))
     if result.regressions:
         raise GateFailure(f"regression in {', '.join(result.regressions)}")
+
+
+@click.command()
+@click.option(
+    "--report", "report_path", required=True, type=click.Path(path_type=Path), help="A bench report.json."
+)
+@click.option(
+    "--threads", default=2, show_default=True, help="Thread count to check (one the report measured)."
+)
+@click.option("--iterations", default=1000, show_default=True, help="Timed calls per independent timer.")
+@click.option(
+    "--other",
+    "others",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Reports of the same export to set beside.",
+)
+@click.option(
+    "--out", default=None, type=click.Path(path_type=Path), help="Write the table (Markdown) here too."
+)
+def crosscheck(report_path, threads, iterations, others, out):
+    """Check a report's batch-1 p50s against a bare runtime loop, Polygraphy and litert-benchmark."""
+    from edgebench import cpu
+    from edgebench.bench.crosscheck import crosscheck as run
+    from edgebench.bench.crosscheck import markdown
+    from edgebench.fileio import write_text
+
+    if iterations < 1:
+        raise EdgebenchError(f"--iterations must be at least 1 (got {iterations})")
+    for path in (report_path, *others):
+        if not Path(path).is_file():
+            raise EdgebenchError(f"report not found: {path}")
+    rows = run(report_path, threads, iterations, list(others))
+    table = markdown(rows, threads, cpu.summary())
+    click.echo(table)
+    if out:
+        write_text(Path(out), table + "\n")
+    off = [r["format"] for r in rows if not r["within_tolerance"]]
+    if off:
+        raise GateFailure(f"more than 5% away from the bare loop: {', '.join(off)}")

@@ -21,6 +21,7 @@ COMMANDS = {
     "export": "edgebench.export.commands:export",
     "bench": "edgebench.bench.commands:bench",
     "compare": "edgebench.bench.commands:compare",
+    "crosscheck": "edgebench.bench.commands:crosscheck",
     "bundle": "edgebench.export.commands:bundle",
 }
 

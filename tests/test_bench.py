@@ -757,3 +757,21 @@ def test_gate_settings_validation():
 
     with pytest.raises(EdgebenchError, match="--max-drop"):
         BenchSettings(export_dir=Path("."), gate=GateSettings(max_drop_pp=-1)).check()
+
+
+def test_crosscheck_sets_independent_timers_beside_the_report(bench_result, tmp_path):
+    from edgebench.bench.crosscheck import crosscheck, markdown
+
+    rows = {r["format"]: r for r in crosscheck(bench_result.out_dir / "report.json", 2, 30)}
+    assert set(rows) == {"tflite-fp32", "tflite-int8", "onnx", "onnx-int8"}  # keras and skipped rows: none
+    for row in rows.values():
+        assert row["bare"]["n"] == 30 and row["bare"]["p50_ms"] > 0
+    assert rows["onnx"]["polygraphy"]["n"] == 30
+    assert (
+        "avg_ms" in rows["tflite-fp32"]["litert_benchmark"]
+        or rows["tflite-fp32"]["litert_benchmark"]["error"]
+    )
+    table = markdown(list(rows.values()), 2, "cpu")
+    assert "| onnx |" in table and "bare loop p50 ms" in table
+    res = _invoke("crosscheck", "--report", bench_result.out_dir / "report.json", "--threads", 3)
+    _one_line_error(res, 2, "did not measure 3 threads")

@@ -1,0 +1,223 @@
+"""``edgebench crosscheck``: a bench report's batch-1 p50s against independent timers of the same files.
+
+Each reference runs in a fresh process with nothing of edgebench imported:
+- ``bare``: the plainest loop a user would write: ``Interpreter.invoke()`` (LiteRT) or ``session.run``
+  (ONNX Runtime) with ``time.perf_counter_ns`` around each call, same thread count;
+- ``polygraphy`` (ONNX files, where installed): Polygraphy's ``OnnxrtRunner`` on a session with the same
+  thread count, its own per-call ``last_inference_time()``;
+- ``litert-benchmark`` (TFLite files): ai-edge-litert's benchmark tool (CompiledModel API), its average.
+A bench figure more than 5% away from the bare loop is flagged: it measures something other than the model.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from edgebench.bench.report import all_rows, load
+from edgebench.errors import EdgebenchError
+
+TOLERANCE = 0.05
+WARMUP = 20
+
+_BARE = {
+    "litert": """
+from ai_edge_litert.interpreter import Interpreter
+it = Interpreter(model_path=path, num_threads=threads)
+it.allocate_tensors()
+d = it.get_input_details()[0]
+if list(d["shape"][:1]) != [1]:
+    it.resize_tensor_input(d["index"], [1, *d["shape"][1:]])
+    it.allocate_tensors()
+    d = it.get_input_details()[0]
+it.set_tensor(d["index"], x.astype(d["dtype"]))
+call = it.invoke
+""",
+    "onnxruntime": """
+import onnxruntime as ort
+o = ort.SessionOptions(); o.intra_op_num_threads = threads; o.inter_op_num_threads = 1
+s = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
+i = s.get_inputs()[0]
+feed = {i.name: x.astype({"tensor(uint8)": "uint8", "tensor(float)": "float32"}[i.type])}
+call = lambda: s.run(None, feed)
+""",
+}
+_POLYGRAPHY = """
+import onnxruntime as ort
+from polygraphy.backend.onnxrt import OnnxrtRunner
+o = ort.SessionOptions(); o.intra_op_num_threads = threads; o.inter_op_num_threads = 1
+r = OnnxrtRunner(ort.InferenceSession(path, o, providers=["CPUExecutionProvider"]))
+r.activate()
+feed = {name: x for name in r.get_input_metadata().keys()}
+def call():
+    r.infer(feed)
+    samples.append(r.last_inference_time() * 1e9)
+"""
+_LOOP = """
+import json, sys, time
+import numpy as np
+path, threads, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+x = np.load(sys.argv[4])[:1]
+samples = []
+{setup}
+for _ in range({warmup}):
+    call()
+samples.clear()
+for _ in range(n):
+    t0 = time.perf_counter_ns(); call(); t1 = time.perf_counter_ns()
+    {record}
+print("RESULT", json.dumps({{"p50_ms": float(np.median(samples)) / 1e6, "n": len(samples)}}))
+"""
+
+
+def _python(setup: str, record: str) -> str:
+    return _LOOP.format(setup=setup, warmup=WARMUP, record=record)
+
+
+def _run(cmd: list[str], timeout: float = 900) -> dict:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        return {"error": tail[0]}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    return json.loads(lines[-1].split(" ", 1)[1]) if lines else {"error": "no result printed"}
+
+
+def bare_loop(runtime: str, path: Path, threads: int, n: int, image: Path) -> dict:
+    code = _python(_BARE[runtime], "samples.append(t1 - t0)")
+    return _run([sys.executable, "-c", code, str(path), str(threads), str(n), str(image)])
+
+
+def polygraphy_loop(path: Path, threads: int, n: int, image: Path) -> dict:
+    import importlib.util
+
+    if importlib.util.find_spec("polygraphy") is None:
+        return {"error": "polygraphy not installed (pip install polygraphy)"}
+    code = _python(_POLYGRAPHY, "pass")
+    return _run([sys.executable, "-c", code, str(path), str(threads), str(n), str(image)])
+
+
+def litert_benchmark(path: Path, threads: int, n: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "result.json"
+        code = (
+            "import sys; from ai_edge_litert.tools.benchmark_litert_model import main; "
+            "sys.argv = ['litert-benchmark'] + sys.argv[1:]; sys.exit(main())"
+        )
+        args = ["--model", str(path), "--num_runs", str(n), "--warmup_runs", str(WARMUP)]
+        args += ["--num_threads", str(threads), "--result_json", str(out)]
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=900
+        )
+        if not out.is_file():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no result"]
+            return {"error": tail[0]}
+        data = json.loads(out.read_text())
+    avg = next((v for k, v in _flatten(data) if "avg" in k.lower() and "ms" in k.lower()), None)
+    return {"avg_ms": avg, "raw": data} if avg is not None else {"error": f"no average in {sorted(data)}"}
+
+
+def _flatten(d, prefix=""):
+    for k, v in d.items() if isinstance(d, dict) else []:
+        if isinstance(v, dict):
+            yield from _flatten(v, f"{prefix}{k}.")
+        elif isinstance(v, int | float):
+            yield f"{prefix}{k}", float(v)
+
+
+def crosscheck(report_path: Path, threads: int, n: int, others: list[Path] = ()) -> list[dict]:
+    """Per evaluated row of the report: its p50 at ``threads`` beside the independent timers' figures."""
+    import numpy as np
+
+    report = load(report_path)
+    if threads not in report["settings"]["threads"]:
+        raise EdgebenchError(
+            f"the report did not measure {threads} threads (it has {report['settings']['threads']})"
+        )
+    export_dir = Path(report["export_dir"])
+    extra = [load(p, "other report") for p in others]
+    from edgebench.train.data import load_dataset
+
+    images = load_dataset(report["dataset"]["source"]).x_test[:1]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        image = Path(tmp) / "image.npy"
+        np.save(image, images)
+        for row in all_rows(report):
+            if row["runtime"] not in _BARE or not row.get("latency"):
+                continue
+            path = export_dir / row["file"]
+            mine = next(e["batch1"]["p50_ms"] for e in row["latency"] if e["threads"] == threads)
+            out = {"format": row["format"], "runtime": row["runtime"], "edgebench_p50_ms": mine}
+            out["bare"] = bare_loop(row["runtime"], path, threads, n, image)
+            if row["runtime"] == "onnxruntime":
+                out["polygraphy"] = polygraphy_loop(path, threads, n, image)
+            else:
+                out["litert_benchmark"] = litert_benchmark(path, threads, n)
+            out["other_reports_p50_ms"] = [
+                next(
+                    (
+                        e["batch1"]["p50_ms"]
+                        for r in all_rows(o)
+                        if r["format"] == row["format"]
+                        for e in r.get("latency") or []
+                        if e["threads"] == threads
+                    ),
+                    None,
+                )
+                for o in extra
+            ]
+            bare = out["bare"].get("p50_ms")
+            out["within_tolerance"] = bare is not None and abs(mine / bare - 1) <= TOLERANCE
+            rows.append(out)
+    return rows
+
+
+def markdown(rows: list[dict], threads: int, cpu: str) -> str:
+    def pct(a, b):
+        return f"{(a / b - 1) * 100:+.1f}%" if a is not None and b else "–"
+
+    def fig(d: dict, key: str) -> str:
+        return f"{d[key]:.3f}" if key in d and d[key] is not None else f"({d.get('error', 'n/a')})"
+
+    header = [
+        "Format",
+        "edgebench p50 ms",
+        "bare loop p50 ms",
+        "Δ vs bare",
+        "Polygraphy p50 ms",
+        "litert-benchmark avg ms",
+        "other order p50 ms (Δ)",
+        "within 5%",
+    ]
+    lines = [
+        f"Batch-1, {threads} threads, {cpu}",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for r in rows:
+        bare = r["bare"].get("p50_ms")
+        others = ", ".join(
+            f"{v:.3f} ({pct(v, r['edgebench_p50_ms'])})" for v in r["other_reports_p50_ms"] if v
+        )
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["format"],
+                    f"{r['edgebench_p50_ms']:.3f}",
+                    fig(r["bare"], "p50_ms"),
+                    pct(r["edgebench_p50_ms"], bare),
+                    fig(r["polygraphy"], "p50_ms") if "polygraphy" in r else "–",
+                    fig(r["litert_benchmark"], "avg_ms") if "litert_benchmark" in r else "–",
+                    others or "–",
+                    "yes" if r["within_tolerance"] else "NO",
+                ]
+            )
+            + " |"
+        )
+    return "\n".join(lines)
