@@ -216,6 +216,7 @@ def run_bench(
                 predictions[name], labels, class_names, None if name == "keras" else ref_pred
             )
             rp.warn_fallback(by_name[name], log)
+            log(f"{name}: top-1 {by_name[name]['accuracy']['top1']:.2%} on {len(labels)} test images")
 
         def timing_failed(name: str, exc: Exception) -> None:
             rp.fail(by_name[name], getattr(exc, "reason", "inference-error"), str(exc))

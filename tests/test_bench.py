@@ -701,10 +701,11 @@ def test_compare_a_real_rerun_is_within_noise(bench_result, run_dir, cifar_folde
         data=cifar_folder,
         cache_dir=cache_dir,
         out_dir=tmp_path / "rerun",
-        threads=(1, 2),
-        batch_sizes=(1, 8),
-        latency=_fast_latency(rounds=2),
+        threads=(2,),
+        batch_sizes=(1,),
+        latency=_fast_latency(),
         test_per_class=TEST_PER_CLASS,
+        formats=["onnx", "tflite-int8"],
         plots=False,
     )
     run_bench(settings, log=lambda msg: None)
@@ -713,6 +714,7 @@ def test_compare_a_real_rerun_is_within_noise(bench_result, run_dir, cifar_folde
     result = compare_files(bench_result.out_dir / "report.json", tmp_path / "rerun" / "report.json")
     assert all(r["accuracy"] is None or r["accuracy"]["verdict"] == "within noise" for r in result.rows)
     assert all(r["accuracy"]["pvalue"] == 1.0 for r in result.rows if r["accuracy"])  # same predictions
+    assert {r["format"] for r in result.rows if r["accuracy"]} == {"keras", "onnx", "tflite-int8"}
 
 
 def test_compare_refuses_different_test_sets_for_pairing(bench_result, tmp_path):
