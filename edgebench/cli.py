@@ -23,6 +23,7 @@ COMMANDS = {
     "compare": "edgebench.bench.commands:compare",
     "crosscheck": "edgebench.bench.commands:crosscheck",
     "bundle": "edgebench.export.commands:bundle",
+    "tune": "edgebench.bench.tune_command:tune",
 }
 
 

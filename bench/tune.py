@@ -1,0 +1,319 @@
+"""``run_tune``: the fastest artifact that keeps accuracy on this machine, chosen on validation images.
+
+Candidates (``tune_space.search_space``) are built one at a time in memory-bounded workers
+(``bench.tune_build``) and measured with bench's own workers (``bench.measure``): top-1 on the validation
+images and batch-1 p50 in a fresh process. When no ONNX Runtime int8 candidate keeps accuracy, the most
+sensitive layers of the best failing QDQ one stay float, k = 1, 2, 4, ... (``bench.sensitivity``). The
+finalists are re-timed in rotated rounds (one screening sample each is noisy on a shared machine), then
+``tune_space.select`` decides and ``tune_report`` writes the winner into the export folder.
+
+tune.json is rewritten after every candidate; a rerun with the same model, validation and calibration
+images and timing setup measures only what is missing (an interrupted build is simply redone).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from edgebench import cpu
+from edgebench.bench import tune_report
+from edgebench.bench.artifacts import read_manifest, verified_path
+from edgebench.bench.measure import Measurer, Target
+from edgebench.bench.tune_build import BuildFailed, candidate_task, run_build
+from edgebench.bench.tune_space import (
+    TUNE_JSON,
+    Candidate,
+    TuneSettings,
+    label,
+    p50,
+    search_space,
+    select,
+    split_indices,
+    training_hold_out,
+)
+from edgebench.errors import EdgebenchError
+from edgebench.export.context import indices_sha256
+from edgebench.export.quant_recipe import ort_recipe
+from edgebench.fileio import ensure_dir, read_json, sha256_file, write_json
+from edgebench.train.data import load_dataset
+
+_EXPORT_FIELDS = ("inputs", "outputs", "dynamic_batch", "precision")
+RUNOFF_ROUNDS = 2
+
+
+@dataclass
+class TuneResult:
+    state: dict
+    path: Path
+    export_dir: Path
+    winner: dict | None
+    entry: dict | None  # the winner's manifest entry
+    plot: Path | None
+
+
+class _Tuner:
+    def __init__(self, s: TuneSettings, log: Callable[[str], None]):
+        self.s, self.log = s, log
+        self.model = Path(s.model)
+        self.export_dir = Path(s.export_dir or self.model.parent / "export")
+        self.manifest = read_manifest(self.export_dir)
+        self.model_sha = sha256_file(self.model)
+        if self.manifest["source_model"]["sha256"] != self.model_sha:
+            raise EdgebenchError(f"{self.model} is not the model {self.export_dir} was exported from")
+        self.out = ensure_dir(s.out_dir or self.model.parent / "tune")
+        self.work = ensure_dir(self.out / "work")
+        self.cands = ensure_dir(self.out / "candidates")
+        self.path = self.out / TUNE_JSON
+
+    def measurer(self, latency=None, log=None) -> Measurer:
+        return Measurer(
+            self.work / "val_images.npy",
+            self.work,
+            latency or self.s.latency,
+            [self.s.threads],
+            [],  # no throughput sweep: batch-1 p50 decides
+            100,
+            len(self.manifest["class_names"]),
+            log or self.log,
+        )
+
+    def prepare(self) -> None:
+        """Validation and calibration images, and the state of an earlier run if it still applies."""
+        ds = load_dataset(self.s.data, self.s.cache_dir)  # only its train split is read
+        hold_out, origin = training_hold_out(self.model)
+        val, calib = split_indices(ds.y_train, self.s.val_images, self.s.calib_size, self.s.seed, hold_out)
+        self.y_val = ds.y_train[val]
+        np.save(self.work / "val_images.npy", np.ascontiguousarray(ds.x_train[val]))
+        np.save(self.work / "calib_images.npy", np.ascontiguousarray(ds.x_train[calib]))
+        data = {
+            "source": ds.source,
+            "split": "train",
+            "hold_out": {**hold_out, "from": origin},
+            "validation": {"size": int(len(val)), "indices_sha256": indices_sha256(val)},
+            "calibration": {"size": int(len(calib)), "indices_sha256": indices_sha256(calib)},
+        }
+        self.log(
+            f"validation: {len(val)} train hold-out images; calibration: {len(calib)} other train images"
+        )
+        ctx = {
+            "model_sha256": self.model_sha,
+            "data": data,
+            "threads": self.s.threads,
+            "cpu": cpu.summary(),
+            "latency": self.s.latency.to_dict(),
+        }
+        old = read_json(self.path, "tune.json") if self.path.is_file() else {}
+        if old and old.get("context") != ctx:
+            self.log("tune.json is from another model, data or timing setup: measuring everything again")
+            old = {}
+        self.state = {
+            "kind": "edgebench-tune",
+            "schema_version": 1,
+            "context": ctx,
+            "data": data,
+            "max_drop_pp": self.s.max_drop,
+            "reference": old.get("reference"),
+            "sensitivity": old.get("sensitivity", {}),
+            "candidates": old.get("candidates", {}),
+        }
+
+    def save(self) -> None:
+        write_json(self.path, self.state)
+
+    def reference(self) -> None:
+        if self.state["reference"] and (self.work / "reference_probs.npy").is_file():
+            return
+        self.log("reference: the Keras model on the validation images ...")
+        probs, _ = self.measurer().accuracy(Target("keras", "keras", self.model))
+        np.save(self.work / "reference_probs.npy", probs)
+        top1 = float((probs.argmax(1) == self.y_val).mean())
+        self.state["reference"] = {"top1": top1, "images": int(len(self.y_val))}
+        self.save()
+
+    def records(self) -> list[dict]:
+        return list(self.state["candidates"].values())
+
+    # -- one candidate ---------------------------------------------------------------------------
+    def cached(self, cand: Candidate) -> dict | None:
+        rec = self.state["candidates"].get(cand.key)
+        if rec and (
+            rec["status"] != "ok"
+            or (Path(rec["path"]).is_file() and sha256_file(rec["path"]) == rec["sha256"])
+        ):
+            return rec
+        return None
+
+    def build(self, cand: Candidate, exclude=()) -> tuple[Path, dict]:
+        export = next((a for a in self.manifest["artifacts"] if a["format"] == cand.family), None)
+        if not cand.quantized and export and export["status"] == "ok":  # the export's own float artifact
+            info = {k: export[k] for k in _EXPORT_FIELDS}
+            built = {"build_s": 0.0, "source": "export", "coverage": export["coverage"], "info": info}
+            return verified_path(self.export_dir, export), built
+        prepared = self.prepared() if cand.family == "onnx-int8" else None
+        task = candidate_task(cand, self.model, self.work, prepared, exclude)
+        return Path(task["dest"]), run_build(task, self.work, self.s.memory_mb)
+
+    def prepared(self) -> Path:
+        """The float ONNX folded for quantization, shared by every ONNX int8 candidate."""
+        path = self.work / "model.prepared.onnx"
+        if not path.is_file():
+            rec = self.evaluate(Candidate("onnx", "onnxruntime", False, {"precision": "fp32"}))
+            if rec["status"] != "ok":
+                raise BuildFailed("no-float-onnx", "the float ONNX model could not be built")
+            task = {"kind": "onnx-prepare", "float_onnx": rec["path"], "dest": str(path)}
+            run_build(task, self.work, self.s.memory_mb)
+        return path
+
+    def evaluate(self, cand: Candidate, exclude=()) -> dict:
+        """Build, validate and time one candidate (or return its finished record); saves tune.json."""
+        rec = self.cached(cand)
+        if rec:
+            return rec
+        rec = {
+            "key": cand.key,
+            "slug": cand.slug,
+            "family": cand.family,
+            "runtime": cand.runtime,
+            "quantized": cand.quantized,
+            "label": label(cand.family, cand.settings),
+            "settings": cand.settings,
+            "excluded_nodes": list(exclude) or None,
+            "status": "failed",
+        }
+        self.log(f"{cand.family} ({rec['label']}): building ...")
+        try:
+            path, built = self.build(cand, exclude)
+            target = Target(cand.slug, cand.runtime, path)
+            probs, _ = self.measurer().accuracy(target)
+            _, samples = self.measurer().time_once(target, self.s.threads)
+        except EdgebenchError as exc:
+            rec.update(reason=getattr(exc, "reason", "error"), message=str(exc))
+        else:
+            np.save(self.cands / f"{cand.slug}.val_probs.npy", probs)
+            ref = np.load(self.work / "reference_probs.npy")
+            top1 = float((probs.argmax(1) == self.y_val).mean())
+            ms = samples / 1e6
+            rec.update(
+                status="ok",
+                path=str(path),
+                sha256=sha256_file(path),
+                bytes=path.stat().st_size,
+                val_top1=top1,
+                drop_pp=round((self.state["reference"]["top1"] - top1) * 100, 6),  # 0.5, not 0.500000001
+                agreement=float((probs.argmax(1) == ref.argmax(1)).mean()),
+                p50_ms=float(np.median(ms)),
+                p90_ms=float(np.percentile(ms, 90)),
+                samples=int(len(ms)),
+                precision=built["info"]["precision"]["label"],
+                build=built,
+                measured=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            )
+        self.log(tune_report.progress_line(rec))
+        self.state["candidates"][cand.key] = rec
+        self.save()
+        return rec
+
+    # -- the fallback and the runoff ---------------------------------------------------------------
+    def fallback(self, float_ms: float) -> None:
+        """Keep the k most sensitive layers of the best failing QDQ candidate in float until it passes."""
+        ort = [r for r in self.records() if r["family"] == "onnx-int8" and r["status"] == "ok"]
+        if not ort or any(r["drop_pp"] <= self.s.max_drop for r in ort):
+            return
+        bases = [
+            r for r in ort if r["settings"]["quant_format"] == "qdq" and not r["settings"].get("exclude")
+        ]
+        bases = [r for r in bases if p50(r) < float_ms]  # more float layers only make it slower
+        if not bases:
+            self.log("fallback: no QDQ int8 candidate is faster than float ONNX: nothing worth repairing")
+            return
+        base = min(bases, key=lambda r: r["drop_pp"])  # the fewest layers to give back
+        ranking = self.sensitivity(base)
+        k = 1
+        while k <= min(self.s.max_exclude, len(ranking)):
+            cand = Candidate("onnx-int8", "onnxruntime", True, {**base["settings"], "exclude": k})
+            rec = self.evaluate(cand, [r["node"] for r in ranking[:k]])
+            if rec["status"] == "ok" and rec["drop_pp"] <= self.s.max_drop:
+                return
+            if rec["status"] == "ok" and p50(rec) >= float_ms:
+                self.log(f"fallback: with {k} float layers int8 is no faster than float ONNX: stopped")
+                return
+            k *= 2
+
+    def sensitivity(self, base: dict) -> list[dict]:
+        if base["key"] in self.state["sensitivity"]:
+            return self.state["sensitivity"][base["key"]]["ranking"]
+        n = min(self.s.sensitivity_images, len(self.y_val))
+        images, dest = self.work / "sensitivity_images.npy", self.work / "sensitivity.json"
+        np.save(images, np.load(self.work / "val_images.npy")[:n])
+        self.log(f"sensitivity: per-layer int8 error of {base['label']} on {n} validation images ...")
+        task = {"kind": "sensitivity", "prepared": str(self.prepared()), "qdq": base["path"]}
+        run_build({**task, "images": str(images), "dest": str(dest)}, self.work, self.s.memory_mb)
+        ranking = read_json(dest, "sensitivity ranking")
+        self.state["sensitivity"][base["key"]] = {"images": n, "metric": "SQNR lost (dB)", "ranking": ranking}
+        self.save()
+        self.log("sensitivity: " + ", ".join(f"{r['node']} {r['loss_db']:.1f} dB" for r in ranking[:4]))
+        return ranking
+
+    def runoff(self) -> list[dict]:
+        """Re-time the finalists (the 3 fastest passing quantized candidates and the fastest float one per
+        runtime, by screening p50) in rotated rounds and return them: one screening sample each is noisy on
+        a shared machine, and the decision compares figures taken side by side."""
+        ok = [r for r in self.records() if r["status"] == "ok"]
+        fast = lambda r: r["p50_ms"]  # noqa: E731
+        passing = sorted((r for r in ok if r["quantized"] and r["drop_pp"] <= self.s.max_drop), key=fast)
+        floats = {
+            r["runtime"]: r for r in sorted((r for r in ok if not r["quantized"]), key=fast, reverse=True)
+        }
+        finalists = {r["slug"]: r for r in [*passing[:3], *floats.values()]}
+        if not passing or all(r.get("runoff_p50_ms") for r in finalists.values()):
+            return list(finalists.values())
+        self.log(f"runoff: re-timing {len(finalists)} finalists in {RUNOFF_ROUNDS} rotated rounds ...")
+        targets = [Target(slug, r["runtime"], Path(r["path"])) for slug, r in finalists.items()]
+        latency = replace(self.s.latency, rounds=RUNOFF_ROUNDS)
+        _, pooled = self.measurer(latency, log=lambda _: None).timing(
+            targets, lambda name, exc: self.log(f"runoff: {name} failed: {exc}")
+        )
+        for slug, r in list(finalists.items()):
+            if (slug, self.s.threads) not in pooled:
+                del finalists[slug]
+                continue
+            r["runoff_p50_ms"] = float(np.median(pooled[(slug, self.s.threads)]))
+            self.log(f"runoff: {r['family']} ({r['label']}) p50 {r['runoff_p50_ms']:.2f} ms")
+        self.save()
+        return list(finalists.values())
+
+
+def run_tune(settings: TuneSettings, log: Callable[[str], None] = print) -> TuneResult:
+    """Tune, pick, write the winner into the export folder and the Pareto plot; returns what was found."""
+    settings.check()
+    started = time.perf_counter()
+    t = _Tuner(settings, log)
+    t.prepare()
+    t.reference()
+    space = search_space(
+        settings.runtimes, ort_recipe(cpu.fingerprint()).quant_options(), settings.calib_size
+    )
+    last_ort = max((i for i, c in enumerate(space) if c.family == "onnx-int8"), default=None)
+    for i, cand in enumerate(space):
+        log(f"[{i + 1}/{len(space)}] {cand.family} ({label(cand.family, cand.settings)})")
+        t.evaluate(cand)
+        if i == last_ort:  # ONNX Runtime's screening is complete: repair it if nothing passed
+            onnx = [r for r in t.records() if r["family"] == "onnx" and r["status"] == "ok"]
+            t.fallback(p50(onnx[0]) if onnx else float("inf"))
+    finalists = t.runoff()
+    winner, why = select(finalists or t.records(), settings.max_drop)
+    log(f"decision: {why}")
+    t.state.update(decision=why, winner=winner and winner["key"])
+    entry = tune_report.install(t, winner) if winner else None
+    t.state["winner_format"] = entry and entry["format"]
+    t.state["wall_time_s"] = round(time.perf_counter() - started, 1)
+    t.save()
+    plot = tune_report.pareto_plot(
+        t.records(), winner, settings.max_drop, t.state["reference"], t.out / "pareto.png"
+    )
+    return TuneResult(t.state, t.path, t.export_dir, winner, entry, plot)

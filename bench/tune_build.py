@@ -1,0 +1,250 @@
+"""One tuning build in a fresh, memory-bounded process: ``python -m edgebench.bench.tune_build TASK.json``.
+
+The tuner builds many candidates; in one process the converters' state piles up (one ``edgebench export``
+of the 95 MB ResNet50 peaks at 9.2 GiB RSS). Each build therefore runs in its own process that exits when
+done, and the parent watches its resident memory (psutil, every 0.2 s) and kills it above a limit:
+RLIMIT_AS cannot bound it, TensorFlow and ONNX Runtime reserve far more address space than they touch.
+Calibration runs in chunks of at most 16 images (``export.onnx_formats.quantize_int8``). The worker reports
+its own peak RSS (VmHWM) with the result.
+
+Task kinds: ``onnx-float`` (tf2onnx), ``onnx-prepare`` (BatchNorm folding for quantization), ``onnx-int8``
+(static quantization of the prepared model with a recipe, calibration method and excluded nodes),
+``tflite`` (fp32, dynamic-range or full-integer int8 through the converter) and ``sensitivity``
+(``bench.sensitivity``). Artifact builds also report kernel coverage and I/O / precision of the result.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from edgebench.errors import EdgebenchError
+
+_counter = itertools.count()
+_TFLITE_MODE = {"tflite-fp32": "fp32", "tflite-int8": "int8", "tflite-dynamic": "dynamic"}
+
+
+class BuildFailed(EdgebenchError):
+    """A candidate could not be built; ``reason`` is a short code for tune.json."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(" ".join(str(message).split()))
+        self.reason = reason
+
+
+# ---------------------------------------------------------------- parent side
+
+
+def run_build(task: dict, workdir: Path, memory_mb: int, timeout_s: float = 1800) -> dict:
+    """Run one task in a worker; its result dict, or BuildFailed (memory limit, timeout, crash, error)."""
+    import psutil
+
+    stem = Path(workdir) / f"build{os.getpid()}-{next(_counter):04d}"
+    task_path, result_path = stem.with_suffix(".task.json"), stem.with_suffix(".json")
+    task_path.write_text(json.dumps({**task, "result": str(result_path)}))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    log = stem.with_suffix(".log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgebench.bench.tune_build", str(task_path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+    )
+    watched, peak, start = psutil.Process(proc.pid), 0, time.monotonic()
+    try:
+        while proc.poll() is None:
+            try:
+                rss = sum(p.memory_info().rss for p in (watched, *watched.children(recursive=True)))
+            except psutil.Error:  # exited between poll and the read
+                rss = 0
+            peak = max(peak, rss)
+            if rss > memory_mb * 2**20:
+                proc.kill()
+                proc.wait()
+                raise BuildFailed(
+                    "memory-limit", f"{task['kind']} build went over {memory_mb} MiB RSS and was stopped"
+                )
+            if time.monotonic() - start > timeout_s:
+                proc.kill()
+                proc.wait()
+                raise BuildFailed("timeout", f"{task['kind']} build ran over {timeout_s:g} s")
+            time.sleep(0.2)
+    finally:
+        if proc.poll() is None:  # interrupted (Ctrl-C): the build must not outlive the tuner
+            proc.kill()
+            proc.wait()
+        log.close()
+    if not result_path.is_file():
+        tail = stem.with_suffix(".log").read_text(errors="replace").strip().splitlines()[-1:]
+        raise BuildFailed("worker-crashed", f"{task['kind']} build died: {(tail or ['no output'])[0]}")
+    result = json.loads(result_path.read_text())
+    for path in (task_path, result_path, stem.with_suffix(".log")):
+        path.unlink(missing_ok=True)
+    if "error" in result:
+        raise BuildFailed(result["error"]["reason"], result["error"]["message"])
+    result["watched_peak_rss_mb"] = round(peak / 2**20, 1)
+    return result
+
+
+def candidate_task(cand, model: Path, work: Path, prepared: Path | None, exclude=()) -> dict:
+    """The build task of a ``tune_space.Candidate`` (its artifact goes to ``work/../candidates``)."""
+    from edgebench.bench.tune_space import SUFFIX, label
+
+    task = {
+        "dest": str(Path(work).parent / "candidates" / (cand.slug + SUFFIX[cand.runtime])),
+        "model": str(model),
+        "quantized": cand.quantized,
+        "calib_images": str(Path(work) / "calib_images.npy"),
+    }
+    if cand.family == "onnx":
+        return {**task, "kind": "onnx-float"}
+    if cand.family == "onnx-int8":
+        from edgebench import cpu
+        from edgebench.export.quant_recipe import ort_recipe
+
+        fields = {k: cand.settings[k] for k in ort_recipe(cpu.fingerprint()).quant_options()}
+        reason = f"edgebench tune candidate: {label(cand.family, cand.settings)}"
+        return {
+            **task,
+            "kind": "onnx-int8",
+            "prepared": str(prepared),
+            "calib_method": cand.settings["calib_method"],
+            "recipe": {**fields, "reason": reason, "cpu": cpu.summary()},
+            "exclude": list(exclude),
+        }
+    return {**task, "kind": "tflite", "mode": _TFLITE_MODE[cand.family]}
+
+
+# ---------------------------------------------------------------- worker side
+
+
+def _vm_hwm_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+def _calibration(task: dict):
+    import numpy as np
+
+    from edgebench.export.context import Calibration
+
+    images = np.load(task["calib_images"])
+    return Calibration(images, np.arange(len(images)), "tune", 0, task.get("calib_method", "minmax"))
+
+
+def _context(task: dict):
+    from edgebench.export.context import BuildContext
+
+    return BuildContext(Path(task["model"]), _calibration(task), opset=task.get("opset", 17))
+
+
+def _onnx_float(task: dict, dest: Path) -> dict:
+    import shutil
+
+    ctx = _context(task)
+    try:
+        shutil.copyfile(ctx.onnx_path, dest)
+    finally:
+        shutil.rmtree(ctx.workdir, ignore_errors=True)
+    return {}
+
+
+def _onnx_prepare(task: dict, dest: Path) -> dict:
+    from edgebench.export.onnx_formats import prepare
+
+    prepare(Path(task["float_onnx"]), dest)
+    return {}
+
+
+def _onnx_int8(task: dict, dest: Path) -> dict:
+    from edgebench.export.onnx_formats import quantize_int8
+    from edgebench.export.quant_recipe import OrtRecipe
+
+    recipe = OrtRecipe(**task["recipe"])
+    quantize_int8(Path(task["prepared"]), dest, _calibration(task), recipe, task.get("exclude") or ())
+    return {"recipe": recipe.describe()}
+
+
+def _tflite(task: dict, dest: Path) -> dict:
+    import shutil
+
+    from edgebench.export import tflite_formats
+
+    ctx = _context(task)
+    try:
+        getattr(tflite_formats, f"build_{task['mode']}")(ctx, dest)
+    finally:
+        shutil.rmtree(ctx.workdir, ignore_errors=True)
+    return {}
+
+
+def _sensitivity(task: dict, dest: Path) -> dict:
+    import numpy as np
+
+    from edgebench.bench.sensitivity import onnx_layer_sensitivity
+
+    ranking = onnx_layer_sensitivity(
+        Path(task["prepared"]), Path(task["qdq"]), np.load(task["images"]), dest.parent
+    )
+    dest.write_text(json.dumps(ranking))
+    return {"layers": len(ranking)}
+
+
+BUILDERS = {
+    "onnx-float": _onnx_float,
+    "onnx-prepare": _onnx_prepare,
+    "onnx-int8": _onnx_int8,
+    "tflite": _tflite,
+    "sensitivity": _sensitivity,
+}
+ARTIFACTS = {"onnx-float": "onnxruntime", "onnx-int8": "onnxruntime", "tflite": "litert"}
+
+
+def _describe(runtime: str, path: Path, quantized: bool) -> dict:
+    """Kernel coverage, I/O tensors and precision of a built artifact (as the export pipeline records)."""
+    from edgebench.export import artifact_info, coverage
+
+    info = artifact_info.describe(runtime, path)
+    cov = coverage.describe(runtime, path)
+    if quantized:
+        info["precision"]["label"] = coverage.precision_label(info["precision"]["label"], cov)
+    return {"info": info, "coverage": cov}
+
+
+def main(task_path: str) -> int:
+    task = json.loads(Path(task_path).read_text())
+    dest = Path(task["dest"])
+    start = time.perf_counter()
+    try:
+        result = {"extra": BUILDERS[task["kind"]](task, dest) or {}}
+        result["build_s"] = round(time.perf_counter() - start, 2)
+        if task["kind"] in ARTIFACTS:
+            if not dest.is_file() or dest.stat().st_size == 0:
+                raise EdgebenchError(f"{task['kind']}: the converter wrote no file")
+            result.update(_describe(ARTIFACTS[task["kind"]], dest, bool(task.get("quantized"))))
+        result["peak_rss_mb"] = _vm_hwm_mb()
+    except Exception as exc:  # converters raise anything; the parent records it as one line
+        text = str(exc).strip().splitlines()
+        reason = "build-error" if isinstance(exc, EdgebenchError) else "converter-crashed"
+        result = {
+            "error": {"reason": reason, "message": f"{type(exc).__name__}: {text[0] if text else ''}"},
+            "traceback": traceback.format_exc(limit=5),
+        }
+    Path(task["result"]).write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,0 +1,131 @@
+"""``edgebench tune``: a thin click layer over ``bench.tune.run_tune`` and, for the winner, ``run_bench``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from edgebench.errors import EdgebenchError, GateFailure
+
+
+class TuneInterrupted(EdgebenchError):
+    exit_code = 130
+
+
+@click.command()
+@click.option("--model", "model_path", required=True, type=click.Path(path_type=Path), help="Trained .keras.")
+@click.option(
+    "--export",
+    "export_dir",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Export folder (manifest.json) that receives the winner [default: <model dir>/export].",
+)
+@click.option("--data", "data_source", default=None, help="CIFAR-10 source (keras, image folder, .npz).")
+@click.option(
+    "--out", "out_dir", default=None, type=click.Path(path_type=Path), help="[default: <model dir>/tune]"
+)
+@click.option(
+    "--max-drop", default=0.5, show_default=True, help="Largest allowed validation top-1 drop (pp)."
+)
+@click.option("--runtimes", default="litert,onnxruntime", show_default=True, help="Comma-separated.")
+@click.option(
+    "--val-images",
+    default=1000,
+    show_default=True,
+    help="Validation images: a stratified sample of the hold-out edgebench train kept out of training.",
+)
+@click.option("--calib-size", default=300, show_default=True, help="Calibration images (other train images).")
+@click.option("--threads", default=min(2, os.cpu_count() or 1), show_default=True, help="Timing threads.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--max-exclude", default=8, show_default=True, help="Most layers the fallback keeps in float.")
+@click.option("--memory-mb", default=4096, show_default=True, help="RSS limit of each build worker.")
+@click.option(
+    "--confirm/--no-confirm",
+    default=True,
+    show_default=True,
+    help="Bench the winner on the full test set afterwards (gate: --max-drop).",
+)
+def tune(
+    model_path,
+    export_dir,
+    data_source,
+    out_dir,
+    max_drop,
+    runtimes,
+    val_images,
+    calib_size,
+    threads,
+    seed,
+    max_exclude,
+    memory_mb,
+    confirm,
+):
+    """The fastest int8 (or float) artifact that keeps accuracy on this machine, chosen on validation
+    images and written into the export folder as <family>-tuned. Resumable: rerun the same command."""
+    from edgebench.bench.tune import run_tune
+    from edgebench.bench.tune_report import summary_rows
+    from edgebench.bench.tune_space import TuneSettings
+
+    settings = TuneSettings(
+        model=model_path,
+        export_dir=export_dir,
+        data=data_source,
+        out_dir=out_dir,
+        max_drop=max_drop,
+        runtimes=tuple(r.strip() for r in runtimes.split(",") if r.strip()),
+        val_images=val_images,
+        calib_size=calib_size,
+        threads=threads,
+        seed=seed,
+        max_exclude=max_exclude,
+        memory_mb=memory_mb,
+    )
+    try:
+        result = run_tune(settings, log=lambda msg: click.echo(msg, err=True))
+    except KeyboardInterrupt:
+        raise TuneInterrupted(
+            "interrupted: finished candidates are in tune.json; run the same command to resume"
+        ) from None
+    from edgebench.bench.commands import _print_table
+
+    _print_table(*summary_rows(result.state), title=f"edgebench tune · max drop {max_drop:g} pp")
+    click.echo(f"decision: {result.state['decision']}")
+    click.echo(f"tune.json: {result.path}" + (f"  plot: {result.plot}" if result.plot else ""))
+    if result.entry is None:
+        raise EdgebenchError("no candidate could be measured (see tune.json)")
+    name = result.entry["format"]
+    click.echo(f"winner: {name} ({result.entry['file']}) in {result.export_dir}")
+    if confirm:
+        _confirm(settings, result, name)
+
+
+def _confirm(settings, result, name: str) -> None:
+    """bench on the full test set, only the winner against the Keras reference, gate at --max-drop."""
+    from edgebench.bench.benchmark import BenchSettings, run_bench
+    from edgebench.bench.gate import GateSettings
+
+    bench = run_bench(
+        BenchSettings(
+            export_dir=result.export_dir,
+            reference=Path(settings.model),
+            data=settings.data,
+            out_dir=result.path.parent / "bench",
+            gate=GateSettings(settings.max_drop),
+            threads=(settings.threads,),
+            batch_sizes=(1,),
+            formats=[name],
+        ),
+        log=lambda msg: click.echo(msg, err=True),
+    )
+    row = next(r for r in bench.report["artifacts"] if r["format"] == name)
+    acc = row.get("accuracy") or {}
+    click.echo(
+        f"confirmed on {bench.report['dataset']['images']} test images: {name} top-1 "
+        f"{acc.get('top1', float('nan')):.2%}, drop {acc.get('drop_pp', float('nan')):+.2f} pp, "
+        f"gate {'passed' if bench.gate.passed else 'FAILED'} (report: {bench.paths['json']})"
+    )
+    if not bench.gate.passed:
+        raise GateFailure(f"the tuned winner {name} failed the gate on the test set")
