@@ -4,8 +4,8 @@ A latency sample is one ``Runner.run()``: the runtime's own call on inputs set b
 ``time.perf_counter_ns`` just around it. Batch-1 timing runs until ``min_samples`` samples or the time
 cap; a p99 is reported only from at least ``P99_MIN_SAMPLES`` samples (from 50 samples a "p99" is the
 second-largest value).
-Harness overhead is measured for real on the same call: the per-call timed loop against one block-timed
-loop of the same call (overhead = per-call median - block mean per call), not on a no-op.
+Harness overhead is measured for real on the same call: per-call timed loops against block-timed loops of
+the same call, interleaved (overhead = per-call mean - block mean), not on a no-op.
 """
 
 from __future__ import annotations
@@ -72,16 +72,28 @@ def block_mean_ns(fn: Callable[[], object], calls: int) -> float:
     return (clock() - t0) / calls
 
 
-def harness_overhead(fn: Callable[[], object], samples_ns: np.ndarray, block_s: float) -> dict:
-    """Per-call timing cost on this call: median of the per-call samples minus a block loop's mean."""
+def harness_overhead(
+    fn: Callable[[], object], samples_ns: np.ndarray, block_s: float, pairs: int = 5
+) -> dict:
+    """Per-call timing cost on this call: per-call timed loop vs block-timed loop of the same call.
+
+    ``pairs`` interleaved pairs of (K calls timed one by one, K calls timed as one block), so drift of the
+    machine hits both halves alike; overhead = median over pairs of (per-call mean - block mean). Means on
+    both sides: a per-call median against a block mean would subtract the tail, not the harness.
+    """
     median = float(np.median(samples_ns))
-    calls = int(np.clip(block_s * 1e9 / max(median, 1.0), 5, 5000))
-    block = block_mean_ns(fn, calls)
-    over = median - block
+    calls = int(np.clip(block_s * 1e9 / max(median, 1.0) / pairs, 3, 5000))
+    diffs, blocks = [], []
+    for _ in range(pairs):
+        per_call = float(timed_samples(fn, calls, cap_s=3600.0).mean())
+        block = block_mean_ns(fn, calls)
+        diffs.append(per_call - block)
+        blocks.append(block)
+    over = float(np.median(diffs))
     return {
         "per_call_median_us": median / 1e3,
-        "block_mean_us": block / 1e3,
-        "block_calls": calls,
+        "block_mean_us": float(np.median(blocks)) / 1e3,
+        "block_calls": calls * pairs,
         "overhead_us": over / 1e3,
         "overhead_pct": over / median * 100 if median else None,
     }

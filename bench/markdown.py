@@ -178,8 +178,8 @@ def markdown(report: dict) -> str:
         "rotated), pooled; the fastest thread count is shown. p99 only from ≥1,000 samples. "
         "Spread: largest/smallest round median − 1 "
         f"(over {(lat['unstable_spread'] - 1) * 100:.0f}%: UNSTABLE). Overhead: per-call timing loop "
-        "median − block-timed loop mean of the same call. Peak MB: worker peak RSS minus its RSS with only "
-        "the runtime imported.",
+        "mean − block-timed loop mean of the same call (5 interleaved pairs). Peak MB: worker peak RSS "
+        "minus its RSS with only the runtime imported.",
         "",
         "## Latency and throughput by thread count",
         "",

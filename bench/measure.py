@@ -59,7 +59,9 @@ def aggregate(
     batch1 = summarize(pooled)
     batch1.update(
         batch=rounds[0]["batch"],
-        round_p50_ms=round_p50, spread=spread(round_p50), stable=spread(round_p50) <= s.unstable_spread
+        round_p50_ms=round_p50,
+        spread=spread(round_p50),
+        stable=spread(round_p50) <= s.unstable_spread,
     )
     overhead_us = float(np.median([r["overhead"]["overhead_us"] for r in rounds]))
     throughput = []
@@ -87,7 +89,7 @@ def aggregate(
             "overhead_us": overhead_us,
             "overhead_pct": overhead_us / 1e3 / batch1["p50_ms"] * 100,
             "block_mean_us": float(np.median([r["overhead"]["block_mean_us"] for r in rounds])),
-            "method": "per-call timed loop median - block-timed loop mean, same call",
+            "method": "per-call timed loop mean - block-timed loop mean, same call, 5 interleaved pairs",
         },
         "throughput": throughput,
         "best_images_per_s": max(rates) if rates else None,

@@ -173,6 +173,7 @@ class _Tuner:
         """Build, validate and time one candidate (or return its finished record); saves tune.json."""
         rec = self.cached(cand)
         if rec:
+            self.log(tune_report.progress_line(rec) + "  (tune.json)")
             return rec
         rec = {
             "key": cand.key,
