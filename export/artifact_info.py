@@ -72,11 +72,10 @@ _TFL_BUCKET = {"FLOAT32": "fp32", "FLOAT16": "fp16", "INT8": "int8", "UINT8": "i
 _TFL_WEIGHTED = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "CONV_3D"}
 
 
-def describe_tflite(path: Path) -> dict:
+def read_tflite(buf: bytes):
+    """(model, first subgraph, op -> builtin name, tensor index -> type name) of a TFLite flatbuffer."""
     from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.interpreter import Interpreter
 
-    buf = path.read_bytes()
     model = schema.Model.GetRootAs(buf, 0)
     graph = model.Subgraphs(0)
     type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
@@ -86,12 +85,21 @@ def describe_tflite(path: Path) -> dict:
         code = model.OperatorCodes(op.OpcodeIndex())
         return op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
 
+    def tensor_type(t: int) -> str:
+        return type_names.get(graph.Tensors(t).Type(), "OTHER") if t >= 0 else "NONE"
+
+    return model, graph, op_name, tensor_type
+
+
+def describe_tflite(path: Path) -> dict:
+    from ai_edge_litert.interpreter import Interpreter
+
+    buf = path.read_bytes()
+    model, graph, op_name, tensor_type = read_tflite(buf)
+
     def is_const(t: int) -> bool:
         b = model.Buffers(graph.Tensors(t).Buffer())
         return b is not None and (b.DataLength() > 0 or b.Size() > 0)
-
-    def tensor_type(t: int) -> str:
-        return type_names.get(graph.Tensors(t).Type(), "OTHER")
 
     ops = [graph.Operators(i) for i in range(graph.OperatorsLength())]
     producer = {op.Outputs(j): op for op in ops for j in range(op.OutputsLength())}

@@ -178,22 +178,11 @@ _TFL_FLOAT = {"FLOAT32", "FLOAT16"}
 
 
 def tflite_coverage(path: Path) -> dict:
-    from ai_edge_litert import schema_py_generated as schema
-
     from edgebench.environment import installed_version
+    from edgebench.export.artifact_info import read_tflite
 
     buf = path.read_bytes()
-    model = schema.Model.GetRootAs(buf, 0)
-    graph = model.Subgraphs(0)
-    type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-
-    def op_name(op) -> str:
-        code = model.OperatorCodes(op.OpcodeIndex())
-        return op_names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "CUSTOM")
-
-    def ttype(t: int) -> str:
-        return type_names.get(graph.Tensors(t).Type(), "OTHER") if t >= 0 else "NONE"
+    _, graph, op_name, ttype = read_tflite(buf)
 
     ops = [graph.Operators(i) for i in range(graph.OperatorsLength())]
     names = [op_name(op) for op in ops]

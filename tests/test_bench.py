@@ -446,18 +446,8 @@ def test_gate_fails_a_damaged_artifact_with_exit_1(run_dir, tmp_path, cifar_fold
     keras.saving.save_model(model, damaged)
     export = _export(damaged, tmp_path / "export", ["tflite-fp32"], cifar_folder, cache_dir)
 
-    res = _invoke(
-        "bench",
-        "--export",
-        export,
-        "--reference",
-        run_dir / "model.keras",
-        "--data",
-        cifar_folder,
-        "--out",
-        tmp_path / "bench",
-        *FAST,
-    )
+    args = ["bench", "--export", export, "--reference", run_dir / "model.keras", "--data", cifar_folder]
+    res = _invoke(*args, "--out", tmp_path / "bench", *FAST)
     # The export's source model is not the reference: refused before anything runs.
     _one_line_error(res, 2, "not the model the artifacts were exported from")
     assert not (tmp_path / "bench" / "report.json").exists()
@@ -466,18 +456,7 @@ def test_gate_fails_a_damaged_artifact_with_exit_1(run_dir, tmp_path, cifar_fold
     manifest = json.loads((export / "manifest.json").read_text())
     manifest["source_model"]["sha256"] = sha256_file(run_dir / "model.keras")
     (export / "manifest.json").write_text(json.dumps(manifest))
-    res = _invoke(
-        "bench",
-        "--export",
-        export,
-        "--reference",
-        run_dir / "model.keras",
-        "--data",
-        cifar_folder,
-        "--out",
-        tmp_path / "bench",
-        *FAST,
-    )
+    res = _invoke(*args, "--out", tmp_path / "bench", *FAST)
     assert res.exit_code == 1, res.output
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("error: gate failed for tflite-fp32") and "pp >" in last
