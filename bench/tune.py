@@ -162,7 +162,8 @@ class _Tuner:
         """The float ONNX folded for quantization, shared by every ONNX int8 candidate."""
         path = self.work / "model.prepared.onnx"
         if not path.is_file():
-            rec = self.evaluate(Candidate("onnx", "onnxruntime", False, {"precision": "fp32"}))
+            cand = Candidate("onnx", "onnxruntime", False, {"precision": "fp32"})
+            rec = self.cached(cand) or self.evaluate(cand)
             if rec["status"] != "ok":
                 raise BuildFailed("no-float-onnx", "the float ONNX model could not be built")
             task = {"kind": "onnx-prepare", "float_onnx": rec["path"], "dest": str(path)}
