@@ -743,11 +743,13 @@ def test_gate_settings_validation():
 def test_crosscheck_sets_independent_timers_beside_the_report(bench_result, tmp_path):
     from edgebench.bench.crosscheck import crosscheck, markdown
 
-    rows = {r["format"]: r for r in crosscheck(bench_result.out_dir / "report.json", 2, 30)}
+    rows = {r["format"]: r for r in crosscheck(bench_result.out_dir / "report.json", 2, 30, rounds=2)}
     assert set(rows) == {"tflite-fp32", "tflite-int8", "onnx", "onnx-int8"}  # keras and skipped rows: none
     for row in rows.values():
-        assert row["bare"]["n"] == 30 and row["bare"]["p50_ms"] > 0
-    assert rows["onnx"]["polygraphy"]["n"] == 30
+        assert len(row["bare"]["rounds"]) == 2 and row["bare"]["p50_ms"] > 0
+        assert len(row["edgebench"]["rounds"]) == 2 and len(row["ratio_rounds"]) == 2
+        assert row["ratio_to_bare"] == pytest.approx(np.median(row["ratio_rounds"]), rel=1e-3)
+    assert len(rows["onnx"]["polygraphy"]["rounds"]) == 2
     assert (
         "avg_ms" in rows["tflite-fp32"]["litert_benchmark"]
         or rows["tflite-fp32"]["litert_benchmark"]["error"]
