@@ -24,7 +24,7 @@ from edgebench.bench.gate import GateResult, GateSettings, apply, check_required
 from edgebench.bench.latency import LatencySettings
 from edgebench.bench.measure import Measurer, Target
 from edgebench.environment import runtime_available
-from edgebench.errors import EdgebenchError
+from edgebench.errors import EdgebenchError, check_settings
 from edgebench.fileio import ensure_dir, sha256_file
 
 
@@ -71,9 +71,7 @@ class BenchSettings:
             (s.min_samples < 1, f"--min-samples must be at least 1 (got {s.min_samples})"),
             (self.eval_batch < 1, f"evaluation batch must be at least 1 (got {self.eval_batch})"),
         ]
-        for bad, message in problems:
-            if bad:
-                raise EdgebenchError(message)
+        check_settings(problems)
 
 
 @dataclass

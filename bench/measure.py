@@ -57,11 +57,9 @@ def aggregate(
     round_p50 = [float(np.median(x)) / 1e6 for x in samples_ns]
     pooled = np.concatenate(samples_ns) / 1e6
     batch1 = summarize(pooled)
+    between = spread(round_p50)
     batch1.update(
-        batch=rounds[0]["batch"],
-        round_p50_ms=round_p50,
-        spread=spread(round_p50),
-        stable=spread(round_p50) <= s.unstable_spread,
+        batch=rounds[0]["batch"], round_p50_ms=round_p50, spread=between, stable=between <= s.unstable_spread
     )
     overhead_us = float(np.median([r["overhead"]["overhead_us"] for r in rounds]))
     throughput = []

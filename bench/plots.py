@@ -80,7 +80,7 @@ def latency_distributions(samples_ms: dict, path: Path) -> Path | None:
     if not samples_ms:
         return None
     keys = list(samples_ms)
-    labels = [f"{name} ({'TF default' if t is None else f'{t}t'})" for name, t in keys]
+    labels = [f"{name} ({t}t)" for name, t in keys]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(keys) + 1.5))
     ax.boxplot(
         [samples_ms[k] for k in keys], vert=False, showfliers=True, whis=(1, 99), flierprops={"markersize": 2}

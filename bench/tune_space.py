@@ -18,7 +18,7 @@ import numpy as np
 
 from edgebench.bench.latency import LatencySettings
 from edgebench.environment import runtime_available
-from edgebench.errors import EdgebenchError
+from edgebench.errors import EdgebenchError, check_settings
 from edgebench.export.context import stratified_sample
 from edgebench.train.data import split_validation, stratified_indices
 
@@ -63,9 +63,7 @@ class TuneSettings:
             (self.threads < 1, f"--threads must be at least 1 (got {self.threads})"),
             (self.memory_mb < 256, f"--memory-mb must be at least 256 (got {self.memory_mb})"),
         ]
-        for bad, message in problems:
-            if bad:
-                raise EdgebenchError(message)
+        check_settings(problems)
         if not Path(self.model).is_file():
             raise EdgebenchError(f"model file not found: {self.model}")
         for rt in self.runtimes:

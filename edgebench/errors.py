@@ -11,3 +11,10 @@ class GateFailure(EdgebenchError):
     """An artifact failed an accuracy/latency gate (bench, compare)."""
 
     exit_code = 1
+
+
+def check_settings(problems) -> None:
+    """Raise EdgebenchError with the message of the first ``(is_bad, message)`` pair that is bad."""
+    for bad, message in problems:
+        if bad:
+            raise EdgebenchError(message)

@@ -82,10 +82,6 @@ class Runner:
         self.options = options
         self.loaded = False
 
-    @property
-    def spec(self) -> RunnerSpec:
-        return RunnerSpec(self.name, str(self.path), self.threads, dict(self.options))
-
     def __enter__(self):
         self.load()
         return self
