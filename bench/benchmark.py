@@ -37,7 +37,8 @@ class BenchSettings:
     cache_dir: Path | None = None
     gate: GateSettings = field(default_factory=GateSettings)
     threads: tuple[int, ...] = (1, 2)
-    batch_sizes: tuple[int, ...] = (1, 8, 32, 128)
+    batch_sizes: tuple[int, ...] = (8, 32, 128)  # batch 1 is the latency rows
+    throughput_threads: tuple[int, ...] | None = None  # None: the largest of ``threads``
     latency: LatencySettings = field(default_factory=LatencySettings)
     test_per_class: int | None = None  # None: the whole test split
     seed: int = 0
@@ -56,6 +57,10 @@ class BenchSettings:
             (
                 not self.batch_sizes or min(self.batch_sizes) < 1,
                 f"--batch-sizes must be positive integers (got {list(self.batch_sizes)})",
+            ),
+            (
+                bool(self.throughput_threads) and not set(self.throughput_threads) <= set(self.threads),
+                f"--throughput-threads must be among --threads (got {list(self.throughput_threads or [])})",
             ),
             (self.gate.max_drop_pp < 0, f"--max-drop must be >= 0 pp (got {self.gate.max_drop_pp})"),
             (
@@ -196,6 +201,7 @@ def run_bench(
             settings.eval_batch,
             len(class_names),
             log,
+            list(settings.throughput_threads or []),
         )
         predictions: dict[str, np.ndarray] = {}
         for name, target in list(targets.items()):

@@ -74,7 +74,12 @@ def _row_line(row: dict) -> None:
     "--min-accuracy", default=None, type=float, help="Absolute top-1 floor in percent [default: off]."
 )
 @click.option("--threads", default="1,2", show_default=True, help="Thread counts to sweep, comma-separated.")
-@click.option("--batch-sizes", default="1,8,32,128", show_default=True, help="Throughput batch sizes.")
+@click.option("--batch-sizes", default="8,32,128", show_default=True, help="Throughput batch sizes.")
+@click.option(
+    "--throughput-threads",
+    default=None,
+    help="Thread counts (among --threads) to measure throughput at [default: the largest of --threads].",
+)
 @click.option(
     "--rounds",
     default=3,
@@ -130,6 +135,7 @@ def bench(
     min_accuracy,
     threads,
     batch_sizes,
+    throughput_threads,
     rounds,
     min_samples,
     latency_time_cap,
@@ -164,6 +170,9 @@ def bench(
         ),
         threads=_int_list(threads, "--threads"),
         batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
+        throughput_threads=(
+            _int_list(throughput_threads, "--throughput-threads") if throughput_threads else None
+        ),
         latency=LatencySettings(
             rounds=rounds,
             min_samples=min_samples,

@@ -61,7 +61,8 @@ def aggregate(
     batch1.update(
         batch=rounds[0]["batch"], round_p50_ms=round_p50, spread=between, stable=between <= s.unstable_spread
     )
-    overhead_us = float(np.median([r["overhead"]["overhead_us"] for r in rounds]))
+    measured = [r["overhead"] for r in rounds if r["overhead"]]
+    overhead_us = float(np.median([o["overhead_us"] for o in measured]))
     throughput = []
     for i, first in enumerate(rounds[0]["throughput"]):
         rates = [r["throughput"][i]["images_per_s"] for r in rounds]
@@ -86,7 +87,8 @@ def aggregate(
         "overhead": {
             "overhead_us": overhead_us,
             "overhead_pct": overhead_us / 1e3 / batch1["p50_ms"] * 100,
-            "block_mean_us": float(np.median([r["overhead"]["block_mean_us"] for r in rounds])),
+            "block_mean_us": float(np.median([o["block_mean_us"] for o in measured])),
+            "rounds": len(measured),
             "method": "per-call timed loop mean - block-timed loop mean, same call, 5 interleaved pairs",
         },
         "throughput": throughput,
@@ -111,9 +113,13 @@ class Measurer:
         eval_batch: int,
         num_classes: int,
         log: Callable[[str], None] = print,
+        throughput_threads: list[int] | None = None,
     ):
         self.images_path, self.workdir, self.s = images_path, workdir, settings
         self.threads, self.batch_sizes, self.eval_batch = threads, batch_sizes, eval_batch
+        # Throughput is swept where it is deployed (by default the largest thread count only): at batch 128
+        # it costs more than batch-1 timing, and a 1-thread throughput rarely decides anything.
+        self.throughput_threads = set(throughput_threads or [max(threads)])
         self.num_classes, self.log = num_classes, log
 
     def accuracy(self, target: Target) -> tuple[np.ndarray, dict]:
@@ -131,10 +137,12 @@ class Measurer:
         )
         return probs, result["runner"]
 
-    def time_once(self, target: Target, threads: int) -> tuple[dict, np.ndarray]:
+    def time_once(self, target: Target, threads: int, first_round: bool = True) -> tuple[dict, np.ndarray]:
         batches = (
             [target.fixed_batch] if target.fixed_batch else clamp_batches(self.batch_sizes, target.max_batch)
         )
+        if threads not in self.throughput_threads:
+            batches = []
         return run_worker(
             "time",
             target.spec(threads),
@@ -144,6 +152,7 @@ class Measurer:
             settings=self.s.to_dict(),
             batch_sizes=batches,
             fixed_batch=target.fixed_batch,
+            overhead=first_round,
         )
 
     def timing(
@@ -160,7 +169,7 @@ class Measurer:
                     if name in failed:
                         continue
                     try:
-                        result, samples = self.time_once(by_name[name], threads)
+                        result, samples = self.time_once(by_name[name], threads, first_round=r == 0)
                     except Exception as exc:  # one row's failure must not stop the others
                         failed.add(name)
                         on_error(name, exc)
