@@ -142,11 +142,11 @@ class Counter:
                 probs = np.roll(probs, 1, axis=1)  # every prediction wrong: a failing int8
             return probs, runner
 
-        def time_once(measurer, target, threads):
+        def time_once(measurer, target, threads, **kw):
             if self.stop_after is not None and self.timing >= self.stop_after:
                 raise KeyboardInterrupt
             self.timing += 1
-            result, samples = real_time(measurer, target, threads)
+            result, samples = real_time(measurer, target, threads, **kw)
             family, digest = target.name.rsplit("-", 1)
             ms = FAKE_MS[family] + int(digest, 16) % 97 / 1e4  # distinct, stable figures
             return result, np.full(len(samples), ms * 1e6)
