@@ -262,8 +262,8 @@ def test_bundle_bad_input_is_one_line_and_exit_2(run_dir, tmp_path):
 
 
 def test_tensorrt_engines_are_refused_with_the_reason():
+    from edgebench.bundle.build import check_bundlable
     from edgebench.errors import EdgebenchError
-    from edgebench.export.bundle import check_bundlable
 
     with pytest.raises(EdgebenchError, match="TensorRT engines are built for one GPU"):
         check_bundlable({"format": "trt-int8", "runtime": "tensorrt"})

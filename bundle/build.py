@@ -1,0 +1,332 @@
+"""``build_bundle``: one exported artifact as a folder a device runs without TensorFlow or edgebench.
+
+The folder holds the artifact, ``labels.txt``, ``model.json`` (``edgebench/schemas/bundle.schema.json``),
+``edgebench_runtime/`` (a verbatim copy of the ``edgebench.runtime`` package: the one implementation of
+running an artifact) with ``infer.py`` (its command line),
+``requirements.txt`` (numpy, Pillow and the format's runtime, pinned to the versions installed here),
+``README.md`` and lossless PNG (and PPM, for the C runner) copies of real test images whose top-1, as the
+artifact predicts it now, is stored for ``infer.py --selftest``. A TFLite bundle also holds the C runner
+(``edgebench.bundle.native``). It is built in a temporary folder beside ``out``, self-tested there (both
+runners) and only then renamed into place.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgebench import __version__, environment, runtime
+from edgebench.bench import artifacts as arts
+from edgebench.bundle import native
+from edgebench.bundle.figures import check_gate, read_figures
+from edgebench.bundle.readme import render_readme
+from edgebench.errors import EdgebenchError
+from edgebench.export.registry import FORMATS
+from edgebench.fileio import ensure_dir, sha256_file
+
+# runtime (a manifest artifact's ``runtime``) -> the pip distributions a device installs for it. A runtime
+# absent here cannot be bundled; NOT_BUNDLABLE says why.
+BUNDLE_RUNTIMES: dict[str, tuple[str, ...]] = {
+    "litert": ("ai-edge-litert",),
+    "onnxruntime": ("onnxruntime",),
+}
+BASE_REQUIREMENTS = ("numpy", "pillow")  # what the runtime package imports itself
+NOT_BUNDLABLE = {
+    "tensorrt": (
+        "TensorRT engines are built for one GPU model and TensorRT version and cannot be shipped to another "
+        "device: bundle the onnx or onnx-int8 artifact and build the engine on the device"
+    ),
+}
+POOL_PER_SAMPLE = 5  # candidate test images looked at per bundled sample
+INPUT_CONTRACT = "uint8 RGB pixels, shape (N, 32, 32, 3), values 0..255, no scaling or normalisation"
+IMAGE_FILES = (
+    "any image file: EXIF-rotated, converted to RGB, centre square cropped and resized to 32x32 (Lanczos)"
+)
+BUNDLE_MARKER = runtime.MODEL_JSON  # a folder holding model.json of kind edgebench-bundle may be replaced
+
+
+RUNTIME_PACKAGE = "edgebench_runtime"  # the name edgebench.runtime gets inside a bundle
+INFER_PY = f'''#!/usr/bin/env python3
+"""Classify images with this bundle's model, or --selftest it (python infer.py --help)."""
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from {RUNTIME_PACKAGE}.cli import main  # noqa: E402
+
+sys.exit(main(bundle_dir=HERE))
+'''
+
+
+def copy_runtime(dest: Path) -> None:
+    """``edgebench_runtime/`` (the runtime package verbatim: one implementation, not two) and infer.py."""
+    src = Path(runtime.__file__).parent
+    shutil.copytree(src, dest / RUNTIME_PACKAGE, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (dest / "infer.py").write_text(INFER_PY, encoding="utf-8")
+    os.chmod(dest / "infer.py", 0o755)
+
+
+@dataclass
+class BundleResult:
+    path: Path
+    spec: dict
+    files: dict[str, int]  # relative path -> bytes
+    selftest: list[str]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.files.values())
+
+
+def validate(spec: dict) -> None:
+    """Raise EdgebenchError naming the first schema violation of a model.json."""
+    environment.validate(spec, "bundle", "model.json")
+
+
+def requirements(runtime_name: str) -> list[str]:
+    """``name==version`` for numpy, Pillow and the runtime's distributions, as installed here."""
+    lines = []
+    for dist in (*BASE_REQUIREMENTS, *BUNDLE_RUNTIMES[runtime_name]):
+        try:
+            lines.append(f"{dist}=={importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            raise EdgebenchError(f"cannot pin {dist}: it is not installed here") from None
+    return lines
+
+
+def select_artifact(manifest: dict, fmt: str) -> dict:
+    """The manifest's ``ok`` entry for ``fmt`` whose runtime can be bundled; one-line errors otherwise."""
+    entries = {a["format"]: a for a in manifest["artifacts"]}
+    if fmt not in entries:
+        known = ", ".join(entries) or "none"
+        hint = "" if fmt in FORMATS else f"; known formats: {', '.join(FORMATS)}"
+        raise EdgebenchError(f"format '{fmt}' is not in the export manifest (exported: {known}){hint}")
+    artifact = entries[fmt]
+    if artifact["status"] != "ok":
+        raise EdgebenchError(
+            f"format '{fmt}' cannot be bundled: its export is {artifact['status']} "
+            f"({artifact['reason']}: {artifact['message']})"
+        )
+    check_bundlable(artifact)
+    return artifact
+
+
+def artifact_is_quantized(fmt: str) -> bool:
+    return fmt in FORMATS and FORMATS[fmt].quantized
+
+
+def check_bundlable(artifact: dict) -> None:
+    name = artifact["runtime"]
+    if name not in BUNDLE_RUNTIMES:
+        why = NOT_BUNDLABLE.get(name, "no TensorFlow-free runner ships for it")
+        raise EdgebenchError(f"format '{artifact['format']}' ({name}) cannot be bundled: {why}")
+
+
+# ---------------------------------------------------------------- samples
+
+
+def choose_samples(runner: runtime.Runner, labels: np.ndarray, images: np.ndarray, count: int, seed: int):
+    """Indices of ``count`` test images spread over the classes, preferring those the artifact ranks most
+    clearly (largest top-1 minus top-2 probability): a device whose kernels round differently should still
+    agree on them, while a broken model will not. Returns (indices, probabilities of those images)."""
+    from edgebench.export.context import stratified_sample
+
+    pool = stratified_sample(labels, count * POOL_PER_SAMPLE, seed)
+    probs = runner.infer(images[pool])
+    ranked = np.sort(probs, axis=1)
+    margin = ranked[:, -1] - ranked[:, -2]
+    by_class = {
+        c: sorted(np.flatnonzero(labels[pool] == c), key=lambda i: -margin[i]) for c in np.unique(labels)
+    }
+    chosen: list[int] = []
+    for rank in range(max(len(v) for v in by_class.values())):
+        for members in by_class.values():
+            if rank < len(members) and len(chosen) < count:
+                chosen.append(members[rank])
+    chosen.sort(key=lambda i: (labels[pool][i], pool[i]))
+    return pool[chosen], probs[chosen]
+
+
+def _write_samples(dest: Path, ds, indices, probs, class_names) -> list[dict]:
+    from PIL import Image
+
+    (dest / "samples").mkdir()
+    samples = []
+    for n, (index, p) in enumerate(zip(indices, probs, strict=True)):
+        truth = class_names[int(ds.y_test[index])]
+        rel = f"samples/{n:02d}_{truth}.png"
+        Image.fromarray(ds.x_test[index]).save(dest / rel, format="PNG")  # lossless: same pixels on device
+        ppm = rel[: -len(".png")] + ".ppm"  # the same pixels for the C runner, which decodes no PNG
+        Image.fromarray(ds.x_test[index]).save(dest / ppm, format="PPM")
+        top2 = np.sort(p)[-2:]
+        samples.append(
+            {
+                "file": rel,
+                "sha256": sha256_file(dest / rel),
+                "ppm": ppm,
+                "ppm_sha256": sha256_file(dest / ppm),
+                "dataset_index": int(index),
+                "true_label": truth,
+                "expected": class_names[int(np.argmax(p))],
+                "probability": round(float(p.max()), 6),
+                "margin": round(float(top2[1] - top2[0]), 6),
+            }
+        )
+    return samples
+
+
+# ---------------------------------------------------------------- the bundle
+
+
+def build_bundle(
+    export_dir,
+    fmt: str,
+    out_dir=None,
+    report=None,
+    samples: int = 10,
+    data=None,
+    cache_dir=None,
+    seed: int = 0,
+    strict: bool = False,
+) -> BundleResult:
+    """Bundle the ``fmt`` artifact of ``export_dir`` into ``out_dir`` (default ``dist/<run>-<fmt>``).
+
+    An artifact that did not pass bench's gate is bundled with a warning; ``strict`` refuses it (and one
+    that no bench report measured)."""
+    export_dir = Path(export_dir)
+    if samples < 1:
+        raise EdgebenchError(f"--samples must be at least 1 (got {samples})")
+    manifest = arts.read_manifest(export_dir)
+    artifact = select_artifact(manifest, fmt)
+    model_path = arts.verified_path(export_dir, artifact)
+    out = Path(out_dir) if out_dir is not None else Path("dist") / f"{export_dir.resolve().parent.name}-{fmt}"
+    _check_replaceable(out)
+    ensure_dir(out.parent)  # an unwritable destination is found before any work
+    warnings: list[str] = []
+    figures = read_figures(export_dir, report, manifest, fmt, warnings)
+    check_gate(figures, fmt, strict, warnings)
+    # infer.py and the C runner default to the thread count the recorded latency was measured with.
+    threads = figures["latency"]["threads"] if figures and figures["latency"] else None
+    pins = requirements(artifact["runtime"])
+
+    from edgebench.train.data import load_dataset
+
+    source = data or (manifest.get("parity_set") or manifest["calibration"])["source"]
+    ds = load_dataset(source, cache_dir)
+    if list(ds.class_names) != list(manifest["class_names"]):
+        raise EdgebenchError(f"classes of {ds.source} {list(ds.class_names)} differ from the export's")
+    class_names = list(manifest["class_names"])
+
+    with runtime.open_runner(runtime.RunnerSpec(artifact["runtime"], str(model_path))) as runner:
+        indices, probs = choose_samples(runner, ds.y_test, ds.x_test, samples, seed)
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".partial-{out.name}-", dir=out.parent))
+    try:
+        shutil.copyfile(model_path, tmp / artifact["file"])
+        copy_runtime(tmp)
+        (tmp / "labels.txt").write_text("\n".join(class_names) + "\n", encoding="utf-8")
+        (tmp / "requirements.txt").write_text("\n".join(pins) + "\n", encoding="utf-8")
+        if artifact["runtime"] == "litert":
+            native_spec = native.add_native_runner(tmp, artifact["file"], threads, warnings)
+        else:
+            native_spec = {"binary": None, "reason": native.NO_ONNX_RUNNER}
+        spec = {
+            "schema_version": 1,
+            "kind": runtime.BUNDLE_KIND,
+            "edgebench_version": __version__,
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "format": fmt,
+            "runtime": artifact["runtime"],
+            "description": artifact["options"].get("description", "") if artifact["options"] else "",
+            "model": {"file": artifact["file"], "sha256": artifact["sha256"], "bytes": artifact["bytes"]},
+            "inputs": artifact["inputs"],
+            "outputs": artifact["outputs"],
+            "dynamic_batch": artifact["dynamic_batch"],
+            "precision": artifact["precision"]["label"],
+            "preprocessing": {
+                "input": INPUT_CONTRACT,
+                "image_files": IMAGE_FILES,
+                "in_graph": manifest["preprocessing"],
+            },
+            "class_names": class_names,
+            "source_model": manifest["source_model"],
+            "export": {
+                "manifest_sha256": sha256_file(export_dir / arts.MANIFEST_NAME),
+                "parity": artifact["parity"],
+                "options": artifact["options"],
+                "calibration": manifest["calibration"] if artifact_is_quantized(fmt) else None,
+            },
+            "measured": figures,
+            "threads": threads,
+            "native": native_spec,
+            "samples": _write_samples(tmp, ds, indices, probs, class_names),
+            "requirements": pins,
+        }
+        validate(spec)
+        (tmp / runtime.MODEL_JSON).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+        (tmp / "README.md").write_text(render_readme(spec), encoding="utf-8")
+
+        # The bundle must pass its own self-test before it replaces anything.
+        mismatches, lines = runtime.selftest(runtime.Bundle(tmp))
+        if mismatches:
+            first = next((ln for ln in lines if ln.startswith("FAIL")), lines[-1])
+            raise EdgebenchError(f"the new bundle fails its own self-test: {first}")
+        files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700
+        _replace(tmp, out)
+    except OSError as exc:  # e.g. a full disk: nothing half-written is left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise EdgebenchError(f"cannot write bundle {out}: {exc.strerror or exc}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return BundleResult(out, spec, files, lines, warnings)
+
+
+def _is_bundle(path: Path) -> bool:
+    try:
+        spec = json.loads((path / BUNDLE_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(spec, dict) and spec.get("kind") == runtime.BUNDLE_KIND
+
+
+def _check_replaceable(out: Path) -> None:
+    """``out`` may be absent, an empty folder or an earlier bundle; anything else is never overwritten."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise EdgebenchError(f"--out {out} exists and is not a folder")
+    if any(out.iterdir()) and not _is_bundle(out):
+        raise EdgebenchError(
+            f"--out {out} is a non-empty folder that is not an edgebench bundle; not replacing it"
+        )
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Rename ``tmp`` to ``out``; an earlier bundle there is moved aside first and removed after."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".old-{out.name}-", dir=out.parent))
+        os.replace(out, old / out.name)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        if old is not None:
+            os.replace(old / out.name, out)  # put the earlier bundle back
+        raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)

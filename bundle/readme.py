@@ -1,0 +1,106 @@
+"""The device-side README of a bundle, rendered from its model.json (so the two cannot disagree)."""
+
+from __future__ import annotations
+
+
+def _pct(x) -> str:
+    return "–" if x is None else f"{x * 100:.2f}%"
+
+
+def _tensor(t: dict) -> str:
+    q = t["quantization"]
+    quant = f", scale {q['scale']:.6g}, zero point {q['zero_point']}" if q else ""
+    return f"`{t['name']}` {t['dtype']} {t['shape']}{quant}"
+
+
+def _measured(m: dict | None) -> list[str]:
+    if m is None:
+        return ["Not benchmarked: no `edgebench bench` report was found for this export."]
+    lines = []
+    if not m["matches_export"]:
+        lines.append("Note: the report was made from an earlier manifest of this export (same source model).")
+    if m["status"] in ("error", "skipped"):
+        return [
+            *lines,
+            f"bench could not measure this artifact ({m['status']}: {m['reason']}: {m['message']}).",
+        ]
+    acc, lat, env = m["accuracy"], m["latency"], m["environment"]
+    if acc:
+        drop = (
+            ""
+            if acc["drop_pp"] is None
+            else f"; fp32 Keras model {_pct(acc['reference_top1'])}, drop {acc['drop_pp']:+.2f} pp"
+        )
+        lines.append(
+            f"- top-1 accuracy: **{_pct(acc['top1'])}** "
+            f"(95% CI {_pct(acc['ci95'][0])}–{_pct(acc['ci95'][1])}) "
+            f"on {acc['images']} {m['dataset']['split']} images of {m['dataset']['source']}{drop}; "
+            f"bench gate: {m['status']}"
+        )
+    if lat:
+        rate = (
+            f"; best throughput {lat['images_per_s']:.1f} images/s (batch {lat['images_per_s_batch']}, "
+            f"threads: {lat['images_per_s_threads']})"
+            if lat["images_per_s"]
+            else ""
+        )
+        p99 = (
+            f"{lat['p99_ms']:.2f} ms" if lat["p99_ms"] is not None else f"n/a ({lat.get('samples')} samples)"
+        )
+        lines.append(
+            f"- batch-1 latency: p50 **{lat['p50_ms']:.2f} ms**, p90 {lat['p90_ms']:.2f} ms, "
+            f"p99 {p99} (threads: {lat['threads']}){rate}"
+        )
+    lines.append(
+        f"- measured on: {env['cpu']} ({env['logical_cores']} logical cores), {env['os']}; "
+        f"report {m['report']} of {m['report_created']}. Expect other figures on other hardware."
+    )
+    return lines
+
+
+def render_readme(spec: dict) -> str:
+    model = spec["model"]
+    req = ", ".join(f"`{r}`" for r in spec["requirements"])
+    sample = spec["samples"][0]["file"]
+    return "\n".join(
+        [
+            f"# CIFAR-10 classifier, {spec['format']} ({spec['precision']})",
+            "",
+            f"`{model['file']}` ({model['bytes'] / 1e6:.2f} MB, sha256 `{model['sha256']}`), run by "
+            f"`infer.py` with numpy, Pillow and {spec['runtime']} only: no TensorFlow. Built by edgebench "
+            f"{spec['edgebench_version']} on {spec['created']}.",
+            "",
+            "## Run it",
+            "",
+            "```sh",
+            "python3 -m venv .venv && .venv/bin/pip install -r requirements.txt",
+            ".venv/bin/python infer.py --selftest          # after flashing: model sha256 + sample images",
+            f".venv/bin/python infer.py {sample} --top-k 3",
+            ".venv/bin/python infer.py photo.jpg --json     # [{image, top_k: [{class, probability}]}]",
+            "```",
+            "",
+            f"Requirements (pinned): {req}. Options: `--top-k K`, `--json`, `--threads N`, `--model PATH` "
+            "(another model file, no sha256 check). Exit codes: 0 ok; 1 self-test mismatch; 2 bad input "
+            "(missing or unreadable image, corrupt model, model whose sha256 differs from `model.json`), "
+            "always with a one-line `error:` message.",
+            "",
+            "## Contract",
+            "",
+            f"- input: {', '.join(_tensor(t) for t in spec['inputs'])}: {spec['preprocessing']['input']}",
+            f"- output: {', '.join(_tensor(t) for t in spec['outputs'])}: probabilities of the classes in "
+            "`labels.txt` (one per line, in output order)",
+            f"- inside the graph: {spec['preprocessing']['in_graph']}",
+            f"- image files: {spec['preprocessing']['image_files']}",
+            "",
+            "## Expected accuracy and latency",
+            "",
+            *_measured(spec["measured"]),
+            "",
+            "## Self-test",
+            "",
+            f"`samples/` holds {len(spec['samples'])} real CIFAR-10 test images saved as PNG (lossless). "
+            "`model.json` stores the top-1 class this model gave each of them when the bundle was built; "
+            "`infer.py --selftest` checks the model's sha256 and that every sample still gets that class.",
+            "",
+        ]
+    )
