@@ -154,7 +154,6 @@ LiteRtStatus LiteRtCreateManagedTensorBufferFromRequirements(LiteRtEnvironment e
                                                              const LiteRtRankedTensorType *tensor_type,
                                                              LiteRtTensorBufferRequirements requirements,
                                                              LiteRtTensorBuffer *buffer);
-LiteRtStatus LiteRtGetTensorBufferPackedSize(LiteRtTensorBuffer tensor_buffer, size_t *size);
 LiteRtStatus LiteRtLockTensorBuffer(LiteRtTensorBuffer tensor_buffer, void **host_mem_addr,
                                     LiteRtTensorBufferLockMode lock_mode);
 LiteRtStatus LiteRtUnlockTensorBuffer(LiteRtTensorBuffer buffer);
