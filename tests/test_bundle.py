@@ -555,3 +555,19 @@ def test_a_failed_gate_warns_and_strict_refuses(run_dir, tmp_path):
     assert made.exit_code == 0, made.output
     assert "warning: tflite-int8: it did not pass bench's gate (status fail: drop 3.00 pp" in made.stderr
     assert _spec(tmp_path / "warned")["measured"]["status"] == "fail"
+
+
+def test_stages_import_downward_only():
+    """train -> export -> bench -> bundle: no stage imports a later one (the bundle once lived in export/
+    and imported bench, so export and bench depended on each other)."""
+    import re
+
+    order = ["train", "export", "bench", "bundle"]
+    offenders = [
+        f"{path.relative_to(REPO)}: edgebench.{later}"
+        for i, stage in enumerate(order)
+        for path in (REPO / stage).rglob("*.py")
+        for later in order[i + 1 :]
+        if re.search(rf"^\s*(from|import) edgebench\.{later}\b", path.read_text(), re.M)
+    ]
+    assert offenders == []
