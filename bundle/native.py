@@ -4,8 +4,9 @@ the installed ai-edge-litert wheel and ``runner``, built here against it (for th
 ONNX bundles get no C runner: ONNX Runtime's C API is one table of function pointers (``OrtApi``) reached
 through ``OrtGetApiBase``, and without ``onnxruntime_c_api.h`` a hand-written table would have to reproduce
 the exact position of every function pointer up to the last one used. A wrong position calls a different
-function with the wrong arguments, and neither the compiler, the linker nor ``nm`` can catch it, whereas
-every LiteRT call of runner.c is a named symbol the linker checks.
+function with the wrong arguments, and neither the compiler, the linker nor ``nm`` can catch it (the
+library is stripped: ``nm -D`` lists OrtGetApiBase and OrtSessionOptionsAppendExecutionProvider_CPU only),
+whereas every LiteRT call of runner.c is a named symbol the linker checks.
 """
 
 from __future__ import annotations
