@@ -571,3 +571,17 @@ def test_stages_import_downward_only():
         if re.search(rf"^\s*(from|import) edgebench\.{later}\b", path.read_text(), re.M)
     ]
     assert offenders == []
+
+
+def test_without_a_c_compiler_the_runner_ships_as_source(run_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no cc, gcc or clang to be found
+    monkeypatch.delenv("CC", raising=False)
+    out = tmp_path / "b"
+    res = _invoke(
+        "bundle", "--export", run_dir / "export", "--format", "tflite-int8", "--out", out, "--samples", 2
+    )
+    assert res.exit_code == 0, res.output
+    assert "warning: no C compiler" in res.stderr and "C runner: skipped (runner is not built" in res.output
+    spec = _spec(out)
+    assert spec["native"]["binary"] is None and not (out / "runner").exists()
+    assert {"runner.c", "litert_min.h", "Makefile", "libLiteRt.so"} <= {p.name for p in out.iterdir()}

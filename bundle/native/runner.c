@@ -357,11 +357,13 @@ static void tensor_info(LiteRtTensor t, LiteRtRankedTensorType *type, LiteRtQuan
 }
 
 static void open_model(Model *m, const char *path, int threads, int n_classes) {
-  size_t size;
-  unsigned char *head = read_file(path, &size, "model file");
-  if (size < 8 || memcmp(head + 4, "TFL3", 4))
+  unsigned char head[8];
+  FILE *f = fopen(path, "rb");
+  if (!f) fail("model file not found or unreadable: %s (%s)", path, strerror(errno));
+  size_t got = fread(head, 1, sizeof head, f);
+  fclose(f);
+  if (got < sizeof head || memcmp(head + 4, "TFL3", 4))
     fail("%s is not a TFLite model (no TFL3 flatbuffer identifier)", path);
-  free(head);
 
   guard("cannot load model", path);
   int saved = quiet_stderr();

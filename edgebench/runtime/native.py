@@ -27,11 +27,11 @@ def preprocessing_args(spec: dict) -> list[str]:
 def run_native(root: Path, spec: dict, images: list[str], threads: int | None = None, timeout: float = 300):
     """The C runner's JSON results for ``images``, or (None, why it cannot run on this machine)."""
     native = spec.get("native") or {}
-    exe = (root / (native.get("binary") or "")).resolve()
-    if not native.get("binary"):
+    if not native.get("library"):  # ONNX bundles, older bundles
         return None, native.get("reason") or "this bundle has no C runner"
+    exe = (root / (native.get("binary") or "runner")).resolve()  # `make` on the device builds ./runner
     if not exe.is_file():
-        return None, f"{exe.name} is not built here (run make in {root})"
+        return None, f"{exe.name} is not built (no C compiler where the bundle was made): run make in {root}"
     args = [str(exe), "--json", "--top-k", "1", *preprocessing_args(spec)]
     if threads:
         args += ["--threads", str(threads)]
