@@ -61,7 +61,7 @@ def test_predict_bad_input_is_one_line(tiny_model_path, tmp_path):
             ["predict", str(write_bomb_png(tmp_path / "warn.png", 10000)), "--model", str(tiny_model_path)],
             "too large",
         ),
-        (["predict", cat, "--model", str(not_keras)], "is not a Keras archive"),
+        (["predict", cat, "--model", str(not_keras)], "not a Keras archive"),
         (["predict", str(not_image), "--model", str(tiny_model_path)], "not a readable image"),
         (["predict", str(tmp_path / "missing.jpg"), "--model", str(tiny_model_path)], "image not found"),
         (

@@ -149,10 +149,12 @@ def load_model(path: str | os.PathLike) -> keras.Model:
         raise EdgebenchError(f"model file not found: {path}")
     # Keras reports any unreadable archive as "File not found"; say what is really wrong.
     if not zipfile.is_zipfile(path):
-        raise EdgebenchError(f"{path} is not a Keras archive: .keras files are zip archives, this is not one")
+        raise EdgebenchError(f"cannot load Keras model {path}: not a Keras archive (not even a zip file)")
     with zipfile.ZipFile(path) as archive:
         if "config.json" not in archive.namelist():
-            raise EdgebenchError(f"{path} is a zip archive but not a Keras model (it has no config.json)")
+            raise EdgebenchError(
+                f"cannot load Keras model {path}: a zip file, but no Keras archive (no config.json)"
+            )
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as exc:  # zip errors, missing config, unknown layers …
