@@ -21,13 +21,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from edgebench import __version__, environment, runtime
 from edgebench.bench import artifacts as arts
 from edgebench.bundle import native
 from edgebench.bundle.figures import check_gate, read_figures
 from edgebench.bundle.readme import render_readme
+from edgebench.bundle.samples import choose_samples, write_samples
 from edgebench.errors import EdgebenchError
 from edgebench.export.registry import FORMATS
 from edgebench.fileio import ensure_dir, sha256_file
@@ -45,7 +44,6 @@ NOT_BUNDLABLE = {
         "device: bundle the onnx or onnx-int8 artifact and build the engine on the device"
     ),
 }
-POOL_PER_SAMPLE = 5  # candidate test images looked at per bundled sample
 INPUT_CONTRACT = "uint8 RGB pixels, shape (N, 32, 32, 3), values 0..255, no scaling or normalisation"
 IMAGE_FILES = (
     "any image file: EXIF-rotated, converted to RGB, centre square cropped and resized to 32x32 (Lanczos)"
@@ -134,59 +132,6 @@ def check_bundlable(artifact: dict) -> None:
         raise EdgebenchError(f"format '{artifact['format']}' ({name}) cannot be bundled: {why}")
 
 
-# ---------------------------------------------------------------- samples
-
-
-def choose_samples(runner: runtime.Runner, labels: np.ndarray, images: np.ndarray, count: int, seed: int):
-    """Indices of ``count`` test images spread over the classes, preferring those the artifact ranks most
-    clearly (largest top-1 minus top-2 probability): a device whose kernels round differently should still
-    agree on them, while a broken model will not. Returns (indices, probabilities of those images)."""
-    from edgebench.export.context import stratified_sample
-
-    pool = stratified_sample(labels, count * POOL_PER_SAMPLE, seed)
-    probs = runner.infer(images[pool])
-    ranked = np.sort(probs, axis=1)
-    margin = ranked[:, -1] - ranked[:, -2]
-    by_class = {
-        c: sorted(np.flatnonzero(labels[pool] == c), key=lambda i: -margin[i]) for c in np.unique(labels)
-    }
-    chosen: list[int] = []
-    for rank in range(max(len(v) for v in by_class.values())):
-        for members in by_class.values():
-            if rank < len(members) and len(chosen) < count:
-                chosen.append(members[rank])
-    chosen.sort(key=lambda i: (labels[pool][i], pool[i]))
-    return pool[chosen], probs[chosen]
-
-
-def _write_samples(dest: Path, ds, indices, probs, class_names) -> list[dict]:
-    from PIL import Image
-
-    (dest / "samples").mkdir()
-    samples = []
-    for n, (index, p) in enumerate(zip(indices, probs, strict=True)):
-        truth = class_names[int(ds.y_test[index])]
-        rel = f"samples/{n:02d}_{truth}.png"
-        Image.fromarray(ds.x_test[index]).save(dest / rel, format="PNG")  # lossless: same pixels on device
-        ppm = rel[: -len(".png")] + ".ppm"  # the same pixels for the C runner, which decodes no PNG
-        Image.fromarray(ds.x_test[index]).save(dest / ppm, format="PPM")
-        top2 = np.sort(p)[-2:]
-        samples.append(
-            {
-                "file": rel,
-                "sha256": sha256_file(dest / rel),
-                "ppm": ppm,
-                "ppm_sha256": sha256_file(dest / ppm),
-                "dataset_index": int(index),
-                "true_label": truth,
-                "expected": class_names[int(np.argmax(p))],
-                "probability": round(float(p.max()), 6),
-                "margin": round(float(top2[1] - top2[0]), 6),
-            }
-        )
-    return samples
-
-
 # ---------------------------------------------------------------- the bundle
 
 
@@ -271,7 +216,7 @@ def build_bundle(
             "measured": figures,
             "threads": threads,
             "native": native_spec,
-            "samples": _write_samples(tmp, ds, indices, probs, class_names),
+            "samples": write_samples(tmp, ds, indices, probs, class_names),
             "requirements": pins,
         }
         validate(spec)
