@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from edgebench.runtime.native import preprocessing_args
+
 
 def _pct(x) -> str:
     return "–" if x is None else f"{x * 100:.2f}%"
@@ -71,7 +73,8 @@ def _native(spec: dict) -> list[str]:
     native = spec.get("native") or {}
     if not native.get("library"):
         return ["## C runner", "", f"None in this bundle: {native.get('reason', 'not provided')}.", ""]
-    sample = spec["samples"][0].get("ppm", "IMAGE.ppm")
+    # A float model's contract (model.json "contract") becomes the runner's --scale/--mean/--std.
+    sample = " ".join([spec["samples"][0].get("ppm", "IMAGE.ppm"), *preprocessing_args(spec)])
     built = (
         f"`runner` is prebuilt for {native['built_for']} ({native['compiler']}); `make` rebuilds it."
         if native.get("binary")
