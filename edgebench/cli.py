@@ -22,7 +22,7 @@ COMMANDS = {
     "bench": "edgebench.bench.commands:bench",
     "compare": "edgebench.bench.commands:compare",
     "crosscheck": "edgebench.bench.commands:crosscheck",
-    "bundle": "edgebench.export.commands:bundle",
+    "bundle": "edgebench.bundle.commands:bundle",
     "tune": "edgebench.bench.tune_command:tune",
 }
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from edgebench.errors import EdgebenchError
@@ -154,44 +152,3 @@ def export(
     problems = result.failed + (result.unavailable if strict else [])
     if problems:
         raise ExportIncomplete(f"{len(problems)} requested format(s) not exported: {', '.join(problems)}")
-
-
-@click.command()
-@click.option(
-    "--export",
-    "export_dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Export folder holding manifest.json.",
-)
-@click.option("--format", "fmt", default="tflite-int8", show_default=True, help="The artifact to bundle.")
-@click.option(
-    "--out", "out_dir", default=None, type=click.Path(path_type=Path), help="[default: dist/<run>-<format>]"
-)
-@click.option(
-    "--report",
-    default=None,
-    type=click.Path(path_type=Path),
-    help="bench report.json for the expected figures [default: <export>/../bench/report.json if present].",
-)
-@click.option("--samples", default=10, show_default=True, help="Real test images for infer.py --selftest.")
-@click.option(
-    "--data", "data_source", default=None, help="CIFAR-10 source of the samples [default: the export's]."
-)
-@click.option("--seed", default=0, show_default=True, help="Sample selection seed.")
-def bundle(export_dir, fmt, out_dir, report, samples, data_source, seed):
-    """Package one artifact with labels, model.json, infer.py and pinned requirements for a device."""
-    from edgebench.export.bundle import build_bundle
-
-    result = build_bundle(export_dir, fmt, out_dir, report, samples, data_source, seed=seed)
-    for warning in result.warnings:
-        click.echo(f"warning: {warning}", err=True)
-    for line in result.selftest:
-        click.echo(line)
-    for name, size in result.files.items():
-        click.echo(f"  {name:32s} {size / 1e6:9.3f} MB")
-    measured = result.spec["measured"]
-    acc = measured and measured["accuracy"]
-    lat = measured and measured["latency"]
-    figures = (f"  top-1 {acc['top1']:.2%}" if acc else "") + (f"  p50 {lat['p50_ms']:.2f} ms" if lat else "")
-    click.echo(f"bundle: {result.path} ({result.bytes / 1e6:.2f} MB){figures or '  (not benchmarked)'}")

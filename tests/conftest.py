@@ -73,3 +73,22 @@ def tiny_model_path(tmp_path_factory, small_dataset) -> Path:
 @pytest.fixture(scope="session")
 def test_batch(small_dataset) -> tuple[np.ndarray, np.ndarray]:
     return small_dataset.x_test, small_dataset.y_test
+
+
+def write_bomb_png(path: Path, side: int = 15000) -> Path:
+    """A PNG whose header claims side x side RGB pixels (225 MP at 15,000), a few dozen bytes on disk: what
+    Pillow's decompression-bomb guard refuses on open, before any pixel is decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
+    return path

@@ -199,7 +199,7 @@ def test_every_caller_opens_artifacts_through_open_runner():
         if c in p.read_text()
     ]
     assert offenders == []
-    for caller in ("export/parity.py", "train/predict.py", "export/bundle.py", "bench/worker.py"):
+    for caller in ("export/parity.py", "train/predict.py", "bundle/build.py", "bench/worker.py"):
         assert "open_runner(" in (REPO / caller).read_text(), caller
 
 

@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from edgebench import runtime
 from edgebench.cli import cli
 from edgebench.fileio import sha256_file
+from tests.conftest import write_bomb_png
 
 REPO = Path(__file__).resolve().parents[1]
 RUNTIME_DIR = REPO / "edgebench" / "runtime"
@@ -102,16 +103,23 @@ def test_bundle_holds_exactly_the_device_files(bundles, run_dir, fmt):
     spec = _spec(bundle)
     jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker()).validate(spec)
     files = {str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()}
-    samples = {s["file"] for s in spec["samples"]}
+    samples = {s["file"] for s in spec["samples"]} | {s["ppm"] for s in spec["samples"]}
     runtime_files = {f"edgebench_runtime/{p.name}" for p in RUNTIME_DIR.glob("*.py")}
     model_file = spec["model"]["file"]
+    # TFLite bundles carry the C runner: sources, Makefile, LiteRT's library and the binary built here.
+    native = (
+        {"runner.c", "litert_min.h", "Makefile", "libLiteRt.so", "runner"} if fmt == "tflite-int8" else set()
+    )
+    if fmt == "tflite-int8" and spec["native"]["binary"] is None:  # no C compiler here: sources only
+        native.discard("runner")
     assert (
         files
         == {model_file, "labels.txt", "model.json", "infer.py", "requirements.txt", "README.md"}
         | samples
         | runtime_files
+        | native
     )
-    assert len(samples) == SAMPLES
+    assert len(samples) == 2 * SAMPLES
 
     # edgebench_runtime/ IS the project's runtime package, byte for byte; infer.py only starts its CLI.
     for name in runtime_files:
@@ -262,8 +270,8 @@ def test_bundle_bad_input_is_one_line_and_exit_2(run_dir, tmp_path):
 
 
 def test_tensorrt_engines_are_refused_with_the_reason():
+    from edgebench.bundle.build import check_bundlable
     from edgebench.errors import EdgebenchError
-    from edgebench.export.bundle import check_bundlable
 
     with pytest.raises(EdgebenchError, match="TensorRT engines are built for one GPU"):
         check_bundlable({"format": "trt-int8", "runtime": "tensorrt"})
@@ -392,6 +400,7 @@ def test_infer_bad_input_is_one_line_and_non_zero(bundles, python, cifar_folder,
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("hello")
     cases = {
+        "decompression bomb": (bundle, [write_bomb_png(tmp_path / "bomb.png")], "image too large"),
         "missing image": (bundle, [tmp_path / "missing.jpg"], "image not found"),
         "not an image": (bundle, [not_an_image], "not a readable image"),
         "corrupt model": (bundle, [image, "--model", corrupt], "cannot load"),
@@ -436,3 +445,143 @@ def test_predict_gives_the_same_top1_for_keras_and_every_float_artifact(run_dir,
     # Quantized artifacts are accepted too (their top-1 may differ: that is bench's accuracy question).
     res = _invoke("predict", "--model", run_dir / "export" / "model.int8.tflite", "--json", *images[:3])
     assert res.exit_code == 0 and len(json.loads(res.stdout)) == 3
+
+
+# ---------------------------------------------------------------- the C runner of TFLite bundles
+
+
+def _c_runner(bundles) -> Path:
+    bundle = bundles["tflite-int8"]
+    if _spec(bundle)["native"]["binary"] is None:
+        pytest.skip("no C compiler here: the bundle ships the C runner as source only")
+    return bundle
+
+
+def _runner(where: Path, *args, exe: Path | None = None):
+    """``./runner ARGS`` from inside ``where`` with an empty environment: no Python, no venv."""
+    cmd = [str(exe or where / "runner"), *[str(a) for a in args]]
+    return subprocess.run(cmd, cwd=where, capture_output=True, text=True, timeout=120, env={})
+
+
+def test_c_runner_prints_what_infer_py_prints(bundles):
+    """Same samples (PPM for C, PNG for Python: the same pixels): identical JSON and text, top-3."""
+    bundle = _c_runner(bundles)
+    spec = _spec(bundle)
+    ppm, png = [s["ppm"] for s in spec["samples"]], [s["file"] for s in spec["samples"]]
+    for mode in (["--json"], []):
+        c = _runner(bundle, *ppm, "--top-k", 3, *mode)
+        py = _run(Path(sys.executable), bundle, *png, "--top-k", 3, *mode)
+        assert c.returncode == 0 and py.returncode == 0, c.stderr + py.stderr
+        assert c.stderr == "", c.stderr  # LiteRT's own log lines stay out of the runner's output
+        assert c.stdout.replace(".ppm", ".png") == py.stdout
+    # Both default to the thread count the bundled latency was measured with (the fixture benches 1 thread).
+    assert spec["threads"] == spec["measured"]["latency"]["threads"] == spec["native"]["default_threads"] == 1
+    assert "-DRUNNER_DEFAULT_THREADS=1" in (bundle / "Makefile").read_text()
+
+
+def test_c_runner_builds_and_runs_from_the_bundle_alone(bundles, tmp_path):
+    """The bundle's sources, Makefile and libLiteRt.so only: rebuilt with the compiler (warnings as errors)
+    and run without Python, it gives every sample its recorded top-1 and times the run call."""
+    bundle = _c_runner(bundles)
+    spec = _spec(bundle)
+    device = tmp_path / "device"
+    device.mkdir()
+    for name in ["runner.c", "litert_min.h", "Makefile", "libLiteRt.so", "labels.txt", spec["model"]["file"]]:
+        shutil.copy(bundle / name, device / name)
+    shutil.copytree(bundle / "samples", device / "samples")
+    make = shutil.which("make")
+    cmd = [make] if make else ["sh", "-c", spec["native"]["build"]]
+    built = subprocess.run(cmd, cwd=device, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0 and (device / "runner").is_file(), built.stdout + built.stderr
+    res = _runner(device, *[s["ppm"] for s in spec["samples"]], "--json", "--top-k", 1)
+    assert res.returncode == 0, res.stderr
+    assert [r["top_k"][0]["class"] for r in json.loads(res.stdout)] == [
+        s["expected"] for s in spec["samples"]
+    ]
+
+    timed = _runner(device, "--bench", 20, "--warmup", 2, "--json", spec["samples"][0]["ppm"])
+    assert timed.returncode == 0, timed.stderr
+    bench = json.loads(timed.stdout)
+    assert bench["runs"] == 20 and bench["threads"] == 1
+    assert 0 < bench["p50_ms"] <= bench["p90_ms"] <= bench["p99_ms"]
+
+
+def test_c_runner_bad_input_is_one_line_and_exit_2(bundles, tmp_path):
+    bundle = _c_runner(bundles)
+    spec = _spec(bundle)
+    model, sample = bundle / spec["model"]["file"], spec["samples"][0]
+    data = model.read_bytes()
+    (tmp_path / "random.tflite").write_bytes(data[:8] + os.urandom(4096))  # TFL3 identifier, garbage after
+    (tmp_path / "truncated.tflite").write_bytes(data[: len(data) // 2])
+    (tmp_path / "junk.tflite").write_bytes(os.urandom(4096))
+    (tmp_path / "short.rgb").write_bytes(bytes(32 * 32 * 3 - 1))
+    (tmp_path / "big.ppm").write_bytes(b"P6\n64 64\n255\n" + bytes(64 * 64 * 3))
+    (tmp_path / "no-labels.txt").write_text("")
+    cases = {
+        "missing model": (["--model", tmp_path / "nope.tflite", sample["ppm"]], "model file not found"),
+        "not a model": (["--model", tmp_path / "junk.tflite", sample["ppm"]], "not a TFLite model"),
+        "corrupt model": (["--model", tmp_path / "random.tflite", sample["ppm"]], "cannot load model"),
+        "truncated model": (["--model", tmp_path / "truncated.tflite", sample["ppm"]], "cannot load model"),
+        "wrong-size raw image": ([tmp_path / "short.rgb"], "raw image for this model is 32x32x3"),
+        "wrong-size PPM": ([tmp_path / "big.ppm"], "the model takes 32x32x3"),
+        "PNG instead of PPM": ([sample["file"]], "is a PNG file"),
+        "missing image": ([tmp_path / "nope.ppm"], "image not found"),
+        "empty labels": (["--labels", tmp_path / "no-labels.txt", sample["ppm"]], "lists no classes"),
+        "bad top-k": ([sample["ppm"], "--top-k", 11], "--top-k must be between 1 and 10"),
+        "no images": ([], "give image files or --bench"),
+    }
+    for case, (args, words) in cases.items():
+        res = _runner(bundle, *args)
+        assert res.returncode == 2 and res.stdout == "", f"{case}: {res.returncode} {res.stdout} {res.stderr}"
+        _one_line_error(res.stderr, words, case)
+
+
+def test_a_failed_gate_warns_and_strict_refuses(run_dir, tmp_path):
+    report = json.loads((run_dir / "bench" / "report.json").read_text())
+    row = next(r for r in report["artifacts"] if r["format"] == "tflite-int8")
+    row["status"], row["message"] = "fail", "drop 3.00 pp > 0.50"
+    failed = tmp_path / "failed.json"
+    failed.write_text(json.dumps(report))
+    args = ["bundle", "--export", run_dir / "export", "--format", "tflite-int8", "--samples", 2]
+
+    refused = _invoke(*args, "--report", failed, "--out", tmp_path / "strict", "--strict")
+    assert refused.exit_code == 2 and not (tmp_path / "strict").exists()
+    _one_line_error(refused.stderr, "--strict: not bundling tflite-int8: it did not pass bench's gate")
+    lone = shutil.copytree(run_dir / "export", tmp_path / "run" / "export")  # no bench/ beside it
+    unmeasured = _invoke(*args[:2], lone, *args[3:], "--out", tmp_path / "none", "--strict")
+    assert unmeasured.exit_code == 2 and not (tmp_path / "none").exists()
+    _one_line_error(unmeasured.stderr, "no bench report measured it")
+    made = _invoke(*args, "--report", failed, "--out", tmp_path / "warned")
+    assert made.exit_code == 0, made.output
+    assert "warning: tflite-int8: it did not pass bench's gate (status fail: drop 3.00 pp" in made.stderr
+    assert _spec(tmp_path / "warned")["measured"]["status"] == "fail"
+
+
+def test_stages_import_downward_only():
+    """train -> export -> bench -> bundle: no stage imports a later one (the bundle once lived in export/
+    and imported bench, so export and bench depended on each other)."""
+    import re
+
+    order = ["train", "export", "bench", "bundle"]
+    offenders = [
+        f"{path.relative_to(REPO)}: edgebench.{later}"
+        for i, stage in enumerate(order)
+        for path in (REPO / stage).rglob("*.py")
+        for later in order[i + 1 :]
+        if re.search(rf"^\s*(from|import) edgebench\.{later}\b", path.read_text(), re.M)
+    ]
+    assert offenders == []
+
+
+def test_without_a_c_compiler_the_runner_ships_as_source(run_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no cc, gcc or clang to be found
+    monkeypatch.delenv("CC", raising=False)
+    out = tmp_path / "b"
+    res = _invoke(
+        "bundle", "--export", run_dir / "export", "--format", "tflite-int8", "--out", out, "--samples", 2
+    )
+    assert res.exit_code == 0, res.output
+    assert "warning: no C compiler" in res.stderr and "C runner: skipped (runner is not built" in res.output
+    spec = _spec(out)
+    assert spec["native"]["binary"] is None and not (out / "runner").exists()
+    assert {"runner.c", "litert_min.h", "Makefile", "libLiteRt.so"} <= {p.name for p in out.iterdir()}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zipfile
+
 import keras
 import numpy as np
 import pytest
@@ -75,7 +77,12 @@ def test_missing_weights_file(tmp_path):
 def test_corrupt_model_file(tmp_path):
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"garbage")
-    with pytest.raises(EdgebenchError, match="cannot load Keras model"):
-        M.load_model(bad)
+    with pytest.raises(EdgebenchError, match="cannot load Keras model .*: not a Keras archive"):
+        M.load_model(bad)  # Keras itself would say "File not found"
+    zipped = tmp_path / "zipped.keras"
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr("notes.txt", "hello")
+    with pytest.raises(EdgebenchError, match="no Keras archive"):
+        M.load_model(zipped)
     with pytest.raises(EdgebenchError, match="model file not found"):
         M.load_model(tmp_path / "none.keras")

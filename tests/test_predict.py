@@ -10,7 +10,7 @@ from PIL import Image
 
 from edgebench.cli import cli
 from edgebench.runtime import load_image
-from tests.conftest import JPEG_ROOT
+from tests.conftest import JPEG_ROOT, write_bomb_png
 
 
 def test_load_image_any_size_and_mode(tmp_path):
@@ -48,8 +48,20 @@ def test_predict_prints_top_k_and_json(tiny_model_path, tmp_path):
 def test_predict_bad_input_is_one_line(tiny_model_path, tmp_path):
     not_image = tmp_path / "notes.txt"
     not_image.write_text("hello")
+    not_keras = tmp_path / "weights.keras"
+    not_keras.write_text("hello")
+    cat = str(JPEG_ROOT / "test" / "cat" / "0000.jpg")
     runner = CliRunner()
     cases = [
+        (
+            ["predict", str(write_bomb_png(tmp_path / "bomb.png")), "--model", str(tiny_model_path)],
+            "too large",
+        ),
+        (
+            ["predict", str(write_bomb_png(tmp_path / "warn.png", 10000)), "--model", str(tiny_model_path)],
+            "too large",
+        ),
+        (["predict", cat, "--model", str(not_keras)], "not a Keras archive"),
         (["predict", str(not_image), "--model", str(tiny_model_path)], "not a readable image"),
         (["predict", str(tmp_path / "missing.jpg"), "--model", str(tiny_model_path)], "image not found"),
         (

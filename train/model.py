@@ -7,6 +7,7 @@ resize to the preset's image size are layers inside the model, so every exported
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import keras
@@ -146,6 +147,14 @@ def load_model(path: str | os.PathLike) -> keras.Model:
     path = Path(path)
     if not path.is_file():
         raise EdgebenchError(f"model file not found: {path}")
+    # Keras reports any unreadable archive as "File not found"; say what is really wrong.
+    if not zipfile.is_zipfile(path):
+        raise EdgebenchError(f"cannot load Keras model {path}: not a Keras archive (not even a zip file)")
+    with zipfile.ZipFile(path) as archive:
+        if "config.json" not in archive.namelist():
+            raise EdgebenchError(
+                f"cannot load Keras model {path}: a zip file, but no Keras archive (no config.json)"
+            )
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as exc:  # zip errors, missing config, unknown layers …

@@ -3,7 +3,8 @@
 The one implementation of opening and running an artifact: ``edgebench predict``, export parity, bench and
 its timing workers use it, and a bundle ships this package verbatim (as ``edgebench_runtime``, driven by
 ``infer.py``). Modules: ``base`` (runner interface, registry, ``open_runner``), one module per runtime,
-``images`` (input contract, result formatting), ``bundle`` (model.json, self-test) and ``cli`` (infer.py).
+``images`` (input contract, result formatting), ``bundle`` (model.json, self-test), ``native`` (the bundle's
+C runner driven from Python) and ``cli`` (infer.py).
 """
 
 from .base import (

@@ -11,6 +11,7 @@ import numpy as np
 
 from .base import RUNTIMES, InferenceError, Runner, RunnerSpec, open_runner
 from .images import load_images
+from .native import native_selftest
 
 MODEL_JSON = "model.json"
 BUNDLE_KIND = "edgebench-bundle"
@@ -52,6 +53,11 @@ class Bundle:
     def class_names(self) -> tuple[str, ...]:
         return tuple(self.spec["class_names"])
 
+    @property
+    def threads(self) -> int | None:
+        """Default runtime threads: those the latency in model.json was measured with (None: not measured)."""
+        return self.spec.get("threads")
+
     def verify_model(self) -> None:
         """The model file must be the one model.json describes: a flipped bit is an error, not a guess."""
         path, expected = self.model_path, self.spec["model"]["sha256"]
@@ -65,9 +71,9 @@ class Bundle:
             )
 
     def runner(self, threads: int | None = None) -> Runner:
-        """The runner for the bundle's model, after checking its sha256."""
+        """The runner for the bundle's model after checking its sha256 (``threads``: model.json's)."""
         self.verify_model()
-        return open_runner(RunnerSpec(self.spec["runtime"], str(self.model_path), threads))
+        return open_runner(RunnerSpec(self.spec["runtime"], str(self.model_path), threads or self.threads))
 
 
 def check_classes(probs: np.ndarray, class_names) -> None:
@@ -78,7 +84,8 @@ def check_classes(probs: np.ndarray, class_names) -> None:
 
 
 def selftest(bundle: Bundle, threads: int | None = None) -> tuple[int, list[str]]:
-    """(mismatches, report lines): the bundled samples against the top-1 recorded at bundle time."""
+    """(mismatches, report lines): the bundled samples against the top-1 recorded at bundle time, through
+    the Python runner and, where the bundle has one, the C runner."""
     samples = bundle.spec["samples"]
     if not samples:
         raise InferenceError(f"{MODEL_JSON} lists no sample images")
@@ -86,6 +93,9 @@ def selftest(bundle: Bundle, threads: int | None = None) -> tuple[int, list[str]
         path = bundle.root / sample["file"]
         if path.is_file() and sample.get("sha256") and sha256_file(path) != sample["sha256"]:
             raise InferenceError(f"sample image {path} is not the one in {MODEL_JSON} (sha256 differs)")
+        ppm = bundle.root / sample.get("ppm", "")
+        if sample.get("ppm") and (not ppm.is_file() or sha256_file(ppm) != sample.get("ppm_sha256")):
+            raise InferenceError(f"sample image {ppm} is missing or not the one in {MODEL_JSON}")
     batch = load_images([bundle.root / s["file"] for s in samples])
     with bundle.runner(threads) as runner:
         probs = runner.infer(batch)
@@ -100,9 +110,11 @@ def selftest(bundle: Bundle, threads: int | None = None) -> tuple[int, list[str]
             f"{'ok  ' if ok else 'FAIL'} {sample['file']}: expected {sample['expected']}, "
             f"got {got} ({float(p.max()):.3f}; {sample['probability']:.3f} at bundle time)"
         )
-    verdict = "passed" if not mismatches else "FAILED"
+    native_mismatches, native_lines = native_selftest(bundle.root, bundle.spec, threads or bundle.threads)
+    lines += native_lines
+    verdict = "passed" if not mismatches + native_mismatches else "FAILED"
     lines.append(
         f"selftest {verdict}: {len(samples) - mismatches}/{len(samples)} samples give their recorded top-1, "
         f"model sha256 ok, largest top-1 probability change {drift:.2g}"
     )
-    return mismatches, lines
+    return mismatches + native_mismatches, lines

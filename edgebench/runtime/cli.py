@@ -32,7 +32,11 @@ def _parser(bundle_dir: Path) -> argparse.ArgumentParser:
     parser.add_argument("--top-k", type=int, default=3, help="classes to show per image [3]")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--model", help="run this model file instead of the bundle's (no sha256 check)")
-    parser.add_argument("--threads", type=int, help="runtime threads [runtime default]")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="runtime threads [model.json's: those its latency was measured with; else the runtime's]",
+    )
     parser.add_argument("--selftest", action="store_true", help="check the model and the bundled samples")
     parser.add_argument(
         "--bundle", default=str(bundle_dir), help="bundle folder holding model.json [the folder of infer.py]"

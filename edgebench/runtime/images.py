@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +22,19 @@ def load_image(path: str | os.PathLike, size: int = INPUT_SIZE) -> np.ndarray:
     if not path.is_file():
         raise InferenceError(f"image not found: {path}")
     try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img).convert("RGB")
-            if img.size != (size, size):
-                img = ImageOps.fit(img, (size, size), Image.Resampling.LANCZOS)
-            return np.asarray(img, dtype=np.uint8)
+        # Pillow's decompression-bomb guard warns above MAX_IMAGE_PIXELS and raises above twice that: both
+        # are a refused input here, never a warning line or a traceback.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img = ImageOps.exif_transpose(img).convert("RGB")
+                if img.size != (size, size):
+                    img = ImageOps.fit(img, (size, size), Image.Resampling.LANCZOS)
+                return np.asarray(img, dtype=np.uint8)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InferenceError(
+            f"image too large: {path} ({str(exc).split(',')[0]}; Pillow's decompression-bomb guard)"
+        ) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise InferenceError(f"not a readable image: {path} ({type(exc).__name__})") from None
 
@@ -35,7 +44,8 @@ def load_images(paths) -> np.ndarray:
 
 
 def top_k(probs: np.ndarray, k: int, class_names=CIFAR10_CLASSES) -> list[list[tuple[str, float]]]:
-    order = np.argsort(-probs, axis=-1)[:, :k]
+    # Stable: equal scores (common with quantized outputs) keep class order, as the C runner does.
+    order = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
     return [[(class_names[j], float(p[j])) for j in row] for p, row in zip(probs, order, strict=True)]
 
 

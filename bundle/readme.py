@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from edgebench.runtime.native import preprocessing_args
+
 
 def _pct(x) -> str:
     return "–" if x is None else f"{x * 100:.2f}%"
@@ -58,6 +60,59 @@ def _measured(m: dict | None) -> list[str]:
     return lines
 
 
+def _threads(spec: dict) -> str:
+    n = spec.get("threads")
+    return (
+        f"{n} (the thread count the latency below was measured with)"
+        if n
+        else "the runtime's default (not benchmarked)"
+    )
+
+
+def _native(spec: dict) -> list[str]:
+    native = spec.get("native") or {}
+    if not native.get("library"):
+        return ["## C runner", "", f"None in this bundle: {native.get('reason', 'not provided')}.", ""]
+    # A float model's contract (model.json "contract") becomes the runner's --scale/--mean/--std.
+    sample = " ".join([spec["samples"][0].get("ppm", "IMAGE.ppm"), *preprocessing_args(spec)])
+    built = (
+        f"`runner` is prebuilt for {native['built_for']} ({native['compiler']}); `make` rebuilds it."
+        if native.get("binary")
+        else "`runner` was not prebuilt (no C compiler where the bundle was made): run `make`."
+    )
+    return [
+        "## C runner (no Python)",
+        "",
+        f"`runner.c` runs `{spec['model']['file']}` through the LiteRT C API of the bundled `libLiteRt.so`; "
+        f"no Python. {built} It reads binary PPM (P6) or raw HxWxC uint8 files at the model's input size "
+        "(nothing is resized: `samples/*.ppm` are the sample images in that form) and prints what "
+        "`infer.py` prints.",
+        "",
+        "```sh",
+        "make                                   # " + native["build"],
+        f"./runner {sample} --top-k 3",
+        f"./runner {sample} --json",
+        f"./runner --bench 1000 {sample}     # p50/p90/p99 of LiteRtRunCompiledModel",
+        "```",
+        "",
+        "Options: `--top-k K`, `--json`, `--threads N`, `--model PATH`, `--labels PATH`, `--bench N`, "
+        "`--warmup W`, and for float inputs `--scale S --mean a,b,c --std a,b,c` "
+        "(`x = (pixel * scale - mean) / std`). Bad input (missing or corrupt model, wrong-size image, a PNG "
+        "or JPEG instead of PPM/raw) is one `error:` line and exit code 2. `infer.py --selftest` runs the "
+        "samples through it too.",
+        "",
+        "To call the model from your own program, build against the same declarations and library:",
+        "`cc -std=c11 -c my_app.c && cc my_app.o -L. -lLiteRt -lm -Wl,-rpath,'$ORIGIN'` with "
+        '`#include "litert_min.h"`. The call sequence is `open_model`, `set_input`, `run`, `get_output` in '
+        "`runner.c`: LiteRtCreateEnvironment, LiteRtCreateModelFromFile, LiteRtCreateOptions (+ the "
+        '"xnnpack" opaque option `num_threads = N`), LiteRtCreateCompiledModel, '
+        "LiteRtCreateManagedTensorBufferFromRequirements for input and output, then per image "
+        "LiteRtLockTensorBuffer / write / LiteRtUnlockTensorBuffer, LiteRtRunCompiledModel, lock and read "
+        "the output.",
+        "",
+    ]
+
+
 def render_readme(spec: dict) -> str:
     model = spec["model"]
     req = ", ".join(f"`{r}`" for r in spec["requirements"])
@@ -79,11 +134,13 @@ def render_readme(spec: dict) -> str:
             ".venv/bin/python infer.py photo.jpg --json     # [{image, top_k: [{class, probability}]}]",
             "```",
             "",
-            f"Requirements (pinned): {req}. Options: `--top-k K`, `--json`, `--threads N`, `--model PATH` "
+            f"Requirements (pinned): {req}. Threads: {_threads(spec)}. "
+            "Options: `--top-k K`, `--json`, `--threads N`, `--model PATH` "
             "(another model file, no sha256 check). Exit codes: 0 ok; 1 self-test mismatch; 2 bad input "
             "(missing or unreadable image, corrupt model, model whose sha256 differs from `model.json`), "
             "always with a one-line `error:` message.",
             "",
+            *_native(spec),
             "## Contract",
             "",
             f"- input: {', '.join(_tensor(t) for t in spec['inputs'])}: {spec['preprocessing']['input']}",

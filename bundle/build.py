@@ -4,9 +4,10 @@ The folder holds the artifact, ``labels.txt``, ``model.json`` (``edgebench/schem
 ``edgebench_runtime/`` (a verbatim copy of the ``edgebench.runtime`` package: the one implementation of
 running an artifact) with ``infer.py`` (its command line),
 ``requirements.txt`` (numpy, Pillow and the format's runtime, pinned to the versions installed here),
-``README.md`` and lossless PNG copies of real test images whose top-1, as the artifact predicts it now, is
-stored for ``infer.py --selftest``. It is built in a temporary folder beside ``out``, self-tested there and
-only then renamed into place.
+``README.md`` and lossless PNG (and PPM, for the C runner) copies of real test images whose top-1, as the
+artifact predicts it now, is stored for ``infer.py --selftest``. A TFLite bundle also holds the C runner
+(``edgebench.bundle.native``). It is built in a temporary folder beside ``out``, self-tested there (both
+runners) and only then renamed into place.
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from edgebench import __version__, environment, runtime
 from edgebench.bench import artifacts as arts
+from edgebench.bundle import native
+from edgebench.bundle.figures import check_gate, read_figures
+from edgebench.bundle.readme import render_readme
+from edgebench.bundle.samples import choose_samples, write_samples
 from edgebench.errors import EdgebenchError
-from edgebench.export.bundle_readme import render_readme
 from edgebench.export.registry import FORMATS
-from edgebench.fileio import ensure_dir, read_json, sha256_file
+from edgebench.fileio import ensure_dir, sha256_file
 
 # runtime (a manifest artifact's ``runtime``) -> the pip distributions a device installs for it. A runtime
 # absent here cannot be bundled; NOT_BUNDLABLE says why.
@@ -42,7 +44,6 @@ NOT_BUNDLABLE = {
         "device: bundle the onnx or onnx-int8 artifact and build the engine on the device"
     ),
 }
-POOL_PER_SAMPLE = 5  # candidate test images looked at per bundled sample
 INPUT_CONTRACT = "uint8 RGB pixels, shape (N, 32, 32, 3), values 0..255, no scaling or normalisation"
 IMAGE_FILES = (
     "any image file: EXIF-rotated, converted to RGB, centre square cropped and resized to 32x32 (Lanczos)"
@@ -131,140 +132,6 @@ def check_bundlable(artifact: dict) -> None:
         raise EdgebenchError(f"format '{artifact['format']}' ({name}) cannot be bundled: {why}")
 
 
-# ---------------------------------------------------------------- bench figures
-
-
-def find_report(export_dir: Path, report) -> tuple[Path | None, bool]:
-    """(report path or None, given explicitly); default ``<export>/../bench/report.json`` if present."""
-    if report is not None:
-        return Path(report), True
-    default = export_dir.parent / "bench" / "report.json"
-    return (default if default.is_file() else None), False
-
-
-def measured_figures(report_path: Path, report: dict, fmt: str, manifest_sha256: str) -> dict | None:
-    """What bench measured for ``fmt``: accuracy, batch-1 latency at its fastest thread count, throughput."""
-    row = next((r for r in report["artifacts"] if r["format"] == fmt), None)
-    if row is None:
-        return None
-    ref = report.get("reference") or {}
-    acc, best = row.get("accuracy"), row.get("best")
-    latency = None
-    if best:
-        entry = next(e for e in row["latency"] if e["threads"] == best["p50_threads"])
-        at = entry["batch1"]
-        latency = {
-            "p50_ms": at["p50_ms"],
-            "p90_ms": at["p90_ms"],
-            "p99_ms": at["p99_ms"],
-            "threads": best["p50_threads"],
-            "images_per_s": best["images_per_s"],
-            "images_per_s_batch": best.get("images_per_s_batch"),
-            "images_per_s_threads": best.get("images_per_s_threads"),
-            "samples": at["runs"],
-            "load_time_s": entry["load_time_s"],
-            "peak_memory_mb": entry["peak_memory_mb"],
-        }
-    env = report["environment"]
-    return {
-        "report": str(report_path),
-        "report_created": report["created"],
-        "matches_export": report["manifest_sha256"] == manifest_sha256,
-        "status": row["status"],  # the bench gate's verdict: pass / fail / error / skipped
-        "reason": row.get("reason"),
-        "message": row.get("message"),
-        "dataset": {k: report["dataset"][k] for k in ("source", "split", "images")},
-        "accuracy": None
-        if not acc
-        else {
-            "top1": acc["top1"],
-            "ci95": acc["ci95"],
-            "images": acc["images"],
-            "drop_pp": acc["drop_pp"],
-            "agreement": acc["agreement"],
-            "reference_top1": (ref.get("accuracy") or {}).get("top1"),
-        },
-        "latency": latency,
-        "environment": {k: env.get(k) for k in ("cpu", "logical_cores", "os")},
-    }
-
-
-def read_figures(export_dir: Path, report, manifest: dict, fmt: str, warnings: list[str]) -> dict | None:
-    from edgebench.bench.report import validate as validate_report
-
-    path, explicit = find_report(export_dir, report)
-    if path is None:
-        return None
-    data = read_json(path, "bench report")
-    if not isinstance(data, dict) or data.get("kind") != "edgebench-bench-report":
-        raise EdgebenchError(f"{path} is not an edgebench bench report")
-    validate_report(data, what=str(path))
-    if data["source_model"]["sha256"] != manifest["source_model"]["sha256"]:
-        msg = f"bench report {path} measured a different model than this export (source_model sha256 differs)"
-        if explicit:
-            raise EdgebenchError(msg)
-        warnings.append(msg + "; its figures are left out")
-        return None
-    figures = measured_figures(path, data, fmt, sha256_file(export_dir / arts.MANIFEST_NAME))
-    if figures is None:
-        warnings.append(f"bench report {path} has no row for {fmt}; no measured figures in the bundle")
-    elif not figures["matches_export"]:
-        warnings.append(
-            f"bench report {path} was made from an earlier manifest of this export (same source model); "
-            "its figures are kept, marked matches_export=false"
-        )
-    return figures
-
-
-# ---------------------------------------------------------------- samples
-
-
-def choose_samples(runner: runtime.Runner, labels: np.ndarray, images: np.ndarray, count: int, seed: int):
-    """Indices of ``count`` test images spread over the classes, preferring those the artifact ranks most
-    clearly (largest top-1 minus top-2 probability): a device whose kernels round differently should still
-    agree on them, while a broken model will not. Returns (indices, probabilities of those images)."""
-    from edgebench.export.context import stratified_sample
-
-    pool = stratified_sample(labels, count * POOL_PER_SAMPLE, seed)
-    probs = runner.infer(images[pool])
-    ranked = np.sort(probs, axis=1)
-    margin = ranked[:, -1] - ranked[:, -2]
-    by_class = {
-        c: sorted(np.flatnonzero(labels[pool] == c), key=lambda i: -margin[i]) for c in np.unique(labels)
-    }
-    chosen: list[int] = []
-    for rank in range(max(len(v) for v in by_class.values())):
-        for members in by_class.values():
-            if rank < len(members) and len(chosen) < count:
-                chosen.append(members[rank])
-    chosen.sort(key=lambda i: (labels[pool][i], pool[i]))
-    return pool[chosen], probs[chosen]
-
-
-def _write_samples(dest: Path, ds, indices, probs, class_names) -> list[dict]:
-    from PIL import Image
-
-    (dest / "samples").mkdir()
-    samples = []
-    for n, (index, p) in enumerate(zip(indices, probs, strict=True)):
-        truth = class_names[int(ds.y_test[index])]
-        rel = f"samples/{n:02d}_{truth}.png"
-        Image.fromarray(ds.x_test[index]).save(dest / rel, format="PNG")  # lossless: same pixels on device
-        top2 = np.sort(p)[-2:]
-        samples.append(
-            {
-                "file": rel,
-                "sha256": sha256_file(dest / rel),
-                "dataset_index": int(index),
-                "true_label": truth,
-                "expected": class_names[int(np.argmax(p))],
-                "probability": round(float(p.max()), 6),
-                "margin": round(float(top2[1] - top2[0]), 6),
-            }
-        )
-    return samples
-
-
 # ---------------------------------------------------------------- the bundle
 
 
@@ -277,8 +144,12 @@ def build_bundle(
     data=None,
     cache_dir=None,
     seed: int = 0,
+    strict: bool = False,
 ) -> BundleResult:
-    """Bundle the ``fmt`` artifact of ``export_dir`` into ``out_dir`` (default ``dist/<run>-<fmt>``)."""
+    """Bundle the ``fmt`` artifact of ``export_dir`` into ``out_dir`` (default ``dist/<run>-<fmt>``).
+
+    An artifact that did not pass bench's gate is bundled with a warning; ``strict`` refuses it (and one
+    that no bench report measured)."""
     export_dir = Path(export_dir)
     if samples < 1:
         raise EdgebenchError(f"--samples must be at least 1 (got {samples})")
@@ -290,6 +161,9 @@ def build_bundle(
     ensure_dir(out.parent)  # an unwritable destination is found before any work
     warnings: list[str] = []
     figures = read_figures(export_dir, report, manifest, fmt, warnings)
+    check_gate(figures, fmt, strict, warnings)
+    # infer.py and the C runner default to the thread count the recorded latency was measured with.
+    threads = figures["latency"]["threads"] if figures and figures["latency"] else None
     pins = requirements(artifact["runtime"])
 
     from edgebench.train.data import load_dataset
@@ -309,6 +183,10 @@ def build_bundle(
         copy_runtime(tmp)
         (tmp / "labels.txt").write_text("\n".join(class_names) + "\n", encoding="utf-8")
         (tmp / "requirements.txt").write_text("\n".join(pins) + "\n", encoding="utf-8")
+        if artifact["runtime"] == "litert":
+            native_spec = native.add_native_runner(tmp, artifact["file"], threads, warnings)
+        else:
+            native_spec = {"binary": None, "reason": native.NO_ONNX_RUNNER}
         spec = {
             "schema_version": 1,
             "kind": runtime.BUNDLE_KIND,
@@ -336,7 +214,9 @@ def build_bundle(
                 "calibration": manifest["calibration"] if artifact_is_quantized(fmt) else None,
             },
             "measured": figures,
-            "samples": _write_samples(tmp, ds, indices, probs, class_names),
+            "threads": threads,
+            "native": native_spec,
+            "samples": write_samples(tmp, ds, indices, probs, class_names),
             "requirements": pins,
         }
         validate(spec)
@@ -346,7 +226,8 @@ def build_bundle(
         # The bundle must pass its own self-test before it replaces anything.
         mismatches, lines = runtime.selftest(runtime.Bundle(tmp))
         if mismatches:
-            raise EdgebenchError(f"the new bundle fails its own self-test: {lines[-1]}")
+            first = next((ln for ln in lines if ln.startswith("FAIL")), lines[-1])
+            raise EdgebenchError(f"the new bundle fails its own self-test: {first}")
         files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700
         _replace(tmp, out)

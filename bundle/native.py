@@ -1,0 +1,131 @@
+"""The C runner a TFLite bundle ships: ``runner.c``, ``litert_min.h``, a ``Makefile``, the ``libLiteRt.so`` of
+the installed ai-edge-litert wheel and ``runner``, built here against it (for the machine bundling it).
+
+ONNX bundles get no C runner: ONNX Runtime's C API is one table of function pointers (``OrtApi``) reached
+through ``OrtGetApiBase``, and without ``onnxruntime_c_api.h`` a hand-written table would have to reproduce
+the exact position of every function pointer up to the last one used. A wrong position calls a different
+function with the wrong arguments, and neither the compiler, the linker nor ``nm`` can catch it (the
+library is stripped: ``nm -D`` lists OrtGetApiBase and OrtSessionOptionsAppendExecutionProvider_CPU only),
+whereas every LiteRT call of runner.c is a named symbol the linker checks.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+from edgebench.errors import EdgebenchError
+from edgebench.fileio import sha256_file
+
+NATIVE_DIR = Path(__file__).parent / "native"
+SOURCES = ("runner.c", "litert_min.h")
+LIBRARY = "libLiteRt.so"
+RUNNER = "runner"
+WARNINGS = ("-std=c11", "-Wall", "-Wextra", "-Werror")
+NO_ONNX_RUNNER = (
+    "no C runner for ONNX Runtime: its C API is a table of function pointers whose slots cannot be "
+    "checked without onnxruntime_c_api.h (not shipped by the wheel); use infer.py"
+)
+
+
+def litert_library() -> Path:
+    """``libLiteRt.so`` inside the installed ai_edge_litert package."""
+    spec = importlib.util.find_spec("ai_edge_litert")
+    lib = Path(spec.origin).parent / LIBRARY if spec and spec.origin else None
+    if lib is None or not lib.is_file():
+        raise EdgebenchError(f"cannot ship the C runner: {LIBRARY} not found in the ai-edge-litert package")
+    return lib
+
+
+def find_compiler() -> str | None:
+    """``$CC``, else cc, gcc or clang on PATH."""
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def build_flags(model_file: str, threads: int | None) -> list[str]:
+    """Everything but the compiler: the Makefile and build_runner use the same list."""
+    return [
+        *WARNINGS,
+        "-O2",
+        f'-DRUNNER_DEFAULT_MODEL="{model_file}"',
+        f"-DRUNNER_DEFAULT_THREADS={threads or 0}",
+        "-o",
+        RUNNER,
+        "runner.c",
+        "-L.",
+        "-lLiteRt",
+        "-lm",
+        "-Wl,-rpath,$ORIGIN",  # the runner finds libLiteRt.so beside itself
+    ]
+
+
+def cc_line(model_file: str, threads: int | None) -> str:
+    """The one shell line that builds the runner in the bundle folder (for the READMEs)."""
+    quoted = [f"'{f}'" if any(c in f for c in ' "$') else f for f in build_flags(model_file, threads)]
+    return "cc " + " ".join(quoted)
+
+
+def render_makefile(model_file: str, threads: int | None) -> str:
+    flags = build_flags(model_file, threads)
+    flags = [f"'{f}'".replace("$", "$$") if any(c in f for c in ' "$') else f for f in flags]
+    return (
+        "# Builds the C runner against the bundled libLiteRt.so; needs only a C compiler: `make`.\n"
+        "CC ?= cc\n\n"
+        f"{RUNNER}: runner.c litert_min.h {LIBRARY}\n"
+        f"\t$(CC) {' '.join(flags)}\n\n"
+        "clean:\n"
+        f"\trm -f {RUNNER}\n"
+    )
+
+
+def _compiler_version(cc: str) -> str:
+    try:
+        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return Path(cc).name
+    return out.splitlines()[0].strip() if out.strip() else Path(cc).name
+
+
+def build_runner(dest: Path, cc: str, model_file: str, threads: int | None) -> None:
+    """Compile ``runner`` in ``dest`` (warnings are errors); a failure is one line."""
+    try:
+        res = subprocess.run(
+            [cc, *build_flags(model_file, threads)], cwd=dest, capture_output=True, text=True, timeout=300
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise EdgebenchError(f"cannot build the C runner with {cc}: {exc}") from None
+    if res.returncode != 0:
+        first = next((ln for ln in res.stderr.splitlines() if "error" in ln), res.stderr.strip()[:200])
+        raise EdgebenchError(f"the C runner does not compile with {cc}: {first}")
+
+
+def add_native_runner(dest: Path, model_file: str, threads: int | None, warnings: list[str]) -> dict:
+    """Sources, Makefile and library into ``dest`` and ``runner`` built there; model.json's ``native``."""
+    for name in SOURCES:
+        shutil.copyfile(NATIVE_DIR / name, dest / name)
+    lib = litert_library()
+    shutil.copyfile(lib, dest / LIBRARY)
+    (dest / "Makefile").write_text(render_makefile(model_file, threads), encoding="utf-8")
+    cc = find_compiler()
+    if cc is None:
+        warnings.append("no C compiler (cc, gcc, clang, $CC): the C runner ships as source; `make` builds it")
+    else:
+        build_runner(dest, cc, model_file, threads)
+    return {
+        "api": "LiteRT C API (CompiledModel)",
+        "sources": [*SOURCES, "Makefile"],
+        "library": LIBRARY,
+        "library_sha256": sha256_file(dest / LIBRARY),
+        "binary": RUNNER if cc else None,
+        "built_for": f"{platform.machine()} {platform.system()}" if cc else None,
+        "compiler": _compiler_version(cc) if cc else None,
+        "build": cc_line(model_file, threads),
+        "default_threads": threads,
+    }

@@ -1,0 +1,73 @@
+"""The bundle's C runner seen from Python: its command line and its part of ``--selftest``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from .base import InferenceError
+
+
+def preprocessing_args(spec: dict) -> list[str]:
+    """``--scale/--mean/--std`` from model.json's contract; none when the graph takes raw pixels."""
+    pre = (spec.get("contract") or {}).get("preprocessing")
+    if not pre:
+        return []
+    return [
+        "--scale",
+        repr(float(pre["scale"])),
+        "--mean",
+        ",".join(repr(float(m)) for m in pre["mean"]),
+        "--std",
+        ",".join(repr(float(s)) for s in pre["std"]),
+    ]
+
+
+def run_native(root: Path, spec: dict, images: list[str], threads: int | None = None, timeout: float = 300):
+    """The C runner's JSON results for ``images``, or (None, why it cannot run on this machine)."""
+    native = spec.get("native") or {}
+    if not native.get("library"):  # ONNX bundles, older bundles
+        return None, native.get("reason") or "this bundle has no C runner"
+    exe = (root / (native.get("binary") or "runner")).resolve()  # `make` on the device builds ./runner
+    if not exe.is_file():
+        return None, f"{exe.name} is not built (no C compiler where the bundle was made): run make in {root}"
+    args = [str(exe), "--json", "--top-k", "1", *preprocessing_args(spec)]
+    if threads:
+        args += ["--threads", str(threads)]
+    try:
+        res = subprocess.run(args + images, cwd=root, capture_output=True, text=True, timeout=timeout)
+    except OSError as exc:  # e.g. built for another CPU architecture
+        return None, f"{exe.name} cannot run on this machine ({exc.strerror or exc}; rebuild it with make)"
+    except subprocess.TimeoutExpired:
+        raise InferenceError(f"the C runner took over {timeout:.0f} s on {len(images)} images") from None
+    if res.returncode != 0:
+        why = (res.stderr.strip().splitlines() or [f"exit code {res.returncode}"])[-1]
+        raise InferenceError(f"the C runner failed: {why}")
+    try:
+        return json.loads(res.stdout), None
+    except ValueError:
+        raise InferenceError("the C runner printed no valid JSON") from None
+
+
+def native_selftest(root: Path, spec: dict, threads: int | None = None) -> tuple[int, list[str]]:
+    """(mismatches, lines): every sample's PPM through the C runner against its recorded top-1."""
+    samples = spec["samples"]
+    if any("ppm" not in s for s in samples):
+        return 0, ["C runner: skipped (this bundle's samples have no PPM copies)"]
+    results, why = run_native(root, spec, [s["ppm"] for s in samples], threads)
+    if results is None:
+        return 0, [f"C runner: skipped ({why})"]
+    lines, mismatches = [], 0
+    for sample, result in zip(samples, results, strict=True):
+        got = result["top_k"][0]["class"]
+        ok = got == sample["expected"]
+        mismatches += not ok
+        if not ok:
+            lines.append(f"FAIL {sample['ppm']} (C runner): expected {sample['expected']}, got {got}")
+    verdict = "passed" if not mismatches else "FAILED"
+    lines.append(
+        f"C runner selftest {verdict}: {len(samples) - mismatches}/{len(samples)} samples give their "
+        "recorded top-1"
+    )
+    return mismatches, lines
