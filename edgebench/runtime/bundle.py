@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import RUNTIMES, InferenceError, Runner, RunnerSpec, open_runner
+from .contract import Contract
 from .images import load_images
 
 MODEL_JSON = "model.json"
@@ -49,8 +50,14 @@ class Bundle:
         return self.root / self.spec["model"]["file"]
 
     @property
+    def contract(self) -> Contract:
+        """The model contract of model.json (the CIFAR-10 one for bundles made before contracts)."""
+        contract = Contract.read(self.spec)
+        return contract if self.spec.get("contract") else contract.with_classes(self.spec["class_names"])
+
+    @property
     def class_names(self) -> tuple[str, ...]:
-        return tuple(self.spec["class_names"])
+        return self.contract.classes
 
     def verify_model(self) -> None:
         """The model file must be the one model.json describes: a flipped bit is an error, not a guess."""
@@ -67,7 +74,8 @@ class Bundle:
     def runner(self, threads: int | None = None) -> Runner:
         """The runner for the bundle's model, after checking its sha256."""
         self.verify_model()
-        return open_runner(RunnerSpec(self.spec["runtime"], str(self.model_path), threads))
+        options = {"contract": self.contract.to_dict()}
+        return open_runner(RunnerSpec(self.spec["runtime"], str(self.model_path), threads, options))
 
 
 def check_classes(probs: np.ndarray, class_names) -> None:
@@ -86,7 +94,8 @@ def selftest(bundle: Bundle, threads: int | None = None) -> tuple[int, list[str]
         path = bundle.root / sample["file"]
         if path.is_file() and sample.get("sha256") and sha256_file(path) != sample["sha256"]:
             raise InferenceError(f"sample image {path} is not the one in {MODEL_JSON} (sha256 differs)")
-    batch = load_images([bundle.root / s["file"] for s in samples])
+    contract = bundle.contract
+    batch = load_images([bundle.root / s["file"] for s in samples], contract.size, contract.channels)
     with bundle.runner(threads) as runner:
         probs = runner.infer(batch)
     check_classes(probs, bundle.class_names)
