@@ -43,10 +43,17 @@ NOT_BUNDLABLE = {
     ),
 }
 POOL_PER_SAMPLE = 5  # candidate test images looked at per bundled sample
-INPUT_CONTRACT = "uint8 RGB pixels, shape (N, 32, 32, 3), values 0..255, no scaling or normalisation"
-IMAGE_FILES = (
-    "any image file: EXIF-rotated, converted to RGB, centre square cropped and resized to 32x32 (Lanczos)"
-)
+
+
+def image_files_text(contract: runtime.Contract) -> str:
+    """How infer.py turns an image file into the model's pixels (``runtime.images.fit_image``)."""
+    mode = "RGB" if contract.channels == 3 else "grayscale"
+    return (
+        f"any image file: EXIF-rotated, converted to {mode}, centre-cropped to the aspect ratio and resized "
+        f"to {contract.height}x{contract.width} (Lanczos)"
+    )
+
+
 BUNDLE_MARKER = runtime.MODEL_JSON  # a folder holding model.json of kind edgebench-bundle may be replaced
 
 
@@ -242,6 +249,7 @@ def choose_samples(runner: runtime.Runner, labels: np.ndarray, images: np.ndarra
 
 
 def _write_samples(dest: Path, ds, indices, probs, class_names) -> list[dict]:
+    """The chosen test images as PNGs at the model's input size."""
     from PIL import Image
 
     (dest / "samples").mkdir()
@@ -249,7 +257,9 @@ def _write_samples(dest: Path, ds, indices, probs, class_names) -> list[dict]:
     for n, (index, p) in enumerate(zip(indices, probs, strict=True)):
         truth = class_names[int(ds.y_test[index])]
         rel = f"samples/{n:02d}_{truth}.png"
-        Image.fromarray(ds.x_test[index]).save(dest / rel, format="PNG")  # lossless: same pixels on device
+        pixels = ds.x_test[index]
+        pixels = pixels[..., 0] if pixels.shape[-1] == 1 else pixels
+        Image.fromarray(pixels).save(dest / rel, format="PNG")  # lossless: same pixels on device
         top2 = np.sort(p)[-2:]
         samples.append(
             {
@@ -292,15 +302,19 @@ def build_bundle(
     figures = read_figures(export_dir, report, manifest, fmt, warnings)
     pins = requirements(artifact["runtime"])
 
-    from edgebench.train.data import load_dataset
+    from edgebench.train.data import align_classes, load_dataset
 
+    contract = runtime.Contract.read(manifest)
     source = data or (manifest.get("parity_set") or manifest["calibration"])["source"]
-    ds = load_dataset(source, cache_dir)
-    if list(ds.class_names) != list(manifest["class_names"]):
-        raise EdgebenchError(f"classes of {ds.source} {list(ds.class_names)} differ from the export's")
-    class_names = list(manifest["class_names"])
+    split = (manifest.get("parity_set") or {}).get("split", "test")
+    ds = load_dataset(source, cache_dir, contract.size, contract.channels, split)
+    ds = align_classes(ds, contract.classes)
+    class_names = list(contract.classes)
 
-    with runtime.open_runner(runtime.RunnerSpec(artifact["runtime"], str(model_path))) as runner:
+    options = {"contract": contract.to_dict()}
+    with runtime.open_runner(
+        runtime.RunnerSpec(artifact["runtime"], str(model_path), None, options)
+    ) as runner:
         indices, probs = choose_samples(runner, ds.y_test, ds.x_test, samples, seed)
 
     tmp = Path(tempfile.mkdtemp(prefix=f".partial-{out.name}-", dir=out.parent))
@@ -323,11 +337,12 @@ def build_bundle(
             "dynamic_batch": artifact["dynamic_batch"],
             "precision": artifact["precision"]["label"],
             "preprocessing": {
-                "input": INPUT_CONTRACT,
-                "image_files": IMAGE_FILES,
+                "input": contract.describe(),
+                "image_files": image_files_text(contract),
                 "in_graph": manifest["preprocessing"],
             },
             "class_names": class_names,
+            "contract": contract.to_dict(),
             "source_model": manifest["source_model"],
             "export": {
                 "manifest_sha256": sha256_file(export_dir / arts.MANIFEST_NAME),

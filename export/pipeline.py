@@ -52,6 +52,10 @@ class ExportSettings:
     onnx_activation_type: str = "auto"
     onnx_reduce_range: bool | None = None
     force: bool = False
+    # The model contract's parts the model cannot tell (see export/contract.py)
+    labels: str | None = None  # a labels file: class names in output order [default: the class folders]
+    preprocessing: dict | None = None  # {"scale", "mean", "std"} applied outside the graph (float inputs)
+    split: str = "test"  # the image folder split of the parity images
 
     def check(self) -> None:
         if self.calib_size < 1:
@@ -121,17 +125,28 @@ def export_model(
         raise EdgebenchError(f"model file not found: {model_path}")
     out_dir = ensure_dir(out_dir if out_dir is not None else model_path.parent / "export")
 
-    from edgebench.train.data import load_dataset
+    from edgebench.export.contract import keras_contract, name_classes
+    from edgebench.train.data import align_classes, load_dataset
+    from edgebench.train.model import load_model
 
-    ds = load_dataset(data_source, cache_dir)
+    # The contract comes from the model: a missing or corrupt model is found before anything is written.
+    keras_model = load_model(model_path)
+    contract = keras_contract(keras_model, settings.labels, settings.preprocessing)
+    ds = load_dataset(data_source, cache_dir, contract.size, contract.channels, settings.split)
+    contract = name_classes(contract, ds, settings.labels is not None)
+    ds = align_classes(ds, contract.classes)
     calib_idx = stratified_sample(ds.y_train, settings.calib_size, settings.calib_seed)
     if len(calib_idx) == 0:
         raise EdgebenchError(f"calibration set is empty: no training images in {ds.source}")
     parity_idx = stratified_sample(ds.y_test, settings.parity_images, settings.parity_seed)
     if len(parity_idx) == 0:
         raise EdgebenchError(f"no test images for the parity check in {ds.source}")
-    calibration = Calibration(
-        ds.x_train[calib_idx], calib_idx, ds.source, settings.calib_seed, settings.calib_method
+    calibration = Calibration(  # model inputs: the contract's preprocessing applied
+        contract.model_input(ds.x_train[calib_idx]),
+        calib_idx,
+        ds.source,
+        settings.calib_seed,
+        settings.calib_method,
     )
     parity_images = ds.x_test[parity_idx]
     recipe = settings.ort_recipe()
@@ -143,7 +158,7 @@ def export_model(
     }
     parity_set = {
         "source": ds.source,
-        "split": "test",
+        "split": ds.split,
         "size": int(len(parity_idx)),
         "seed": settings.parity_seed,
         "indices_sha256": indices_sha256(parity_idx),
@@ -158,12 +173,16 @@ def export_model(
         "trt_recipe": TRT_RECIPE.quant_options(),
     }
     previous = mf.read_previous(out_dir)
-    manifest = mf.new_manifest(source, ds.class_names, calibration.describe(), parity_set)
+    manifest = mf.new_manifest(source, contract, calibration.describe(), parity_set)
     result = ExportResult(manifest, out_dir / mf.MANIFEST_NAME)
 
     def options_for(fmt: ExportFormat) -> dict:
         keys = (*fmt.option_keys, "data_source", "parity_images", "parity_seed")
-        return {"description": fmt.description, **{k: option_values[k] for k in keys}}
+        # only when set, so that exports from before contracts stay up to date
+        extra = {
+            k: option_values[k] for k in ("preprocessing", "split") if option_values[k] not in (None, "test")
+        }
+        return {"description": fmt.description, **{k: option_values[k] for k in keys}, **extra}
 
     # Entries: earlier, still valid artifacts of formats not requested now; then the requested ones.
     requested = {f.name for f in fmts}
@@ -202,10 +221,12 @@ def export_model(
         opset=settings.opset,
         trt_max_batch=settings.trt_max_batch,
         ort_recipe=recipe,
+        contract=contract,
+        keras_model=keras_model,
     )
     try:
-        # A missing or corrupt model is the user's input error (exit 2), found before anything is written.
-        reference = ctx.model.predict(parity_images, batch_size=50, verbose=0) if todo else None
+        parity_inputs = contract.model_input(parity_images)
+        reference = ctx.model.predict(parity_inputs, batch_size=50, verbose=0) if todo else None
         save()
         for name in (*result.unavailable, *result.skipped):
             if on_format:
@@ -242,7 +263,7 @@ def _export_one(
             warns = coverage.warnings(fmt.name, cov) if fmt.quantized else []
             if fmt.quantized:  # what runs, not what is stored, names a quantized artifact
                 info["precision"]["label"] = coverage.precision_label(info["precision"]["label"], cov)
-            probs = _stage("load-error", run_artifact, fmt.runtime, tmp, images)
+            probs = _stage("load-error", run_artifact, fmt.runtime, tmp, images, ctx.contract)
             parity = compare(probs, reference, fmt.tolerance)
             if not parity["passed"]:
                 diff = parity["max_abs_diff"]
