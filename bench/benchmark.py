@@ -215,6 +215,8 @@ def run_bench(
         reference["status"] = "reference"
         targets[ref_name] = target
         selected = [a for a in selected if a["format"] != ref_name]
+    if reference is None and manifest.get("imported"):
+        log("warning: an imported export has no Keras model: name its fp32 reference with --reference-format")
     for artifact in selected:
         row, target = _classify(artifact, export_dir, settings.providers, contract)
         rows.append(row)

@@ -229,3 +229,36 @@ def bundle(export_dir, fmt, out_dir, report, samples, data_source, seed):
     lat = measured and measured["latency"]
     figures = (f"  top-1 {acc['top1']:.2%}" if acc else "") + (f"  p50 {lat['p50_ms']:.2f} ms" if lat else "")
     click.echo(f"bundle: {result.path} ({result.bytes / 1e6:.2f} MB){figures or '  (not benchmarked)'}")
+
+
+@click.command("import")
+@click.argument("files", nargs=-1, required=True)
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Export folder to create."
+)
+@click.option(
+    "--data",
+    "data_source",
+    required=True,
+    help="Labelled images (<root>/<split>/<class>/* folder, keras, .npz) for parity and class names.",
+)
+@contract_options
+@click.option("--split", default="test", show_default=True, help="Image folder split of the parity images.")
+@click.option("--parity-images", default=100, show_default=True, help="Images for the parity check.")
+def import_files(files, out_dir, data_source, labels, scale, mean, std, split, parity_images):
+    """Make an export folder from existing .tflite/.onnx files (FILE or NAME=FILE): inspection, parity
+    against the fp32 file, manifest.json; then bench it with --reference-format."""
+    from edgebench.export.contract import parse_preprocessing
+    from edgebench.export.importer import import_artifacts
+
+    result = import_artifacts(
+        files,
+        out_dir,
+        data_source,
+        labels=labels,
+        preprocessing=parse_preprocessing(scale, mean, std),
+        parity_images=parity_images,
+        split=split,
+        on_format=_print_row,
+    )
+    _summary(result, strict=False)
