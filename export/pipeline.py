@@ -123,7 +123,6 @@ def export_model(
     model_path = Path(model_path)
     if not model_path.is_file():
         raise EdgebenchError(f"model file not found: {model_path}")
-    out_dir = ensure_dir(out_dir if out_dir is not None else model_path.parent / "export")
 
     from edgebench.export.contract import keras_contract, name_classes
     from edgebench.train.data import align_classes, load_dataset
@@ -135,6 +134,8 @@ def export_model(
     ds = load_dataset(data_source, cache_dir, contract.size, contract.channels, settings.split)
     contract = name_classes(contract, ds, settings.labels is not None)
     ds = align_classes(ds, contract.classes)
+    # created only once the model and the data agree: bad input leaves nothing behind
+    out_dir = ensure_dir(out_dir if out_dir is not None else model_path.parent / "export")
     calib_idx = stratified_sample(ds.y_train, settings.calib_size, settings.calib_seed)
     if len(calib_idx) == 0:
         raise EdgebenchError(f"calibration set is empty: no training images in {ds.source}")
