@@ -67,7 +67,13 @@ def inspect_file(item: str) -> dict:
     quantized = "int8" in label
     if quantized:  # what runs, not what is stored, names a quantized artifact
         info["precision"]["label"] = coverage.precision_label(label, cov)
-    name = name or _NAMES.get((runtime, label)) or f"{IMPORTABLE[runtime]}-{path.stem}"
+    final = info["precision"]["label"]
+    name = (
+        name
+        or _NAMES.get((runtime, final))
+        or _NAMES.get((runtime, label))
+        or f"{IMPORTABLE[runtime]}-{path.stem}"
+    )
     return {"name": name, "path": path, "runtime": runtime, "info": info, "coverage": cov, "label": label}
 
 

@@ -249,7 +249,8 @@ def test_bench_from_imported_artifacts_without_keras(run_dir, folder, tmp_path):
     imported = tmp_path / "imported"
     res = _invoke(
         "import",
-        *(export / "model.onnx", export / "model.int8.tflite", f"fp32={export / 'model.fp32.tflite'}"),
+        *(export / "model.onnx", export / "model.int8.tflite", export / "model.int8.onnx"),
+        f"fp32={export / 'model.fp32.tflite'}",
         *("--out", imported, "--data", folder, "--parity-images", "30", *PRE_ARGS),
     )
     assert res.exit_code == 0, res.output
@@ -257,7 +258,7 @@ def test_bench_from_imported_artifacts_without_keras(run_dir, folder, tmp_path):
     assert manifest["imported"] and manifest["calibration"] is None
     assert manifest["contract"] == _manifest(export)["contract"]
     by_format = {a["format"]: a for a in manifest["artifacts"]}
-    assert set(by_format) == {"onnx", "tflite-int8", "fp32"}
+    assert set(by_format) == {"onnx", "tflite-int8", "onnx-int8", "fp32"}  # named from runtime + precision
     assert (
         by_format["fp32"]["parity"]["max_abs_diff"] < 1e-4
         and by_format["fp32"]["precision"]["label"] == "fp32"
@@ -269,7 +270,7 @@ def test_bench_from_imported_artifacts_without_keras(run_dir, folder, tmp_path):
     res = _invoke(
         "bench",
         *("--export", imported, "--reference-format", "onnx", "--data", folder, "--out", tmp_path / "bench"),
-        *("--max-drop", "10", *FAST),
+        *("--formats", "tflite-int8,fp32", "--max-drop", "10", *FAST),
     )
     assert res.exit_code == 0, res.output
     report = json.loads((tmp_path / "bench" / "report.json").read_text())
