@@ -124,17 +124,10 @@ def export_model(
     if not model_path.is_file():
         raise EdgebenchError(f"model file not found: {model_path}")
 
-    from edgebench.export.contract import keras_contract, name_classes
-    from edgebench.train.data import align_classes, load_dataset
-    from edgebench.train.model import load_model
+    from edgebench.export.contract import model_and_data
 
-    # The contract comes from the model: a missing or corrupt model is found before anything is written.
-    keras_model = load_model(model_path)
-    contract = keras_contract(keras_model, settings.labels, settings.preprocessing)
-    ds = load_dataset(data_source, cache_dir, contract.size, contract.channels, settings.split)
-    contract = name_classes(contract, ds, settings.labels is not None)
-    ds = align_classes(ds, contract.classes)
-    # created only once the model and the data agree: bad input leaves nothing behind
+    # A missing or corrupt model, or data that is not the model's, is found before anything is written.
+    keras_model, contract, ds = model_and_data(model_path, data_source, cache_dir, settings)
     out_dir = ensure_dir(out_dir if out_dir is not None else model_path.parent / "export")
     calib_idx = stratified_sample(ds.y_train, settings.calib_size, settings.calib_seed)
     if len(calib_idx) == 0:
@@ -142,13 +135,8 @@ def export_model(
     parity_idx = stratified_sample(ds.y_test, settings.parity_images, settings.parity_seed)
     if len(parity_idx) == 0:
         raise EdgebenchError(f"no test images for the parity check in {ds.source}")
-    calibration = Calibration(  # model inputs: the contract's preprocessing applied
-        contract.model_input(ds.x_train[calib_idx]),
-        calib_idx,
-        ds.source,
-        settings.calib_seed,
-        settings.calib_method,
-    )
+    calib_images = contract.model_input(ds.x_train[calib_idx])  # model inputs: preprocessing applied
+    calibration = Calibration(calib_images, calib_idx, ds.source, settings.calib_seed, settings.calib_method)
     parity_images = ds.x_test[parity_idx]
     recipe = settings.ort_recipe()
 
