@@ -190,7 +190,9 @@ def contract_beside(model_path: str | os.PathLike) -> Contract | None:
             spec = json.loads(spec_path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue
+        if not isinstance(spec, dict):
+            continue
         files = [a.get("file") for a in spec.get("artifacts") or ()] + [(spec.get("model") or {}).get("file")]
-        if isinstance(spec, dict) and model_path.name in files:
+        if model_path.name in files:
             return Contract.read(spec)
     return None
