@@ -280,3 +280,19 @@ def test_bench_from_imported_artifacts_without_keras(run_dir, folder, tmp_path):
     assert report["artifacts"][1]["accuracy"]["drop_pp"] == 0  # fp32 TFLite vs fp32 ONNX: same predictions
     for row in [report["reference"], *report["artifacts"]]:  # no Keras, no TensorFlow anywhere
         assert not {"tensorflow", "keras"} & set(row["latency"][0]["worker_modules"]), row["format"]
+
+
+def test_predict_uses_the_contract_the_export_recorded(run_dir, tmp_path):
+    """predict finds the contract: the manifest beside an artifact, <dir>/export/manifest.json for .keras."""
+    from edgebench.train.predict import predict_files
+
+    image = [str(JPEG_ROOT / "test" / "frog" / "0001.jpg")]
+    onnx = predict_files(run_dir / "export" / "model.onnx", image, k=9)[0]["top_k"]
+    keras = predict_files(run_dir / "model.keras", image, k=9)[0]["top_k"]
+    assert [r["class"] for r in onnx] == [r["class"] for r in keras] and len(onnx) == len(CLASSES)
+    assert {r["class"] for r in onnx} == set(CLASSES)
+    assert abs(onnx[0]["probability"] - keras[0]["probability"]) < 1e-4
+    four = tmp_path / "four.txt"
+    four.write_text("a\nb\nc\nd\n")
+    with pytest.raises(EdgebenchError, match="has 4 class names, but the model outputs 5"):
+        predict_files(run_dir / "export" / "model.onnx", image, labels=four)
