@@ -26,13 +26,16 @@ from edgebench.bench.measure import Measurer, Target
 from edgebench.environment import runtime_available
 from edgebench.errors import EdgebenchError, check_settings
 from edgebench.fileio import ensure_dir, sha256_file
+from edgebench.runtime import Contract
 
 
 @dataclass
 class BenchSettings:
     export_dir: Path
     reference: Path | None = None  # default: <export dir>/../model.keras, else the manifest's source model
+    reference_format: str | None = None  # an fp32 artifact of the manifest as the reference (no Keras)
     data: str | None = None
+    split: str = "test"  # the image folder split measured
     out_dir: Path | None = None  # default: <export dir>/../bench
     cache_dir: Path | None = None
     gate: GateSettings = field(default_factory=GateSettings)
@@ -75,6 +78,10 @@ class BenchSettings:
             (s.rounds < 1, f"--rounds must be at least 1 (got {s.rounds})"),
             (s.min_samples < 1, f"--min-samples must be at least 1 (got {s.min_samples})"),
             (self.eval_batch < 1, f"evaluation batch must be at least 1 (got {self.eval_batch})"),
+            (
+                bool(self.reference and self.reference_format),
+                "give --reference (a Keras model) or --reference-format (an artifact), not both",
+            ),
         ]
         check_settings(problems)
 
@@ -99,7 +106,7 @@ def resolve_reference(explicit, export_dir: Path, manifest: dict) -> Path | None
         found = [
             p
             for p in (export_dir.parent / "model.keras", Path(manifest["source_model"]["path"]))
-            if p.is_file()
+            if p.suffix == ".keras" and p.is_file() and not manifest.get("imported")
         ]
         if not found:
             return None
@@ -112,10 +119,29 @@ def resolve_reference(explicit, export_dir: Path, manifest: dict) -> Path | None
     return path
 
 
-def load_test_set(settings: BenchSettings):
-    from edgebench.train.data import load_dataset, subset
+def reference_artifact(manifest: dict, fmt: str) -> dict:
+    """The manifest entry ``--reference-format`` names: an exported fp32 artifact (one-line errors)."""
+    entries = {a["format"]: a for a in manifest["artifacts"]}
+    if fmt not in entries:
+        raise EdgebenchError(
+            f"--reference-format {fmt} is not in the manifest (listed: {', '.join(entries) or 'none'})"
+        )
+    artifact = entries[fmt]
+    if artifact["status"] != "ok":
+        raise EdgebenchError(f"--reference-format {fmt} was not exported ({artifact['status']})")
+    label = (artifact.get("precision") or {}).get("label")
+    if label != "fp32":
+        raise EdgebenchError(f"--reference-format {fmt} is not an fp32 artifact (precision: {label})")
+    return artifact
 
-    ds = load_dataset(settings.data, settings.cache_dir)
+
+def load_test_set(settings: BenchSettings, contract: Contract | None = None):
+    """The evaluation split at the model contract's input size, labels in its class order."""
+    from edgebench.train.data import align_classes, load_dataset, subset
+
+    contract = contract or Contract.cifar10()
+    ds = load_dataset(settings.data, settings.cache_dir, contract.size, contract.channels, settings.split)
+    ds = align_classes(ds, contract.classes)
     if settings.test_per_class is not None:
         ds = subset(ds, None, settings.test_per_class, settings.seed)
     if len(ds.y_test) == 0:
@@ -130,9 +156,9 @@ def test_set_sha256(images: np.ndarray, labels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def target_for(artifact: dict, path: Path, providers) -> Target:
+def target_for(artifact: dict, path: Path, providers, contract: Contract | None = None) -> Target:
     """The runner target of a manifest entry; a TensorRT engine is capped at its profile's max batch."""
-    options: dict = {}
+    options: dict = {"contract": contract.to_dict()} if contract else {}
     if artifact["runtime"] == "onnxruntime" and providers:
         options["providers"] = list(providers)
     if artifact["runtime"] == "tensorrt":
@@ -140,7 +166,7 @@ def target_for(artifact: dict, path: Path, providers) -> Target:
     return Target(artifact["format"], artifact["runtime"], path, arts.fixed_batch(artifact), options)
 
 
-def _classify(artifact: dict, export_dir: Path, providers) -> tuple[dict, Target | None]:
+def _classify(artifact: dict, export_dir: Path, providers, contract) -> tuple[dict, Target | None]:
     """The report row of a manifest entry and, when it can be measured here, its target."""
     row = rp.new_row(artifact)
     if artifact["status"] == "unavailable":
@@ -157,7 +183,7 @@ def _classify(artifact: dict, export_dir: Path, providers) -> tuple[dict, Target
         path = arts.verified_path(export_dir, artifact)
     except arts.ArtifactProblem as exc:
         return rp.fail(row, exc.reason, str(exc)), None
-    target = target_for(artifact, path, providers)
+    target = target_for(artifact, path, providers, contract)
     row["fixed_batch"] = target.fixed_batch
     return row, target
 
@@ -169,25 +195,39 @@ def run_bench(
     settings.check()
     export_dir = Path(settings.export_dir)
     manifest = arts.read_manifest(export_dir)
+    contract = Contract.read(manifest)
     selected = arts.select(manifest, settings.formats)
     check_required(settings.gate.require, [a["format"] for a in manifest["artifacts"]])
-    reference_path = resolve_reference(settings.reference, export_dir, manifest)
+    ref_artifact = (
+        reference_artifact(manifest, settings.reference_format) if settings.reference_format else None
+    )
+    reference_path = None if ref_artifact else resolve_reference(settings.reference, export_dir, manifest)
     out_dir = ensure_dir(settings.out_dir or export_dir.parent / "bench")
-    ds = load_test_set(settings)
+    ds = load_test_set(settings, contract)
     labels, class_names = ds.y_test, list(ds.class_names)
     threads = sorted(set(settings.threads))
 
     rows, targets = [], {}
-    reference = None
+    reference, ref_name = None, "keras"
     if reference_path is not None:
         reference = rp.reference_row(reference_path, manifest)
-        targets["keras"] = Target("keras", "keras", reference_path)
+        targets["keras"] = Target("keras", "keras", reference_path, options={"contract": contract.to_dict()})
+    elif ref_artifact is not None:  # an exported fp32 artifact stands in for the Keras model
+        ref_name = ref_artifact["format"]
+        reference, target = _classify(ref_artifact, export_dir, settings.providers, contract)
+        if target is None:
+            raise EdgebenchError(f"cannot use {ref_name} as the reference: {reference['message']}")
+        reference["status"] = "reference"
+        targets[ref_name] = target
+        selected = [a for a in selected if a["format"] != ref_name]
+    if reference is None and manifest.get("imported"):
+        log("warning: an imported export has no Keras model: name its fp32 reference with --reference-format")
     for artifact in selected:
-        row, target = _classify(artifact, export_dir, settings.providers)
+        row, target = _classify(artifact, export_dir, settings.providers, contract)
         rows.append(row)
         if target is not None:
             targets[row["format"]] = target
-    by_name = {r["format"]: r for r in rows} | ({"keras": reference} if reference else {})
+    by_name = {r["format"]: r for r in rows} | ({ref_name: reference} if reference else {})
 
     with tempfile.TemporaryDirectory(prefix="edgebench-bench-") as workdir:
         images_path = Path(workdir) / "test_images.npy"
@@ -208,16 +248,16 @@ def run_bench(
             try:
                 probs, runner = measurer.accuracy(target)
             except arts.ArtifactProblem as exc:
-                if name == "keras":
+                if name == ref_name:
                     raise EdgebenchError(f"cannot use the reference model: {exc}") from None
                 rp.fail(by_name[name], exc.reason, str(exc))
                 del targets[name]
                 continue
             predictions[name] = probs.argmax(axis=1)
-            ref_pred = predictions.get("keras")
+            ref_pred = predictions.get(ref_name)
             by_name[name]["runner"] = runner
             by_name[name]["accuracy"] = stats.accuracy_summary(
-                predictions[name], labels, class_names, None if name == "keras" else ref_pred
+                predictions[name], labels, class_names, None if name == ref_name else ref_pred
             )
             rp.warn_fallback(by_name[name], log)
             log(f"{name}: top-1 {by_name[name]['accuracy']['top1']:.2%} on {len(labels)} test images")
@@ -228,7 +268,7 @@ def run_bench(
         latency, samples = measurer.timing(list(targets.values()), timing_failed)
     for name, entries in latency.items():
         rp.set_latency(by_name[name], entries)
-        if name != "keras":
+        if name != ref_name:
             by_name[name]["status"] = "evaluated"
     for row in [reference, *rows]:
         if row is not None and on_row:

@@ -59,7 +59,15 @@ def _row_line(row: dict) -> None:
     type=click.Path(path_type=Path),
     help="fp32 Keras model [default: <export>/../model.keras, else the manifest's source model].",
 )
-@click.option("--data", "data_source", default=None, help="CIFAR-10 source (keras, image folder, .npz).")
+@click.option(
+    "--reference-format",
+    default=None,
+    help="An fp32 artifact of the manifest as the reference, for exports without a Keras model (e.g. onnx).",
+)
+@click.option(
+    "--data", "data_source", default=None, help="Image source (keras, <root>/<split>/<class>/* folder, .npz)."
+)
+@click.option("--split", default="test", show_default=True, help="Image folder split to measure on.")
 @click.option(
     "--out",
     "out_dir",
@@ -129,7 +137,9 @@ def _row_line(row: dict) -> None:
 def bench(
     export_dir,
     reference,
+    reference_format,
     data_source,
+    split,
     out_dir,
     max_drop,
     min_accuracy,
@@ -161,7 +171,9 @@ def bench(
     settings = BenchSettings(
         export_dir=export_dir,
         reference=reference,
+        reference_format=reference_format,
         data=data_source,
+        split=split,
         out_dir=out_dir,
         gate=GateSettings(
             max_drop,

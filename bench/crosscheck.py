@@ -131,7 +131,9 @@ def _flatten(d, prefix=""):
             yield f"{prefix}{k}", float(v)
 
 
-def _edgebench_loop(row: dict, path: Path, threads: int, n: int, image: Path, workdir: Path) -> dict:
+def _edgebench_loop(
+    row: dict, path: Path, threads: int, n: int, image: Path, workdir: Path, contract=None
+) -> dict:
     """edgebench's own timing worker on the same file, batch 1 only (no throughput)."""
     from edgebench.bench.latency import LatencySettings
     from edgebench.bench.measure import Measurer, Target
@@ -139,7 +141,8 @@ def _edgebench_loop(row: dict, path: Path, threads: int, n: int, image: Path, wo
     settings = LatencySettings(rounds=1, min_samples=n, time_cap_s=3600, overhead_block_s=0.01)
     measurer = Measurer(image, workdir, settings, [threads], [], 1, 0)
     try:
-        _, samples = measurer.time_once(Target(row["format"], row["runtime"], path), threads)
+        options = {"contract": contract.to_dict()} if contract else {}
+        _, samples = measurer.time_once(Target(row["format"], row["runtime"], path, options=options), threads)
     except Exception as exc:  # reported in the table, like the other timers' failures
         return {"error": str(exc).splitlines()[0]}
     return {"p50_ms": float(np.median(samples)) / 1e6, "n": len(samples)}
@@ -180,13 +183,18 @@ def crosscheck(
         raise EdgebenchError(f"--rounds must be at least 1 (got {rounds})")
     export_dir = Path(report["export_dir"])
     extra = [load(p, "other report") for p in others]
+    from edgebench.bench.artifacts import read_manifest
+    from edgebench.runtime import Contract
     from edgebench.train.data import load_dataset
 
-    images = load_dataset(report["dataset"]["source"]).x_test[:1]
+    contract = Contract.read(read_manifest(export_dir))
+    ds = report["dataset"]
+    pixels = load_dataset(ds["source"], None, contract.size, contract.channels, ds["split"]).x_test[:1]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        image = Path(tmp) / "image.npy"
-        np.save(image, images)
+        image, tensor = Path(tmp) / "image.npy", Path(tmp) / "tensor.npy"
+        np.save(image, pixels)  # edgebench's worker applies the contract itself
+        np.save(tensor, contract.model_input(pixels))  # what the bare loops feed
         for row in all_rows(report):
             if row["runtime"] not in _BARE or not row.get("latency"):
                 continue
@@ -194,10 +202,10 @@ def crosscheck(
             other = "polygraphy" if row["runtime"] == "onnxruntime" else "litert_benchmark"
             timers = {
                 "edgebench": lambda row=row, path=path: _edgebench_loop(
-                    row, path, threads, n, image, Path(tmp)
+                    row, path, threads, n, image, Path(tmp), contract
                 ),
-                "bare": lambda row=row, path=path: bare_loop(row["runtime"], path, threads, n, image),
-                other: (lambda path=path: polygraphy_loop(path, threads, n, image))
+                "bare": lambda row=row, path=path: bare_loop(row["runtime"], path, threads, n, tensor),
+                other: (lambda path=path: polygraphy_loop(path, threads, n, tensor))
                 if other == "polygraphy"
                 else (lambda path=path: litert_benchmark(path, threads, n)),
             }

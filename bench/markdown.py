@@ -149,6 +149,11 @@ def speedups(report: dict) -> list[list[str]]:
     return out
 
 
+def _reference_name(report: dict) -> str:
+    ref = report.get("reference")
+    return "Keras" if not ref or ref["format"] == "keras" else f"{ref['format']} ({ref['runtime']})"
+
+
 def markdown(report: dict) -> str:
     env, ds, st, gate = report["environment"], report["dataset"], report["settings"], report["gate"]
     lat = st["latency"]
@@ -162,7 +167,7 @@ def markdown(report: dict) -> str:
         "",
         f"**CPU: {cpu.summary(env['cpu_features'])}**",
         "",
-        f"**Gate {verdict}** (max drop {st['max_drop_pp']:g} pp vs the Keras reference, "
+        f"**Gate {verdict}** (max drop {st['max_drop_pp']:g} pp vs the {_reference_name(report)} reference, "
         f"min accuracy {min_acc}"
         + (f", required: {', '.join(st['require'])}" if st["require"] else "")
         + ")"

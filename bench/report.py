@@ -117,7 +117,7 @@ def assemble(settings, export_dir: Path, manifest: dict, ds, threads, reference,
         "source_model": manifest["source_model"],
         "dataset": {
             "source": ds.source,
-            "split": "test",
+            "split": ds.split,
             "images": int(len(ds.y_test)),
             "test_per_class": settings.test_per_class,
             "seed": settings.seed,

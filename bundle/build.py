@@ -44,10 +44,17 @@ NOT_BUNDLABLE = {
         "device: bundle the onnx or onnx-int8 artifact and build the engine on the device"
     ),
 }
-INPUT_CONTRACT = "uint8 RGB pixels, shape (N, 32, 32, 3), values 0..255, no scaling or normalisation"
-IMAGE_FILES = (
-    "any image file: EXIF-rotated, converted to RGB, centre square cropped and resized to 32x32 (Lanczos)"
-)
+
+
+def image_files_text(contract: runtime.Contract) -> str:
+    """How infer.py turns an image file into the model's pixels (``runtime.images.fit_image``)."""
+    mode = "RGB" if contract.channels == 3 else "grayscale"
+    return (
+        f"any image file: EXIF-rotated, converted to {mode}, centre-cropped to the aspect ratio and resized "
+        f"to {contract.height}x{contract.width} (Lanczos)"
+    )
+
+
 BUNDLE_MARKER = runtime.MODEL_JSON  # a folder holding model.json of kind edgebench-bundle may be replaced
 
 
@@ -166,15 +173,19 @@ def build_bundle(
     threads = figures["latency"]["threads"] if figures and figures["latency"] else None
     pins = requirements(artifact["runtime"])
 
-    from edgebench.train.data import load_dataset
+    from edgebench.train.data import align_classes, load_dataset
 
+    contract = runtime.Contract.read(manifest)
     source = data or (manifest.get("parity_set") or manifest["calibration"])["source"]
-    ds = load_dataset(source, cache_dir)
-    if list(ds.class_names) != list(manifest["class_names"]):
-        raise EdgebenchError(f"classes of {ds.source} {list(ds.class_names)} differ from the export's")
-    class_names = list(manifest["class_names"])
+    split = (manifest.get("parity_set") or {}).get("split", "test")
+    ds = load_dataset(source, cache_dir, contract.size, contract.channels, split)
+    ds = align_classes(ds, contract.classes)
+    class_names = list(contract.classes)
 
-    with runtime.open_runner(runtime.RunnerSpec(artifact["runtime"], str(model_path))) as runner:
+    options = {"contract": contract.to_dict()}
+    with runtime.open_runner(
+        runtime.RunnerSpec(artifact["runtime"], str(model_path), None, options)
+    ) as runner:
         indices, probs = choose_samples(runner, ds.y_test, ds.x_test, samples, seed)
 
     tmp = Path(tempfile.mkdtemp(prefix=f".partial-{out.name}-", dir=out.parent))
@@ -201,11 +212,12 @@ def build_bundle(
             "dynamic_batch": artifact["dynamic_batch"],
             "precision": artifact["precision"]["label"],
             "preprocessing": {
-                "input": INPUT_CONTRACT,
-                "image_files": IMAGE_FILES,
+                "input": contract.describe(),
+                "image_files": image_files_text(contract),
                 "in_graph": manifest["preprocessing"],
             },
             "class_names": class_names,
+            "contract": contract.to_dict(),
             "source_model": manifest["source_model"],
             "export": {
                 "manifest_sha256": sha256_file(export_dir / arts.MANIFEST_NAME),

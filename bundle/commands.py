@@ -27,7 +27,7 @@ import click
 )
 @click.option("--samples", default=10, show_default=True, help="Real test images for infer.py --selftest.")
 @click.option(
-    "--data", "data_source", default=None, help="CIFAR-10 source of the samples [default: the export's]."
+    "--data", "data_source", default=None, help="Labelled images for the samples [default: the export's]."
 )
 @click.option("--seed", default=0, show_default=True, help="Sample selection seed.")
 @click.option(

@@ -19,7 +19,8 @@ def find_report(export_dir: Path, report) -> tuple[Path | None, bool]:
 
 def measured_figures(report_path: Path, report: dict, fmt: str, manifest_sha256: str) -> dict | None:
     """What bench measured for ``fmt``: accuracy, batch-1 latency at its fastest thread count, throughput."""
-    row = next((r for r in report["artifacts"] if r["format"] == fmt), None)
+    rows = report["artifacts"] + ([report["reference"]] if report.get("reference") else [])
+    row = next((r for r in rows if r["format"] == fmt), None)  # an artifact, or the reference itself
     if row is None:
         return None
     ref = report.get("reference") or {}
@@ -45,7 +46,7 @@ def measured_figures(report_path: Path, report: dict, fmt: str, manifest_sha256:
         "report": str(report_path),
         "report_created": report["created"],
         "matches_export": report["manifest_sha256"] == manifest_sha256,
-        "status": row["status"],  # the bench gate's verdict: pass / fail / error / skipped
+        "status": row["status"],  # the bench gate's verdict (pass / fail / error / skipped) or reference
         "reason": row.get("reason"),
         "message": row.get("message"),
         "dataset": {k: report["dataset"][k] for k in ("source", "split", "images")},
@@ -96,7 +97,7 @@ def check_gate(figures: dict | None, fmt: str, strict: bool, warnings: list[str]
     refuses an artifact no bench report speaks for."""
     if figures is None:
         problem = "no bench report measured it"
-    elif figures["status"] != "pass":
+    elif figures["status"] not in ("pass", "reference"):  # the reference row is the baseline itself
         why = f": {figures['message']}" if figures.get("message") else ""
         problem = f"it did not pass bench's gate (status {figures['status']}{why})"
     else:

@@ -113,13 +113,30 @@ def _native(spec: dict) -> list[str]:
     ]
 
 
+def _title(spec: dict) -> str:
+    classes = spec["class_names"]
+    cifar = classes == [
+        "airplane",
+        "automobile",
+        "bird",
+        "cat",
+        "deer",
+        "dog",
+        "frog",
+        "horse",
+        "ship",
+        "truck",
+    ]
+    return "CIFAR-10 classifier" if cifar else f"{len(classes)}-class image classifier"
+
+
 def render_readme(spec: dict) -> str:
     model = spec["model"]
     req = ", ".join(f"`{r}`" for r in spec["requirements"])
     sample = spec["samples"][0]["file"]
     return "\n".join(
         [
-            f"# CIFAR-10 classifier, {spec['format']} ({spec['precision']})",
+            f"# {_title(spec)}, {spec['format']} ({spec['precision']})",
             "",
             f"`{model['file']}` ({model['bytes'] / 1e6:.2f} MB, sha256 `{model['sha256']}`), run by "
             f"`infer.py` with numpy, Pillow and {spec['runtime']} only: no TensorFlow. Built by edgebench "
@@ -155,7 +172,8 @@ def render_readme(spec: dict) -> str:
             "",
             "## Self-test",
             "",
-            f"`samples/` holds {len(spec['samples'])} real CIFAR-10 test images saved as PNG (lossless). "
+            f"`samples/` holds {len(spec['samples'])} real test images at the model's input size, saved as "
+            "PNG (lossless). "
             "`model.json` stores the top-1 class this model gave each of them when the bundle was built; "
             "`infer.py --selftest` checks the model's sha256 and that every sample still gets that class.",
             "",

@@ -36,6 +36,7 @@ def choose_samples(runner: runtime.Runner, labels: np.ndarray, images: np.ndarra
 
 
 def write_samples(dest: Path, ds, indices, probs, class_names) -> list[dict]:
+    """The chosen test images at the model's input size, as PNG (lossless) and PPM/PGM (for the C runner)."""
     from PIL import Image
 
     (dest / "samples").mkdir()
@@ -43,9 +44,11 @@ def write_samples(dest: Path, ds, indices, probs, class_names) -> list[dict]:
     for n, (index, p) in enumerate(zip(indices, probs, strict=True)):
         truth = class_names[int(ds.y_test[index])]
         rel = f"samples/{n:02d}_{truth}.png"
-        Image.fromarray(ds.x_test[index]).save(dest / rel, format="PNG")  # lossless: same pixels on device
+        pixels = ds.x_test[index]
+        pixels = pixels[..., 0] if pixels.shape[-1] == 1 else pixels  # grayscale: PNG L, PGM for the runner
+        Image.fromarray(pixels).save(dest / rel, format="PNG")  # lossless: same pixels on device
         ppm = rel[: -len(".png")] + ".ppm"  # the same pixels for the C runner, which decodes no PNG
-        Image.fromarray(ds.x_test[index]).save(dest / ppm, format="PPM")
+        Image.fromarray(pixels).save(dest / ppm, format="PPM")
         top2 = np.sort(p)[-2:]
         samples.append(
             {

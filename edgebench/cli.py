@@ -19,6 +19,7 @@ COMMANDS = {
     "train": "edgebench.train.commands:train",
     "predict": "edgebench.train.commands:predict",
     "export": "edgebench.export.commands:export",
+    "import": "edgebench.export.commands:import_files",
     "bench": "edgebench.bench.commands:bench",
     "compare": "edgebench.bench.commands:compare",
     "crosscheck": "edgebench.bench.commands:crosscheck",

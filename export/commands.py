@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from edgebench.errors import EdgebenchError
@@ -54,6 +56,25 @@ def _coverage(cov: dict) -> str:
     )
 
 
+def contract_options(fn):
+    """--labels, --scale, --mean, --std: the parts of the model contract the model file cannot tell."""
+    for option in reversed(
+        (
+            click.option(
+                "--labels",
+                default=None,
+                type=click.Path(dir_okay=False),
+                help="Class names, one per line in output order [default: the data's class folders].",
+            ),
+            click.option("--scale", type=float, default=None, help="Input = (pixel * scale - mean) / std."),
+            click.option("--mean", default=None, help="Per-channel mean, comma-separated (float inputs)."),
+            click.option("--std", default=None, help="Per-channel std, comma-separated (float inputs)."),
+        )
+    ):
+        fn = option(fn)
+    return fn
+
+
 @click.command()
 @click.option("--model", "model_path", default=None, help="Trained model (.keras).")
 @click.option("--formats", "-f", multiple=True, help="Formats, comma-separated or repeated (default: all).")
@@ -62,7 +83,7 @@ def _coverage(cov: dict) -> str:
     "--data",
     "data_source",
     default=None,
-    help="CIFAR-10 source (keras, image folder, .npz) for calibration and parity images.",
+    help="Image source (keras, <root>/<split>/<class>/* folder, .npz) for calibration and parity images.",
 )
 @click.option(
     "--calib-size",
@@ -102,6 +123,8 @@ def _coverage(cov: dict) -> str:
     show_default=True,
     help="onnx-int8 activations (auto: uint8 on x86, int8 on ARM).",
 )
+@contract_options
+@click.option("--split", default="test", show_default=True, help="Image folder split of the parity images.")
 @click.option("--strict", is_flag=True, help="Exit 1 when a requested format is unavailable here.")
 @click.option("--force", is_flag=True, help="Rebuild artifacts even when they are up to date.")
 @click.option("--list-formats", is_flag=True, help="List the registered formats and exit.")
@@ -119,6 +142,11 @@ def export(
     onnx_reduce_range,
     onnx_quant_format,
     onnx_activation_type,
+    labels,
+    scale,
+    mean,
+    std,
+    split,
     strict,
     force,
     list_formats,
@@ -129,6 +157,7 @@ def export(
         return
     if not model_path:
         raise EdgebenchError("--model is required (a .keras file from edgebench train)")
+    from edgebench.export.contract import parse_preprocessing
     from edgebench.export.pipeline import ExportSettings, export_model
 
     settings = ExportSettings(
@@ -142,13 +171,53 @@ def export(
         onnx_quant_format=onnx_quant_format.lower(),
         onnx_activation_type=onnx_activation_type.lower(),
         force=force,
+        labels=labels,
+        preprocessing=parse_preprocessing(scale, mean, std),
+        split=split,
     )
     result = export_model(
         model_path, out_dir, formats or None, data_source, settings=settings, on_format=_print_row
     )
+    _summary(result, strict)
+
+
+def _summary(result, strict: bool) -> None:
     for name in result.skipped:
         click.echo(f"{name}: up to date, not rebuilt")
     click.echo(f"manifest: {result.manifest_path}")
     problems = result.failed + (result.unavailable if strict else [])
     if problems:
         raise ExportIncomplete(f"{len(problems)} requested format(s) not exported: {', '.join(problems)}")
+
+
+@click.command("import")
+@click.argument("files", nargs=-1, required=True)
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Export folder to create."
+)
+@click.option(
+    "--data",
+    "data_source",
+    required=True,
+    help="Labelled images (<root>/<split>/<class>/* folder, keras, .npz) for parity and class names.",
+)
+@contract_options
+@click.option("--split", default="test", show_default=True, help="Image folder split of the parity images.")
+@click.option("--parity-images", default=100, show_default=True, help="Images for the parity check.")
+def import_files(files, out_dir, data_source, labels, scale, mean, std, split, parity_images):
+    """Make an export folder from existing .tflite/.onnx files (FILE or NAME=FILE): inspection, parity
+    against the fp32 file, manifest.json; then bench it with --reference-format."""
+    from edgebench.export.contract import parse_preprocessing
+    from edgebench.export.importer import import_artifacts
+
+    result = import_artifacts(
+        files,
+        out_dir,
+        data_source,
+        labels=labels,
+        preprocessing=parse_preprocessing(scale, mean, std),
+        parity_images=parity_images,
+        split=split,
+        on_format=_print_row,
+    )
+    _summary(result, strict=False)

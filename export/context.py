@@ -17,7 +17,7 @@ import numpy as np
 
 from edgebench import cpu
 from edgebench.export.quant_recipe import TRT_RECIPE, OrtRecipe, ort_recipe
-from edgebench.runtime import INPUT_SIZE
+from edgebench.runtime import Contract
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 
@@ -43,7 +43,7 @@ def indices_sha256(indices: np.ndarray) -> str:
 class Calibration:
     """Representative images for quantization: a seeded, stratified sample of the training split."""
 
-    images: np.ndarray  # uint8 (N, 32, 32, 3)
+    images: np.ndarray  # model inputs (N, H, W, C): the contract's preprocessing applied, its dtype
     indices: np.ndarray
     source: str
     seed: int
@@ -68,14 +68,16 @@ class BuildContext:
     trt_max_batch: int = 64
     ort_recipe: OrtRecipe = field(default_factory=lambda: ort_recipe(cpu.fingerprint()))
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="edgebench-export-")))
+    contract: Contract = field(default_factory=Contract.cifar10)
+    keras_model: object = None  # the model already loaded from model_path, if the caller has it
 
     @functools.cached_property
     def model(self):
         from edgebench.train.model import load_model
 
-        model = load_model(self.model_path)
+        model = self.keras_model or load_model(self.model_path)
         # A loaded Keras 3 model must be called once before tf2onnx / tf.function can trace it.
-        model(np.zeros((1, INPUT_SIZE, INPUT_SIZE, 3), np.uint8), training=False)
+        model(self.contract.zeros(1), training=False)
         return model
 
     @functools.cached_property
@@ -91,11 +93,11 @@ class BuildContext:
         )
         return convert_variables_to_constants_v2(fn.get_concrete_function())
 
-    @staticmethod
-    def input_spec():
+    def input_spec(self):
         import tensorflow as tf
 
-        return tf.TensorSpec([None, INPUT_SIZE, INPUT_SIZE, 3], tf.uint8, name="pixels")
+        c = self.contract
+        return tf.TensorSpec([None, c.height, c.width, c.channels], c.dtype, name="pixels")
 
     def calibration_batches(self, batch_size: int = 1):
         for i in range(0, len(self.calibration.images), batch_size):

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from edgebench import __version__, environment
 from edgebench.errors import EdgebenchError
+from edgebench.export.contract import manifest_preprocessing
 from edgebench.fileio import sha256_file, write_json
 
 MANIFEST_NAME = "manifest.json"
-PREPROCESSING = "raw uint8 RGB 32x32x3 pixels; cast, ImageNet preprocessing and resize are inside the graph"
 _ARTIFACT_FIELDS = (
     "file",
     "reason",
@@ -41,15 +41,17 @@ def tool_versions() -> dict:
     )
 
 
-def new_manifest(source_model: dict, class_names, calibration: dict, parity_set: dict) -> dict:
+def new_manifest(source_model: dict, contract, calibration: dict | None, parity_set: dict) -> dict:
+    """A manifest without artifacts; ``contract``: the model contract (``edgebench.runtime.Contract``)."""
     return {
         "schema_version": 1,
         "kind": "edgebench-export-manifest",
         "edgebench_version": __version__,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "source_model": source_model,
-        "class_names": list(class_names),
-        "preprocessing": PREPROCESSING,
+        "class_names": list(contract.classes),
+        "contract": contract.to_dict(),
+        "preprocessing": manifest_preprocessing(contract),
         "calibration": calibration,
         "parity_set": parity_set,
         "tool_versions": tool_versions(),

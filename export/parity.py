@@ -7,15 +7,19 @@ from pathlib import Path
 import numpy as np
 
 from edgebench.errors import EdgebenchError
-from edgebench.runtime import InferenceError, RunnerSpec, open_runner
+from edgebench.runtime import Contract, InferenceError, RunnerSpec, open_runner
 
 BATCH = 50
 
 
-def run_artifact(runtime: str, path: Path, images: np.ndarray) -> np.ndarray:
-    """Probabilities from the artifact at ``path`` through the runner registered as ``runtime``."""
+def run_artifact(
+    runtime: str, path: Path, images: np.ndarray, contract: Contract | None = None
+) -> np.ndarray:
+    """Probabilities for 0..255 pixel ``images`` from the artifact at ``path`` through the runner registered
+    as ``runtime``, which applies the model ``contract`` (default: CIFAR-10)."""
+    options = {"contract": contract.to_dict()} if contract else {}
     try:
-        with open_runner(RunnerSpec(runtime, str(path))) as runner:
+        with open_runner(RunnerSpec(runtime, str(path), None, options)) as runner:
             return np.concatenate([runner.infer(images[i : i + BATCH]) for i in range(0, len(images), BATCH)])
     except InferenceError as exc:
         raise EdgebenchError(str(exc)) from None

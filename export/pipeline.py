@@ -52,6 +52,10 @@ class ExportSettings:
     onnx_activation_type: str = "auto"
     onnx_reduce_range: bool | None = None
     force: bool = False
+    # The model contract's parts the model cannot tell (see export/contract.py)
+    labels: str | None = None  # a labels file: class names in output order [default: the class folders]
+    preprocessing: dict | None = None  # {"scale", "mean", "std"} applied outside the graph (float inputs)
+    split: str = "test"  # the image folder split of the parity images
 
     def check(self) -> None:
         if self.calib_size < 1:
@@ -119,20 +123,20 @@ def export_model(
     model_path = Path(model_path)
     if not model_path.is_file():
         raise EdgebenchError(f"model file not found: {model_path}")
+
+    from edgebench.export.contract import model_and_data
+
+    # A missing or corrupt model, or data that is not the model's, is found before anything is written.
+    keras_model, contract, ds = model_and_data(model_path, data_source, cache_dir, settings)
     out_dir = ensure_dir(out_dir if out_dir is not None else model_path.parent / "export")
-
-    from edgebench.train.data import load_dataset
-
-    ds = load_dataset(data_source, cache_dir)
     calib_idx = stratified_sample(ds.y_train, settings.calib_size, settings.calib_seed)
     if len(calib_idx) == 0:
         raise EdgebenchError(f"calibration set is empty: no training images in {ds.source}")
     parity_idx = stratified_sample(ds.y_test, settings.parity_images, settings.parity_seed)
     if len(parity_idx) == 0:
         raise EdgebenchError(f"no test images for the parity check in {ds.source}")
-    calibration = Calibration(
-        ds.x_train[calib_idx], calib_idx, ds.source, settings.calib_seed, settings.calib_method
-    )
+    calib_images = contract.model_input(ds.x_train[calib_idx])  # model inputs: preprocessing applied
+    calibration = Calibration(calib_images, calib_idx, ds.source, settings.calib_seed, settings.calib_method)
     parity_images = ds.x_test[parity_idx]
     recipe = settings.ort_recipe()
 
@@ -143,7 +147,7 @@ def export_model(
     }
     parity_set = {
         "source": ds.source,
-        "split": "test",
+        "split": ds.split,
         "size": int(len(parity_idx)),
         "seed": settings.parity_seed,
         "indices_sha256": indices_sha256(parity_idx),
@@ -158,12 +162,16 @@ def export_model(
         "trt_recipe": TRT_RECIPE.quant_options(),
     }
     previous = mf.read_previous(out_dir)
-    manifest = mf.new_manifest(source, ds.class_names, calibration.describe(), parity_set)
+    manifest = mf.new_manifest(source, contract, calibration.describe(), parity_set)
     result = ExportResult(manifest, out_dir / mf.MANIFEST_NAME)
 
     def options_for(fmt: ExportFormat) -> dict:
         keys = (*fmt.option_keys, "data_source", "parity_images", "parity_seed")
-        return {"description": fmt.description, **{k: option_values[k] for k in keys}}
+        # only when set, so that exports from before contracts stay up to date
+        extra = {
+            k: option_values[k] for k in ("preprocessing", "split") if option_values[k] not in (None, "test")
+        }
+        return {"description": fmt.description, **{k: option_values[k] for k in keys}, **extra}
 
     # Entries: earlier, still valid artifacts of formats not requested now; then the requested ones.
     requested = {f.name for f in fmts}
@@ -202,10 +210,12 @@ def export_model(
         opset=settings.opset,
         trt_max_batch=settings.trt_max_batch,
         ort_recipe=recipe,
+        contract=contract,
+        keras_model=keras_model,
     )
     try:
-        # A missing or corrupt model is the user's input error (exit 2), found before anything is written.
-        reference = ctx.model.predict(parity_images, batch_size=50, verbose=0) if todo else None
+        parity_inputs = contract.model_input(parity_images)
+        reference = ctx.model.predict(parity_inputs, batch_size=50, verbose=0) if todo else None
         save()
         for name in (*result.unavailable, *result.skipped):
             if on_format:
@@ -242,7 +252,7 @@ def _export_one(
             warns = coverage.warnings(fmt.name, cov) if fmt.quantized else []
             if fmt.quantized:  # what runs, not what is stored, names a quantized artifact
                 info["precision"]["label"] = coverage.precision_label(info["precision"]["label"], cov)
-            probs = _stage("load-error", run_artifact, fmt.runtime, tmp, images)
+            probs = _stage("load-error", run_artifact, fmt.runtime, tmp, images, ctx.contract)
             parity = compare(probs, reference, fmt.tolerance)
             if not parity["passed"]:
                 diff = parity["max_abs_diff"]

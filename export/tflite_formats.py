@@ -1,7 +1,8 @@
 """TFLite artifacts: float32, float16 weights, dynamic-range int8 weights and full-integer int8.
 
-All four convert the same frozen concrete function (uint8 pixels in, probabilities out), so the input
-stays raw uint8 pixels; the preprocessing Cast from uint8 to float is inside the graph.
+All four convert the same frozen concrete function (the model's input tensor in, probabilities out), so the
+input keeps the model contract: raw uint8 pixels for edgebench's own models (the Cast to float is inside the
+graph), or the float input of another classifier.
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ def build_dynamic(ctx, dest: Path) -> None:
 def build_int8(ctx, dest: Path) -> None:
     """Full-integer model: int8 weights and activations; uint8 pixels in, uint8 probabilities out.
 
-    The graph input is already uint8 and is cast to float inside the graph, then quantized with scale 1
-    (pixel values are exact); ``inference_output_type`` makes the softmax output uint8 (scale 1/256).
+    A uint8 graph input is cast to float inside the graph, then quantized with scale 1 (pixel values are
+    exact); a float input gets the scale calibrated on its range (the runner quantizes the preprocessed
+    floats). ``inference_output_type`` makes the softmax output uint8 (scale 1/256).
     Only int8 builtin ops are allowed, so conversion fails rather than silently keeping float ops.
     """
     import tensorflow as tf

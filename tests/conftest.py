@@ -22,11 +22,11 @@ def _require_shared():
         pytest.fail(f"test data missing: {JPEG_ROOT} (set EDGEBENCH_SHARED)")
 
 
-def make_image_folder(dest: Path, train_per_class: int, test_per_class: int) -> Path:
+def make_image_folder(dest: Path, train_per_class: int, test_per_class: int, classes=CLASSES) -> Path:
     """A CIFAR-style image folder holding the first N real JPEGs of each class (symlinks)."""
     _require_shared()
     for split, n in (("train", train_per_class), ("test", test_per_class)):
-        for name in CLASSES:
+        for name in classes:
             (dest / split / name).mkdir(parents=True, exist_ok=True)
             for src in sorted((JPEG_ROOT / split / name).iterdir())[:n]:
                 (dest / split / name / src.name).symlink_to(src)

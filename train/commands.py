@@ -56,12 +56,13 @@ def train(preset, data, weights, out, cache_dir, restart, **overrides):
 @click.command()
 @click.argument("images", nargs=-1, required=True)
 @click.option("--model", "model_path", required=True, help="a .keras model or an exported artifact")
-@click.option("--top-k", default=3, show_default=True, type=click.IntRange(1, 10))
+@click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def predict(images, model_path, top_k, as_json):
-    """Classify image files of any size or mode (resized to 32x32 like CIFAR-10)."""
+@click.option("--labels", default=None, help="class names, one per line [default: the export's contract]")
+def predict(images, model_path, top_k, as_json, labels):
+    """Classify image files of any size or mode (resized to the model's input, per its contract)."""
     from edgebench.runtime import format_results
     from edgebench.train.predict import predict_files
 
-    results = predict_files(model_path, images, top_k)
+    results = predict_files(model_path, images, top_k, labels)
     click.echo(json.dumps(results, indent=2) if as_json else format_results(results))

@@ -1,15 +1,19 @@
-"""CIFAR-10 sources, a decoded-array cache, stratified splits and sample subsets.
+"""Labelled image sources, a decoded-array cache, stratified splits and sample subsets.
 
 Sources (``--data`` / ``EDGEBENCH_DATA``):
   * ``keras`` (default): ``keras.datasets.cifar10`` (downloads once into ~/.keras);
-  * an image folder ``<root>/{train,test}/<class>/*`` (e.g. the JPEG copy in ../shared);
+  * any image folder ``<root>/<split>/<class>/*`` (e.g. the CIFAR-10 JPEG copy in ../shared): classes are
+    the sorted sub-folders (CIFAR-10 order when they are the CIFAR-10 classes), ``train`` is the training
+    split, ``test`` (or another ``split``) the evaluation one;
   * a ``cifar-10-batches-py`` folder (the official python archive, extracted);
   * a ``.npz`` with ``x_train, y_train, x_test, y_test``.
-Everything is returned as uint8 NHWC arrays with int64 labels in the standard CIFAR-10 class order.
+Everything is returned as uint8 NHWC arrays at the requested model input size (``images.fit_image``, the
+resize export, bench, predict and the device share) with int64 labels.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +24,7 @@ import numpy as np
 
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import atomic_path
-from edgebench.runtime import CIFAR10_CLASSES, InferenceError, load_image
+from edgebench.runtime import CIFAR10_CLASSES, INPUT_SIZE, InferenceError, load_image, resize_pixels
 from edgebench.train.progress import progress
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -36,6 +40,7 @@ class Dataset:
     y_test: np.ndarray
     class_names: list[str] = field(default_factory=lambda: list(CIFAR10_CLASSES))
     source: str = ""
+    split: str = "test"  # the evaluation split the x_test/y_test arrays come from
 
     def describe(self) -> dict:
         return {
@@ -55,10 +60,17 @@ def default_cache_dir() -> Path:
 
 
 def load_dataset(
-    source: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None
+    source: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    size=INPUT_SIZE,
+    channels: int = 3,
+    split: str = "test",
 ) -> Dataset:
-    """Load CIFAR-10 from ``source`` (see module docstring); image folders are decoded once and cached."""
+    """Load ``source`` (see module docstring) at ``size`` (int or (height, width)) with ``channels``;
+    ``split``: the evaluation split (an image folder's sub-folder). Image folders are decoded once and
+    cached per size."""
     source = str(source or default_source())
+    size = (size, size) if np.isscalar(size) else tuple(size)
     if source == "keras":
         ds = _load_keras()
     else:
@@ -72,14 +84,37 @@ def load_dataset(
         elif (path / "data_batch_1").is_file() or (path / "cifar-10-batches-py").is_dir():
             ds = _load_batches(path)
         else:
-            ds = _load_image_folder(path, Path(cache_dir) if cache_dir else default_cache_dir())
+            cache = Path(cache_dir) if cache_dir else default_cache_dir()
+            ds = _load_image_folder(path, cache, size, channels, split)
+    if ds.split != split:
+        raise EdgebenchError(f"{source} has no split '{split}': only image folders have named splits")
+    ds.x_train = resize_pixels(ds.x_train, size, channels)
+    ds.x_test = resize_pixels(ds.x_test, size, channels)
     check_classes(ds)
     return ds
 
 
+def align_classes(ds: Dataset, classes) -> Dataset:
+    """``ds`` with its labels in the order of the model's ``classes``; a one-line error when the folder's
+    classes are not the model's."""
+    classes = list(classes)
+    if list(ds.class_names) == classes:
+        return ds
+    if sorted(ds.class_names) != sorted(classes):
+        raise EdgebenchError(
+            f"classes of {ds.source} ({len(ds.class_names)}: {', '.join(ds.class_names)}) are not the "
+            f"model's ({len(classes)}: {', '.join(classes)})"
+        )
+    order = np.asarray([classes.index(n) for n in ds.class_names], dtype=np.int64)
+    return Dataset(ds.x_train, order[ds.y_train], ds.x_test, order[ds.y_test], classes, ds.source, ds.split)
+
+
 def check_classes(ds: Dataset) -> None:
-    """Refuse a source with an empty or badly unbalanced class in either split."""
-    for split, y in (("train", ds.y_train), ("test", ds.y_test)):
+    """Refuse a source with an empty or badly unbalanced class in either split (an absent train split
+    passes: bench needs only the evaluation split)."""
+    for split, y in (("train", ds.y_train), (ds.split, ds.y_test)):
+        if split == "train" and len(y) == 0:
+            continue
         counts = np.bincount(y, minlength=len(ds.class_names))
         if counts.min() == 0:
             empty = ds.class_names[int(counts.argmin())]
@@ -180,12 +215,13 @@ def _folder_fingerprint(files: list[Path], root: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _decode_all(files: list[Path], what: str) -> np.ndarray:
-    out = np.empty((len(files), 32, 32, 3), dtype=np.uint8)
+def _decode_all(files: list[Path], what: str, size: tuple[int, int], channels: int) -> np.ndarray:
+    out = np.empty((len(files), *size, channels), dtype=np.uint8)
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool, progress() as bar:
         task = bar.add_task(f"decoding {what}", total=len(files))
         try:
-            for i, img in enumerate(pool.map(load_image, files, chunksize=256)):
+            load = functools.partial(load_image, size=size, channels=channels)
+            for i, img in enumerate(pool.map(load, files, chunksize=256)):
                 out[i] = img
                 bar.advance(task)
         except InferenceError as exc:
@@ -193,26 +229,37 @@ def _decode_all(files: list[Path], what: str) -> np.ndarray:
     return out
 
 
-def _load_image_folder(root: Path, cache_dir: Path) -> Dataset:
-    if not (root / "train").is_dir() or not (root / "test").is_dir():
-        raise EdgebenchError(f"{root} must hold train/ and test/ folders with one sub-folder per class")
-    names, train_files, y_train = list_image_folder(root / "train")
-    test_names, test_files, y_test = list_image_folder(root / "test")
-    if test_names != names:
-        raise EdgebenchError(f"train and test class folders differ in {root}: {names} vs {test_names}")
+def _load_image_folder(
+    root: Path, cache_dir: Path, size: tuple[int, int], channels: int, split: str = "test"
+) -> Dataset:
+    if not (root / split).is_dir():
+        raise EdgebenchError(
+            f"{root} must hold {'train/ and ' if split == 'test' else ''}{split}/ folders "
+            "with one sub-folder per class"
+        )
+    names, test_files, y_test = list_image_folder(root / split)
+    train_files: list[Path] = []
+    y_train = np.zeros(0, dtype=np.int64)
+    if (root / "train").is_dir():  # calibration needs it; an evaluation-only folder (bench) may lack it
+        train_names, train_files, y_train = list_image_folder(root / "train")
+        if train_names != names:
+            raise EdgebenchError(
+                f"train and {split} class folders differ in {root}: {train_names} vs {names}"
+            )
     key = _folder_fingerprint(train_files + test_files, root)
-    cache = cache_dir / f"imagefolder-{key}.npz"
+    shape = f"{size[0]}x{size[1]}x{channels}"
+    cache = cache_dir / f"imagefolder-{key}{'' if shape == '32x32x3' else '-' + shape}.npz"
     if cache.is_file():
         with np.load(cache) as npz:
-            return Dataset(npz["x_train"], y_train, npz["x_test"], y_test, names, source=str(root))
-    x_train = _decode_all(train_files, "train images")
-    x_test = _decode_all(test_files, "test images")
+            return Dataset(npz["x_train"], y_train, npz["x_test"], y_test, names, str(root), split)
+    x_train = _decode_all(train_files, "train images", size, channels)
+    x_test = _decode_all(test_files, f"{split} images", size, channels)
     try:
         with atomic_path(cache) as tmp:
             np.savez(tmp, x_train=x_train, x_test=x_test)
     except (OSError, EdgebenchError):
         pass  # a read-only cache dir only costs the next run a re-decode
-    return Dataset(x_train, y_train, x_test, y_test, names, source=str(root))
+    return Dataset(x_train, y_train, x_test, y_test, names, str(root), split)
 
 
 def stratified_indices(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -243,4 +290,4 @@ def subset(ds: Dataset, train_per_class: int | None, test_per_class: int | None,
 
     x_train, y_train = pick(ds.x_train, ds.y_train, train_per_class)
     x_test, y_test = pick(ds.x_test, ds.y_test, test_per_class)
-    return Dataset(x_train, y_train, x_test, y_test, ds.class_names, ds.source)
+    return Dataset(x_train, y_train, x_test, y_test, ds.class_names, ds.source, ds.split)

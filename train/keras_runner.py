@@ -41,13 +41,20 @@ class KerasRunner(Runner):
             self._model = load_model(self.path)
         except EdgebenchError as exc:
             raise InferenceError(str(exc)) from None
+        if not self.contract_given:  # a bare .keras file: its contract is read from the model itself
+            from edgebench.train.model import model_contract
+
+            try:
+                self.contract = model_contract(self._model)
+            except EdgebenchError as exc:
+                raise InferenceError(str(exc)) from None
         # One traced graph for every batch size: eager calls and predict_on_batch add Python overhead per
         # call that would be timed as model latency.
         self._fn = tf.function(lambda x: self._model(x, training=False), reduce_retracing=True)
         self._tf = tf
 
     def prepare(self, batch: np.ndarray) -> None:
-        self._tensor = self._tf.constant(batch, dtype=self._tf.uint8)
+        self._tensor = self._tf.constant(batch, dtype=self.contract.dtype)
 
     def run(self) -> None:
         # Eager execution on the CPU is synchronous: the call returns once the result is computed.
@@ -65,7 +72,7 @@ class KerasRunner(Runner):
             "runtime": f"keras {keras.__version__} (tensorflow {self._tf.__version__})",
             "threads": self.threads,
             "tf_intra_op_threads": intra or None,
-            "input_dtype": "uint8",
+            "input_dtype": self.contract.dtype,
             "output_dtype": "float32",
         }
 

@@ -14,7 +14,7 @@ import keras
 from keras import layers, ops
 
 from edgebench.errors import EdgebenchError
-from edgebench.runtime import CIFAR10_CLASSES, INPUT_SIZE
+from edgebench.runtime import CIFAR10_CLASSES, INPUT_SIZE, Contract, ContractError
 
 # ImageNet channel means of the original Caffe ResNet, in BGR order (keras.applications "caffe" mode).
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -140,6 +140,35 @@ def split_model(model: keras.Model, at: str = SPLIT_LAYER) -> tuple[keras.Model,
     """(trunk, top): ``model(x) == top(trunk(x))``; both share the model's layers and weights."""
     mid = model.get_layer(at).output
     return keras.Model(model.input, mid, name="trunk"), keras.Model(mid, model.output, name="top")
+
+
+def model_contract(model: keras.Model, classes=None, preprocessing=None) -> Contract:
+    """The contract of any Keras image classifier, read from the model: input height, width, channels and
+    dtype from its input spec, the class count from its output. ``classes``: names in output order
+    (default: the CIFAR-10 names for 10 outputs, else ``class_0`` …); ``preprocessing``: what the caller
+    applies outside the graph (float inputs only)."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise EdgebenchError(
+            f"model {model.name} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
+            "an image classifier has one of each"
+        )
+    shape, dtype = tuple(model.inputs[0].shape), str(model.inputs[0].dtype)
+    out = tuple(model.outputs[0].shape)
+    if len(shape) != 4 or None in shape[1:]:
+        raise EdgebenchError(f"model input shape {shape} is not a fixed-size NHWC image batch (N, H, W, C)")
+    if len(out) != 2 or out[1] is None:
+        raise EdgebenchError(f"model output shape {out} is not (N, classes) probabilities")
+    if dtype.startswith("float"):
+        dtype = "float32"  # float16/64 graphs get float32 tensors from the converters
+    n = int(out[1])
+    if classes is None:
+        classes = CIFAR10_CLASSES if n == len(CIFAR10_CLASSES) else tuple(f"class_{i}" for i in range(n))
+    if len(classes) != n:
+        raise EdgebenchError(f"{len(classes)} class names given, but the model outputs {n} classes")
+    try:
+        return Contract(int(shape[1]), int(shape[2]), int(shape[3]), dtype, tuple(classes), preprocessing)
+    except ContractError as exc:
+        raise EdgebenchError(f"model {model.name}: {exc}") from None
 
 
 def load_model(path: str | os.PathLike) -> keras.Model:

@@ -3,8 +3,9 @@
 The one implementation of opening and running an artifact: ``edgebench predict``, export parity, bench and
 its timing workers use it, and a bundle ships this package verbatim (as ``edgebench_runtime``, driven by
 ``infer.py``). Modules: ``base`` (runner interface, registry, ``open_runner``), one module per runtime,
-``images`` (input contract, result formatting), ``bundle`` (model.json, self-test), ``native`` (the bundle's
-C runner driven from Python) and ``cli`` (infer.py).
+``contract`` (the model contract: input size, dtype, preprocessing, classes), ``images`` (image files at
+the model's size, result formatting), ``bundle`` (model.json, self-test), ``native`` (the bundle's C runner
+driven from Python) and ``cli`` (infer.py).
 """
 
 from .base import (
@@ -19,7 +20,18 @@ from .base import (
     runtime_for_path,
 )
 from .bundle import BUNDLE_KIND, MODEL_JSON, Bundle, check_classes, selftest, sha256_file
-from .images import CIFAR10_CLASSES, INPUT_SIZE, classify, format_results, load_image, load_images, top_k
+from .contract import Contract, ContractError, contract_beside, read_labels
+from .images import (
+    CIFAR10_CLASSES,
+    INPUT_SIZE,
+    classify,
+    fit_image,
+    format_results,
+    load_image,
+    load_images,
+    resize_pixels,
+    top_k,
+)
 
 __all__ = [
     "BUNDLE_KIND",
@@ -28,18 +40,24 @@ __all__ = [
     "MODEL_JSON",
     "RUNTIMES",
     "Bundle",
+    "Contract",
+    "ContractError",
     "InferenceError",
     "Runner",
     "RunnerSpec",
     "check_classes",
     "classify",
+    "contract_beside",
     "dequantize",
+    "fit_image",
     "format_results",
     "load_image",
     "load_images",
     "missing_modules",
     "open_runner",
     "quantize",
+    "read_labels",
+    "resize_pixels",
     "runtime_for_path",
     "selftest",
     "sha256_file",

@@ -24,8 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import INPUT_SIZE
-
 
 class InferenceError(Exception):
     """A bad model or input file, explained in one line."""
@@ -70,16 +68,26 @@ class RunnerSpec:
 
 
 class Runner:
-    """Base runner. Subclasses implement ``_load``, ``prepare``, ``run`` and ``fetch``."""
+    """Base runner. Subclasses implement ``_load``, ``prepare``, ``run`` and ``fetch``.
+
+    ``contract`` (a ``Contract`` or its dict, e.g. from the export manifest): the input size, dtype and
+    preprocessing ``infer``/``bind`` apply to 0..255 pixel batches; default the CIFAR-10 one.
+    """
 
     name = "runner"
     suffixes: tuple[str, ...] = ()
     modules: tuple[str, ...] = ()  # Python modules the runtime needs (imported by import_runtime)
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None, **options):
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, contract=None, **options):
+        from .contract import Contract
+
         self.path = Path(path)
         self.threads = threads
         self.options = options
+        self.contract_given = contract is not None
+        if isinstance(contract, dict):
+            contract = Contract.from_dict(contract)
+        self.contract = contract or Contract.cifar10()
         self.loaded = False
 
     def __enter__(self):
@@ -113,17 +121,14 @@ class Runner:
         return None
 
     def check_batch(self, batch) -> np.ndarray:
-        batch = np.asarray(batch)
-        if batch.ndim == 3:
-            batch = batch[None]
-        if batch.ndim != 4 or batch.shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
-            raise InferenceError(f"input batch has shape {batch.shape}, expected (N, 32, 32, 3) uint8 pixels")
+        """The model's input tensor for a batch of 0..255 pixels (shape checked, contract applied)."""
+        batch = self.contract.check(batch)
         if self.max_batch is not None and len(batch) > self.max_batch:
             raise InferenceError(f"batch of {len(batch)} exceeds this artifact's maximum of {self.max_batch}")
-        return batch
+        return self.contract.model_input(batch)
 
     def infer(self, batch) -> np.ndarray:
-        """Probabilities for a uint8 batch: prepare, run, fetch (the order every caller gets)."""
+        """Probabilities for a pixel batch: prepare, run, fetch (the order every caller gets)."""
         self.prepare(self.check_batch(batch))
         self.run()
         return self.fetch()

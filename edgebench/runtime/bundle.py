@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import RUNTIMES, InferenceError, Runner, RunnerSpec, open_runner
+from .contract import Contract
 from .images import load_images
 from .native import native_selftest
 
@@ -50,8 +51,14 @@ class Bundle:
         return self.root / self.spec["model"]["file"]
 
     @property
+    def contract(self) -> Contract:
+        """The model contract of model.json (the CIFAR-10 one for bundles made before contracts)."""
+        contract = Contract.read(self.spec)
+        return contract if self.spec.get("contract") else contract.with_classes(self.spec["class_names"])
+
+    @property
     def class_names(self) -> tuple[str, ...]:
-        return tuple(self.spec["class_names"])
+        return self.contract.classes
 
     @property
     def threads(self) -> int | None:
@@ -73,7 +80,10 @@ class Bundle:
     def runner(self, threads: int | None = None) -> Runner:
         """The runner for the bundle's model after checking its sha256 (``threads``: model.json's)."""
         self.verify_model()
-        return open_runner(RunnerSpec(self.spec["runtime"], str(self.model_path), threads or self.threads))
+        options = {"contract": self.contract.to_dict()}
+        return open_runner(
+            RunnerSpec(self.spec["runtime"], str(self.model_path), threads or self.threads, options)
+        )
 
 
 def check_classes(probs: np.ndarray, class_names) -> None:
@@ -96,7 +106,8 @@ def selftest(bundle: Bundle, threads: int | None = None) -> tuple[int, list[str]
         ppm = bundle.root / sample.get("ppm", "")
         if sample.get("ppm") and (not ppm.is_file() or sha256_file(ppm) != sample.get("ppm_sha256")):
             raise InferenceError(f"sample image {ppm} is missing or not the one in {MODEL_JSON}")
-    batch = load_images([bundle.root / s["file"] for s in samples])
+    contract = bundle.contract
+    batch = load_images([bundle.root / s["file"] for s in samples], contract.size, contract.channels)
     with bundle.runner(threads) as runner:
         probs = runner.infer(batch)
     check_classes(probs, bundle.class_names)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from .base import InferenceError, open_runner
 from .bundle import MODEL_JSON, Bundle, check_classes, selftest
-from .images import CIFAR10_CLASSES, classify, format_results, load_images
+from .contract import Contract
+from .images import classify, format_results, load_images
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,7 +29,9 @@ def _parser(bundle_dir: Path) -> argparse.ArgumentParser:
         prog=Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "infer.py",
         description="Classify images with the bundled model (no TensorFlow needed), or --selftest it.",
     )
-    parser.add_argument("images", nargs="*", help="image files of any size or mode (resized to 32x32)")
+    parser.add_argument(
+        "images", nargs="*", help="image files of any size or mode (resized to the model's input)"
+    )
     parser.add_argument("--top-k", type=int, default=3, help="classes to show per image [3]")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--model", help="run this model file instead of the bundle's (no sha256 check)")
@@ -59,14 +62,15 @@ def main(argv=None, bundle_dir: str | Path | None = None) -> int:
             mismatches, lines = selftest(Bundle(args.bundle), args.threads)
             print("\n".join(lines))
             return 1 if mismatches else 0
-        batch = load_images(args.images)
         if args.model:
             has_spec = (Path(args.bundle) / MODEL_JSON).is_file()
-            class_names = Bundle(args.bundle).class_names if has_spec else CIFAR10_CLASSES
-            runner = open_runner(args.model, threads=args.threads)
+            contract = Bundle(args.bundle).contract if has_spec else Contract.cifar10()
+            runner = open_runner(args.model, threads=args.threads, contract=contract)
         else:
             bundle = Bundle(args.bundle)
-            class_names, runner = bundle.class_names, bundle.runner(args.threads)
+            contract, runner = bundle.contract, bundle.runner(args.threads)
+        class_names = contract.classes
+        batch = load_images(args.images, contract.size, contract.channels)
         if not 1 <= args.top_k <= len(class_names):
             parser.error(f"--top-k must be between 1 and {len(class_names)} (got {args.top_k})")
         with runner:

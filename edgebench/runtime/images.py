@@ -1,4 +1,5 @@
-"""The model contract's input side (uint8 RGB, 32x32) and the output side's text/JSON formatting."""
+"""Image files and pixel arrays at a model's input size (one resize for export, bench, predict and the
+device), and the output side's text/JSON formatting."""
 
 from __future__ import annotations
 
@@ -12,8 +13,38 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 INPUT_SIZE = 32
 
 
-def load_image(path: str | os.PathLike, size: int = INPUT_SIZE) -> np.ndarray:
-    """Any image file of any size or mode as a uint8 (size, size, 3) RGB array (centre square, resized)."""
+def _size(size) -> tuple[int, int]:
+    """(height, width) from an int (square) or a pair."""
+    return (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
+
+
+def fit_image(img, size=INPUT_SIZE, channels: int = 3) -> np.ndarray:
+    """A PIL image as uint8 (H, W, C) pixels: converted to RGB (or grayscale), centre-cropped to the
+    target's aspect ratio and resized (Lanczos). The one resize every stage and the device use."""
+    from PIL import Image, ImageOps
+
+    height, width = _size(size)
+    img = img.convert("RGB" if channels == 3 else "L")
+    if img.size != (width, height):
+        img = ImageOps.fit(img, (width, height), Image.Resampling.LANCZOS)
+    return np.asarray(img, dtype=np.uint8).reshape(height, width, channels)
+
+
+def resize_pixels(pixels: np.ndarray, size=INPUT_SIZE, channels: int = 3) -> np.ndarray:
+    """uint8 (N, h, w, 3) RGB arrays at the model's size, through ``fit_image`` (a no-op when equal)."""
+    from PIL import Image
+
+    height, width = _size(size)
+    if pixels.shape[1:] == (height, width, channels):
+        return pixels
+    out = np.empty((len(pixels), height, width, channels), dtype=np.uint8)
+    for i, p in enumerate(pixels):
+        out[i] = fit_image(Image.fromarray(p), (height, width), channels)
+    return out
+
+
+def load_image(path: str | os.PathLike, size=INPUT_SIZE, channels: int = 3) -> np.ndarray:
+    """Any image file of any size or mode as uint8 (H, W, C) pixels (EXIF-rotated, then ``fit_image``)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     from .base import InferenceError
@@ -27,10 +58,7 @@ def load_image(path: str | os.PathLike, size: int = INPUT_SIZE) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
-                img = ImageOps.exif_transpose(img).convert("RGB")
-                if img.size != (size, size):
-                    img = ImageOps.fit(img, (size, size), Image.Resampling.LANCZOS)
-                return np.asarray(img, dtype=np.uint8)
+                return fit_image(ImageOps.exif_transpose(img), size, channels)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InferenceError(
             f"image too large: {path} ({str(exc).split(',')[0]}; Pillow's decompression-bomb guard)"
@@ -39,8 +67,8 @@ def load_image(path: str | os.PathLike, size: int = INPUT_SIZE) -> np.ndarray:
         raise InferenceError(f"not a readable image: {path} ({type(exc).__name__})") from None
 
 
-def load_images(paths) -> np.ndarray:
-    return np.stack([load_image(p) for p in paths])
+def load_images(paths, size=INPUT_SIZE, channels: int = 3) -> np.ndarray:
+    return np.stack([load_image(p, size, channels) for p in paths])
 
 
 def top_k(probs: np.ndarray, k: int, class_names=CIFAR10_CLASSES) -> list[list[tuple[str, float]]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from .base import InferenceError, Runner, dequantize, quantize
-from .images import INPUT_SIZE
 
 
 class LiteRTRunner(Runner):
@@ -32,7 +31,7 @@ class LiteRTRunner(Runner):
 
     def prepare(self, batch: np.ndarray) -> None:
         if len(batch) != self._batch:
-            self._interp.resize_tensor_input(self._in["index"], [len(batch), INPUT_SIZE, INPUT_SIZE, 3])
+            self._interp.resize_tensor_input(self._in["index"], list(batch.shape))
             self._interp.allocate_tensors()
             self._details()
         scale, zero = self._in["quantization"]

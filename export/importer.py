@@ -1,0 +1,206 @@
+"""``import_artifacts``: an export folder made from existing .tflite/.onnx files, for users who arrive
+with exported models and no Keras model.
+
+Each file gets the same inspection as an exported one (I/O tensors, precision, kernel coverage), a format
+name (given as ``NAME=PATH``, else from its runtime and precision: ``onnx``, ``tflite-int8`` …) and a parity
+check against the imported fp32 artifact (the reference: the first fp32 file) on stratified images of the
+evaluation split. The model contract comes from the reference's input tensor, the class count from its
+output, names from ``--labels`` or the class folders, preprocessing from the user. The manifest says
+``"imported": true`` and has no calibration; bench takes the reference with ``--reference-format``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+from edgebench.errors import EdgebenchError
+from edgebench.export import artifact_info, coverage
+from edgebench.export import manifest as mf
+from edgebench.export.context import indices_sha256, stratified_sample
+from edgebench.export.contract import artifact_contract, name_classes
+from edgebench.export.messages import first_line
+from edgebench.export.parity import compare, run_artifact
+from edgebench.export.pipeline import ExportResult
+from edgebench.export.registry import FORMATS, FP32_TOLERANCE
+from edgebench.fileio import atomic_path, ensure_dir, sha256_file
+from edgebench.runtime import InferenceError, runtime_for_path
+
+IMPORTABLE = {"litert": "tflite", "onnxruntime": "onnx"}
+# (runtime, precision label) -> the registry's name for such a file
+_NAMES = {
+    ("litert", "fp32"): "tflite-fp32",
+    ("litert", "fp16 weights, fp32 activations"): "tflite-fp16",
+    ("litert", "int8 weights, fp32 activations"): "tflite-dynamic",
+    ("litert", "int8"): "tflite-int8",
+    ("onnxruntime", "fp32"): "onnx",
+    ("onnxruntime", "int8"): "onnx-int8",
+}
+
+
+def _parse(item: str) -> tuple[str | None, Path]:
+    name, sep, path = item.partition("=")
+    return (name.strip(), Path(path)) if sep and not Path(item).is_file() else (None, Path(item))
+
+
+def inspect_file(item: str) -> dict:
+    """Runtime, inspected I/O and precision, kernel coverage and format name of one file to import."""
+    name, path = _parse(item)
+    if not path.is_file():
+        raise EdgebenchError(f"file to import not found: {path}")
+    try:
+        runtime = runtime_for_path(path)
+    except InferenceError as exc:
+        raise EdgebenchError(str(exc)) from None
+    if runtime not in IMPORTABLE:
+        raise EdgebenchError(f"cannot import {path}: only .tflite and .onnx files are imported")
+    try:
+        info = artifact_info.describe(runtime, path)
+        cov = coverage.describe(runtime, path)
+    except Exception as exc:  # parsers raise anything on a damaged file
+        raise EdgebenchError(f"cannot inspect {path}: {first_line(exc)}") from None
+    label = info["precision"]["label"]
+    quantized = "int8" in label
+    if quantized:  # what runs, not what is stored, names a quantized artifact
+        info["precision"]["label"] = coverage.precision_label(label, cov)
+    final = info["precision"]["label"]
+    name = (
+        name
+        or _NAMES.get((runtime, final))
+        or _NAMES.get((runtime, label))
+        or f"{IMPORTABLE[runtime]}-{path.stem}"
+    )
+    return {"name": name, "path": path, "runtime": runtime, "info": info, "coverage": cov, "label": label}
+
+
+def import_artifacts(
+    files,
+    out_dir,
+    data_source,
+    labels=None,
+    preprocessing: dict | None = None,
+    parity_images: int = 100,
+    parity_seed: int = 0,
+    split: str = "test",
+    cache_dir=None,
+    on_format: Callable[[str, dict], None] | None = None,
+) -> ExportResult:
+    """Copy ``files`` (paths or ``NAME=PATH``) into the export folder ``out_dir`` with a manifest."""
+    from edgebench.train.data import align_classes, load_dataset
+
+    if not files:
+        raise EdgebenchError("no files to import")
+    if parity_images < 1:
+        raise EdgebenchError(f"--parity-images must be at least 1 (got {parity_images})")
+    items = [inspect_file(str(f)) for f in files]
+    names = [i["name"] for i in items]
+    if len(set(names)) != len(names):
+        raise EdgebenchError(f"two files get the same format name ({', '.join(names)}); name them NAME=PATH")
+    fp32 = [i for i in items if i["label"] == "fp32"]
+    if not fp32:
+        raise EdgebenchError("import needs one fp32 file: the reference for parity and for bench")
+    ref = fp32[0]
+    contract = artifact_contract(ref["info"], labels, preprocessing)
+    for item in items:
+        shape = item["info"]["inputs"][0]["shape"][1:]
+        classes = item["info"]["outputs"][0]["shape"][-1]
+        if (
+            list(shape) != [contract.height, contract.width, contract.channels]
+            or classes != contract.num_classes
+        ):
+            raise EdgebenchError(
+                f"{item['path']} takes {shape} and outputs {classes} classes; {ref['path']} takes "
+                f"{[contract.height, contract.width, contract.channels]} and outputs {contract.num_classes}"
+            )
+    ds = load_dataset(data_source, cache_dir, contract.size, contract.channels, split)
+    contract = name_classes(contract, ds, labels is not None)
+    ds = align_classes(ds, contract.classes)
+    idx = stratified_sample(ds.y_test, parity_images, parity_seed)
+    images = ds.x_test[idx]
+    reference = run_artifact(ref["runtime"], ref["path"], images, contract)
+
+    out_dir = ensure_dir(out_dir)
+    source = {
+        "path": os.fspath(ref["path"]),
+        "sha256": sha256_file(ref["path"]),
+        "bytes": ref["path"].stat().st_size,
+    }
+    parity_set = {
+        "source": ds.source,
+        "split": ds.split,
+        "size": int(len(idx)),
+        "seed": parity_seed,
+        "indices_sha256": indices_sha256(idx),
+    }
+    manifest = mf.new_manifest(source, contract, None, parity_set)
+    manifest["imported"] = True
+    result = ExportResult(manifest, out_dir / mf.MANIFEST_NAME)
+    for item in items:
+        entry = _import_one(item, out_dir, images, reference, contract, ref["name"], ds.source)
+        manifest["artifacts"].append(entry)
+        (result.built if entry["status"] == "ok" else result.failed).append(item["name"])
+        if on_format:
+            on_format(item["name"], entry)
+    mf.write(out_dir, manifest)
+    return result
+
+
+def _import_one(item, out_dir: Path, images, reference, contract, ref_name: str, data_source: str) -> dict:
+    name, runtime, info = item["name"], item["runtime"], item["info"]
+    fmt = SimpleNamespace(name=name, runtime=runtime)
+    known = FORMATS.get(name)
+    quantized = "int8" in item["label"]
+    tolerance = known.tolerance if known else (None if quantized else FP32_TOLERANCE)
+    filename = known.filename if known else item["path"].name
+    options = {
+        "description": f"imported from {item['path']}",
+        "imported_from": os.fspath(item["path"]),
+        "parity_reference": ref_name,
+        "data_source": data_source,
+    }
+    start = time.perf_counter()
+    try:
+        with atomic_path(out_dir / filename) as tmp:
+            shutil.copyfile(item["path"], tmp)
+            try:
+                probs = run_artifact(runtime, tmp, images, contract)
+            except EdgebenchError as exc:
+                raise _Failed("load-error", str(exc)) from None
+            parity = compare(probs, reference, tolerance)
+            if not parity["passed"]:
+                raise _Failed(
+                    "parity-error", f"{name} differs from {ref_name}: {parity['criterion']} not met"
+                )
+            digest, size = sha256_file(tmp), tmp.stat().st_size
+    except _Failed as exc:
+        if (out_dir / filename).is_file():
+            (out_dir / filename).unlink()  # a stale file of an earlier import must not outlive this failure
+        return mf.entry(fmt, "failed", exc.reason, str(exc), options=options, wall_time_s=_since(start))
+    warns = coverage.warnings(name, item["coverage"]) if quantized else []
+    return mf.entry(
+        fmt,
+        "ok",
+        file=filename,
+        sha256=digest,
+        bytes=size,
+        options=options,
+        wall_time_s=_since(start),
+        **info,
+        parity=parity,
+        coverage=item["coverage"],
+        warnings=warns,
+    )
+
+
+def _since(start: float) -> float:
+    return round(time.perf_counter() - start, 3)
+
+
+class _Failed(EdgebenchError):
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
