@@ -48,8 +48,8 @@ def test_planner_arithmetic_on_fake_throughputs():
     assert "no candidate affords 3 fresh epochs" in plan.reasons[-1]
     assert Plan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan  # stored in state.json as is
 
-    # Phase 1 gets at most a tenth of the budget for its images: 0.1 * 50 s * 100/s = 500 of 1,000.
-    assert make_plan([SMALL], Workload(budget_s=50, **WORK)).phase1_images == 500
+    # Phase 1 gets at most 5% of the budget for its images: 0.05 * 100 s * 100/s = 500 of 1,000.
+    assert make_plan([SMALL], Workload(budget_s=100, **WORK)).phase1_images == 500
     # Measuring stops once the latest (most capable) candidate cannot afford min_epochs.
     assert should_measure_more([SMALL], Workload(budget_s=1000, **WORK))
     assert not should_measure_more([SMALL, LARGE], Workload(budget_s=1000, min_epochs=4, **WORK))

@@ -19,7 +19,7 @@ from edgebench.errors import EdgebenchError
 HEAD_TRAIN_S = 30.0  # phase 1's head on 2048-d pooled features: seconds even on 2 cores
 SAVE_S = 30.0  # saving model.keras and the plots
 MARGIN = 0.05  # part of the budget kept free for what the estimate misses
-PHASE1_SHARE = 0.1  # at most this part of the budget goes into pooled features of phase 1's train images
+PHASE1_SHARE = 0.05  # at most this part of the budget goes into pooled features of phase 1's train images
 POOLED_BYTES = 2048 * 2  # one float16 pooled feature vector
 UNFREEZE_ORDER = ("conv5", "conv4")  # fewer to more trainable blocks
 

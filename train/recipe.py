@@ -218,8 +218,10 @@ class Trainer:
             f"phase 2 {plan.epochs} epoch(s) of {plan.images_per_epoch} freshly augmented images",
             flush=True,
         )
-        # Phase 2 stops at this time, leaving the final test pass and saving inside the budget.
-        self.deadline = self.started - self.spent_before + p.time_budget * 60 - plan.estimate_s["final"]
+        # Phase 2 stops at this time, leaving its last validation pass, the final test pass and saving
+        # inside the budget.
+        reserve = plan.estimate_s["final"] + n_val / plan.throughput["forward"]
+        self.deadline = self.started - self.spent_before + p.time_budget * 60 - reserve
         return plan
 
     def _pooled(self, pool: keras.Model, x: np.ndarray, what: str):
