@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from edgebench.cli import cli
 from edgebench.errors import EdgebenchError
 from edgebench.train import features
+from edgebench.train.budget import TimeCosine
 from edgebench.train.features import ArrayBatches, FeatureFile, cached_features
 from edgebench.train.model import load_model
 from edgebench.train.planner import Plan, Throughput, Workload, make_plan, should_measure_more
@@ -48,11 +49,19 @@ def test_planner_arithmetic_on_fake_throughputs():
     assert "no candidate affords 3 fresh epochs" in plan.reasons[-1]
     assert Plan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan  # stored in state.json as is
 
-    # Phase 1 gets at most 5% of the budget for its images: 0.05 * 100 s * 100/s = 500 of 1,000.
-    assert make_plan([SMALL], Workload(budget_s=100, **WORK)).phase1_images == 500
+    # Phase 1 gets 5% of the budget's worth of images (0.05 * 1000 s * 100/s = 5,000), at least 2,000.
+    more = {**WORK, "train_images": 10000}
+    assert make_plan([SMALL], Workload(budget_s=1000, **more)).phase1_images == 5000
+    assert make_plan([SMALL], Workload(budget_s=100, **more)).phase1_images == 2000
     # Measuring stops once the latest (most capable) candidate cannot afford min_epochs.
     assert should_measure_more([SMALL], Workload(budget_s=1000, **WORK))
     assert not should_measure_more([SMALL, LARGE], Workload(budget_s=1000, min_epochs=4, **WORK))
+
+
+def test_learning_rate_follows_the_clock_to_zero_at_the_deadline():
+    schedule = TimeCosine(1e-3, start=100.0, end=200.0)
+    rates = [schedule.rate(t) for t in (50.0, 100.0, 150.0, 200.0, 300.0)]
+    assert rates == pytest.approx([1e-3, 1e-3, 5e-4, 0.0, 0.0])
 
 
 def test_planner_refuses_what_cannot_run():

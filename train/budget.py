@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import resource
 import sys
 import time
@@ -15,6 +16,7 @@ from edgebench.train.planner import Throughput
 from edgebench.train.presets import Preset
 
 TIMED_STEPS = 2  # training steps timed per candidate, after one untimed step that traces the graph
+MAX_BUDGET_EPOCHS = 1000  # a budgeted phase 2 ends at its deadline (or early stopping), not at an epoch count
 
 
 def peak_rss_mb() -> float:
@@ -95,3 +97,19 @@ class Deadline(keras.callbacks.Callback):
         if time.time() >= self.deadline:
             self.cut = True
             self.model.stop_training = True
+
+
+class TimeCosine(keras.callbacks.Callback):
+    """Cosine decay of the learning rate from ``peak`` at ``start`` to zero at ``end`` (wall-clock times),
+    set before every batch."""
+
+    def __init__(self, peak: float, start: float, end: float):
+        super().__init__()
+        self.peak, self.start, self.end = peak, start, end
+
+    def rate(self, now: float) -> float:
+        frac = min(max((now - self.start) / max(self.end - self.start, 1e-9), 0.0), 1.0)
+        return 0.5 * self.peak * (1 + math.cos(math.pi * frac))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.optimizer.learning_rate.assign(self.rate(time.time()))

@@ -20,6 +20,7 @@ HEAD_TRAIN_S = 30.0  # phase 1's head on 2048-d pooled features: seconds even on
 SAVE_S = 30.0  # saving model.keras and the plots
 MARGIN = 0.05  # part of the budget kept free for what the estimate misses
 PHASE1_SHARE = 0.05  # at most this part of the budget goes into pooled features of phase 1's train images
+PHASE1_MIN = 2000  # ... but at least this many (a head from fewer images starts phase 2 far behind)
 POOLED_BYTES = 2048 * 2  # one float16 pooled feature vector
 UNFREEZE_ORDER = ("conv5", "conv4")  # fewer to more trainable blocks
 
@@ -95,8 +96,9 @@ def _fixed_costs(t: Throughput, w: Workload, phase1_images: int) -> dict[str, fl
 
 
 def phase1_images(t: Throughput, w: Workload) -> int:
-    """Phase 1 (head on pooled frozen features) gets at most PHASE1_SHARE of the budget for its images."""
-    return int(min(w.train_images, max(100, PHASE1_SHARE * w.budget_s * t.forward)))
+    """Phase 1 (head on pooled frozen features) gets PHASE1_SHARE of the budget's worth of images, at least
+    PHASE1_MIN, at most the train split."""
+    return int(min(w.train_images, max(PHASE1_MIN, PHASE1_SHARE * w.budget_s * t.forward)))
 
 
 def evaluate_candidate(t: Throughput, w: Workload) -> dict:

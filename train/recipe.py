@@ -23,7 +23,14 @@ import numpy as np
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import atomic_path, write_json
 from edgebench.train import plots
-from edgebench.train.budget import Deadline, measure_candidate, peak_rss_mb, plan_candidates
+from edgebench.train.budget import (
+    MAX_BUDGET_EPOCHS,
+    Deadline,
+    TimeCosine,
+    measure_candidate,
+    peak_rss_mb,
+    plan_candidates,
+)
 from edgebench.train.data import (
     Dataset,
     default_cache_dir,
@@ -215,7 +222,8 @@ class Trainer:
         print("plan: " + "; ".join(plan.reasons), flush=True)
         print(
             f"plan: {plan.image_size} px, {plan.unfreeze} unfrozen, phase 1 on {plan.phase1_images} images, "
-            f"phase 2 {plan.epochs} epoch(s) of {plan.images_per_epoch} freshly augmented images",
+            f"phase 2 until the deadline (at the measured rate {plan.epochs} epoch(s) of "
+            f"{plan.images_per_epoch} freshly augmented images)",
             flush=True,
         )
         # Phase 2 stops at this time, leaving its last validation pass, the final test pass and saving
@@ -266,31 +274,42 @@ class Trainer:
         )
 
     def _phase2_fresh(self, model, plan: Plan, x_tr, y_tr, x_val, y_val, ds: Dataset):
-        """Phase 2 of the budgeted recipe: every batch freshly augmented, through the frozen trunk, trains
-        the unfrozen blocks; stops at the deadline with the best checkpoint."""
+        """Phase 2 of the fresh-augmentation recipe: every batch freshly augmented, through the frozen trunk,
+        trains the unfrozen blocks; stops at the deadline with the best checkpoint.
+
+        With a budget it trains until the deadline, whole epochs while they last, under a cosine learning
+        rate over the *time* left rather than over planned steps: the plan's epochs are an estimate at the
+        throughput measured in the first minutes, and the learning rate still reaches zero at the deadline
+        when other work on the machine slows the run down or the estimate was pessimistic.
+        """
         p, t0 = self.preset, time.time()
         set_phase(model, 2, plan.unfreeze)
         aug = augmenter(p, p.seed)
+        budgeted = bool(p.time_budget)
         train = ArrayBatches(
             x_tr,
             y_tr,
             p.batch_size,
             seed=p.seed,
             transform=lambda x: augment_uint8(aug, x),
-            limit=plan.images_per_epoch,
+            limit=None if budgeted else plan.images_per_epoch,
         )
-        schedule = keras.optimizers.schedules.CosineDecay(p.phase2_lr, decay_steps=plan.epochs * len(train))
         deadline = Deadline(self.deadline)
+        if budgeted:
+            lr, epochs, extra = p.phase2_lr, MAX_BUDGET_EPOCHS, [TimeCosine(p.phase2_lr, t0, self.deadline)]
+        else:
+            steps = plan.epochs * len(train)
+            lr, epochs, extra = keras.optimizers.schedules.CosineDecay(p.phase2_lr, steps), plan.epochs, []
         history = fit_phase(
             "phase2",
             model,
             train,
             (x_val, y_val),
-            plan.epochs,
-            schedule,
+            epochs,
+            lr,
             p,
             self.run_dir,
-            [*self.callbacks, deadline],
+            [*self.callbacks, *extra, deadline],
         )
         e0 = time.time()
         acc, probs = evaluate(model, ds.x_test, ds.y_test, 128)
