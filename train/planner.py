@@ -6,7 +6,8 @@ one cached augmented copy reused for four epochs reached 98% train accuracy and 
 An image trained in phase 2 therefore costs one training step of the whole model on raw pixels, which is
 what ``Throughput.train`` measures. The planner spends what the budget leaves after the fixed stages
 (measurement, ablation, phase 1, validation passes, the final test pass) on phase-2 images, per candidate
-(resolution, unfrozen blocks), and picks one by a stated rule.
+(resolution, unfrozen blocks), and picks one by a stated rule. Its epochs are an estimate at the measured
+rate: phase 2 itself trains until the deadline (train/budget.py ``Deadline``, ``TimeCosine``).
 """
 
 from __future__ import annotations

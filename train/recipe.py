@@ -2,8 +2,10 @@
 
 Phase 1 trains the head on pooled features of the frozen base, computed once: with the base frozen and
 BatchNorm in inference mode this is the same optimisation as training the whole model, at a fraction of the
-cost. Phase 2 either trains conv5 + head on cached conv4 features of augmented copies (``feature_cache``,
-the CPU recipe) or the whole model on batches augmented on the fly (the GPU recipe).
+cost. Phase 2 either trains conv5 + head on cached conv4 features of augmented copies (``feature_cache``
+without a time budget) or the whole model, trunk frozen, on batches freshly augmented every epoch: with
+``time_budget`` (the CPU recipe: throughput measured, resolution, unfrozen blocks and phase-1 size planned
+by ``planner.make_plan``, phase 2 until the deadline) or with the preset's fixed epochs (the GPU recipe).
 
 A run directory resumes: finished phases are skipped (their weights reloaded) and an interrupted phase
 continues from its last epoch (``keras.callbacks.BackupAndRestore``).
