@@ -77,16 +77,6 @@ def test_saved_model_matches_the_phase2_evaluation(smoke_run, small_dataset):
     assert abs(metrics["phases"]["phase2"]["test_accuracy"] - metrics["final"]["test_accuracy"]) <= 1 / 40
 
 
-def test_direct_pipeline_without_feature_cache(tmp_path, cifar_folder):
-    """The GPU recipe's path: phase 2 through the whole model with on-the-fly augmentation."""
-    result = CliRunner().invoke(
-        cli, _args(tmp_path / "direct", cifar_folder, "--no-feature-cache", "--no-ablation")
-    )
-    assert result.exit_code == 0, result.output
-    metrics = json.loads((tmp_path / "direct" / "metrics.json").read_text())
-    assert "ablation" not in metrics["phases"] and metrics["options"]["feature_cache"] is False
-
-
 class Interrupt(keras.callbacks.Callback):
     """Stops the process the way Ctrl-C does, after the first epoch of phase 2."""
 
@@ -137,6 +127,9 @@ def test_interrupted_run_resumes(tmp_path, cifar_folder, cache_dir):
         (["--preset", "huge"], "unknown preset 'huge'"),
         (["--data", "/nonexistent/cifar"], "data source not found"),
         (["--weights", "/nonexistent/w.weights.h5"], "weights file not found"),
+        (["--time-budget", "-5"], "--time-budget takes minutes >= 0"),
+        (["--time-budget", "5", "--plan-unfreeze", "conv2"], "unknown choice conv2"),
+        (["--time-budget", "5", "--plan-sizes", "96,x"], "comma-separated integers"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, cifar_folder, extra, message):

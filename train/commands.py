@@ -18,7 +18,9 @@ def _preset_options(func):
                 f"--{flag}/--no-{flag}", field.name, default=None, help=f"preset override ({field.name})"
             )(func)
         else:
-            kind = {"int": int, "float": float, "int | None": int}.get(str(field.type), str)
+            kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(
+                str(field.type), str
+            )
             func = click.option(
                 f"--{flag}", field.name, type=kind, default=None, help=f"preset override ({field.name})"
             )(func)

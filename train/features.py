@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+import shutil
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from edgebench.errors import EdgebenchError
 from edgebench.fileio import atomic_path
 from edgebench.train.presets import Preset
 from edgebench.train.progress import progress
@@ -41,31 +43,74 @@ def augment_uint8(aug: keras.Sequential, x: np.ndarray, batch: int = 512) -> np.
     return out
 
 
-class ArrayBatches(keras.utils.PyDataset):
-    """Shuffled (x, y) batches from arrays that may be memory-mapped; optional per-batch transform."""
+class FeatureFile:
+    """A ``.npy`` feature cache read per batch: rows come out as float32, the file is never loaded whole.
 
-    def __init__(self, x, y, batch_size: int, shuffle: bool = True, seed: int = 0, transform=None):
+    Each read maps the file, copies the requested rows and unmaps it again, so the pages read stay in the
+    kernel's page cache instead of the process's resident set (a mapping held open for a whole epoch
+    counts every page it touched in RSS). Caches up to ``in_memory_bytes`` are read into memory once.
+    """
+
+    def __init__(self, path: str | Path, in_memory_bytes: int = 0):
+        self.path = Path(path)
+        head = np.load(self.path, mmap_mode="r")
+        self.shape, self.dtype, self.nbytes = head.shape, head.dtype, head.nbytes
+        del head
+        self.in_memory = self.nbytes <= in_memory_bytes
+        self._data = np.load(self.path) if self.in_memory else None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx) -> np.ndarray:
+        if self._data is not None:
+            return self._data[idx].astype(np.float32)
+        rows = np.load(self.path, mmap_mode="r")
+        try:
+            return rows[idx].astype(np.float32)
+        finally:
+            del rows
+
+
+class ArrayBatches(keras.utils.PyDataset):
+    """(x, y) batches from arrays or ``FeatureFile`` caches, optionally shuffled and transformed per batch.
+
+    ``limit`` caps the images per epoch (a partial epoch over a random part when shuffled); ``y=None``
+    yields inputs only (for ``predict``).
+    """
+
+    def __init__(
+        self, x, y, batch_size: int, shuffle: bool = True, seed: int = 0, transform=None, limit=None
+    ):
         super().__init__()
         self.x, self.y, self.batch_size, self.shuffle = x, y, batch_size, shuffle
         self.transform = transform
         self._rng = np.random.default_rng(seed)
-        self._order = np.arange(len(y))
+        self._order = np.arange(len(x))
+        self._n = min(len(x), limit) if limit else len(x)
         self.on_epoch_end()
 
     def __len__(self):
-        return math.ceil(len(self.y) / self.batch_size)
+        return math.ceil(self._n / self.batch_size)
 
     def __getitem__(self, i):
-        # Sorted indices inside a batch keep memory-mapped reads sequential-ish.
-        idx = np.sort(self._order[i * self.batch_size : (i + 1) * self.batch_size])
+        # Sorted indices inside a batch keep reads from disk sequential-ish.
+        idx = np.sort(self._order[i * self.batch_size : min((i + 1) * self.batch_size, self._n)])
         x = self.x[idx]
         if self.transform is not None:
             x = self.transform(x)
-        return x, self.y[idx]
+        return x if self.y is None else (x, self.y[idx])
 
     def on_epoch_end(self):
         if self.shuffle:
             self._rng.shuffle(self._order)
+
+
+def predict_batches(model: keras.Model, x, batch_size: int) -> np.ndarray:
+    """``model.predict`` over an array or a ``FeatureFile``, one batch in memory at a time."""
+    if isinstance(x, np.ndarray) and not isinstance(x, np.memmap):
+        return model.predict(x, batch_size=batch_size, verbose=0)
+    return model.predict(ArrayBatches(x, None, batch_size, shuffle=False), verbose=0)
 
 
 def array_key(*parts) -> str:
@@ -80,31 +125,47 @@ def array_key(*parts) -> str:
     return digest.hexdigest()[:16]
 
 
+def free_bytes(path: Path) -> int:
+    """Free disk space where ``path`` (or its nearest existing parent) lives."""
+    while not path.exists():
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
 def cached_features(
-    extractor: keras.Model, images, cache: Path, what: str, dtype: str = "float16"
-) -> np.ndarray:
-    """``extractor(images)``, computed once and memory-mapped from ``cache`` (a ``.npy`` file) afterwards.
+    extractor: keras.Model, images, cache: Path, what: str, dtype: str = "float16", in_memory_bytes: int = 0
+) -> FeatureFile:
+    """``extractor(images)``, computed once into ``cache`` (a ``.npy`` file) and read per batch afterwards.
 
     ``images`` is a uint8 array or a list of ``(n, fn)`` where ``fn(start, stop)`` returns that slice of
-    uint8 images (augmented copies are made chunk by chunk to keep memory flat).
+    uint8 images (augmented copies are made chunk by chunk to keep memory flat). The file is written
+    sequentially through a file handle, chunk by chunk (a writable memory map would keep every written page
+    resident), after checking that the disk has room for it.
     """
     if cache.is_file():
-        return np.load(cache, mmap_mode="r")
+        return FeatureFile(cache, in_memory_bytes)
     parts = [(len(images), lambda a, b, x=images: x[a:b])] if isinstance(images, np.ndarray) else images
     total = sum(n for n, _ in parts)
-    with atomic_path(cache) as tmp:
-        out = np.lib.format.open_memmap(
-            tmp, mode="w+", dtype=dtype, shape=(total, *extractor.output.shape[1:])
+    shape = (total, *extractor.output.shape[1:])
+    need = math.prod(shape) * np.dtype(dtype).itemsize
+    free = free_bytes(cache.parent)
+    if need * 1.05 > free:
+        raise EdgebenchError(
+            f"not enough free disk for {what}: need {need / 2**20:.0f} MiB, {free / 2**20:.0f} MiB free "
+            f"in {cache.parent}"
         )
-        pos = 0
+    with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False}
+        np.lib.format.write_array_header_1_0(fh, {**header, "shape": shape})
         with progress() as bar:
             task = bar.add_task(what, total=total)
             for n, fn in parts:
                 for start in range(0, n, CHUNK):
                     chunk = fn(start, min(start + CHUNK, n))
-                    out[pos : pos + len(chunk)] = extractor.predict(chunk, batch_size=64, verbose=0)
-                    pos += len(chunk)
+                    fh.write(
+                        np.ascontiguousarray(
+                            extractor.predict(chunk, batch_size=64, verbose=0), dtype
+                        ).tobytes()
+                    )
                     bar.advance(task, len(chunk))
-        out.flush()
-        del out
-    return np.load(cache, mmap_mode="r")
+    return FeatureFile(cache, in_memory_bytes)

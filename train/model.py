@@ -20,6 +20,8 @@ from edgebench.runtime import CIFAR10_CLASSES, INPUT_SIZE, Contract, ContractErr
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 SPLIT_LAYER = "conv4_block6_out"  # output of the frozen trunk; conv5 and the head sit above it
 FINETUNE_PREFIX = "conv5_"
+# What phase 2 may unfreeze -> (layer-name prefixes that train, the last frozen layer below them).
+UNFREEZE = {"conv5": ((FINETUNE_PREFIX,), SPLIT_LAYER), "conv4": (("conv4_", "conv5_"), "conv3_block4_out")}
 
 
 @keras.saving.register_keras_serializable(package="edgebench")
@@ -116,12 +118,13 @@ def build_tiny_model(
     return keras.Model(inputs, outputs, name="tiny_cnn")
 
 
-def is_finetuned(layer) -> bool:
-    return layer.name.startswith(FINETUNE_PREFIX)
+def is_finetuned(layer, unfreeze: str = "conv5") -> bool:
+    return layer.name.startswith(UNFREEZE[unfreeze][0])
 
 
-def set_phase(model: keras.Model, phase: int) -> None:
-    """Phase 1: only the head trains. Phase 2: conv5 and the head train; BatchNorm stays frozen.
+def set_phase(model: keras.Model, phase: int, unfreeze: str = "conv5") -> None:
+    """Phase 1: only the head trains. Phase 2: conv5 (and conv4 with ``unfreeze="conv4"``) and the head
+    train; BatchNorm stays frozen.
 
     A frozen BatchNormalization layer runs in inference mode in Keras 3, so its ImageNet statistics survive
     small fine-tuning batches.
@@ -130,7 +133,9 @@ def set_phase(model: keras.Model, phase: int) -> None:
     for layer in model.layers:
         if layer.name in head:
             layer.trainable = True
-        elif phase == 2 and is_finetuned(layer) and not isinstance(layer, layers.BatchNormalization):
+        elif (
+            phase == 2 and is_finetuned(layer, unfreeze) and not isinstance(layer, layers.BatchNormalization)
+        ):
             layer.trainable = True
         else:
             layer.trainable = False

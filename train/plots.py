@@ -48,6 +48,8 @@ def curves(history: dict[str, dict[str, list[float]]], path: Path) -> None:
             ax.plot(epochs, h[key], "o-", label=f"{phase} train")
             ax.plot(epochs, h[f"val_{key}"], "s--", label=f"{phase} val")
         ax_acc.axvline(offset + n + 0.5, color="grey", lw=0.5)
+        for ax in (ax_acc, ax_loss):  # name the phase above its epochs
+            ax.text(offset + 0.6, 1.01, phase, transform=ax.get_xaxis_transform(), fontsize=8, color="grey")
         offset += n
     for ax, title in ((ax_acc, "accuracy"), (ax_loss, "loss")):
         ax.set_xlabel("epoch")

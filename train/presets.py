@@ -33,6 +33,15 @@ class Preset:
     ablation: bool = True  # frozen base with 0-1 scaling, the known failure, for the record
     ablation_train_per_class: int | None = 200
     ablation_val_per_class: int | None = 50
+    ablation_test_per_class: int | None = None  # None: the whole test split
+    # Time budget in minutes for the whole run (0/None: the fixed epochs above). With a budget the recipe
+    # measures its throughput and plans resolution, unfrozen blocks, phase-1 images and phase-2 epochs of
+    # fresh augmentation (train/planner.py) among these candidates:
+    time_budget: float | None = None
+    plan_sizes: str = ""  # comma-separated input sizes ("": image_size only)
+    plan_unfreeze: str = "conv5"  # comma-separated: conv5, conv4
+    plan_min_epochs: int = 3  # fresh epochs a candidate must afford before a larger one is chosen
+    cache_in_memory_mb: int = 256  # feature caches up to this size are read into memory; larger ones stream
     seed: int = 0
 
 
@@ -51,9 +60,21 @@ PRESETS = {
         ablation_train_per_class=20,
         ablation_val_per_class=None,
     ),
-    # Under an hour on 2 CPU cores: 96 px, cached conv4 features of one augmented copy, conv5 fine-tuned.
+    # 45 minutes of training on the CPU it runs on: measured throughput plans 96-128 px, conv5 or conv4+conv5
+    # unfrozen, and the epochs of fresh augmentation that fit (train/planner.py). Without a budget
+    # (--time-budget 0): 96 px, cached conv4 features of one augmented copy, conv5 fine-tuned.
     # (At 64 px TensorFlow's CPU gradient of conv5's 1x1 convolutions on 2x2 maps is ~3x slower than at 96.)
-    "cpu": Preset("cpu", image_size=96, batch_size=64, phase1_epochs=20, phase2_epochs=1),
+    "cpu": Preset(
+        "cpu",
+        image_size=96,
+        batch_size=64,
+        phase1_epochs=20,
+        phase2_epochs=1,
+        ablation_test_per_class=200,
+        time_budget=45.0,
+        plan_sizes="96,128",
+        plan_unfreeze="conv5,conv4",
+    ),
     # The full recipe on a GPU: 224 px, on-the-fly augmentation through the whole network.
     "gpu": Preset(
         "gpu",

@@ -1,0 +1,162 @@
+"""The time budget: the planner's arithmetic on fake throughputs, a budget cut ending with a valid model,
+and feature caches streamed per batch instead of loaded whole."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgebench.cli import cli
+from edgebench.errors import EdgebenchError
+from edgebench.train import features
+from edgebench.train.budget import TimeCosine
+from edgebench.train.features import ArrayBatches, FeatureFile, cached_features
+from edgebench.train.model import load_model
+from edgebench.train.planner import Plan, Throughput, Workload, make_plan, should_measure_more
+from edgebench.train.presets import get_preset
+from edgebench.train.recipe import Trainer, fixed_plan
+from tests.conftest import WEIGHTS
+
+# 1,000 train / 100 val / 100 test images; 50 s already spent measuring.
+WORK = dict(spent_s=50, train_images=1000, val_images=100, test_images=100)
+SMALL = Throughput(96, "conv5", forward=100, trunk=50, train=10)
+LARGE = Throughput(128, "conv5", forward=50, trunk=25, train=4)
+
+
+def test_planner_arithmetic_on_fake_throughputs():
+    # 96 px: phase 1 on all 1,000 images ((1000+100+100)/100 s + 30 s head) = 42 s, final 100/100 + 30 s
+    # = 31 s, so 0.95 * 1000 - 50 - 42 - 31 = 827 s for epochs of 1000/10 + 100/100 = 101 s: 8 epochs.
+    # 128 px: 50 + 54 + 32 fixed, 814 s left, epochs of 250 + 2 s: 3 epochs.
+    plan = make_plan([LARGE, SMALL], Workload(budget_s=1000, min_epochs=3, **WORK))
+    assert (plan.image_size, plan.epochs, plan.images_per_epoch, plan.phase1_images) == (128, 3, 1000, 1000)
+    assert [c["epochs"] for c in plan.candidates] == [8, 3]  # ranked cheapest first
+    assert plan.estimate_s == {"measure": 50, "ablation": 0, "phase1": 54, "final": 32, "phase2": 756}
+    assert plan.throughput["trainable"] == pytest.approx(1 / (1 / 4 - 1 / 25), abs=0.1)
+    assert "most capable" in plan.reasons[-1]
+
+    # Asking for 4 fresh epochs: 128 px cannot afford them, 96 px can.
+    plan = make_plan([SMALL, LARGE], Workload(budget_s=1000, min_epochs=4, **WORK))
+    assert (plan.image_size, plan.epochs) == (96, 8)
+
+    # 200 s: 190 - 123 = 67 s left, less than an epoch: one partial epoch of (67 - 1) s * 10 images/s.
+    plan = make_plan([SMALL, LARGE], Workload(budget_s=200, **WORK))
+    assert (plan.image_size, plan.epochs, plan.images_per_epoch) == (96, 1, 660)
+    assert "no candidate affords 3 fresh epochs" in plan.reasons[-1]
+    assert Plan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan  # stored in state.json as is
+
+    # Phase 1 gets 5% of the budget's worth of images (0.05 * 1000 s * 100/s = 5,000), at least 2,000.
+    more = {**WORK, "train_images": 10000}
+    assert make_plan([SMALL], Workload(budget_s=1000, **more)).phase1_images == 5000
+    assert make_plan([SMALL], Workload(budget_s=100, **more)).phase1_images == 2000
+    # Measuring stops once the latest (most capable) candidate cannot afford min_epochs.
+    assert should_measure_more([SMALL], Workload(budget_s=1000, **WORK))
+    assert not should_measure_more([SMALL, LARGE], Workload(budget_s=1000, min_epochs=4, **WORK))
+
+
+def test_learning_rate_follows_the_clock_to_zero_at_the_deadline():
+    schedule = TimeCosine(1e-3, start=100.0, end=200.0)
+    rates = [schedule.rate(t) for t in (50.0, 100.0, 150.0, 200.0, 300.0)]
+    assert rates == pytest.approx([1e-3, 1e-3, 5e-4, 0.0, 0.0])
+
+
+def test_planner_refuses_what_cannot_run():
+    with pytest.raises(EdgebenchError, match="not enough free disk for the feature caches"):
+        make_plan([SMALL], Workload(budget_s=1000, free_disk_bytes=1000, **WORK))
+    with pytest.raises(EdgebenchError, match="time budget must be positive"):
+        make_plan([SMALL], Workload(budget_s=0, **WORK))
+
+
+def test_budget_cut_ends_with_a_valid_model_and_a_resume_keeps_the_plan(tmp_path, cifar_folder, cache_dir):
+    """A 3-second budget is over before phase 2 starts: phase 2 stops after its first batch, the run still
+    saves a complete model, and running the command again reuses the stored plan. Phase 2 here is the
+    fresh-augmentation path the GPU recipe (no feature cache) runs with fixed epochs."""
+    out = tmp_path / "cut"
+    args = ["train", "--preset", "smoke", "--data", str(cifar_folder), "--weights", str(WEIGHTS)]
+    args += ["--out", str(out), "--train-per-class", "8", "--test-per-class", "4", "--val-fraction", "0.25"]
+    result = CliRunner().invoke(cli, [*args, "--no-ablation", "--time-budget", "0.05"])
+    assert result.exit_code == 0, result.output
+    assert "plan: 32 px, conv5 unfrozen" in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    budget = metrics["budget"]
+    assert budget["cut"] is True and budget["plan"]["image_size"] == 32
+    assert budget["plan"]["throughput"]["train"] > 0 and budget["plan"]["reasons"]
+    assert metrics["phases"]["phase2"]["budget_cut"] is True
+    assert metrics["phases"]["phase2"]["images_trained"] == 32  # one batch, then the cut
+    assert metrics["peak_rss_mb"] > 0
+    model = load_model(out / "model.keras")
+    probs = model.predict(np.zeros((2, 32, 32, 3), np.uint8), verbose=0)
+    assert probs.shape == (2, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
+    assert 0 <= metrics["final"]["test_accuracy"] <= 1
+
+    state = json.loads((out / "state.json").read_text())
+    preset = get_preset(
+        "smoke", train_per_class=8, test_per_class=4, val_fraction=0.25, ablation=False, time_budget=0.05
+    )
+    resumed = Trainer(preset, str(cifar_folder), str(WEIGHTS), out, cache_dir)
+    x = np.zeros((60, 32, 32, 3), np.uint8)
+    assert resumed._plan(x, np.zeros(60, int), 20, 40).to_dict() == state["plan"]  # stored, not re-measured
+
+    result = CliRunner().invoke(cli, [*args, "--time-budget", "10"])
+    assert result.exit_code == 2 and "other options" in result.output  # a changed budget is another run
+
+
+def test_without_a_budget_the_plan_is_the_presets():
+    plan = fixed_plan(get_preset("gpu"), 45000)
+    assert (plan.image_size, plan.unfreeze, plan.epochs, plan.images_per_epoch) == (224, "conv5", 20, 45000)
+
+
+def _extractor(channels: int) -> keras.Model:
+    """uint8 images -> (32, 32, channels) features: a big cache from little compute."""
+    inputs = keras.Input((32, 32, 3), dtype="uint8")
+    x = keras.layers.Conv2D(channels, 1)(keras.ops.cast(inputs, "float32") / 255.0)
+    return keras.Model(inputs, x)
+
+
+def _vm_kib(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux peak-RSS reset")
+def test_cache_larger_than_the_memory_limit_trains_without_being_loaded_whole(tmp_path, small_dataset):
+    rng = np.random.default_rng(0)
+    x = small_dataset.x_train[rng.integers(0, len(small_dataset.x_train), 1000)]
+    y = rng.integers(0, 10, len(x))
+    extractor = _extractor(128)
+    cache = cached_features(extractor, x, tmp_path / "big.npy", "big cache", in_memory_bytes=1 << 20)
+    assert isinstance(cache, FeatureFile) and not cache.in_memory
+    assert cache.shape == (1000, 32, 32, 128) and cache.nbytes == 1000 * 32 * 32 * 128 * 2  # 250 MiB
+    expected = extractor.predict(x[[7, 999]], verbose=0).astype(np.float16).astype(np.float32)
+    # the right rows, to within one float16 step (a batch of 1,000 and one of 2 may round float32 differently)
+    np.testing.assert_allclose(cache[np.array([7, 999])], expected, rtol=1e-3, atol=1e-4)
+
+    inputs = keras.Input((32, 32, 128))
+    head = keras.Model(
+        inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs))
+    )
+    head.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    head.fit(ArrayBatches(cache[np.arange(40)], y[:40], 10), epochs=1, verbose=0)  # traced before measuring
+    rss_before = _vm_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # restart the peak-RSS mark (VmHWM) from here
+    history = head.fit(ArrayBatches(cache, y, 10), epochs=1, verbose=0)  # 5 MiB of float32 per batch
+    grew = (_vm_kib("VmHWM") - rss_before) * 1024
+    assert np.isfinite(history.history["loss"][0])
+    assert grew < cache.nbytes / 2, (
+        f"peak RSS grew {grew / 2**20:.0f} MiB over a {cache.nbytes >> 20} MiB cache"
+    )
+
+    assert FeatureFile(cache.path, in_memory_bytes=cache.nbytes).in_memory  # under the limit: loaded once
+
+
+def test_cache_refused_when_the_disk_is_full(tmp_path, small_dataset, monkeypatch):
+    monkeypatch.setattr(features, "free_bytes", lambda path: 1 << 20)
+    with pytest.raises(EdgebenchError, match="not enough free disk for big cache"):
+        cached_features(_extractor(8), small_dataset.x_train[:100], tmp_path / "c.npy", "big cache")
+    assert not list(tmp_path.iterdir())  # nothing half-written

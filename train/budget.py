@@ -1,0 +1,115 @@
+"""What the time budget needs at run time: throughput measurement, the deadline callback, peak RSS."""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import time
+
+import keras
+import numpy as np
+
+from edgebench.errors import EdgebenchError
+from edgebench.train.model import UNFREEZE, build_model, set_phase, split_model
+from edgebench.train.planner import Throughput
+from edgebench.train.presets import Preset
+
+TIMED_STEPS = 2  # training steps timed per candidate, after one untimed step that traces the graph
+MAX_BUDGET_EPOCHS = 1000  # a budgeted phase 2 ends at its deadline (or early stopping), not at an epoch count
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size (what ``/usr/bin/time -v`` reports as maximum RSS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def _rate(fn, n: int) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return n / (time.perf_counter() - t0)
+
+
+def measure_candidate(
+    preset: Preset, weights, image_size: int, unfreeze: list[str], x: np.ndarray, y: np.ndarray
+) -> list[Throughput]:
+    """Images/s at ``image_size`` on this machine: whole-model and trunk inference, and one training step
+    per ``unfreeze`` choice (untimed first calls trace the graphs). The model is thrown away afterwards."""
+    b = min(preset.batch_size, len(x))
+    steps = max(1, min(TIMED_STEPS, len(x) // b))
+    x, y = x[: steps * b], y[: steps * b]  # whole batches only: a smaller last batch would retrace
+    model = build_model(image_size, weights, preset.dropout)
+    model.predict(x[:b], batch_size=b, verbose=0)
+    forward = _rate(lambda: model.predict(x, batch_size=b, verbose=0), len(x))
+    out = []
+    for choice in unfreeze:
+        set_phase(model, 2, choice)
+        trunk, _ = split_model(model, UNFREEZE[choice][1])
+        trunk.predict(x[:b], batch_size=b, verbose=0)
+        trunk_rate = _rate(lambda t=trunk: t.predict(x, batch_size=b, verbose=0), len(x))
+        model.compile(
+            optimizer=keras.optimizers.AdamW(1e-5),
+            loss="sparse_categorical_crossentropy",
+            jit_compile=False,
+        )
+        model.train_on_batch(x[:b], y[:b])
+
+        def timed_steps():
+            for i in range(steps):
+                model.train_on_batch(x[i * b : (i + 1) * b], y[i * b : (i + 1) * b])
+
+        train = _rate(timed_steps, steps * b)
+        out.append(Throughput(image_size, choice, round(forward, 1), round(trunk_rate, 1), round(train, 1)))
+    keras.backend.clear_session()  # the measured model is thrown away
+    return out
+
+
+def plan_candidates(preset: Preset) -> tuple[list[int], list[str]]:
+    """The resolutions and unfreeze choices the planner may pick (``--plan-sizes``, ``--plan-unfreeze``)."""
+    try:
+        sizes = sorted({int(v) for v in preset.plan_sizes.split(",") if v.strip()} or {preset.image_size})
+    except ValueError:
+        raise EdgebenchError(
+            f"--plan-sizes takes comma-separated integers, got '{preset.plan_sizes}'"
+        ) from None
+    unfreeze = [v.strip() for v in preset.plan_unfreeze.split(",") if v.strip()]
+    bad = [v for v in unfreeze if v not in UNFREEZE] or ([] if unfreeze else ["(none)"])
+    if bad:
+        raise EdgebenchError(f"--plan-unfreeze: unknown choice {bad[0]} (choose from {', '.join(UNFREEZE)})")
+    if sizes[0] < 32:
+        raise EdgebenchError(f"--plan-sizes: ResNet50 needs inputs of at least 32 px, got {sizes[0]}")
+    return sizes, sorted(unfreeze, key=list(UNFREEZE).index)
+
+
+class Deadline(keras.callbacks.Callback):
+    """Stops training after the batch that crosses ``deadline`` (a ``time.time()`` value); the epoch's
+    validation and the best-checkpoint callback still run, so the run ends with a valid model."""
+
+    def __init__(self, deadline: float):
+        super().__init__()
+        self.deadline = deadline
+        self.cut = False
+        self.batches = 0  # trained in this invocation
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+        if time.time() >= self.deadline:
+            self.cut = True
+            self.model.stop_training = True
+
+
+class TimeCosine(keras.callbacks.Callback):
+    """Cosine decay of the learning rate from ``peak`` at ``start`` to zero at ``end`` (wall-clock times),
+    set before every batch."""
+
+    def __init__(self, peak: float, start: float, end: float):
+        super().__init__()
+        self.peak, self.start, self.end = peak, start, end
+
+    def rate(self, now: float) -> float:
+        frac = min(max((now - self.start) / max(self.end - self.start, 1e-9), 0.0), 1.0)
+        return 0.5 * self.peak * (1 + math.cos(math.pi * frac))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.model.optimizer.learning_rate.assign(self.rate(time.time()))
