@@ -68,9 +68,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from {RUNTIME_PACKAGE}.cli import main  # noqa: E402
+try:
+    from {RUNTIME_PACKAGE}.cli import main
 
-sys.exit(main(bundle_dir=HERE))
+    code = main(bundle_dir=HERE)
+except ModuleNotFoundError as exc:  # numpy or Pillow (the runtime itself is reported by main)
+    print(f"error: Python module {{exc.name}} not installed: pip install -r {{HERE / 'requirements.txt'}}",
+          file=sys.stderr)
+    code = 2
+sys.exit(code)
 '''
 
 

@@ -269,6 +269,21 @@ def test_bundle_bad_input_is_one_line_and_exit_2(run_dir, tmp_path):
     assert not (tmp_path / "dist").exists() or not any((tmp_path / "dist").iterdir())  # nothing half-written
 
 
+def test_infer_py_without_numpy_says_what_to_install(bundles):
+    """A device Python without the bundle's requirements gets one line naming the module, not a traceback."""
+    proc = subprocess.run(
+        [sys.executable, "-S", "infer.py", "--selftest"],  # -S: no site-packages, so no numpy
+        cwd=bundles["tflite-int8"],
+        capture_output=True,
+        text=True,
+    )
+    requirements = bundles["tflite-int8"] / "requirements.txt"
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"error: Python module numpy not installed: pip install -r {requirements}"
+    ]
+
+
 def test_tensorrt_engines_are_refused_with_the_reason():
     from edgebench.bundle.build import check_bundlable
     from edgebench.errors import EdgebenchError
