@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from edgebench.cli import cli
 from edgebench.errors import EdgebenchError
 from edgebench.train import features
-from edgebench.train.budget import TimeCosine
+from edgebench.train.budget import TimeCosine, xla_modes
 from edgebench.train.features import ArrayBatches, FeatureFile, cached_features
 from edgebench.train.model import load_model
 from edgebench.train.planner import Plan, Throughput, Workload, make_plan, should_measure_more
@@ -58,6 +58,19 @@ def test_planner_arithmetic_on_fake_throughputs():
     assert not should_measure_more([SMALL, LARGE], Workload(budget_s=1000, min_epochs=4, **WORK))
 
 
+def test_plan_states_the_compile_mode_it_measured_faster():
+    both = Throughput(96, "conv5", forward=100, trunk=50, train=10, xla=True, train_no_xla=5, train_xla=10)
+    plan = make_plan([both], Workload(budget_s=1000, **WORK))
+    assert plan.throughput["xla"] is True
+    assert plan.reasons[-1] == (
+        "training step 10 images/s with XLA, 5 with TensorFlow's own kernels: phase 2 runs with XLA"
+    )
+    assert not any("XLA" in r for r in make_plan([SMALL], Workload(budget_s=1000, **WORK)).reasons)
+    assert xla_modes("auto") == (False, True) and xla_modes("off") == (False,)
+    with pytest.raises(EdgebenchError, match="--xla takes auto, on or off, got 'fast'"):
+        xla_modes("fast")
+
+
 def test_learning_rate_follows_the_clock_to_zero_at_the_deadline():
     schedule = TimeCosine(1e-3, start=100.0, end=200.0)
     rates = [schedule.rate(t) for t in (50.0, 100.0, 150.0, 200.0, 300.0)]
@@ -85,6 +98,9 @@ def test_budget_cut_ends_with_a_valid_model_and_a_resume_keeps_the_plan(tmp_path
     budget = metrics["budget"]
     assert budget["cut"] is True and budget["plan"]["image_size"] == 32
     assert budget["plan"]["throughput"]["train"] > 0 and budget["plan"]["reasons"]
+    # --xla auto timed the training step in both compile modes and kept the faster one.
+    rates = {budget["plan"]["throughput"][k] for k in ("train_xla", "train_no_xla")}
+    assert None not in rates and budget["plan"]["throughput"]["train"] == max(rates)
     assert metrics["phases"]["phase2"]["budget_cut"] is True
     assert metrics["phases"]["phase2"]["images_trained"] == 32  # one batch, then the cut
     assert metrics["peak_rss_mb"] > 0

@@ -130,6 +130,7 @@ def test_interrupted_run_resumes(tmp_path, cifar_folder, cache_dir):
         (["--time-budget", "-5"], "--time-budget takes minutes >= 0"),
         (["--time-budget", "5", "--plan-unfreeze", "conv2"], "unknown choice conv2"),
         (["--time-budget", "5", "--plan-sizes", "96,x"], "comma-separated integers"),
+        (["--xla", "fast"], "--xla takes auto, on or off, got 'fast'"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, cifar_folder, extra, message):

@@ -31,11 +31,36 @@ def _rate(fn, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def xla_modes(choice: str) -> tuple[bool, ...]:
+    """The compile modes to measure for ``--xla auto|on|off``. Which is faster depends on the machine: on a
+    2-core AVX2 EPYC XLA's conv5 training step ran 1.9x TensorFlow's own kernels, while an earlier session
+    found it slower, so ``auto`` times both and keeps the faster."""
+    modes = {"auto": (False, True), "on": (True,), "off": (False,)}
+    if choice not in modes:
+        raise EdgebenchError(f"--xla takes auto, on or off, got '{choice}'")
+    return modes[choice]
+
+
+def _train_rate(model: keras.Model, x, y, b: int, steps: int, jit: bool) -> float:
+    """Images/s of ``steps`` training steps, after one untimed step that traces (and with XLA compiles)."""
+    model.compile(
+        optimizer=keras.optimizers.AdamW(1e-5), loss="sparse_categorical_crossentropy", jit_compile=jit
+    )
+    model.train_on_batch(x[:b], y[:b])
+
+    def timed_steps():
+        for i in range(steps):
+            model.train_on_batch(x[i * b : (i + 1) * b], y[i * b : (i + 1) * b])
+
+    return _rate(timed_steps, steps * b)
+
+
 def measure_candidate(
     preset: Preset, weights, image_size: int, unfreeze: list[str], x: np.ndarray, y: np.ndarray
 ) -> list[Throughput]:
-    """Images/s at ``image_size`` on this machine: whole-model and trunk inference, and one training step
-    per ``unfreeze`` choice (untimed first calls trace the graphs). The model is thrown away afterwards."""
+    """Images/s at ``image_size`` on this machine: whole-model and trunk inference, and training steps per
+    ``unfreeze`` choice in each compile mode ``preset.xla`` allows (untimed first calls trace the graphs);
+    the faster mode is kept. The model is thrown away afterwards."""
     b = min(preset.batch_size, len(x))
     steps = max(1, min(TIMED_STEPS, len(x) // b))
     x, y = x[: steps * b], y[: steps * b]  # whole batches only: a smaller last batch would retrace
@@ -48,19 +73,20 @@ def measure_candidate(
         trunk, _ = split_model(model, UNFREEZE[choice][1])
         trunk.predict(x[:b], batch_size=b, verbose=0)
         trunk_rate = _rate(lambda t=trunk: t.predict(x, batch_size=b, verbose=0), len(x))
-        model.compile(
-            optimizer=keras.optimizers.AdamW(1e-5),
-            loss="sparse_categorical_crossentropy",
-            jit_compile=False,
+        rates = {jit: _train_rate(model, x, y, b, steps, jit) for jit in xla_modes(preset.xla)}
+        xla = max(rates, key=rates.get)
+        out.append(
+            Throughput(
+                image_size,
+                choice,
+                round(forward, 1),
+                round(trunk_rate, 1),
+                round(rates[xla], 1),
+                xla=xla,
+                train_no_xla=round(rates[False], 1) if False in rates else None,
+                train_xla=round(rates[True], 1) if True in rates else None,
+            )
         )
-        model.train_on_batch(x[:b], y[:b])
-
-        def timed_steps():
-            for i in range(steps):
-                model.train_on_batch(x[i * b : (i + 1) * b], y[i * b : (i + 1) * b])
-
-        train = _rate(timed_steps, steps * b)
-        out.append(Throughput(image_size, choice, round(forward, 1), round(trunk_rate, 1), round(train, 1)))
     keras.backend.clear_session()  # the measured model is thrown away
     return out
 

@@ -35,6 +35,9 @@ class Throughput:
     forward: float  # whole model, inference: validation, test and pooled features
     trunk: float  # the frozen layers below the unfrozen blocks, inference
     train: float  # one training step: frozen trunk forward + unfrozen part forward and backward
+    xla: bool = False  # ``train`` was measured (and phase 2 runs) with XLA-compiled training steps
+    train_no_xla: float | None = None  # the training step in each compile mode, where measured
+    train_xla: float | None = None
 
     @property
     def trainable(self) -> float:
@@ -163,6 +166,11 @@ def make_plan(throughputs: list[Throughput], w: Workload) -> Plan:
         ),
         why,
     ]
+    if t.train_xla is not None and t.train_no_xla is not None:
+        reasons.append(
+            f"training step {t.train_xla:g} images/s with XLA, {t.train_no_xla:g} with TensorFlow's own "
+            f"kernels: phase 2 runs {'with' if t.xla else 'without'} XLA"
+        )
     cache_bytes = (pick["phase1_images"] + w.val_images + w.test_images + w.ablation_images) * POOLED_BYTES
     if w.free_disk_bytes is not None and cache_bytes * 1.1 > w.free_disk_bytes:
         raise EdgebenchError(

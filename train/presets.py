@@ -38,6 +38,9 @@ class Preset:
     # measures its throughput and plans resolution, unfrozen blocks, phase-1 images and phase-2 epochs of
     # fresh augmentation (train/planner.py) among these candidates:
     time_budget: float | None = None
+    # XLA-compiled training steps: auto (with a budget both modes are timed and the faster kept; without,
+    # Keras' own rule: XLA on GPU only), on, off.
+    xla: str = "auto"
     plan_sizes: str = ""  # comma-separated input sizes ("": image_size only)
     plan_unfreeze: str = "conv5"  # comma-separated: conv5, conv4
     plan_min_epochs: int = 3  # fresh epochs a candidate must afford before a larger one is chosen

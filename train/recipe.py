@@ -32,6 +32,7 @@ from edgebench.train.budget import (
     measure_candidate,
     peak_rss_mb,
     plan_candidates,
+    xla_modes,
 )
 from edgebench.train.data import (
     Dataset,
@@ -56,6 +57,9 @@ from edgebench.train.planner import SAVE_S, Plan, Throughput, Workload, make_pla
 from edgebench.train.presets import Preset
 
 PHASES = ("ablation", "phase1", "phase2")
+
+
+XLA_FLAG = {"auto": "auto", "on": True, "off": False}  # --xla -> keras' jit_compile
 
 
 def fixed_plan(p: Preset, n_train: int) -> Plan:
@@ -84,6 +88,7 @@ class Trainer:
             )
         if preset.time_budget:
             plan_candidates(preset)  # refuse bad candidates before anything runs
+        xla_modes(preset.xla)  # ... and a bad --xla
         self.preset = preset
         self.run_dir = RunDir(out)
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -147,6 +152,8 @@ class Trainer:
         else:
             plan = None
         size = plan.image_size if plan else p.image_size
+        # The compile mode measured faster with a budget; without one, the preset's (auto: Keras' rule).
+        self.jit = plan.throughput.get("xla", False) if plan and p.time_budget else XLA_FLAG[p.xla]
 
         if p.ablation and "ablation" not in self.state["phases"]:
             self._ablation(ds, x_tr, y_tr, x_val, y_val, size)
@@ -274,6 +281,7 @@ class Trainer:
             p,
             self.run_dir,
             self.callbacks,
+            self.jit,
         )
         acc, _ = evaluate(head, f_te, ds.y_test, 512)
         self._finish_phase(
@@ -324,6 +332,7 @@ class Trainer:
             p,
             self.run_dir,
             [*self.callbacks, *extra, deadline],
+            self.jit,
         )
         e0 = time.time()
         acc, probs = evaluate(model, ds.x_test, ds.y_test, 128)
@@ -415,6 +424,7 @@ class Trainer:
             p,
             self.run_dir,
             self.callbacks,
+            self.jit,
         )
         acc, _ = evaluate(head, f_te, y_te, 512)
         self._finish_phase(
@@ -445,6 +455,7 @@ class Trainer:
             p,
             self.run_dir,
             self.callbacks,
+            self.jit,
         )
         acc, _ = evaluate(head, pooled["test"], y_test, 512)
         self._finish_phase(
@@ -460,7 +471,7 @@ class Trainer:
             p.phase2_lr, decay_steps=p.phase2_epochs * len(train)
         )
         history = fit_phase(
-            "phase2", net, train, val, p.phase2_epochs, schedule, p, self.run_dir, self.callbacks
+            "phase2", net, train, val, p.phase2_epochs, schedule, p, self.run_dir, self.callbacks, self.jit
         )
         acc, _ = evaluate(net, x_test, ds.y_test, 256)
         self._finish_phase(
