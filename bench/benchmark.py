@@ -50,6 +50,13 @@ class BenchSettings:
     eval_batch: int = EVAL_BATCH
     plots: bool = True
 
+    @property
+    def throughput_thread_counts(self) -> list[int]:
+        """Where the throughput sweep runs: ``throughput_threads``, by default the largest of ``threads``
+        (where the model is deployed). At batch 128 a sweep costs more than batch-1 timing, and a 1-thread
+        throughput rarely decides anything."""
+        return sorted(set(self.throughput_threads or [max(self.threads)]))
+
     def check(self) -> None:
         s = self.latency
         problems = [
@@ -241,7 +248,7 @@ def run_bench(
             settings.eval_batch,
             len(class_names),
             log,
-            list(settings.throughput_threads or []),
+            throughput_threads=settings.throughput_thread_counts,
         )
         predictions: dict[str, np.ndarray] = {}
         for name, target in list(targets.items()):

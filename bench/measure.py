@@ -8,7 +8,7 @@ cores, shows up as spread, where a within-run interval would hide it).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,13 +113,11 @@ class Measurer:
         eval_batch: int,
         num_classes: int,
         log: Callable[[str], None] = print,
-        throughput_threads: list[int] | None = None,
+        throughput_threads: Sequence[int] = (),  # where batch_sizes are swept (BenchSettings decides)
     ):
         self.images_path, self.workdir, self.s = images_path, workdir, settings
         self.threads, self.batch_sizes, self.eval_batch = threads, batch_sizes, eval_batch
-        # Throughput is swept where it is deployed (by default the largest thread count only): at batch 128
-        # it costs more than batch-1 timing, and a 1-thread throughput rarely decides anything.
-        self.throughput_threads = set(throughput_threads or [max(threads)])
+        self.throughput_threads = set(throughput_threads)
         self.num_classes, self.log = num_classes, log
 
     def accuracy(self, target: Target) -> tuple[np.ndarray, dict]:

@@ -249,7 +249,9 @@ def test_tensorrt_batches_never_exceed_the_engine_profile(tmp_path):
     assert clamp_batches([1, 8, 32, 128], target.max_batch) == [1, 8, 32, 64]
     assert clamp_batches([1, 8, 32, 128], None) == [1, 8, 32, 128]
     calls = []
-    measurer = Measurer(tmp_path / "x.npy", tmp_path, _fast_latency(), [2], [1, 8, 128], 128, 10)
+    measurer = Measurer(
+        tmp_path / "x.npy", tmp_path, _fast_latency(), [2], [1, 8, 128], 128, 10, throughput_threads=[2]
+    )
     import edgebench.bench.measure as measure
 
     original = measure.run_worker
