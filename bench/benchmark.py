@@ -9,6 +9,7 @@ never stops the others; the report is written whatever the verdict.
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -142,12 +143,23 @@ def reference_artifact(manifest: dict, fmt: str) -> dict:
     return artifact
 
 
-def load_test_set(settings: BenchSettings, contract: Contract | None = None):
+def data_source(explicit: str | None, manifest: dict) -> str | None:
+    """``--data``, else ``EDGEBENCH_DATA``, else the image source the export calibrated on (where it still
+    exists), else the default (keras): the artifacts are measured on the data they were built for unless told
+    otherwise."""
+    if explicit or os.environ.get("EDGEBENCH_DATA"):
+        return explicit
+    source = (manifest.get("calibration") or {}).get("source")
+    return source if source and (source == "keras" or Path(source).exists()) else None
+
+
+def load_test_set(settings: BenchSettings, contract: Contract | None = None, manifest: dict | None = None):
     """The evaluation split at the model contract's input size, labels in its class order."""
     from edgebench.train.data import align_classes, load_dataset, subset
 
     contract = contract or Contract.cifar10()
-    ds = load_dataset(settings.data, settings.cache_dir, contract.size, contract.channels, settings.split)
+    source = data_source(settings.data, manifest or {})
+    ds = load_dataset(source, settings.cache_dir, contract.size, contract.channels, settings.split)
     ds = align_classes(ds, contract.classes)
     if settings.test_per_class is not None:
         ds = subset(ds, None, settings.test_per_class, settings.seed)
@@ -210,7 +222,7 @@ def run_bench(
     )
     reference_path = None if ref_artifact else resolve_reference(settings.reference, export_dir, manifest)
     out_dir = ensure_dir(settings.out_dir or export_dir.parent / "bench")
-    ds = load_test_set(settings, contract)
+    ds = load_test_set(settings, contract, manifest)
     labels, class_names = ds.y_test, list(ds.class_names)
     threads = sorted(set(settings.threads))
 

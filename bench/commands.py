@@ -65,7 +65,11 @@ def _row_line(row: dict) -> None:
     help="An fp32 artifact of the manifest as the reference, for exports without a Keras model (e.g. onnx).",
 )
 @click.option(
-    "--data", "data_source", default=None, help="Image source (keras, <root>/<split>/<class>/* folder, .npz)."
+    "--data",
+    "data_source",
+    default=None,
+    help="Image source (keras, <root>/<split>/<class>/* folder, .npz) [default: env EDGEBENCH_DATA, else the "
+    "export's calibration source, else keras].",
 )
 @click.option("--split", default="test", show_default=True, help="Image folder split to measure on.")
 @click.option(

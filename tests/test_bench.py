@@ -267,6 +267,19 @@ def test_tensorrt_batches_never_exceed_the_engine_profile(tmp_path):
     assert calls[0][1].options["max_batch"] == 64
 
 
+def test_bench_data_defaults_to_the_exports_source(tmp_path, monkeypatch):
+    from edgebench.bench.benchmark import data_source
+
+    monkeypatch.delenv("EDGEBENCH_DATA", raising=False)
+    manifest = {"calibration": {"source": str(tmp_path)}}
+    assert data_source(None, manifest) == str(tmp_path)
+    assert data_source("keras", manifest) == "keras"  # --data wins
+    assert data_source(None, {"calibration": {"source": str(tmp_path / "gone")}}) is None  # moved: default
+    assert data_source(None, {}) is None
+    monkeypatch.setenv("EDGEBENCH_DATA", "keras")
+    assert data_source(None, manifest) is None  # the environment wins (load_dataset reads it)
+
+
 def test_round_orders_rotate():
     from edgebench.bench.measure import round_orders
 
