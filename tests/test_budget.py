@@ -16,10 +16,11 @@ from edgebench.errors import EdgebenchError
 from edgebench.train import features
 from edgebench.train.budget import TimeCosine, xla_modes
 from edgebench.train.features import ArrayBatches, FeatureFile, cached_features
+from edgebench.train.fresh_phases import fixed_plan
 from edgebench.train.model import load_model
 from edgebench.train.planner import Plan, Throughput, Workload, make_plan, should_measure_more
 from edgebench.train.presets import get_preset
-from edgebench.train.recipe import Trainer, fixed_plan
+from edgebench.train.recipe import Trainer
 from tests.conftest import WEIGHTS
 
 # 1,000 train / 100 val / 100 test images; 50 s already spent measuring.

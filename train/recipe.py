@@ -7,8 +7,11 @@ without a time budget) or the whole model, trunk frozen, on batches freshly augm
 ``time_budget`` (the CPU recipe: throughput measured, resolution, unfrozen blocks and phase-1 size planned
 by ``planner.make_plan``, phase 2 until the deadline) or with the preset's fixed epochs (the GPU recipe).
 
-A run directory resumes: finished phases are skipped (their weights reloaded) and an interrupted phase
-continues from its last epoch (``keras.callbacks.BackupAndRestore``).
+``Trainer`` holds the run (state, bookkeeping, the ablation, saving and metrics); the two phase-2 paths
+are its mixins: ``fresh_phases.FreshPhases`` (budget, plan, fresh augmentation) and
+``cached_phases.CachedPhases`` (the conv4 feature cache). A run directory resumes: finished phases are
+skipped (their weights reloaded) and an interrupted phase continues from its last epoch
+(``keras.callbacks.BackupAndRestore``).
 """
 
 from __future__ import annotations
@@ -20,20 +23,12 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import atomic_path, write_json
 from edgebench.train import plots
-from edgebench.train.budget import (
-    MAX_BUDGET_EPOCHS,
-    Deadline,
-    TimeCosine,
-    measure_candidate,
-    peak_rss_mb,
-    plan_candidates,
-    xla_modes,
-)
+from edgebench.train.budget import peak_rss_mb, plan_candidates, xla_modes
+from edgebench.train.cached_phases import CachedPhases
 from edgebench.train.data import (
     Dataset,
     default_cache_dir,
@@ -42,34 +37,18 @@ from edgebench.train.data import (
     stratified_indices,
     subset,
 )
-from edgebench.train.features import (
-    ArrayBatches,
-    array_key,
-    augment_uint8,
-    augmenter,
-    cached_features,
-    free_bytes,
-    predict_batches,
-)
+from edgebench.train.features import ArrayBatches, array_key, cached_features
 from edgebench.train.fitting import RunDir, evaluate, fit_phase, load_state, run_dir_backups, versions
-from edgebench.train.model import SPLIT_LAYER, UNFREEZE, build_model, set_phase, split_model
-from edgebench.train.planner import SAVE_S, Plan, Throughput, Workload, make_plan, should_measure_more
+from edgebench.train.fresh_phases import FreshPhases, fixed_plan
+from edgebench.train.model import build_model, split_model
 from edgebench.train.presets import Preset
 
 PHASES = ("ablation", "phase1", "phase2")
 
-
 XLA_FLAG = {"auto": "auto", "on": True, "off": False}  # --xla -> keras' jit_compile
 
 
-def fixed_plan(p: Preset, n_train: int) -> Plan:
-    """The plan of a run without a time budget: the preset's size and epochs over all train images."""
-    return Plan(
-        p.image_size, "conv5", n_train, p.phase2_epochs, n_train, {}, ["fixed epochs (no budget)"], {}
-    )
-
-
-class Trainer:
+class Trainer(FreshPhases, CachedPhases):
     """One training run; ``run()`` executes the phases that are not finished yet."""
 
     def __init__(
@@ -186,205 +165,6 @@ class Trainer:
 
         return self._finalise(model, ds, time.time() - self.started)
 
-    # -- the time budget -----------------------------------------------------------------------------
-    def _workload(self, n_train: int, n_val: int, n_test: int, spent: float) -> Workload:
-        p = self.preset
-        abl = 0
-        if p.ablation and "ablation" not in self.state["phases"]:
-            per = (p.ablation_train_per_class, p.ablation_val_per_class, p.ablation_test_per_class)
-            abl = sum(min(k * 10, n) if k else n for k, n in zip(per, (n_train, n_val, n_test), strict=True))
-        return Workload(
-            budget_s=p.time_budget * 60 - self.spent_before,
-            spent_s=spent,
-            train_images=n_train,
-            val_images=n_val,
-            test_images=n_test,
-            ablation_images=abl,
-            free_disk_bytes=free_bytes(self.cache_dir),
-            min_epochs=p.plan_min_epochs,
-            batch_size=p.batch_size,
-        )
-
-    def _plan(self, x_tr, y_tr, n_val: int, n_test: int) -> Plan:
-        """Measure throughputs (cheapest candidate first) and plan; a resumed run keeps its stored plan."""
-        p = self.preset
-        if "plan" in self.state:
-            plan = Plan.from_dict(self.state["plan"])
-        else:
-            sizes, unfreeze = plan_candidates(p)
-            t0 = time.time()
-            idx = np.random.default_rng(p.seed).permutation(len(x_tr))[: 2 * p.batch_size]
-            measured: list[Throughput] = []
-            for size in sizes:
-                for choice in unfreeze:
-                    measured += measure_candidate(p, self.weights, size, [choice], x_tr[idx], y_tr[idx])
-                    print(f"measured {measured[-1]}", flush=True)
-                    if not should_measure_more(measured, self._workload(len(x_tr), n_val, n_test, 0)):
-                        break
-                else:
-                    continue
-                break
-            plan = make_plan(measured, self._workload(len(x_tr), n_val, n_test, time.time() - t0))
-            self.state["plan"] = plan.to_dict()
-            self.state["budget_spent_s"] = round(self.spent_before + time.time() - self.started, 1)
-            write_json(self.run_dir.state, self.state)
-        print("plan: " + "; ".join(plan.reasons), flush=True)
-        print(
-            f"plan: {plan.image_size} px, {plan.unfreeze} unfrozen, phase 1 on {plan.phase1_images} images, "
-            f"phase 2 until the deadline (at the measured rate {plan.epochs} epoch(s) of "
-            f"{plan.images_per_epoch} freshly augmented images)",
-            flush=True,
-        )
-        # Phase 2 stops at this time, leaving its last validation pass, the final test pass and saving
-        # inside the budget.
-        self._set_deadline(plan.throughput["forward"], n_val, n_test)
-        return plan
-
-    def _set_deadline(self, forward: float, n_val: int, n_test: int) -> None:
-        """Phase 2 stops at the deadline: the budget minus its last validation pass, the final test pass and
-        saving at ``forward`` images/s."""
-        reserve = (n_val + n_test) / forward + SAVE_S
-        self.deadline = self.started - self.spent_before + self.preset.time_budget * 60 - reserve
-
-    def _pooled(self, pool: keras.Model, x: np.ndarray, what: str):
-        weights_id = array_key(*[w.numpy() for w in pool.weights[:2]])
-        tag = f"pooled-{pool.name}-{weights_id}"
-        return cached_features(
-            pool, x, self._feature_cache(tag, x), what, in_memory_bytes=self.preset.cache_in_memory_mb << 20
-        )
-
-    def _phase1_pooled(self, model, plan: Plan, x_tr, y_tr, x_val, y_val, ds: Dataset) -> None:
-        """Phase 1 of the budgeted recipe: the head on pooled frozen features of ``plan.phase1_images``."""
-        p, t0 = self.preset, time.time()
-        set_phase(model, 1)
-        idx = stratified_indices(y_tr, math.ceil(plan.phase1_images / len(ds.class_names)), p.seed)
-        idx = idx[: plan.phase1_images]
-        pooled_out = model.get_layer("avg_pool").output
-        head = keras.Model(pooled_out, model.output)
-        pool = keras.Model(model.input, pooled_out, name=f"pooled_{plan.image_size}px")
-        f0 = time.time()
-        f_tr = self._pooled(pool, x_tr[idx], "pooled features: train")
-        f_val = self._pooled(pool, x_val, "pooled features: val")
-        f_te = self._pooled(pool, ds.x_test, "pooled features: test")
-        # The whole model's inference rate as the run sees it now (cache hits aside): a fresher figure than
-        # the first minutes' measurement for what phase 2 must leave for the final passes.
-        forward = (len(idx) + len(x_val) + len(ds.x_test)) / max(time.time() - f0, 1e-6)
-        if p.time_budget and forward < 1e5:
-            self._set_deadline(forward, len(x_val), len(ds.x_test))
-        history = fit_phase(
-            "phase1",
-            head,
-            ArrayBatches(f_tr, y_tr[idx], 256, seed=p.seed),
-            ArrayBatches(f_val, y_val, 512, shuffle=False),
-            p.phase1_epochs,
-            p.phase1_lr,
-            p,
-            self.run_dir,
-            self.callbacks,
-            self.jit,
-        )
-        acc, _ = evaluate(head, f_te, ds.y_test, 512)
-        self._finish_phase(
-            "phase1",
-            history,
-            "frozen ImageNet ResNet50 (ImageNet preprocessing) + new head",
-            acc,
-            t0,
-            model,
-            train_images=int(len(idx)),
-            forward_images_per_s=round(forward, 1),
-        )
-
-    def _phase2_fresh(self, model, plan: Plan, x_tr, y_tr, x_val, y_val, ds: Dataset):
-        """Phase 2 of the fresh-augmentation recipe: every batch freshly augmented, through the frozen trunk,
-        trains the unfrozen blocks; stops at the deadline with the best checkpoint.
-
-        With a budget it trains until the deadline, whole epochs while they last, under a cosine learning
-        rate over the *time* left rather than over planned steps: the plan's epochs are an estimate at the
-        throughput measured in the first minutes, and the learning rate still reaches zero at the deadline
-        when other work on the machine slows the run down or the estimate was pessimistic.
-        """
-        p, t0 = self.preset, time.time()
-        set_phase(model, 2, plan.unfreeze)
-        aug = augmenter(p, p.seed)
-        budgeted = bool(p.time_budget)
-        train = ArrayBatches(
-            x_tr,
-            y_tr,
-            p.batch_size,
-            seed=p.seed,
-            transform=lambda x: augment_uint8(aug, x),
-            limit=None if budgeted else plan.images_per_epoch,
-        )
-        deadline = Deadline(self.deadline)
-        if budgeted:
-            lr, epochs, extra = p.phase2_lr, MAX_BUDGET_EPOCHS, [TimeCosine(p.phase2_lr, t0, self.deadline)]
-        else:
-            steps = plan.epochs * len(train)
-            lr, epochs, extra = keras.optimizers.schedules.CosineDecay(p.phase2_lr, steps), plan.epochs, []
-        history = fit_phase(
-            "phase2",
-            model,
-            train,
-            (x_val, y_val),
-            epochs,
-            lr,
-            p,
-            self.run_dir,
-            [*self.callbacks, *extra, deadline],
-            self.jit,
-        )
-        e0 = time.time()
-        acc, probs = evaluate(model, ds.x_test, ds.y_test, 128)
-        eval_s = time.time() - e0
-        self._finish_phase(
-            "phase2",
-            history,
-            f"{' + '.join(UNFREEZE[plan.unfreeze][0])} blocks + head fine-tuned (BatchNorm frozen) on fresh "
-            "augmentation every epoch",
-            acc,
-            t0,
-            model,
-            budget_cut=deadline.cut,
-            images_trained=deadline.batches * p.batch_size,
-        )
-        return acc, probs, eval_s
-
-    def _conv4_features(self, trunk, x_tr, x_val, x_test, y_tr) -> dict:
-        """Frozen-trunk features: train copies (original, flipped, augmented), validation, test."""
-        p = self.preset
-        weights_id = array_key(*[w.numpy() for w in trunk.weights[:2]])  # identifies the frozen weights
-        tag = f"conv4-{p.image_size}px-{weights_id}"
-        aug = augmenter(p, p.seed)
-        mem = {"in_memory_bytes": p.cache_in_memory_mb << 20}
-
-        def augmented(a, b):
-            return augment_uint8(aug, x_tr[a:b])
-
-        parts = [(len(x_tr), lambda a, b: x_tr[a:b])] if p.keep_original or not p.feature_cache else []
-        if p.feature_cache:
-            keras.utils.set_random_seed(p.seed)
-            parts += [(len(x_tr), augmented)] * p.aug_copies
-        out = {
-            "val": cached_features(
-                trunk, x_val, self._feature_cache(tag, x_val), "conv4 features: val", **mem
-            ),
-            "test": cached_features(
-                trunk, x_test, self._feature_cache(tag, x_test), "conv4 features: test", **mem
-            ),
-        }
-        aug_cfg = (
-            (p.aug_copies, p.keep_original, p.rotation, p.zoom, p.shift, p.flip, p.seed)
-            if p.feature_cache
-            else ()
-        )
-        out["train"] = cached_features(
-            trunk, parts, self._feature_cache(tag, x_tr, *aug_cfg), "conv4 features: train", **mem
-        )
-        copies = len(parts)
-        out["train_labels"] = np.tile(y_tr, copies)
-        return out
-
     def _ablation(self, ds: Dataset, x_tr, y_tr, x_val, y_val, size: int) -> None:
         """The known failure: a frozen ImageNet base fed 0-1 scaled pixels instead of its preprocessing."""
         p, t0 = self.preset, time.time()
@@ -436,51 +216,6 @@ class Trainer:
             None,
             train_images=int(len(idx)),
             test_images=int(len(tidx)),
-        )
-
-    def _phase1(self, model, top, feats, y_val, y_test) -> None:
-        p, t0 = self.preset, time.time()
-        set_phase(model, 1)
-        pooled_out = model.get_layer("avg_pool").output
-        pool = keras.Model(model.get_layer(SPLIT_LAYER).output, pooled_out)
-        head = keras.Model(pooled_out, model.output)
-        pooled = {k: predict_batches(pool, feats[k], 256) for k in ("train", "val", "test")}
-        history = fit_phase(
-            "phase1",
-            head,
-            ArrayBatches(pooled["train"], feats["train_labels"], 256, seed=p.seed),
-            (pooled["val"], y_val),
-            p.phase1_epochs,
-            p.phase1_lr,
-            p,
-            self.run_dir,
-            self.callbacks,
-            self.jit,
-        )
-        acc, _ = evaluate(head, pooled["test"], y_test, 512)
-        self._finish_phase(
-            "phase1", history, "frozen ImageNet ResNet50 (ImageNet preprocessing) + new head", acc, t0, model
-        )
-
-    def _phase2(self, model, top, feats, y_val, ds: Dataset) -> None:
-        p, t0 = self.preset, time.time()
-        set_phase(model, 2)
-        net, train = top, ArrayBatches(feats["train"], feats["train_labels"], p.batch_size, seed=p.seed)
-        val, x_test = ArrayBatches(feats["val"], y_val, p.batch_size, shuffle=False), feats["test"]
-        schedule = keras.optimizers.schedules.CosineDecay(
-            p.phase2_lr, decay_steps=p.phase2_epochs * len(train)
-        )
-        history = fit_phase(
-            "phase2", net, train, val, p.phase2_epochs, schedule, p, self.run_dir, self.callbacks, self.jit
-        )
-        acc, _ = evaluate(net, x_test, ds.y_test, 256)
-        self._finish_phase(
-            "phase2",
-            history,
-            "conv5 block + head fine-tuned (BatchNorm frozen), augmented inputs",
-            acc,
-            t0,
-            model,
         )
 
     def _finalise(self, model: keras.Model, ds: Dataset, wall: float, evaluated=None) -> dict:

@@ -1,0 +1,107 @@
+"""Phases of the feature-cache recipe (no time budget), methods of ``recipe.Trainer``: conv4 features of the
+frozen trunk cached once for augmented train copies, validation and test; phase 1 on their pooled outputs;
+phase 2 trains conv5 + head on the cache.
+"""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+
+from edgebench.train.data import Dataset
+from edgebench.train.features import (
+    ArrayBatches,
+    array_key,
+    augment_uint8,
+    augmenter,
+    cached_features,
+    predict_batches,
+)
+from edgebench.train.fitting import evaluate, fit_phase
+from edgebench.train.model import SPLIT_LAYER, set_phase
+
+
+class CachedPhases:
+    """Mixin of ``Trainer``: uses its preset, run_dir, state, callbacks, jit, clock and bookkeeping."""
+
+    def _conv4_features(self, trunk, x_tr, x_val, x_test, y_tr) -> dict:
+        """Frozen-trunk features: train copies (original, flipped, augmented), validation, test."""
+        p = self.preset
+        weights_id = array_key(*[w.numpy() for w in trunk.weights[:2]])  # identifies the frozen weights
+        tag = f"conv4-{p.image_size}px-{weights_id}"
+        aug = augmenter(p, p.seed)
+        mem = {"in_memory_bytes": p.cache_in_memory_mb << 20}
+
+        def augmented(a, b):
+            return augment_uint8(aug, x_tr[a:b])
+
+        parts = [(len(x_tr), lambda a, b: x_tr[a:b])] if p.keep_original or not p.feature_cache else []
+        if p.feature_cache:
+            keras.utils.set_random_seed(p.seed)
+            parts += [(len(x_tr), augmented)] * p.aug_copies
+        out = {
+            "val": cached_features(
+                trunk, x_val, self._feature_cache(tag, x_val), "conv4 features: val", **mem
+            ),
+            "test": cached_features(
+                trunk, x_test, self._feature_cache(tag, x_test), "conv4 features: test", **mem
+            ),
+        }
+        aug_cfg = (
+            (p.aug_copies, p.keep_original, p.rotation, p.zoom, p.shift, p.flip, p.seed)
+            if p.feature_cache
+            else ()
+        )
+        out["train"] = cached_features(
+            trunk, parts, self._feature_cache(tag, x_tr, *aug_cfg), "conv4 features: train", **mem
+        )
+        copies = len(parts)
+        out["train_labels"] = np.tile(y_tr, copies)
+        return out
+
+    def _phase1(self, model, top, feats, y_val, y_test) -> None:
+        p, t0 = self.preset, time.time()
+        set_phase(model, 1)
+        pooled_out = model.get_layer("avg_pool").output
+        pool = keras.Model(model.get_layer(SPLIT_LAYER).output, pooled_out)
+        head = keras.Model(pooled_out, model.output)
+        pooled = {k: predict_batches(pool, feats[k], 256) for k in ("train", "val", "test")}
+        history = fit_phase(
+            "phase1",
+            head,
+            ArrayBatches(pooled["train"], feats["train_labels"], 256, seed=p.seed),
+            (pooled["val"], y_val),
+            p.phase1_epochs,
+            p.phase1_lr,
+            p,
+            self.run_dir,
+            self.callbacks,
+            self.jit,
+        )
+        acc, _ = evaluate(head, pooled["test"], y_test, 512)
+        self._finish_phase(
+            "phase1", history, "frozen ImageNet ResNet50 (ImageNet preprocessing) + new head", acc, t0, model
+        )
+
+    def _phase2(self, model, top, feats, y_val, ds: Dataset) -> None:
+        p, t0 = self.preset, time.time()
+        set_phase(model, 2)
+        net, train = top, ArrayBatches(feats["train"], feats["train_labels"], p.batch_size, seed=p.seed)
+        val, x_test = ArrayBatches(feats["val"], y_val, p.batch_size, shuffle=False), feats["test"]
+        schedule = keras.optimizers.schedules.CosineDecay(
+            p.phase2_lr, decay_steps=p.phase2_epochs * len(train)
+        )
+        history = fit_phase(
+            "phase2", net, train, val, p.phase2_epochs, schedule, p, self.run_dir, self.callbacks, self.jit
+        )
+        acc, _ = evaluate(net, x_test, ds.y_test, 256)
+        self._finish_phase(
+            "phase2",
+            history,
+            "conv5 block + head fine-tuned (BatchNorm frozen), augmented inputs",
+            acc,
+            t0,
+            model,
+        )

@@ -1,0 +1,202 @@
+"""Phases of the fresh-augmentation recipe, methods of ``recipe.Trainer``: the time budget's throughput
+measurement and plan, phase 1 on pooled frozen features, and phase 2 on batches freshly augmented every
+epoch, until the deadline (the CPU recipe with ``time_budget``) or for the preset's epochs (the GPU recipe).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import keras
+import numpy as np
+
+from edgebench.fileio import write_json
+from edgebench.train.budget import MAX_BUDGET_EPOCHS, Deadline, TimeCosine, measure_candidate, plan_candidates
+from edgebench.train.data import Dataset, stratified_indices
+from edgebench.train.features import (
+    ArrayBatches,
+    array_key,
+    augment_uint8,
+    augmenter,
+    cached_features,
+    free_bytes,
+)
+from edgebench.train.fitting import evaluate, fit_phase
+from edgebench.train.model import UNFREEZE, set_phase
+from edgebench.train.planner import SAVE_S, Plan, Throughput, Workload, make_plan, should_measure_more
+from edgebench.train.presets import Preset
+
+
+def fixed_plan(p: Preset, n_train: int) -> Plan:
+    """The plan of a run without a time budget: the preset's size and epochs over all train images."""
+    return Plan(
+        p.image_size, "conv5", n_train, p.phase2_epochs, n_train, {}, ["fixed epochs (no budget)"], {}
+    )
+
+
+class FreshPhases:
+    """Mixin of ``Trainer``: uses its preset, run_dir, state, callbacks, jit, clock and bookkeeping."""
+
+    def _workload(self, n_train: int, n_val: int, n_test: int, spent: float) -> Workload:
+        p = self.preset
+        abl = 0
+        if p.ablation and "ablation" not in self.state["phases"]:
+            per = (p.ablation_train_per_class, p.ablation_val_per_class, p.ablation_test_per_class)
+            abl = sum(min(k * 10, n) if k else n for k, n in zip(per, (n_train, n_val, n_test), strict=True))
+        return Workload(
+            budget_s=p.time_budget * 60 - self.spent_before,
+            spent_s=spent,
+            train_images=n_train,
+            val_images=n_val,
+            test_images=n_test,
+            ablation_images=abl,
+            free_disk_bytes=free_bytes(self.cache_dir),
+            min_epochs=p.plan_min_epochs,
+            batch_size=p.batch_size,
+        )
+
+    def _plan(self, x_tr, y_tr, n_val: int, n_test: int) -> Plan:
+        """Measure throughputs (cheapest candidate first) and plan; a resumed run keeps its stored plan."""
+        p = self.preset
+        if "plan" in self.state:
+            plan = Plan.from_dict(self.state["plan"])
+        else:
+            sizes, unfreeze = plan_candidates(p)
+            t0 = time.time()
+            idx = np.random.default_rng(p.seed).permutation(len(x_tr))[: 2 * p.batch_size]
+            measured: list[Throughput] = []
+            for size in sizes:
+                for choice in unfreeze:
+                    measured += measure_candidate(p, self.weights, size, [choice], x_tr[idx], y_tr[idx])
+                    print(f"measured {measured[-1]}", flush=True)
+                    if not should_measure_more(measured, self._workload(len(x_tr), n_val, n_test, 0)):
+                        break
+                else:
+                    continue
+                break
+            plan = make_plan(measured, self._workload(len(x_tr), n_val, n_test, time.time() - t0))
+            self.state["plan"] = plan.to_dict()
+            self.state["budget_spent_s"] = round(self.spent_before + time.time() - self.started, 1)
+            write_json(self.run_dir.state, self.state)
+        print("plan: " + "; ".join(plan.reasons), flush=True)
+        print(
+            f"plan: {plan.image_size} px, {plan.unfreeze} unfrozen, phase 1 on {plan.phase1_images} images, "
+            f"phase 2 until the deadline (at the measured rate {plan.epochs} epoch(s) of "
+            f"{plan.images_per_epoch} freshly augmented images)",
+            flush=True,
+        )
+        # Phase 2 stops at this time, leaving its last validation pass, the final test pass and saving
+        # inside the budget.
+        self._set_deadline(plan.throughput["forward"], n_val, n_test)
+        return plan
+
+    def _set_deadline(self, forward: float, n_val: int, n_test: int) -> None:
+        """Phase 2 stops at the deadline: the budget minus its last validation pass, the final test pass and
+        saving at ``forward`` images/s."""
+        reserve = (n_val + n_test) / forward + SAVE_S
+        self.deadline = self.started - self.spent_before + self.preset.time_budget * 60 - reserve
+
+    def _pooled(self, pool: keras.Model, x: np.ndarray, what: str):
+        weights_id = array_key(*[w.numpy() for w in pool.weights[:2]])
+        tag = f"pooled-{pool.name}-{weights_id}"
+        return cached_features(
+            pool, x, self._feature_cache(tag, x), what, in_memory_bytes=self.preset.cache_in_memory_mb << 20
+        )
+
+    def _phase1_pooled(self, model, plan: Plan, x_tr, y_tr, x_val, y_val, ds: Dataset) -> None:
+        """Phase 1 of the budgeted recipe: the head on pooled frozen features of ``plan.phase1_images``."""
+        p, t0 = self.preset, time.time()
+        set_phase(model, 1)
+        idx = stratified_indices(y_tr, math.ceil(plan.phase1_images / len(ds.class_names)), p.seed)
+        idx = idx[: plan.phase1_images]
+        pooled_out = model.get_layer("avg_pool").output
+        head = keras.Model(pooled_out, model.output)
+        pool = keras.Model(model.input, pooled_out, name=f"pooled_{plan.image_size}px")
+        f0 = time.time()
+        f_tr = self._pooled(pool, x_tr[idx], "pooled features: train")
+        f_val = self._pooled(pool, x_val, "pooled features: val")
+        f_te = self._pooled(pool, ds.x_test, "pooled features: test")
+        # The whole model's inference rate as the run sees it now (cache hits aside): a fresher figure than
+        # the first minutes' measurement for what phase 2 must leave for the final passes.
+        forward = (len(idx) + len(x_val) + len(ds.x_test)) / max(time.time() - f0, 1e-6)
+        if p.time_budget and forward < 1e5:
+            self._set_deadline(forward, len(x_val), len(ds.x_test))
+        history = fit_phase(
+            "phase1",
+            head,
+            ArrayBatches(f_tr, y_tr[idx], 256, seed=p.seed),
+            ArrayBatches(f_val, y_val, 512, shuffle=False),
+            p.phase1_epochs,
+            p.phase1_lr,
+            p,
+            self.run_dir,
+            self.callbacks,
+            self.jit,
+        )
+        acc, _ = evaluate(head, f_te, ds.y_test, 512)
+        self._finish_phase(
+            "phase1",
+            history,
+            "frozen ImageNet ResNet50 (ImageNet preprocessing) + new head",
+            acc,
+            t0,
+            model,
+            train_images=int(len(idx)),
+            forward_images_per_s=round(forward, 1),
+        )
+
+    def _phase2_fresh(self, model, plan: Plan, x_tr, y_tr, x_val, y_val, ds: Dataset):
+        """Phase 2 of the fresh-augmentation recipe: every batch freshly augmented, through the frozen trunk,
+        trains the unfrozen blocks; stops at the deadline with the best checkpoint.
+
+        With a budget it trains until the deadline, whole epochs while they last, under a cosine learning
+        rate over the *time* left rather than over planned steps: the plan's epochs are an estimate at the
+        throughput measured in the first minutes, and the learning rate still reaches zero at the deadline
+        when other work on the machine slows the run down or the estimate was pessimistic.
+        """
+        p, t0 = self.preset, time.time()
+        set_phase(model, 2, plan.unfreeze)
+        aug = augmenter(p, p.seed)
+        budgeted = bool(p.time_budget)
+        train = ArrayBatches(
+            x_tr,
+            y_tr,
+            p.batch_size,
+            seed=p.seed,
+            transform=lambda x: augment_uint8(aug, x),
+            limit=None if budgeted else plan.images_per_epoch,
+        )
+        deadline = Deadline(self.deadline)
+        if budgeted:
+            lr, epochs, extra = p.phase2_lr, MAX_BUDGET_EPOCHS, [TimeCosine(p.phase2_lr, t0, self.deadline)]
+        else:
+            steps = plan.epochs * len(train)
+            lr, epochs, extra = keras.optimizers.schedules.CosineDecay(p.phase2_lr, steps), plan.epochs, []
+        history = fit_phase(
+            "phase2",
+            model,
+            train,
+            (x_val, y_val),
+            epochs,
+            lr,
+            p,
+            self.run_dir,
+            [*self.callbacks, *extra, deadline],
+            self.jit,
+        )
+        e0 = time.time()
+        acc, probs = evaluate(model, ds.x_test, ds.y_test, 128)
+        eval_s = time.time() - e0
+        self._finish_phase(
+            "phase2",
+            history,
+            f"{' + '.join(UNFREEZE[plan.unfreeze][0])} blocks + head fine-tuned (BatchNorm frozen) on fresh "
+            "augmentation every epoch",
+            acc,
+            t0,
+            model,
+            budget_cut=deadline.cut,
+            images_trained=deadline.batches * p.batch_size,
+        )
+        return acc, probs, eval_s
