@@ -56,7 +56,7 @@ def tensorrt_probe() -> tuple[bool, str | None, str | None]:
     """TensorRT needs its Python package, a CUDA binding and a CUDA device."""
     if importlib.util.find_spec("tensorrt") is None:
         return False, "tensorrt-missing", "TensorRT (Python package 'tensorrt') is not installed"
-    from edgebench.export.tensorrt_formats import probe_device
+    from edgebench.runtime.tensorrt import probe_device
 
     return probe_device()
 

@@ -24,6 +24,25 @@ def cuda_runtime():
     return cudart
 
 
+def probe_device() -> tuple[bool, str | None, str | None]:
+    """TensorRT is importable; can it build here (a CUDA device) and run (a CUDA binding for buffers)?"""
+    try:
+        import tensorrt as trt
+    except Exception as exc:  # a broken install raises OSError/ImportError from its shared libraries
+        return False, "tensorrt-missing", f"cannot import tensorrt: {str(exc).splitlines()[0]}"
+    try:
+        cuda_runtime()
+    except Exception as exc:
+        return False, "cuda-python-missing", str(exc).splitlines()[0]
+    try:
+        builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+    except Exception as exc:  # no driver / no device: TensorRT raises from its CUDA initialisation
+        return False, "no-cuda-device", f"TensorRT cannot create a builder: {str(exc).splitlines()[0]}"
+    if builder is None:
+        return False, "no-cuda-device", "TensorRT could not create a builder (no usable CUDA device)"
+    return True, None, None
+
+
 class TensorRTRunner(Runner):
     """``options``: ``max_batch`` (the engine profile's largest batch, from the export manifest)."""
 
