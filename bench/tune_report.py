@@ -57,7 +57,12 @@ def install(t, winner: dict) -> dict:
         "settings": winner["settings"],
         "excluded_nodes": winner.get("excluded_nodes"),
         "validation": t.state["data"]["validation"],
-        "calibration": t.state["data"]["calibration"],
+        "calibration": {  # the export manifest's calibration block, for the tune's own calibration set
+            "source": t.state["data"]["source"],
+            "split": t.state["data"]["split"],
+            **t.state["data"]["calibration"],
+            "method": winner["settings"].get("calib_method"),
+        },
         "validation_top1": winner["val_top1"],
         "validation_drop_pp": winner["drop_pp"],
         "p50_ms": winner.get("runoff_p50_ms") or winner["p50_ms"],

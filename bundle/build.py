@@ -138,6 +138,15 @@ def artifact_is_quantized(fmt: str) -> bool:
     return fmt in FORMATS and FORMATS[fmt].quantized
 
 
+def calibration_of(manifest: dict, artifact: dict) -> dict | None:
+    """Where a quantized artifact's scales came from: a tuned winner's own calibration set (its options),
+    else the export's; None for a float artifact."""
+    tuned = (artifact.get("options") or {}).get("tuned")
+    if tuned:
+        return tuned.get("calibration")
+    return manifest["calibration"] if artifact_is_quantized(artifact["format"]) else None
+
+
 def check_bundlable(artifact: dict) -> None:
     name = artifact["runtime"]
     if name not in BUNDLE_RUNTIMES:
@@ -229,7 +238,7 @@ def build_bundle(
                 "manifest_sha256": sha256_file(export_dir / arts.MANIFEST_NAME),
                 "parity": artifact["parity"],
                 "options": artifact["options"],
-                "calibration": manifest["calibration"] if artifact_is_quantized(fmt) else None,
+                "calibration": calibration_of(manifest, artifact),
             },
             "measured": figures,
             "threads": threads,

@@ -258,6 +258,19 @@ def test_winner_is_a_manifest_format_bench_runs(tuned, run_dir, cifar_folder):
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
     assert [(r["format"], r["status"]) for r in report["artifacts"]] == [("onnx-int8-tuned", "pass")]
+    # Bundled, its model.json says which calibration set the winner's scales came from (the tune's own).
+    bundle = run_dir / "bundle-tuned"
+    args = ["bundle", "--export", str(run_dir / "export"), "--format", "onnx-int8-tuned", "--samples", "2"]
+    args += ["--report", str(out / "report.json"), "--data", str(cifar_folder), "--out", str(bundle)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    calibration = json.loads((bundle / "model.json").read_text())["export"]["calibration"]
+    assert calibration == {**entry["options"]["tuned"]["calibration"]} and calibration["method"] in (
+        "minmax",
+        "entropy",
+        "percentile",
+    )
+    assert calibration["source"] == str(cifar_folder) and calibration["size"] > 0
 
 
 def test_fallback_keeps_the_most_sensitive_layers_float(tmp_path, run_dir, cifar_folder, monkeypatch):
