@@ -23,6 +23,7 @@ import numpy as np
 from edgebench import cpu
 from edgebench.bench import tune_report
 from edgebench.bench.artifacts import read_manifest, verified_path
+from edgebench.bench.benchmark import data_source
 from edgebench.bench.measure import Measurer, Target
 from edgebench.bench.tune_build import BuildFailed, candidate_task, run_build
 from edgebench.bench.tune_space import (
@@ -40,7 +41,8 @@ from edgebench.errors import EdgebenchError
 from edgebench.export.context import indices_sha256
 from edgebench.export.quant_recipe import ort_recipe
 from edgebench.fileio import ensure_dir, read_json, sha256_file, write_json
-from edgebench.train.data import load_dataset
+from edgebench.runtime import Contract
+from edgebench.train.data import align_classes, load_dataset
 
 _EXPORT_FIELDS = ("inputs", "outputs", "dynamic_batch", "precision")
 RUNOFF_ROUNDS = 2
@@ -84,7 +86,11 @@ class _Tuner:
 
     def prepare(self) -> None:
         """Validation and calibration images, and the state of an earlier run if it still applies."""
-        ds = load_dataset(self.s.data, self.s.cache_dir)  # only its train split is read
+        # Only the train split is read, at the model contract's input size, labels in the model's class order.
+        contract = Contract.read(self.manifest)
+        source = data_source(self.s.data, self.manifest)
+        ds = load_dataset(source, self.s.cache_dir, contract.size, contract.channels)
+        ds = align_classes(ds, contract.classes)
         hold_out, origin = training_hold_out(self.model)
         val, calib = split_indices(ds.y_train, self.s.val_images, self.s.calib_size, self.s.seed, hold_out)
         self.y_val = ds.y_train[val]

@@ -23,7 +23,13 @@ class TuneInterrupted(EdgebenchError):
     type=click.Path(path_type=Path),
     help="Export folder (manifest.json) that receives the winner [default: <model dir>/export].",
 )
-@click.option("--data", "data_source", default=None, help="CIFAR-10 source (keras, image folder, .npz).")
+@click.option(
+    "--data",
+    "data_source",
+    default=None,
+    help="Labelled images whose train split gives validation and calibration (keras, image folder, .npz) "
+    "[default: env EDGEBENCH_DATA, else the export's calibration source, else keras].",
+)
 @click.option(
     "--out", "out_dir", default=None, type=click.Path(path_type=Path), help="[default: <model dir>/tune]"
 )
