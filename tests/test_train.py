@@ -11,9 +11,10 @@ from click.testing import CliRunner
 
 from edgebench.cli import cli
 from edgebench.errors import EdgebenchError
-from edgebench.train.model import load_model
+from edgebench.train.fitting import RunDir, fit_phase
+from edgebench.train.model import build_tiny_model, load_model
 from edgebench.train.presets import get_preset
-from edgebench.train.recipe import Trainer
+from edgebench.train.recipe import Trainer, inference_copy
 from tests.conftest import WEIGHTS
 
 TINY = dict(train_per_class=8, test_per_class=4, val_fraction=0.25, ablation_train_per_class=4)
@@ -75,6 +76,31 @@ def test_saved_model_matches_the_phase2_evaluation(smoke_run, small_dataset):
     assert model.input.dtype == "uint8"
     # float16 feature caches may flip a borderline prediction; allow one image of the 40
     assert abs(metrics["phases"]["phase2"]["test_accuracy"] - metrics["final"]["test_accuracy"]) <= 1 / 40
+
+
+def test_xla_trains_but_validation_and_prediction_keep_tensorflow_kernels(tmp_path):
+    """XLA's CPU bilinear resize differs from TensorFlow's, and every exported artifact has TensorFlow's:
+    with ``jit_compile=True`` only the training step may be XLA-compiled."""
+    import tensorflow as tf
+
+    model = build_tiny_model(image_size=96)
+    x = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    y = np.arange(16) % 10
+    fit_phase("xla", model, (x, y), (x, y), 1, 1e-3, get_preset("smoke"), RunDir(tmp_path), jit_compile=True)
+    tf_kernels = tf.function(lambda a: model(a, training=False), jit_compile=False)(x).numpy()
+    xla = tf.function(lambda a: model(a, training=False), jit_compile=True)(x).numpy()
+    assert np.abs(xla - tf_kernels).max() > 1e-4  # the two really differ on this model
+    np.testing.assert_allclose(model.predict(x, verbose=0), tf_kernels, atol=1e-6)
+
+
+def test_saved_model_carries_no_optimizer_state(tmp_path):
+    model = build_tiny_model()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(np.zeros((4, 32, 32, 3), np.uint8), np.zeros(4), verbose=0)
+    inference_copy(model).save(tmp_path / "m.keras")
+    loaded = load_model(tmp_path / "m.keras")
+    assert getattr(loaded, "optimizer", None) is None
+    np.testing.assert_array_equal(loaded.get_weights()[0], model.get_weights()[0])
 
 
 class Interrupt(keras.callbacks.Callback):

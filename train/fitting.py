@@ -83,7 +83,8 @@ def fit_phase(
     jit_compile: bool | str = False,
 ) -> dict[str, list[float]]:
     """Fit with resume, a per-epoch CSV log and the best-on-validation weights restored at the end.
-    ``jit_compile``: XLA-compiled steps (True), TensorFlow's own kernels (False) or Keras' "auto"."""
+    ``jit_compile``: an XLA-compiled training step (True), TensorFlow's own kernels (False) or Keras'
+    "auto"; validation and prediction never run XLA."""
     run.checkpoints.mkdir(parents=True, exist_ok=True)
     backup = run.checkpoints / f"{name}.backup"
     log = run.checkpoints / f"{name}.log.csv"
@@ -98,6 +99,12 @@ def fit_phase(
         metrics=["accuracy"],
         jit_compile=jit_compile,
     )
+    if jit_compile is True:
+        # XLA for the training step only: validation and prediction keep TensorFlow's own kernels, the
+        # semantics the exported artifacts have. XLA's CPU bilinear resize differs from TensorFlow's (up
+        # to 154 in pixel units at 32 -> 96 px), which moved test accuracy by 3.5 pp on 2,000 images.
+        model.make_train_function()  # reads jit_compile now; the test/predict functions read it lazily
+        model.jit_compile = False
     model.fit(
         train,
         validation_data=val,
