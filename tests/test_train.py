@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from edgebench.cli import cli
 from edgebench.errors import EdgebenchError
+from edgebench.train.features import ArrayBatches
 from edgebench.train.fitting import RunDir, fit_phase
 from edgebench.train.model import build_tiny_model, load_model
 from edgebench.train.presets import get_preset
@@ -86,7 +87,8 @@ def test_xla_trains_but_validation_and_prediction_keep_tensorflow_kernels(tmp_pa
     model = build_tiny_model(image_size=96)
     x = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
     y = np.arange(16) % 10
-    fit_phase("xla", model, (x, y), (x, y), 1, 1e-3, get_preset("smoke"), RunDir(tmp_path), jit_compile=True)
+    train = ArrayBatches(x, y, 8)
+    fit_phase("xla", model, train, (x, y), 1, 1e-3, get_preset("smoke"), RunDir(tmp_path), jit_compile=True)
     tf_kernels = tf.function(lambda a: model(a, training=False), jit_compile=False)(x).numpy()
     xla = tf.function(lambda a: model(a, training=False), jit_compile=True)(x).numpy()
     assert np.abs(xla - tf_kernels).max() > 1e-4  # the two really differ on this model
