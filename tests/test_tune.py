@@ -154,13 +154,13 @@ class Counter:
         monkeypatch.setattr(tune, "run_build", run_build)
         monkeypatch.setattr(Measurer, "accuracy", accuracy)
         monkeypatch.setattr(Measurer, "time_once", time_once)
-        monkeypatch.setattr(tune, "load_dataset", lambda *a, **kw: TrainOnly(tune_data(*a)))
+        monkeypatch.setattr(tune, "load_dataset", lambda *a, **kw: TrainOnly(tune_data(*a, **kw)))
 
 
-def tune_data(source, cache):
+def tune_data(*args, **kwargs):
     from edgebench.train.data import load_dataset
 
-    return load_dataset(source, cache)
+    return load_dataset(*args, **kwargs)
 
 
 def _settings(run: Path, data, **kw) -> TuneSettings:
