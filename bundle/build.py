@@ -139,12 +139,12 @@ def artifact_is_quantized(fmt: str) -> bool:
 
 
 def calibration_of(manifest: dict, artifact: dict) -> dict | None:
-    """Where a quantized artifact's scales came from: a tuned winner's own calibration set (its options),
-    else the export's; None for a float artifact."""
+    """Where a quantized artifact's scales came from: a tuned winner's own calibration set (its options;
+    only where its activations are int8), else the export's; None for a float artifact."""
     options = artifact.get("options") or {}
     if options.get("tuned"):
-        label = (artifact.get("precision") or {}).get("label")
-        return options.get("calibration") if label not in ("fp32", "fp16") else None
+        activations = ((artifact.get("precision") or {}).get("activations")) or {}
+        return options.get("calibration") if activations.get("int8", 0) > 0 else None
     return manifest["calibration"] if artifact_is_quantized(artifact["format"]) else None
 
 

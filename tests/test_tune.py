@@ -265,11 +265,8 @@ def test_winner_is_a_manifest_format_bench_runs(tuned, run_dir, cifar_folder):
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     calibration = json.loads((bundle / "model.json").read_text())["export"]["calibration"]
-    assert calibration == {**entry["options"]["tuned"]["calibration"]} and calibration["method"] in (
-        "minmax",
-        "entropy",
-        "percentile",
-    )
+    assert calibration == entry["options"]["calibration"]
+    assert calibration["method"] in ("minmax", "entropy", "percentile")
     assert calibration["source"] == str(cifar_folder) and calibration["size"] > 0
 
 
