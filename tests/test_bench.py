@@ -494,7 +494,7 @@ def test_require_turns_a_skipped_format_into_a_failure(run_dir, cifar_folder, tm
         "onnx,trt-fp16",
         *FAST,
     ]
-    # Without --require a skipped format passes the gate (test_gate_passes_faithful_artifacts skips trt).
+    # Without --require a skipped format does not fail the gate (test_unavailable_runtime_is_skipped...).
     res = _invoke(*args, "--out", tmp_path / "b", "--require", "trt-fp16")
     assert res.exit_code == 1 and "trt-fp16 (required but skipped" in res.stderr.strip().splitlines()[-1]
     _one_line_error(_invoke(*args, "--out", tmp_path / "c", "--require", "trt-fp17"), 2, "--require")
