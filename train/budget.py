@@ -33,7 +33,7 @@ def _rate(fn, n: int) -> float:
 
 def xla_modes(choice: str) -> tuple[bool, ...]:
     """The compile modes to measure for ``--xla auto|on|off``. Which is faster depends on the machine: on a
-    2-core AVX2 EPYC XLA's conv5 training step ran 1.9x TensorFlow's own kernels, while an earlier session
+    2-core AVX2 EPYC XLA's conv5 training step ran 1.9-2.1x TensorFlow's own kernels, while an earlier session
     found it slower, so ``auto`` times both and keeps the faster."""
     modes = {"auto": (False, True), "on": (True,), "off": (False,)}
     if choice not in modes:
