@@ -45,14 +45,18 @@ def _row_line(row: dict) -> None:
     click.echo(f"{row['format']:15s} {state}{figures}", err=True)
 
 
-@click.command()
-@click.option(
+# The export folder, as bench and bundle take it.
+export_dir_option = click.option(
     "--export",
     "export_dir",
     required=True,
     type=click.Path(path_type=Path),
     help="Export folder holding manifest.json.",
 )
+
+
+@click.command()
+@export_dir_option
 @click.option(
     "--reference",
     default=None,

@@ -6,15 +6,11 @@ from pathlib import Path
 
 import click
 
+from edgebench.bench.commands import export_dir_option
+
 
 @click.command()
-@click.option(
-    "--export",
-    "export_dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Export folder holding manifest.json.",
-)
+@export_dir_option
 @click.option("--format", "fmt", default="tflite-int8", show_default=True, help="The artifact to bundle.")
 @click.option(
     "--out", "out_dir", default=None, type=click.Path(path_type=Path), help="[default: dist/<run>-<format>]"
