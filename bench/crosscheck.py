@@ -1,18 +1,23 @@
 """``edgebench crosscheck``: a bench report's batch-1 p50s against independent timers of the same files.
 
-Each reference runs in a fresh process with nothing of edgebench imported:
+Each timer is its own process with nothing of edgebench imported, kept warm while the others run:
 - ``bare``: the plainest loop a user would write: ``Interpreter.invoke()`` (LiteRT) or ``session.run``
   (ONNX Runtime) with ``time.perf_counter_ns`` around each call, same thread count;
 - ``polygraphy`` (ONNX files, where installed): Polygraphy's ``OnnxrtRunner`` on a session with the same
   thread count, its own per-call ``last_inference_time()``;
-- ``litert-benchmark`` (TFLite files): ai-edge-litert's benchmark tool (CompiledModel API), its average.
-edgebench's own timing worker runs beside them, in turn; a median edgebench/bare ratio more than 5% from 1
-is flagged: the harness would be measuring something other than the model.
+- ``edgebench``: edgebench's own timing worker (``worker`` task ``serve``: the same runner and timed call).
+The timers take turns in short blocks of ``iterations`` calls, the order rotated every round, so the
+machine's drift (a VM with noisy neighbours drifts by more than the tolerance between minutes) hits
+adjacent blocks alike: the per-round ratio edgebench/bare is the fair comparison, and a median ratio more
+than 5% from 1 is flagged — the harness would be measuring something other than the model.
+``litert-benchmark`` (TFLite files: ai-edge-litert's benchmark tool, its average) is a one-shot tool: it
+runs three times between the rounds.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -57,50 +62,103 @@ r.activate()
 feed = {name: x for name in r.get_input_metadata().keys()}
 def call():
     r.infer(feed)
-    samples.append(r.last_inference_time() * 1e9)
+    samples.append(int(r.last_inference_time() * 1e9))
 """
+# The serving loop of the independent timers: warm up, say READY, then one block of k calls per stdin line.
 _LOOP = """
 import json, sys, time
 import numpy as np
-path, threads, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-x = np.load(sys.argv[4])[:1]
+path, threads = sys.argv[1], int(sys.argv[2])
+x = np.load(sys.argv[3])[:1]
 samples = []
 {setup}
 for _ in range({warmup}):
     call()
-samples.clear()
-for _ in range(n):
-    t0 = time.perf_counter_ns(); call(); t1 = time.perf_counter_ns()
-    {record}
-print("RESULT", json.dumps({{"p50_ms": float(np.median(samples)) / 1e6, "n": len(samples)}}))
+print("READY {{}}", flush=True)
+for line in sys.stdin:
+    samples.clear()
+    for _ in range(int(line)):
+        t0 = time.perf_counter_ns(); call(); t1 = time.perf_counter_ns()
+        {record}
+    print("BLOCK", json.dumps(samples), flush=True)
 """
+
+
+class Served:
+    """A timer process kept warm: ``block(k)`` returns the durations (ns) of k timed calls."""
+
+    def __init__(self, cmd: list[str], log: Path, result: Path | None = None):
+        self.log, self.result = log, result  # result: where edgebench's worker writes its one-line error
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        with open(log, "w") as err:  # a file, not a pipe: a chatty runtime cannot fill it and stall
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, env=env
+            )
+        self.info = json.loads(self._reply("READY"))
+
+    def _reply(self, tag: str) -> str:
+        for line in self.proc.stdout:
+            if line.startswith(tag + " "):
+                return line.split(" ", 1)[1]
+        self.proc.wait()
+        if self.result and self.result.is_file():
+            error = json.loads(self.result.read_text()).get("error")
+            if error:
+                raise EdgebenchError(error["message"])
+        tail = self.log.read_text().strip().splitlines()[-1:] or [f"exit code {self.proc.returncode}"]
+        raise EdgebenchError(f"timer died: {tail[0]}")
+
+    def block(self, k: int) -> list[int]:
+        self.proc.stdin.write(f"{k}\n")
+        self.proc.stdin.flush()
+        return json.loads(self._reply("BLOCK"))
+
+    def close(self) -> None:
+        if self.proc.stdin and not self.proc.stdin.closed:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
 
 
 def _python(setup: str, record: str) -> str:
     return _LOOP.format(setup=setup, warmup=WARMUP, record=record)
 
 
-def _run(cmd: list[str], timeout: float = 900) -> dict:
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
-        return {"error": tail[0]}
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    return json.loads(lines[-1].split(" ", 1)[1]) if lines else {"error": "no result printed"}
-
-
-def bare_loop(runtime: str, path: Path, threads: int, n: int, image: Path) -> dict:
+def bare_loop(runtime: str, path: Path, threads: int, tensor: Path, log: Path) -> Served:
     code = _python(_BARE[runtime], "samples.append(t1 - t0)")
-    return _run([sys.executable, "-c", code, str(path), str(threads), str(n), str(image)])
+    return Served([sys.executable, "-c", code, str(path), str(threads), str(tensor)], log)
 
 
-def polygraphy_loop(path: Path, threads: int, n: int, image: Path) -> dict:
+def polygraphy_loop(path: Path, threads: int, tensor: Path, log: Path) -> Served:
     import importlib.util
 
     if importlib.util.find_spec("polygraphy") is None:
-        return {"error": "polygraphy not installed (pip install polygraphy)"}
+        raise EdgebenchError("polygraphy not installed (pip install polygraphy)")
     code = _python(_POLYGRAPHY, "pass")
-    return _run([sys.executable, "-c", code, str(path), str(threads), str(n), str(image)])
+    return Served([sys.executable, "-c", code, str(path), str(threads), str(tensor)], log)
+
+
+def edgebench_loop(spec, image: Path, workdir: Path, log: Path) -> Served:
+    """edgebench's own timing worker on the same file (``serve`` task: batch 1, no throughput)."""
+    from edgebench.bench.latency import LatencySettings
+
+    out = workdir / ("serve-" + Path(spec.path).name.replace(".", "_"))
+    task = out.with_suffix(".task.json")
+    settings = LatencySettings().to_dict()
+    task.write_text(
+        json.dumps(
+            {
+                "kind": "serve",
+                "spec": spec.to_dict(),
+                "images": str(image),
+                "out": str(out),
+                "settings": settings,
+            }
+        )
+    )
+    return Served([sys.executable, "-m", "edgebench.bench.worker", str(task)], log, out.with_suffix(".json"))
 
 
 def litert_benchmark(path: Path, threads: int, n: int) -> dict:
@@ -131,30 +189,6 @@ def _flatten(d, prefix=""):
             yield f"{prefix}{k}", float(v)
 
 
-def _edgebench_loop(
-    row: dict, path: Path, threads: int, n: int, image: Path, workdir: Path, contract=None
-) -> dict:
-    """edgebench's own timing worker on the same file, batch 1 only (no throughput)."""
-    from edgebench.bench.latency import LatencySettings
-    from edgebench.bench.measure import Measurer, Target
-
-    settings = LatencySettings(rounds=1, min_samples=n, time_cap_s=3600, overhead_block_s=0.01)
-    measurer = Measurer(image, workdir, settings, [threads], [], 1, 0)
-    try:
-        options = {"contract": contract.to_dict()} if contract else {}
-        _, samples = measurer.time_once(Target(row["format"], row["runtime"], path, options=options), threads)
-    except Exception as exc:  # reported in the table, like the other timers' failures
-        return {"error": str(exc).splitlines()[0]}
-    return {"p50_ms": float(np.median(samples)) / 1e6, "n": len(samples)}
-
-
-def _median(results: list[dict], key: str) -> dict:
-    values = [r[key] for r in results if r.get(key) is not None]
-    if not values:
-        return {"error": next((r["error"] for r in results if "error" in r), "no result")}
-    return {key: float(np.median(values)), "rounds": [round(v, 4) for v in values]}
-
-
 def _other_p50(report: dict, fmt: str, threads: int) -> float | None:
     rows = [r for r in all_rows(report) if r["format"] == fmt]
     return next(
@@ -162,17 +196,64 @@ def _other_p50(report: dict, fmt: str, threads: int) -> float | None:
     )
 
 
+def _summary(blocks: list[list[int]]) -> dict:
+    pooled = np.concatenate([np.asarray(b, float) for b in blocks]) / 1e6
+    return {"p50_ms": float(np.median(pooled)), "n": int(len(pooled)), "rounds": len(blocks)}
+
+
+def _ratio(edgebench: list[list[int]], bare: list[list[int]]) -> dict:
+    """Median over rounds of (edgebench block median / bare block median), with a bootstrap 95% interval."""
+    from scipy.stats import bootstrap
+
+    ratios = np.array([np.median(e) / np.median(b) for e, b in zip(edgebench, bare, strict=True)])
+    out = {"median": float(np.median(ratios)), "min": float(ratios.min()), "max": float(ratios.max())}
+    if len(ratios) >= 3:
+        ci = bootstrap(
+            (ratios,), np.median, n_resamples=2000, method="percentile", random_state=np.random.default_rng(0)
+        ).confidence_interval
+        out["ci95"] = [float(ci.low), float(ci.high)]
+    return out
+
+
+def _timers(row: dict, path: Path, threads: int, files: dict, tmp: Path, contract) -> dict[str, Served]:
+    from edgebench.runtime import RunnerSpec
+
+    spec = RunnerSpec(row["runtime"], str(path), threads, {"contract": contract.to_dict()})
+    stem = row["format"]
+    starts = {
+        "edgebench": lambda: edgebench_loop(spec, files["image"], tmp, tmp / f"{stem}-edgebench.log"),
+        "bare": lambda: bare_loop(row["runtime"], path, threads, files["tensor"], tmp / f"{stem}-bare.log"),
+    }
+    if row["runtime"] == "onnxruntime":
+        starts["polygraphy"] = lambda: polygraphy_loop(
+            path, threads, files["tensor"], tmp / f"{stem}-poly.log"
+        )
+    timers: dict[str, Served] = {}
+    for name, start in starts.items():
+        try:
+            timers[name] = start()
+        except EdgebenchError as exc:
+            if name in ("edgebench", "bare"):
+                for t in timers.values():
+                    t.close()
+                raise
+            timers[name] = exc  # an optional timer that cannot run is reported, not fatal
+    return timers
+
+
 def crosscheck(
-    report_path: Path, threads: int, n: int, others: list[Path] = (), rounds: int = 3
+    report_path: Path, threads: int, n: int, others: list[Path] = (), rounds: int = 30
 ) -> list[dict]:
     """Per evaluated row of the report: its p50 at ``threads`` beside independent timers of the same file.
 
-    The timers (edgebench's own worker, the bare loop, Polygraphy or litert-benchmark) run in turn,
-    ``rounds`` times, the order rotated: a machine that drifts by more than the tolerance between minutes
-    (a VM with noisy neighbours does) shifts every timer of a round alike, so the per-round ratio of
-    edgebench to the bare loop is the fair comparison; its median decides ``within_tolerance``.
+    ``rounds`` rounds; in each, every timer runs one block of ``n`` calls, the order rotated between
+    rounds (``round_orders``). The per-round ratio edgebench/bare compares blocks seconds apart, so the
+    machine's slower drift cancels; its median decides ``within_tolerance``.
     """
+    from edgebench.bench.artifacts import read_manifest
     from edgebench.bench.measure import round_orders
+    from edgebench.runtime import Contract
+    from edgebench.train.data import load_dataset
 
     report = load(report_path)
     if threads not in report["settings"]["threads"]:
@@ -183,54 +264,58 @@ def crosscheck(
         raise EdgebenchError(f"--rounds must be at least 1 (got {rounds})")
     export_dir = Path(report["export_dir"])
     extra = [load(p, "other report") for p in others]
-    from edgebench.bench.artifacts import read_manifest
-    from edgebench.runtime import Contract
-    from edgebench.train.data import load_dataset
-
     contract = Contract.read(read_manifest(export_dir))
     ds = report["dataset"]
     pixels = load_dataset(ds["source"], None, contract.size, contract.channels, ds["split"]).x_test[:1]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        image, tensor = Path(tmp) / "image.npy", Path(tmp) / "tensor.npy"
-        np.save(image, pixels)  # edgebench's worker applies the contract itself
-        np.save(tensor, contract.model_input(pixels))  # what the bare loops feed
+        tmp = Path(tmp)
+        files = {"image": tmp / "image.npy", "tensor": tmp / "tensor.npy"}
+        np.save(files["image"], pixels)  # edgebench's worker applies the contract itself
+        np.save(files["tensor"], contract.model_input(pixels))  # what the bare loops feed
         for row in all_rows(report):
             if row["runtime"] not in _BARE or not row.get("latency"):
                 continue
             path = export_dir / row["file"]
-            other = "polygraphy" if row["runtime"] == "onnxruntime" else "litert_benchmark"
-            timers = {
-                "edgebench": lambda row=row, path=path: _edgebench_loop(
-                    row, path, threads, n, image, Path(tmp), contract
-                ),
-                "bare": lambda row=row, path=path: bare_loop(row["runtime"], path, threads, n, tensor),
-                other: (lambda path=path: polygraphy_loop(path, threads, n, tensor))
-                if other == "polygraphy"
-                else (lambda path=path: litert_benchmark(path, threads, n)),
-            }
-            results: dict[str, list[dict]] = {k: [] for k in timers}
-            for order in round_orders(list(timers), rounds):
-                for name in order:
-                    results[name].append(timers[name]())
-            ratios = [
-                e["p50_ms"] / b["p50_ms"]
-                for e, b in zip(results["edgebench"], results["bare"], strict=True)
-                if e.get("p50_ms") and b.get("p50_ms")
-            ]
+            try:
+                timers = _timers(row, path, threads, files, tmp, contract)
+            except EdgebenchError as exc:  # reported in the table, like any timer's failure
+                rows.append({"format": row["format"], "runtime": row["runtime"], "error": str(exc)})
+                continue
+            live = {k: t for k, t in timers.items() if isinstance(t, Served)}
+            blocks: dict[str, list[list[int]]] = {k: [] for k in live}
+            benchmark_at = {0, rounds // 2, rounds - 1} if row["runtime"] == "litert" else set()
+            litert: list[dict] = []
+            try:
+                for r, order in enumerate(round_orders(list(live), rounds)):
+                    for name in order:
+                        blocks[name].append(live[name].block(n))
+                    if r in benchmark_at:  # the warm timers idle meanwhile
+                        litert.append(litert_benchmark(path, threads, max(n, 100)))
+            finally:
+                worker_modules = live["edgebench"].info.get("worker_modules")
+                for t in live.values():
+                    t.close()
             mine = next(e["batch1"]["p50_ms"] for e in row["latency"] if e["threads"] == threads)
             out = {
                 "format": row["format"],
                 "runtime": row["runtime"],
                 "report_p50_ms": mine,
-                "edgebench": _median(results["edgebench"], "p50_ms"),
-                "bare": _median(results["bare"], "p50_ms"),
-                other: _median(results[other], "p50_ms" if other == "polygraphy" else "avg_ms"),
-                "ratio_to_bare": float(np.median(ratios)) if ratios else None,
-                "ratio_rounds": [round(r, 4) for r in ratios],
+                "block_calls": n,
+                "edgebench_worker_modules": worker_modules,
+                **{k: _summary(v) for k, v in blocks.items()},
+                "ratio_to_bare": _ratio(blocks["edgebench"], blocks["bare"]),
                 "other_reports_p50_ms": [_other_p50(o, row["format"], threads) for o in extra],
             }
-            out["within_tolerance"] = bool(ratios) and abs(out["ratio_to_bare"] - 1) <= TOLERANCE
+            for k, t in timers.items():
+                if not isinstance(t, Served):
+                    out[k] = {"error": str(t)}
+            if litert:
+                avgs = [x["avg_ms"] for x in litert if "avg_ms" in x]
+                out["litert_benchmark"] = (
+                    {"avg_ms": float(np.median(avgs)), "runs": len(avgs)} if avgs else litert[0]
+                )
+            out["within_tolerance"] = abs(out["ratio_to_bare"]["median"] - 1) <= TOLERANCE
             rows.append(out)
     return rows
 
@@ -244,36 +329,41 @@ def markdown(rows: list[dict], threads: int, cpu: str) -> str:
             return "–"
         return f"{d[key]:.3f}" if d.get(key) is not None else f"({d.get('error', 'n/a')})"
 
+    def ratio(r: dict) -> str:
+        q = r["ratio_to_bare"]
+        ci = f"; 95% CI {q['ci95'][0]:.3f}–{q['ci95'][1]:.3f}" if "ci95" in q else ""
+        return f"{q['median']:.3f}{ci}; rounds {q['min']:.3f}–{q['max']:.3f}"
+
     header = [
         "Format",
         "report p50 ms",
         "edgebench worker p50 ms",
         "bare loop p50 ms",
-        "edgebench/bare per round",
+        "edgebench/bare (median of rounds)",
         "Polygraphy p50 ms",
         "litert-benchmark avg ms",
         "other report p50 ms (Δ vs report)",
         "within 5%",
     ]
+    n = next((r for r in rows if "block_calls" in r), {})
     lines = [
-        f"Batch-1, {threads} threads, {cpu}; timers interleaved over rounds (medians of the rounds)",
+        f"Batch-1, {threads} threads, {cpu}; warm timers take turns in blocks of {n.get('block_calls', '?')} "
+        f"calls over {n.get('bare', {}).get('rounds', '?')} rounds, order rotated (p50 of all their samples)",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
     for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['format']} | " + " | ".join(["–"] * 7) + f" | error: {r['error']} |")
+            continue
         others = ", ".join(f"{v:.3f} ({pct(v, r['report_p50_ms'])})" for v in r["other_reports_p50_ms"] if v)
-        ratio = (
-            "–"
-            if r["ratio_to_bare"] is None
-            else (f"{r['ratio_to_bare']:.3f} ({', '.join(f'{x:.3f}' for x in r['ratio_rounds'])})")
-        )
         cells = [
             r["format"],
             f"{r['report_p50_ms']:.3f}",
             fig(r["edgebench"], "p50_ms"),
             fig(r["bare"], "p50_ms"),
-            ratio,
+            ratio(r),
             fig(r.get("polygraphy"), "p50_ms"),
             fig(r.get("litert_benchmark"), "avg_ms"),
             others or "–",

@@ -7,7 +7,10 @@ the measurement. Tasks:
 - ``predict``: probabilities for the test images (saved as ``<out>.npy``);
 - ``time``: load time, cold first call, warm-up, batch-1 samples (``<out>.npy``, ns), harness overhead,
   throughput per batch size, and peak memory: the process's peak RSS (VmHWM) minus the RSS it had with
-  only the runtime imported, like benchmark_model's memory footprint.
+  only the runtime imported, like benchmark_model's memory footprint;
+- ``serve``: the same batch-1 timed call, kept warm for a coordinator (``crosscheck``) that interleaves
+  short blocks of it with other timers: it prints ``READY {json}``, then answers each stdin line ``k``
+  with ``BLOCK [k samples in ns]``.
 
 The result (or a one-line error) goes to ``<out>.json``; the parent reads nothing else.
 """
@@ -115,7 +118,23 @@ def predict_task(task: dict, spec: RunnerSpec, images: np.ndarray) -> tuple[dict
     return {"runner": describe, "worker_modules": loaded_runtimes()}, probs.astype(np.float32)
 
 
-TASKS = {"time": time_task, "predict": predict_task}
+def serve_task(task: dict, spec: RunnerSpec, images: np.ndarray) -> tuple[dict, np.ndarray]:
+    s = LatencySettings(**task["settings"])
+    RUNTIMES[spec.runtime].runner_class().import_runtime(spec.threads)
+    with open_runner(spec) as runner:
+        run = runner.bind(tile(images, 1))
+        warm_up(run, s.warmup_runs, s.warmup_cap_s)
+        print("READY", json.dumps({"worker_modules": loaded_runtimes()}), flush=True)
+        blocks = 0
+        for line in sys.stdin:
+            samples = timed_samples(run, int(line), cap_s=3600.0)
+            print("BLOCK", json.dumps(samples.tolist()), flush=True)
+            blocks += 1
+        describe = runner.describe()
+    return {"runner": describe, "blocks": blocks}, np.empty(0)
+
+
+TASKS = {"time": time_task, "predict": predict_task, "serve": serve_task}
 
 
 def main(task_path: str) -> int:
