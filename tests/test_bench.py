@@ -449,6 +449,39 @@ def test_gate_passes_faithful_artifacts(run_dir, cifar_folder, cache_dir, tmp_pa
     assert json.loads((tmp_path / "report.json").read_text())["gate"]["passed"] is True
 
 
+def test_the_reference_reuses_its_training_runs_test_pass_only_for_the_same_model_and_test_set(
+    run_dir, cifar_folder, cache_dir, tmp_path
+):
+    from edgebench.bench.artifacts import read_manifest
+    from edgebench.bench.benchmark import BenchSettings, load_test_set
+    from edgebench.runtime import Contract
+    from edgebench.train.evaluation import load_test_predictions, save_test_predictions
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir / "export", run / "export")
+    shutil.copy(run_dir / "model.keras", run / "model.keras")
+    manifest = read_manifest(run / "export")
+    settings = BenchSettings(
+        export_dir=run / "export", data=cifar_folder, cache_dir=cache_dir, test_per_class=10
+    )
+    ds = load_test_set(settings, Contract.read(manifest), manifest)
+    # Planted: "class 0 for every image", which the model itself would not say; bench must take it.
+    planted = np.zeros((len(ds.y_test), 10), np.float32)
+    planted[:, 0] = 1
+    sha = sha256_file(run / "model.keras")
+    save_test_predictions(run / "test_predictions.npz", planted, ds.x_test, ds.y_test, sha)
+    assert load_test_predictions(run / "test_predictions.npz", "0" * 64, ds.x_test, ds.y_test) is None
+    assert load_test_predictions(run / "test_predictions.npz", sha, ds.x_test, ds.y_test[::-1]) is None
+    assert load_test_predictions(run / "test_predictions.npz", sha, ds.x_test[:5], ds.y_test[:5]) is None
+
+    res = _invoke("bench", "--export", run / "export", "--data", cifar_folder, "--formats", "onnx", *FAST)
+    assert res.exit_code == 1, res.output  # onnx agrees with the real model, not with the planted reference
+    assert "training's final test pass" in res.output
+    report = json.loads((run / "bench" / "report.json").read_text())
+    assert report["reference"]["accuracy"]["top1"] == pytest.approx(float(np.mean(ds.y_test == 0)))
+    assert "test_predictions.npz" in report["reference"]["runner"]["reused"]
+
+
 def test_gate_fails_a_damaged_artifact_with_exit_1(run_dir, tmp_path, cifar_folder, cache_dir):
     import keras
 
@@ -601,23 +634,29 @@ def test_bad_input_gives_one_line_error_and_exit_2(run_dir, tmp_path, cifar_fold
     assert not (tmp_path / "out" / "report.json").exists()
 
 
-@pytest.mark.parametrize(
-    ("damage", "reason"),
-    [
-        (_corrupt_onnx, "load-error"),
-        (lambda dest, entries: (dest / "model.onnx").unlink(), "missing-file"),
-        (lambda dest, entries: (dest / "model.onnx").write_bytes(b"changed"), "sha256-mismatch"),
-    ],
-    ids=["corrupt artifact", "manifest points at a missing file", "file changed since export"],
-)
-def test_unusable_artifact_is_exit_2_and_the_others_still_run(
-    run_dir, tmp_path, cifar_folder, damage, reason
-):
+def test_unusable_artifacts_are_exit_2_and_the_others_still_run(run_dir, tmp_path, cifar_folder):
+    """Three ways an artifact can be unusable, in one export (one bench run); tflite-fp32 is intact."""
+
+    def damage(dest, entries):
+        _corrupt_onnx(dest, entries)
+        (dest / "model.int8.onnx").unlink()
+        (dest / "model.int8.tflite").write_bytes(b"changed")
+
     export = _broken_export(run_dir, tmp_path / "export", damage)
-    res = _bench_float_pair(export, run_dir, cifar_folder, tmp_path)
-    _one_line_error(res, 2, f"onnx ({reason}")
+    reasons = {"onnx": "load-error", "onnx-int8": "missing-file", "tflite-int8": "sha256-mismatch"}
+    assert {a["file"] for a in json.loads((export / "manifest.json").read_text())["artifacts"]} >= {
+        "model.onnx",
+        "model.int8.onnx",
+        "model.int8.tflite",
+    }
+    args = ["bench", "--export", export, "--reference", run_dir / "model.keras", "--data", cifar_folder]
+    res = _invoke(*args, "--out", tmp_path / "bench", "--formats", ",".join([*reasons, "tflite-fp32"]), *FAST)
+    _one_line_error(res, 2, "3 artifact(s) could not be evaluated")
+    for fmt, reason in reasons.items():
+        assert f"{fmt} ({reason}" in res.stderr.strip().splitlines()[-1]
     rows = _rows(json.loads((tmp_path / "bench" / "report.json").read_text()))
-    assert rows["onnx"]["status"] == "error" and rows["onnx"]["reason"] == reason
+    for fmt, reason in reasons.items():
+        assert rows[fmt]["status"] == "error" and rows[fmt]["reason"] == reason
     assert rows["tflite-fp32"]["status"] == "pass"
 
 

@@ -11,6 +11,9 @@ from click.testing import CliRunner
 
 from edgebench.cli import cli
 from edgebench.errors import EdgebenchError
+from edgebench.fileio import sha256_file
+from edgebench.train.data import load_dataset, subset
+from edgebench.train.evaluation import test_set_sha256
 from edgebench.train.features import ArrayBatches
 from edgebench.train.fitting import RunDir, fit_phase
 from edgebench.train.model import build_tiny_model, load_model
@@ -50,7 +53,7 @@ def smoke_run(tmp_path_factory, cifar_folder):
     return out
 
 
-def test_smoke_run_writes_every_output(smoke_run):
+def test_smoke_run_writes_every_output(smoke_run, cifar_folder):
     for name in (
         "model.keras",
         "history.json",
@@ -68,6 +71,14 @@ def test_smoke_run_writes_every_output(smoke_run):
     assert metrics["versions"]["keras"] == keras.__version__
     history = json.loads((smoke_run / "history.json").read_text())
     assert len(history["phase2"]["val_accuracy"]) == 1 and len(history["phase1"]["accuracy"]) >= 1
+    # The final test pass, kept for bench's Keras reference: this model file's, this accuracy's.
+    with np.load(smoke_run / "test_predictions.npz") as stored:
+        assert str(stored["model_sha256"]) == sha256_file(smoke_run / "model.keras")
+        probs = stored["probs"]
+        stored_set = str(stored["test_set_sha256"])
+    ds = subset(load_dataset(str(cifar_folder)), 8, 4, get_preset("smoke").seed)
+    assert stored_set == test_set_sha256(ds.x_test, ds.y_test) and probs.shape == (40, 10)
+    assert metrics["final"]["test_accuracy"] == pytest.approx(float(np.mean(probs.argmax(1) == ds.y_test)))
 
 
 def test_saved_model_matches_the_phase2_evaluation(smoke_run, small_dataset):

@@ -28,6 +28,7 @@ class RunDir:
         self.state = self.root / "state.json"
         self.plots = self.root / "plots"
         self.checkpoints = self.root / "checkpoints"
+        self.test_predictions = self.root / "test_predictions.npz"  # train/evaluation.py
 
 
 def versions() -> dict:

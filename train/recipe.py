@@ -25,7 +25,7 @@ from pathlib import Path
 import keras
 
 from edgebench.errors import EdgebenchError
-from edgebench.fileio import atomic_path, write_json
+from edgebench.fileio import atomic_path, sha256_file, write_json
 from edgebench.train import plots
 from edgebench.train.budget import peak_rss_mb, plan_candidates, xla_modes
 from edgebench.train.cached_phases import CachedPhases
@@ -37,6 +37,7 @@ from edgebench.train.data import (
     stratified_indices,
     subset,
 )
+from edgebench.train.evaluation import save_test_predictions
 from edgebench.train.features import ArrayBatches, array_key, cached_features
 from edgebench.train.fitting import RunDir, evaluate, fit_phase, load_state, run_dir_backups, versions
 from edgebench.train.fresh_phases import FreshPhases, fixed_plan
@@ -243,6 +244,7 @@ class Trainer(FreshPhases, CachedPhases):
             acc, probs, eval_s = evaluated
         with atomic_path(run.model) as tmp:
             inference_copy(model).save(tmp)
+        save_test_predictions(run.test_predictions, probs, ds.x_test, ds.y_test, sha256_file(run.model))
         pred = probs.argmax(axis=1)
         plots.curves(self.state["history"], run.plots / "curves.png")
         plots.confusion(ds.y_test, pred, ds.class_names, run.plots / "confusion.png")
