@@ -194,6 +194,22 @@ def test_measured_figures_are_the_bench_reports(bundles, run_dir, fmt):
     assert f"{row['accuracy']['top1'] * 100:.2f}%" in readme and f"{row['best']['p50_ms']:.2f} ms" in readme
 
 
+def test_another_model_in_the_bundles_place_keeps_its_contract_and_threads(bundles, run_dir, tmp_path):
+    from edgebench.runtime.cli import model_runner
+
+    bundle = bundles["tflite-int8"]
+    spec = _spec(bundle)
+    assert spec["threads"] == 1  # what the bench report measured
+    other = run_dir / "export" / "model.fp32.tflite"
+    assert other.is_file()
+    contract, runner = model_runner(bundle, str(other), None)
+    assert runner.threads == spec["threads"] and runner.path == other
+    assert contract.to_dict() == spec["contract"]
+    assert model_runner(bundle, str(other), 2)[1].threads == 2  # --threads still wins
+    contract, runner = model_runner(tmp_path, str(other), None)  # no model.json: CIFAR-10, runtime default
+    assert runner.threads is None and contract.classes[0] == "airplane"
+
+
 def test_without_a_report_the_bundle_says_not_benchmarked(run_dir, tmp_path):
     shutil.copytree(run_dir / "export", tmp_path / "run" / "export")
     res = _invoke(

@@ -47,6 +47,18 @@ def _parser(bundle_dir: Path) -> argparse.ArgumentParser:
     return parser
 
 
+def model_runner(bundle_dir, model: str | None, threads: int | None):
+    """(contract, runner) for the bundle's model, or for ``model`` in its place: another file keeps the
+    bundle's contract and measured thread count (a folder without model.json: the CIFAR-10 contract)."""
+    if not model:
+        bundle = Bundle(bundle_dir)
+        return bundle.contract, bundle.runner(threads)
+    bundle = Bundle(bundle_dir) if (Path(bundle_dir) / MODEL_JSON).is_file() else None
+    contract = bundle.contract if bundle else Contract.cifar10()
+    threads = threads or (bundle.threads if bundle else None)
+    return contract, open_runner(model, threads=threads, contract=contract)
+
+
 def main(argv=None, bundle_dir: str | Path | None = None) -> int:
     default_dir = Path(bundle_dir) if bundle_dir else Path(sys.argv[0] if sys.argv else ".").resolve().parent
     parser = _parser(default_dir)
@@ -62,13 +74,7 @@ def main(argv=None, bundle_dir: str | Path | None = None) -> int:
             mismatches, lines = selftest(Bundle(args.bundle), args.threads)
             print("\n".join(lines))
             return 1 if mismatches else 0
-        if args.model:
-            has_spec = (Path(args.bundle) / MODEL_JSON).is_file()
-            contract = Bundle(args.bundle).contract if has_spec else Contract.cifar10()
-            runner = open_runner(args.model, threads=args.threads, contract=contract)
-        else:
-            bundle = Bundle(args.bundle)
-            contract, runner = bundle.contract, bundle.runner(args.threads)
+        contract, runner = model_runner(args.bundle, args.model, args.threads)
         class_names = contract.classes
         batch = load_images(args.images, contract.size, contract.channels)
         if not 1 <= args.top_k <= len(class_names):
