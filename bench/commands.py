@@ -265,14 +265,17 @@ def compare(old, new):
     help="Reports of the same export to set beside.",
 )
 @click.option(
-    "--out", default=None, type=click.Path(path_type=Path), help="Write the table (Markdown) here too."
+    "--out",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="Write the table (Markdown) here too, and the rows with every round's ratio beside it (.json).",
 )
 def crosscheck(report_path, threads, iterations, rounds, others, out):
     """Check a report's batch-1 p50s against a bare runtime loop, Polygraphy and litert-benchmark."""
     from edgebench import cpu
     from edgebench.bench.crosscheck import crosscheck as run
     from edgebench.bench.crosscheck import markdown
-    from edgebench.fileio import write_text
+    from edgebench.fileio import write_json, write_text
 
     if iterations < 1:
         raise EdgebenchError(f"--iterations must be at least 1 (got {iterations})")
@@ -284,6 +287,7 @@ def crosscheck(report_path, threads, iterations, rounds, others, out):
     click.echo(table)
     if out:
         write_text(Path(out), table + "\n")
+        write_json(Path(out).with_suffix(".json"), {"threads": threads, "cpu": cpu.summary(), "rows": rows})
     off = [r["format"] for r in rows if not r.get("within_tolerance")]
     if off:
         raise GateFailure(f"edgebench/bare median ratio more than 5% from 1: {', '.join(off)}")

@@ -206,7 +206,12 @@ def _ratio(edgebench: list[list[int]], bare: list[list[int]]) -> dict:
     from scipy.stats import bootstrap
 
     ratios = np.array([np.median(e) / np.median(b) for e, b in zip(edgebench, bare, strict=True)])
-    out = {"median": float(np.median(ratios)), "min": float(ratios.min()), "max": float(ratios.max())}
+    out = {
+        "median": float(np.median(ratios)),
+        "min": float(ratios.min()),
+        "max": float(ratios.max()),
+        "rounds": [round(float(r), 4) for r in ratios],
+    }
     if len(ratios) >= 3:
         ci = bootstrap(
             (ratios,), np.median, n_resamples=2000, method="percentile", random_state=np.random.default_rng(0)
