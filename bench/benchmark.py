@@ -27,7 +27,7 @@ from edgebench.environment import runtime_available
 from edgebench.errors import EdgebenchError, check_settings
 from edgebench.fileio import ensure_dir, sha256_file
 from edgebench.runtime import Contract
-from edgebench.train.evaluation import test_set_sha256
+from edgebench.train.evaluation import sha256_of_test_set
 
 
 @dataclass
@@ -308,6 +308,6 @@ def run_bench(
         raise EdgebenchError(f"cannot use the reference model: {reference['message']}")
     gate = apply(rows, reference is not None, settings.gate)
     report = rp.assemble(settings, export_dir, manifest, ds, threads, reference, rows, gate)
-    report["dataset"]["test_set_sha256"] = test_set_sha256(ds.x_test, labels)
+    report["dataset"]["test_set_sha256"] = sha256_of_test_set(ds.x_test, labels)
     paths = rp.write_all(out_dir, report, samples, predictions, labels, plots=settings.plots)
     return BenchResult(report, gate, out_dir, paths, samples)

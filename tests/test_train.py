@@ -13,7 +13,7 @@ from edgebench.cli import cli
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import sha256_file
 from edgebench.train.data import load_dataset, subset
-from edgebench.train.evaluation import test_set_sha256
+from edgebench.train.evaluation import sha256_of_test_set
 from edgebench.train.features import ArrayBatches
 from edgebench.train.fitting import RunDir, fit_phase
 from edgebench.train.model import build_tiny_model, load_model
@@ -77,7 +77,7 @@ def test_smoke_run_writes_every_output(smoke_run, cifar_folder):
         probs = stored["probs"]
         stored_set = str(stored["test_set_sha256"])
     ds = subset(load_dataset(str(cifar_folder)), 8, 4, get_preset("smoke").seed)
-    assert stored_set == test_set_sha256(ds.x_test, ds.y_test) and probs.shape == (40, 10)
+    assert stored_set == sha256_of_test_set(ds.x_test, ds.y_test) and probs.shape == (40, 10)
     assert metrics["final"]["test_accuracy"] == pytest.approx(float(np.mean(probs.argmax(1) == ds.y_test)))
 
 

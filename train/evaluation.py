@@ -18,7 +18,7 @@ from edgebench.fileio import atomic_path
 FILE = "test_predictions.npz"
 
 
-def test_set_sha256(images: np.ndarray, labels: np.ndarray) -> str:
+def sha256_of_test_set(images: np.ndarray, labels: np.ndarray) -> str:
     """Identity of a test set (pixels and labels, in order): paired comparisons need the same one."""
     digest = hashlib.sha256(np.ascontiguousarray(images).tobytes())
     digest.update(np.asarray(labels, dtype="<i8").tobytes())
@@ -31,7 +31,7 @@ def save_test_predictions(path: Path, probs: np.ndarray, images, labels, model_s
             np.savez(
                 f,
                 probs=np.asarray(probs, np.float32),
-                test_set_sha256=test_set_sha256(images, labels),
+                test_set_sha256=sha256_of_test_set(images, labels),
                 model_sha256=model_sha256,
             )
     return path
@@ -45,7 +45,7 @@ def load_test_predictions(path: Path, model_sha256: str, images, labels) -> np.n
         with np.load(path) as data:
             if str(data["model_sha256"]) != model_sha256:
                 return None
-            if str(data["test_set_sha256"]) != test_set_sha256(images, labels):
+            if str(data["test_set_sha256"]) != sha256_of_test_set(images, labels):
                 return None
             probs = data["probs"]
     except (OSError, KeyError, ValueError):  # unreadable or foreign: measure instead
