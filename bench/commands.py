@@ -256,7 +256,7 @@ def compare(old, new):
 @click.option(
     "--iterations", default=50, show_default=True, help="Timed calls per timer and round (one block)."
 )
-@click.option("--rounds", default=30, show_default=True, help="Rounds of all timers, order rotated.")
+@click.option("--rounds", default=60, show_default=True, help="Rounds of all timers, order rotated.")
 @click.option(
     "--other",
     "others",

@@ -247,7 +247,7 @@ def _timers(row: dict, path: Path, threads: int, files: dict, tmp: Path, contrac
 
 
 def crosscheck(
-    report_path: Path, threads: int, n: int, others: list[Path] = (), rounds: int = 30
+    report_path: Path, threads: int, n: int, others: list[Path] = (), rounds: int = 60
 ) -> list[dict]:
     """Per evaluated row of the report: its p50 at ``threads`` beside independent timers of the same file.
 
