@@ -518,7 +518,7 @@ def test_gate_fails_a_damaged_artifact_with_exit_1(run_dir, tmp_path, cifar_fold
     assert report["artifacts"][0]["status"] == "fail" and report["artifacts"][0]["accuracy"]["drop_pp"] > 0.5
 
 
-def test_require_turns_a_skipped_format_into_a_failure(run_dir, cifar_folder, tmp_path):
+def test_require_and_the_accuracy_floor_fail_the_gate(run_dir, cifar_folder, tmp_path):
     if runtime_available("tensorrt")[0]:
         pytest.skip("TensorRT is available here")
     args = [
@@ -532,8 +532,11 @@ def test_require_turns_a_skipped_format_into_a_failure(run_dir, cifar_folder, tm
         *FAST,
     ]
     # Without --require a skipped format does not fail the gate (test_unavailable_runtime_is_skipped...).
-    res = _invoke(*args, "--out", tmp_path / "b", "--require", "trt-fp16")
-    assert res.exit_code == 1 and "trt-fp16 (required but skipped" in res.stderr.strip().splitlines()[-1]
+    # The same run checks the absolute floor: --min-accuracy is in percent, and every failure is named.
+    res = _invoke(*args, "--out", tmp_path / "b", "--require", "trt-fp16", "--min-accuracy", "100")
+    last = res.stderr.strip().splitlines()[-1]
+    assert res.exit_code == 1 and "trt-fp16 (required but skipped" in last
+    assert "onnx (top-1" in last and "< 100.00%" in last
     _one_line_error(_invoke(*args, "--out", tmp_path / "c", "--require", "trt-fp17"), 2, "--require")
 
 
@@ -543,24 +546,6 @@ def test_non_finite_accuracy_fails_the_gate():
     row = {"format": "x", "status": "evaluated", "accuracy": {"top1": float("nan"), "drop_pp": float("nan")}}
     result = apply([row], True, GateSettings())
     assert not result.passed and row["status"] == "fail" and "non-finite" in row["gate"]["problems"][0]
-
-
-def test_min_accuracy_floor(run_dir, cifar_folder, tmp_path):
-    res = _invoke(
-        "bench",
-        "--export",
-        run_dir / "export",
-        "--data",
-        cifar_folder,
-        "--out",
-        tmp_path,
-        "--formats",
-        "onnx",
-        "--min-accuracy",
-        "100",
-        *FAST,
-    )
-    assert res.exit_code == 1 and "onnx" in res.stderr.strip().splitlines()[-1] and "< 100" in res.stderr
 
 
 def test_missing_reference_fails_closed(run_dir, tmp_path, cifar_folder):
