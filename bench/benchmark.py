@@ -200,14 +200,14 @@ def _classify(artifact: dict, export_dir: Path, providers, contract) -> tuple[di
     return row, target
 
 
-def _training_pass(target: Target, manifest: dict, ds) -> tuple[np.ndarray, dict] | None:
+def _training_pass(target: Target, manifest: dict, test_set_sha256: str) -> tuple[np.ndarray, dict] | None:
     """The Keras reference's test predictions from its training run's final pass (train/evaluation.py),
     when they are of this very file (the manifest's source sha256, checked against the file before) and
     of this very test set: the same computation, not repeated."""
     from edgebench.train.evaluation import FILE, load_test_predictions
 
     stored = target.path.parent / FILE
-    probs = load_test_predictions(stored, manifest["source_model"]["sha256"], ds.x_test, ds.y_test)
+    probs = load_test_predictions(stored, manifest["source_model"]["sha256"], test_set_sha256)
     if probs is None:
         return None
     return probs, {
@@ -233,6 +233,7 @@ def run_bench(
     out_dir = ensure_dir(settings.out_dir or export_dir.parent / "bench")
     ds = load_test_set(settings, contract, manifest)
     labels, class_names = ds.y_test, list(ds.class_names)
+    test_set_sha256 = sha256_of_test_set(ds.x_test, labels)
     threads = sorted(set(settings.threads))
 
     rows, targets = [], {}
@@ -274,7 +275,7 @@ def run_bench(
         predictions: dict[str, np.ndarray] = {}
         for name, target in list(targets.items()):
             try:
-                reused = _training_pass(target, manifest, ds) if name == "keras" else None
+                reused = _training_pass(target, manifest, test_set_sha256) if name == "keras" else None
                 probs, runner = reused or measurer.accuracy(target)
             except arts.ArtifactProblem as exc:
                 if name == ref_name:
@@ -308,6 +309,6 @@ def run_bench(
         raise EdgebenchError(f"cannot use the reference model: {reference['message']}")
     gate = apply(rows, reference is not None, settings.gate)
     report = rp.assemble(settings, export_dir, manifest, ds, threads, reference, rows, gate)
-    report["dataset"]["test_set_sha256"] = sha256_of_test_set(ds.x_test, labels)
+    report["dataset"]["test_set_sha256"] = test_set_sha256
     paths = rp.write_all(out_dir, report, samples, predictions, labels, plots=settings.plots)
     return BenchResult(report, gate, out_dir, paths, samples)

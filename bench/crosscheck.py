@@ -17,7 +17,6 @@ runs three times between the rounds.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -87,9 +86,8 @@ for line in sys.stdin:
 class Served:
     """A timer process kept warm: ``block(k)`` returns the durations (ns) of k timed calls."""
 
-    def __init__(self, cmd: list[str], log: Path, result: Path | None = None):
+    def __init__(self, cmd: list[str], log: Path, result: Path | None = None, env: dict | None = None):
         self.log, self.result = log, result  # result: where edgebench's worker writes its one-line error
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
         with open(log, "w") as err:  # a file, not a pipe: a chatty runtime cannot fill it and stall
             self.proc = subprocess.Popen(
                 cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, env=env
@@ -142,23 +140,12 @@ def polygraphy_loop(path: Path, threads: int, tensor: Path, log: Path) -> Served
 
 def edgebench_loop(spec, image: Path, workdir: Path, log: Path) -> Served:
     """edgebench's own timing worker on the same file (``serve`` task: batch 1, no throughput)."""
+    from edgebench.bench.isolation import worker_command
     from edgebench.bench.latency import LatencySettings
 
     out = workdir / ("serve-" + Path(spec.path).name.replace(".", "_"))
-    task = out.with_suffix(".task.json")
-    settings = LatencySettings().to_dict()
-    task.write_text(
-        json.dumps(
-            {
-                "kind": "serve",
-                "spec": spec.to_dict(),
-                "images": str(image),
-                "out": str(out),
-                "settings": settings,
-            }
-        )
-    )
-    return Served([sys.executable, "-m", "edgebench.bench.worker", str(task)], log, out.with_suffix(".json"))
+    cmd, env = worker_command("serve", spec, image, out, settings=LatencySettings().to_dict())
+    return Served(cmd, log, out.with_suffix(".json"), env)
 
 
 def litert_benchmark(path: Path, threads: int, n: int) -> dict:

@@ -17,21 +17,31 @@ from edgebench.runtime import RunnerSpec
 _counter = itertools.count()
 
 
-def run_worker(
-    kind: str, spec: RunnerSpec, images_path: Path, workdir: Path, timeout_s: float, **task
-) -> tuple[dict, np.ndarray]:
-    """Run ``edgebench.bench.worker`` on one task; (result, array) or ArtifactProblem with one line."""
-    out = Path(workdir) / f"task{next(_counter):04d}-{kind}"
-    task_path = out.with_suffix(".task.json")
+def worker_command(
+    kind: str, spec: RunnerSpec, images_path: Path, out: Path, **task
+) -> tuple[list[str], dict[str, str]]:
+    """Write ``<out>.task.json`` and return the command and environment that run it in a fresh worker;
+    the worker writes ``<out>.json`` (and ``<out>.npy``)."""
+    task_path = Path(out).with_suffix(".task.json")
     task_path.write_text(
         json.dumps(
             {"kind": kind, "spec": spec.to_dict(), "images": str(images_path), "out": str(out), **task}
         )
     )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    return [sys.executable, "-m", "edgebench.bench.worker", str(task_path)], env
+
+
+def run_worker(
+    kind: str, spec: RunnerSpec, images_path: Path, workdir: Path, timeout_s: float, **task
+) -> tuple[dict, np.ndarray]:
+    """Run ``edgebench.bench.worker`` on one task; (result, array) or ArtifactProblem with one line."""
+    out = Path(workdir) / f"task{next(_counter):04d}-{kind}"
+    cmd, env = worker_command(kind, spec, images_path, out, **task)
+    task_path = out.with_suffix(".task.json")
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "edgebench.bench.worker", str(task_path)],
+            cmd,
             capture_output=True,
             text=True,
             timeout=timeout_s,

@@ -455,7 +455,7 @@ def test_the_reference_reuses_its_training_runs_test_pass_only_for_the_same_mode
     from edgebench.bench.artifacts import read_manifest
     from edgebench.bench.benchmark import BenchSettings, load_test_set
     from edgebench.runtime import Contract
-    from edgebench.train.evaluation import load_test_predictions, save_test_predictions
+    from edgebench.train.evaluation import load_test_predictions, save_test_predictions, sha256_of_test_set
 
     run = tmp_path / "run"
     shutil.copytree(run_dir / "export", run / "export")
@@ -469,10 +469,10 @@ def test_the_reference_reuses_its_training_runs_test_pass_only_for_the_same_mode
     planted = np.zeros((len(ds.y_test), 10), np.float32)
     planted[:, 0] = 1
     sha = sha256_file(run / "model.keras")
-    save_test_predictions(run / "test_predictions.npz", planted, ds.x_test, ds.y_test, sha)
-    assert load_test_predictions(run / "test_predictions.npz", "0" * 64, ds.x_test, ds.y_test) is None
-    assert load_test_predictions(run / "test_predictions.npz", sha, ds.x_test, ds.y_test[::-1]) is None
-    assert load_test_predictions(run / "test_predictions.npz", sha, ds.x_test[:5], ds.y_test[:5]) is None
+    stored = save_test_predictions(run / "test_predictions.npz", planted, ds.x_test, ds.y_test, sha)
+    assert load_test_predictions(stored, "0" * 64, sha256_of_test_set(ds.x_test, ds.y_test)) is None
+    assert load_test_predictions(stored, sha, sha256_of_test_set(ds.x_test, ds.y_test[::-1])) is None
+    assert load_test_predictions(stored, sha, sha256_of_test_set(ds.x_test[:5], ds.y_test[:5])) is None
 
     res = _invoke("bench", "--export", run / "export", "--data", cifar_folder, "--formats", "onnx", *FAST)
     assert res.exit_code == 0, res.output

@@ -37,17 +37,15 @@ def save_test_predictions(path: Path, probs: np.ndarray, images, labels, model_s
     return path
 
 
-def load_test_predictions(path: Path, model_sha256: str, images, labels) -> np.ndarray | None:
-    """The stored probabilities if ``path`` holds them for this model file and this test set, else None."""
+def load_test_predictions(path: Path, model_sha256: str, test_set_sha256: str) -> np.ndarray | None:
+    """The stored probabilities if ``path`` holds them for this model file and the test set whose
+    ``sha256_of_test_set`` is ``test_set_sha256``, else None."""
     if not Path(path).is_file():
         return None
     try:
         with np.load(path) as data:
-            if str(data["model_sha256"]) != model_sha256:
+            if str(data["model_sha256"]) != model_sha256 or str(data["test_set_sha256"]) != test_set_sha256:
                 return None
-            if str(data["test_set_sha256"]) != sha256_of_test_set(images, labels):
-                return None
-            probs = data["probs"]
+            return data["probs"]
     except (OSError, KeyError, ValueError):  # unreadable or foreign: measure instead
         return None
-    return probs if probs.shape[0] == len(labels) else None
