@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from edgebench.cli import cli
 from edgebench.errors import EdgebenchError
 from edgebench.train import features
-from edgebench.train.budget import TimeCosine, _train_rate, xla_modes
+from edgebench.train.budget import TimeCosine, _train_rate, plan_candidates, xla_modes
 from edgebench.train.features import ArrayBatches, FeatureFile, cached_features
 from edgebench.train.fresh_phases import fixed_plan
 from edgebench.train.model import build_tiny_model, load_model
@@ -57,6 +57,53 @@ def test_planner_arithmetic_on_fake_throughputs():
     # Measuring stops once the latest (most capable) candidate cannot afford min_epochs.
     assert should_measure_more([SMALL], Workload(budget_s=1000, **WORK))
     assert not should_measure_more([SMALL, LARGE], Workload(budget_s=1000, min_epochs=4, **WORK))
+
+
+# 96 px with the cached mode measured: conv5 + head run 200 images/s forward, 40 training, on conv4 features.
+CACHED = Throughput(96, "conv5", forward=100, trunk=50, train=10, top_forward=200, top_train=40)
+
+
+def test_planner_caches_copies_when_fresh_epochs_do_not_fit():
+    # 400 s, fresh: 380 - 123 fixed = 257 s, epochs of 101 s: 2 epochs, fewer than min_epochs 3.
+    # Cached: measure 50 + final 31 + caches (1000k + 200)/50 + phase 1 (1000k + 200)/200 + 30 = 116 + 25k
+    # seconds for k copies, then passes of 1000/40 + 100/200 = 25.5 s. k=1: 239 s left, 9.4 passes, too many
+    # for one copy (REUSE_MAX 3); k=2: 8.4 > 6; k=3: 7.4 <= 9, so 3 copies and 2 whole epochs over them.
+    plan = make_plan([CACHED], Workload(budget_s=400, **WORK))
+    assert (plan.mode, plan.copies, plan.epochs, plan.images_per_epoch) == ("cached", 3, 2, 3000)
+    assert [(c["mode"], c["passes"]) for c in plan.candidates] == [("cached", 6), ("fresh", 2)]
+    assert plan.estimate_s == {
+        "measure": 50, "ablation": 0, "final": 31, "caches": 64, "phase1": 46, "phase2": 153
+    }  # fmt: skip
+    assert plan.cache_bytes == 3200 * 6 * 6 * 1024 * 2  # float16 conv4 features, 6x6 at 96 px
+    assert "96 px with conv5 unfrozen, cached is the most capable" in plan.reasons[-1]
+    assert Plan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
+    assert should_measure_more([CACHED], Workload(budget_s=400, **WORK))  # cached affords 6 passes
+
+    # 250 s: fresh 1 epoch; cached k=1 3.8 passes, k=2 2.8 passes: 1 epoch over 2 copies. Neither affords
+    # 3, cached trains more.
+    plan = make_plan([CACHED], Workload(budget_s=250, **WORK))
+    assert (plan.mode, plan.copies, plan.epochs) == ("cached", 2, 1)
+    assert "no candidate affords 3 epochs; 96 px with conv5 unfrozen, cached trains" in plan.reasons[-1]
+    # 150 s: the caches alone leave no epoch, so fresh (a partial epoch) runs.
+    assert make_plan([CACHED], Workload(budget_s=150, **WORK)).mode == "fresh"
+    # ... unless fresh is ruled out: the cheapest cached candidate trains until the deadline.
+    plan = make_plan([CACHED], Workload(budget_s=150, modes=("cached",), **WORK))
+    assert (plan.mode, plan.epochs) == ("cached", 0) and "no candidate affords an epoch" in plan.reasons[-1]
+    # With fresh epochs to spare (1000 s: 8), fresh wins at the same resolution and blocks.
+    assert make_plan([CACHED], Workload(budget_s=1000, **WORK)).mode == "fresh"
+    # Caches that do not fit the disk rule the cached mode out (fresh needs 1,200 pooled vectors, 4.7 MiB).
+    plan = make_plan([CACHED], Workload(budget_s=400, free_disk_bytes=100 * 2**20, **WORK))
+    assert plan.mode == "fresh" and any("do not fit the free disk" in r for r in plan.reasons)
+
+
+def test_plan_modes_option():
+    assert plan_candidates(get_preset("cpu"))[2] == ("cached", "fresh")
+    assert plan_candidates(get_preset("cpu", feature_cache=False))[2] == ("fresh",)
+    assert plan_candidates(get_preset("cpu", plan_modes="cached"))[2] == ("cached",)
+    with pytest.raises(EdgebenchError, match="--plan-modes: unknown mode warm"):
+        plan_candidates(get_preset("cpu", plan_modes="fresh,warm"))
+    with pytest.raises(EdgebenchError, match="--plan-modes cached needs --feature-cache"):
+        plan_candidates(get_preset("cpu", plan_modes="cached", feature_cache=False))
 
 
 def test_plan_states_the_compile_mode_it_measured_faster():

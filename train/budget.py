@@ -12,7 +12,7 @@ import numpy as np
 
 from edgebench.errors import EdgebenchError
 from edgebench.train.model import UNFREEZE, build_model, set_phase, split_model
-from edgebench.train.planner import Throughput
+from edgebench.train.planner import MODES, Throughput
 from edgebench.train.presets import Preset
 
 TIMED_STEPS = 2  # training steps timed per candidate, after one untimed step that traces the graph
@@ -55,12 +55,28 @@ def _train_rate(model: keras.Model, x, y, b: int, steps: int, jit: bool) -> floa
     return _rate(timed_steps, steps * b)
 
 
+def _top_rates(model, trunk, x, y, b: int, steps: int, jit: bool) -> dict[str, float]:
+    """The cached mode's rates: conv5 + head on the trunk's conv4 features, inference and training step."""
+    _, top = split_model(model, UNFREEZE["conv5"][1])
+    f = trunk.predict(x, batch_size=b, verbose=0)
+    top.predict(f[:b], batch_size=b, verbose=0)
+    forward = _rate(lambda: top.predict(f, batch_size=b, verbose=0), len(f))
+    return {"top_forward": round(forward, 1), "top_train": round(_train_rate(top, f, y, b, steps, jit), 1)}
+
+
 def measure_candidate(
-    preset: Preset, weights, image_size: int, unfreeze: list[str], x: np.ndarray, y: np.ndarray
+    preset: Preset,
+    weights,
+    image_size: int,
+    unfreeze: list[str],
+    x: np.ndarray,
+    y: np.ndarray,
+    cached: bool = False,
 ) -> list[Throughput]:
     """Images/s at ``image_size`` on this machine: whole-model and trunk inference, and training steps per
     ``unfreeze`` choice in each compile mode ``preset.xla`` allows (untimed first calls trace the graphs);
-    the faster mode is kept. The model is thrown away afterwards."""
+    the faster mode is kept. With ``cached`` and conv5, also conv5 + head alone on the trunk's conv4
+    features (the cached mode), in that compile mode. The model is thrown away afterwards."""
     b = min(preset.batch_size, len(x))
     steps = max(1, min(TIMED_STEPS, len(x) // b))
     x, y = x[: steps * b], y[: steps * b]  # whole batches only: a smaller last batch would retrace
@@ -75,6 +91,7 @@ def measure_candidate(
         trunk_rate = _rate(lambda t=trunk: t.predict(x, batch_size=b, verbose=0), len(x))
         rates = {jit: _train_rate(model, x, y, b, steps, jit) for jit in xla_modes(preset.xla)}
         xla = max(rates, key=rates.get)
+        top_rates = _top_rates(model, trunk, x, y, b, steps, xla) if cached and choice == "conv5" else {}
         out.append(
             Throughput(
                 image_size,
@@ -85,14 +102,16 @@ def measure_candidate(
                 xla=xla,
                 train_no_xla=round(rates[False], 1) if False in rates else None,
                 train_xla=round(rates[True], 1) if True in rates else None,
+                **top_rates,
             )
         )
     keras.backend.clear_session()  # the measured model is thrown away
     return out
 
 
-def plan_candidates(preset: Preset) -> tuple[list[int], list[str]]:
-    """The resolutions and unfreeze choices the planner may pick (``--plan-sizes``, ``--plan-unfreeze``)."""
+def plan_candidates(preset: Preset) -> tuple[list[int], list[str], tuple[str, ...]]:
+    """The resolutions, unfreeze choices and phase-2 modes the planner may pick (``--plan-sizes``,
+    ``--plan-unfreeze``, ``--plan-modes``; ``--no-feature-cache`` rules out the cached mode)."""
     try:
         sizes = sorted({int(v) for v in preset.plan_sizes.split(",") if v.strip()} or {preset.image_size})
     except ValueError:
@@ -105,7 +124,15 @@ def plan_candidates(preset: Preset) -> tuple[list[int], list[str]]:
         raise EdgebenchError(f"--plan-unfreeze: unknown choice {bad[0]} (choose from {', '.join(UNFREEZE)})")
     if sizes[0] < 32:
         raise EdgebenchError(f"--plan-sizes: ResNet50 needs inputs of at least 32 px, got {sizes[0]}")
-    return sizes, sorted(unfreeze, key=list(UNFREEZE).index)
+    modes = {v.strip() for v in preset.plan_modes.split(",") if v.strip()}
+    if not modes or modes - set(MODES):
+        bad = sorted(modes - set(MODES)) or ["(none)"]
+        raise EdgebenchError(f"--plan-modes: unknown mode {bad[0]} (choose from {', '.join(MODES)})")
+    if not preset.feature_cache:
+        modes.discard("cached")
+    if not modes:
+        raise EdgebenchError("--plan-modes cached needs --feature-cache")
+    return sizes, sorted(unfreeze, key=list(UNFREEZE).index), tuple(m for m in MODES if m in modes)
 
 
 class Deadline(keras.callbacks.Callback):

@@ -1,6 +1,6 @@
-"""Phases of the feature-cache recipe (no time budget), methods of ``recipe.Trainer``: conv4 features of the
-frozen trunk cached once for augmented train copies, validation and test; phase 1 on their pooled outputs;
-phase 2 trains conv5 + head on the cache.
+"""Phases of the feature-cache recipe, methods of ``recipe.Trainer``: conv4 features of the frozen trunk
+cached once for augmented train copies, validation and test; phase 1 on their pooled outputs; phase 2 trains
+conv5 + head on the cache, for the preset's epochs or (the plan's ``cached`` mode) until the deadline.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import time
 import keras
 import numpy as np
 
+from edgebench.train.budget import MAX_BUDGET_EPOCHS, Deadline, TimeCosine
 from edgebench.train.data import Dataset
 from edgebench.train.features import (
     ArrayBatches,
@@ -26,21 +27,22 @@ from edgebench.train.model import SPLIT_LAYER, set_phase
 class CachedPhases:
     """Mixin of ``Trainer``: uses its preset, run_dir, state, callbacks, jit, clock and bookkeeping."""
 
-    def _conv4_features(self, trunk, x_tr, x_val, x_test, y_tr) -> dict:
-        """Frozen-trunk features: train copies (original, flipped, augmented), validation, test."""
+    def _conv4_features(self, trunk, x_tr, x_val, x_test, y_tr, size: int, copies: int) -> dict:
+        """Frozen-trunk features at ``size`` px: ``copies`` train copies (the original first with
+        ``keep_original``, the rest augmented), validation, test."""
         p = self.preset
         weights_id = array_key(*[w.numpy() for w in trunk.weights[:2]])  # identifies the frozen weights
-        tag = f"conv4-{p.image_size}px-{weights_id}"
+        tag = f"conv4-{size}px-{weights_id}"
         aug = augmenter(p, p.seed)
         mem = {"in_memory_bytes": p.cache_in_memory_mb << 20}
 
         def augmented(a, b):
             return augment_uint8(aug, x_tr[a:b])
 
-        parts = [(len(x_tr), lambda a, b: x_tr[a:b])] if p.keep_original or not p.feature_cache else []
-        if p.feature_cache:
-            keras.utils.set_random_seed(p.seed)
-            parts += [(len(x_tr), augmented)] * p.aug_copies
+        parts = [(len(x_tr), lambda a, b: x_tr[a:b])] if p.keep_original else []
+        n_aug = max(copies - len(parts), 0)
+        keras.utils.set_random_seed(p.seed)
+        parts += [(len(x_tr), augmented)] * n_aug
         out = {
             "val": cached_features(
                 trunk, x_val, self._feature_cache(tag, x_val), "conv4 features: val", **mem
@@ -49,11 +51,7 @@ class CachedPhases:
                 trunk, x_test, self._feature_cache(tag, x_test), "conv4 features: test", **mem
             ),
         }
-        aug_cfg = (
-            (p.aug_copies, p.keep_original, p.rotation, p.zoom, p.shift, p.flip, p.seed)
-            if p.feature_cache
-            else ()
-        )
+        aug_cfg = (n_aug, p.keep_original, p.rotation, p.zoom, p.shift, p.flip, p.seed)
         out["train"] = cached_features(
             trunk, parts, self._feature_cache(tag, x_tr, *aug_cfg), "conv4 features: train", **mem
         )
@@ -84,23 +82,39 @@ class CachedPhases:
             "phase1", history, "frozen ImageNet ResNet50 (ImageNet preprocessing) + new head", acc, t0, model
         )
 
-    def _phase2(self, model, top, feats, y_val, ds: Dataset) -> None:
+    def _phase2(self, model, top, feats, y_val, ds: Dataset, budgeted: bool) -> None:
+        """conv5 + head on the cached features: the preset's epochs under a cosine decay over their steps,
+        or with a budget until the deadline under a cosine over the time left (as the fresh mode's)."""
         p, t0 = self.preset, time.time()
         set_phase(model, 2)
         net, train = top, ArrayBatches(feats["train"], feats["train_labels"], p.batch_size, seed=p.seed)
         val, x_test = ArrayBatches(feats["val"], y_val, p.batch_size, shuffle=False), feats["test"]
-        schedule = keras.optimizers.schedules.CosineDecay(
-            p.phase2_lr, decay_steps=p.phase2_epochs * len(train)
-        )
+        deadline = Deadline(self.deadline)
+        if budgeted:
+            lr, epochs, extra = p.phase2_lr, MAX_BUDGET_EPOCHS, [TimeCosine(p.phase2_lr, t0, self.deadline)]
+        else:
+            lr = keras.optimizers.schedules.CosineDecay(p.phase2_lr, decay_steps=p.phase2_epochs * len(train))
+            epochs, extra = p.phase2_epochs, []
         history = fit_phase(
-            "phase2", net, train, val, p.phase2_epochs, schedule, p, self.run_dir, self.callbacks, self.jit
+            "phase2",
+            net,
+            train,
+            val,
+            epochs,
+            lr,
+            p,
+            self.run_dir,
+            [*self.callbacks, *extra, deadline],
+            self.jit,
         )
         acc, _ = evaluate(net, x_test, ds.y_test, 256)
         self._finish_phase(
             "phase2",
             history,
-            "conv5 block + head fine-tuned (BatchNorm frozen), augmented inputs",
+            "conv5 block + head fine-tuned (BatchNorm frozen) on cached conv4 features of augmented copies",
             acc,
             t0,
             model,
+            budget_cut=deadline.cut,
+            images_trained=deadline.batches * p.batch_size,
         )

@@ -1,6 +1,7 @@
 """Phases of the fresh-augmentation recipe, methods of ``recipe.Trainer``: the time budget's throughput
-measurement and plan, phase 1 on pooled frozen features, and phase 2 on batches freshly augmented every
-epoch, until the deadline (the CPU recipe with ``time_budget``) or for the preset's epochs (the GPU recipe).
+measurement and plan (both modes'), phase 1 on pooled frozen features, and phase 2 on batches freshly
+augmented every epoch, until the deadline (the CPU recipe with ``time_budget``) or for the preset's epochs
+(the GPU recipe).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class FreshPhases:
             free_disk_bytes=free_bytes(self.cache_dir),
             min_epochs=p.plan_min_epochs,
             batch_size=p.batch_size,
+            modes=plan_candidates(p)[2],
         )
 
     def _plan(self, x_tr, y_tr, n_val: int, n_test: int) -> Plan:
@@ -62,13 +64,15 @@ class FreshPhases:
         if "plan" in self.state:
             plan = Plan.from_dict(self.state["plan"])
         else:
-            sizes, unfreeze = plan_candidates(p)
+            sizes, unfreeze, modes = plan_candidates(p)
             t0 = time.time()
             idx = np.random.default_rng(p.seed).permutation(len(x_tr))[: 2 * p.batch_size]
             measured: list[Throughput] = []
             for size in sizes:
                 for choice in unfreeze:
-                    measured += measure_candidate(p, self.weights, size, [choice], x_tr[idx], y_tr[idx])
+                    measured += measure_candidate(
+                        p, self.weights, size, [choice], x_tr[idx], y_tr[idx], "cached" in modes
+                    )
                     print(f"measured {measured[-1]}", flush=True)
                     if not should_measure_more(measured, self._workload(len(x_tr), n_val, n_test, 0)):
                         break
@@ -80,21 +84,33 @@ class FreshPhases:
             self.state["budget_spent_s"] = round(self.spent_before + time.time() - self.started, 1)
             write_json(self.run_dir.state, self.state)
         print("plan: " + "; ".join(plan.reasons), flush=True)
+        what = (
+            f"{plan.images_per_epoch} freshly augmented images"
+            if plan.mode == "fresh"
+            else f"cached conv4 features of {plan.copies} train cop{'y' if plan.copies == 1 else 'ies'}"
+        )
         print(
-            f"plan: {plan.image_size} px, {plan.unfreeze} unfrozen, phase 1 on {plan.phase1_images} images, "
-            f"phase 2 until the deadline (at the measured rate {plan.epochs} epoch(s) of "
-            f"{plan.images_per_epoch} freshly augmented images)",
+            f"plan: {plan.image_size} px, {plan.unfreeze} unfrozen, {plan.mode}, phase 1 on "
+            f"{plan.phase1_images} images, phase 2 until the deadline (at the measured rates "
+            f"{plan.epochs} epoch(s) of {what})",
             flush=True,
         )
         # Phase 2 stops at this time, leaving its last validation pass, the final test pass and saving
         # inside the budget.
-        self._set_deadline(plan.throughput["forward"], n_val, n_test)
+        top = plan.throughput.get("top_forward") if plan.mode == "cached" else None
+        self._set_deadline(plan.throughput["forward"], n_val, n_test, top)
         return plan
 
-    def _set_deadline(self, forward: float, n_val: int, n_test: int) -> None:
+    def _set_deadline(
+        self, forward: float, n_val: int, n_test: int, top_forward: float | None = None
+    ) -> None:
         """Phase 2 stops at the deadline: the budget minus its last validation pass, the final test pass and
-        saving at ``forward`` images/s."""
-        reserve = (n_val + n_test) / forward + SAVE_S
+        saving at ``forward`` images/s; in the cached mode validation and phase 2's own test pass run on
+        cached features at ``top_forward``."""
+        if top_forward:
+            reserve = (n_val + n_test) / top_forward + n_test / forward + SAVE_S
+        else:
+            reserve = (n_val + n_test) / forward + SAVE_S
         self.deadline = self.started - self.spent_before + self.preset.time_budget * 60 - reserve
 
     def _pooled(self, pool: keras.Model, x: np.ndarray, what: str):

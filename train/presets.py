@@ -23,7 +23,7 @@ class Preset:
     phase2_lr: float = 2e-4  # peak of a cosine decay
     weight_decay: float = 1e-4
     patience: int = 3  # early stopping on validation accuracy
-    feature_cache: bool = True  # phase 2 trains conv5+head on cached conv4 features
+    feature_cache: bool = True  # phase 2 trains conv5+head on cached conv4 features (budgeted: may)
     aug_copies: int = 1  # randomly augmented copies of the train split in the feature cache
     keep_original: bool = False  # also cache the unaugmented train images
     rotation: float = 0.04  # fraction of a full turn (0.04 ~ 15 degrees)
@@ -43,7 +43,8 @@ class Preset:
     xla: str = "auto"
     plan_sizes: str = ""  # comma-separated input sizes ("": image_size only)
     plan_unfreeze: str = "conv5"  # comma-separated: conv5, conv4
-    plan_min_epochs: int = 3  # fresh epochs a candidate must afford before a larger one is chosen
+    plan_modes: str = "fresh,cached"  # phase 2's modes: fresh augmentation, cached conv4 features (conv5)
+    plan_min_epochs: int = 3  # passes over the train split a candidate must afford before a larger one
     cache_in_memory_mb: int = 256  # feature caches up to this size are read into memory; larger ones stream
     seed: int = 0
 

@@ -2,10 +2,11 @@
 
 Phase 1 trains the head on pooled features of the frozen base, computed once: with the base frozen and
 BatchNorm in inference mode this is the same optimisation as training the whole model, at a fraction of the
-cost. Phase 2 either trains conv5 + head on cached conv4 features of augmented copies (``feature_cache``
-without a time budget) or the whole model, trunk frozen, on batches freshly augmented every epoch: with
-``time_budget`` (the CPU recipe: throughput measured, resolution, unfrozen blocks and phase-1 size planned
-by ``planner.make_plan``, phase 2 until the deadline) or with the preset's fixed epochs (the GPU recipe).
+cost. Phase 2 either trains conv5 + head on cached conv4 features of augmented copies or the whole model,
+trunk frozen, on batches freshly augmented every epoch. With ``time_budget`` (the CPU recipe) throughputs
+are measured and ``planner.make_plan`` picks the mode, resolution, unfrozen blocks, copies and phase-1 size,
+and phase 2 trains until the deadline; without, ``feature_cache`` picks the mode and the preset's epochs
+run (the GPU recipe: fresh).
 
 ``Trainer`` holds the run (state, bookkeeping, the ablation, saving and metrics); the two phase-2 paths
 are its mixins: ``fresh_phases.FreshPhases`` (budget, plan, fresh augmentation) and
@@ -91,6 +92,7 @@ class Trainer(FreshPhases, CachedPhases):
         self.started = time.time()
         # Budget used by earlier invocations of a resumed run (the finished phases' share).
         self.spent_before = self.state.get("budget_spent_s", 0.0)
+        self.deadline = math.inf  # phase 2's end with a time budget (set by the plan)
 
     # -- bookkeeping -------------------------------------------------------------------------------
     def _finish_phase(
@@ -132,13 +134,12 @@ class Trainer(FreshPhases, CachedPhases):
         x_tr, y_tr, x_val, y_val = split_validation(ds.x_train, ds.y_train, p.val_fraction, p.seed)
         plots.samples(ds.x_train, ds.y_train, ds.class_names, run.plots / "samples.png")
         self.data = ds
-        # Fresh augmentation through the whole model: with a time budget (planned) or without a feature cache
-        # (the GPU recipe: the preset's size and epochs); else conv5 trains on a cached augmented copy.
+        # With a time budget the plan picks the mode (fresh or cached); without, fresh augmentation through
+        # the whole model unless the preset caches features (the GPU recipe: the preset's size and epochs).
         if p.time_budget:
             plan = self._plan(x_tr, y_tr, len(x_val), len(ds.y_test))
         elif not p.feature_cache:
             plan = fixed_plan(p, len(x_tr))
-            self.deadline = math.inf
         else:
             plan = None
         size = plan.image_size if plan else p.image_size
@@ -151,7 +152,7 @@ class Trainer(FreshPhases, CachedPhases):
 
         model = build_model(size, self.weights, p.dropout)
         evaluated = None
-        if plan:
+        if plan and plan.mode == "fresh":
             if "phase1" in self.state["phases"]:
                 model.load_weights(run.checkpoints / "phase1.weights.h5")
             else:
@@ -163,7 +164,8 @@ class Trainer(FreshPhases, CachedPhases):
             return self._finalise(model, ds, time.time() - self.started, evaluated)
 
         trunk, top = split_model(model)
-        feats = self._conv4_features(trunk, x_tr, x_val, ds.x_test, y_tr)
+        copies = plan.copies if plan else p.aug_copies + p.keep_original
+        feats = self._conv4_features(trunk, x_tr, x_val, ds.x_test, y_tr, size, copies)
 
         if "phase1" in self.state["phases"]:
             model.load_weights(run.checkpoints / "phase1.weights.h5")
@@ -173,7 +175,7 @@ class Trainer(FreshPhases, CachedPhases):
         if "phase2" in self.state["phases"]:
             model.load_weights(run.checkpoints / "phase2.weights.h5")
         else:
-            self._phase2(model, top, feats, y_val, ds)
+            self._phase2(model, top, feats, y_val, ds, budgeted=bool(plan))
 
         return self._finalise(model, ds, time.time() - self.started)
 
