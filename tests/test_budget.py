@@ -47,7 +47,7 @@ def test_planner_arithmetic_on_fake_throughputs():
     # 200 s: 190 - 123 = 67 s left, less than an epoch: one partial epoch of (67 - 1) s * 10 images/s.
     plan = make_plan([SMALL, LARGE], Workload(budget_s=200, **WORK))
     assert (plan.image_size, plan.epochs, plan.images_per_epoch) == (96, 1, 660)
-    assert "no candidate affords 3 fresh epochs" in plan.reasons[-1]
+    assert "no candidate affords 3 epochs" in plan.reasons[-1]
     assert Plan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan  # stored in state.json as is
 
     # Phase 1 gets 5% of the budget's worth of images (0.05 * 1000 s * 100/s = 5,000), at least 2,000.
