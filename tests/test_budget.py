@@ -141,7 +141,9 @@ def test_budget_cut_ends_with_a_valid_model_and_a_resume_keeps_the_plan(tmp_path
     args += ["--out", str(out), "--train-per-class", "8", "--test-per-class", "4", "--val-fraction", "0.25"]
     # --xla off: compiling ResNet50's training step with XLA twice (measurement, phase 2) would make this the
     # suite's slowest test; test_both_compile_modes_are_timed and test_train's XLA fit cover XLA.
-    result = CliRunner().invoke(cli, [*args, "--no-ablation", "--time-budget", "0.05", "--xla", "off"])
+    result = CliRunner().invoke(
+        cli, [*args, "--no-ablation", "--time-budget", "0.05", "--xla", "off", "--plan-modes", "fresh"]
+    )
     assert result.exit_code == 0, result.output
     assert "plan: 32 px, conv5 unfrozen" in result.output
     metrics = json.loads((out / "metrics.json").read_text())
