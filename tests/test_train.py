@@ -124,33 +124,40 @@ class Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
-def test_interrupted_run_resumes(tmp_path, cifar_folder, cache_dir):
-    preset = get_preset("smoke", **TINY, phase2_epochs=2, ablation=False)
+def test_interrupted_run_resumes_with_its_plan_and_the_budget_cut_saves_a_valid_model(
+    tmp_path, cifar_folder, cache_dir
+):
+    """The planner's cached mode under a 3-second budget (conv4 features cached, phase 2 on them cut after
+    one batch), interrupted after phase 2's first epoch: running it again keeps the plan and phase 1,
+    continues phase 2 from its backup, and saves a complete whole model (trunk + trained top)."""
+    preset = get_preset(
+        "smoke", **TINY, ablation=False, time_budget=0.05, xla="off", plan_modes="cached"
+    )  # cached only: the whole model's training step is neither measured nor run
     out = tmp_path / "resume"
     with pytest.raises(KeyboardInterrupt):
         Trainer(preset, str(cifar_folder), str(WEIGHTS), out, cache_dir, callbacks=[Interrupt()]).run()
     state = json.loads((out / "state.json").read_text())
     assert list(state["phases"]) == ["phase1"]
     assert (out / "checkpoints" / "phase2.backup").is_dir()
-    phase1_time = state["phases"]["phase1"]["wall_time_s"]
+    plan, phase1_time = state["plan"], state["phases"]["phase1"]["wall_time_s"]
+    assert (plan["mode"], plan["copies"]) == ("cached", 1)  # smoke keeps the original: 1 copy, unaugmented
+    assert plan["throughput"]["top_train"] > 0 and plan["throughput"]["train"] is None
 
     metrics = Trainer(preset, str(cifar_folder), str(WEIGHTS), out, cache_dir).run()
-    assert metrics["resumed"] is True
+    assert metrics["resumed"] is True and metrics["budget"]["plan"] == plan
     assert metrics["phases"]["phase1"]["wall_time_s"] == phase1_time  # not retrained
     history = json.loads((out / "history.json").read_text())
     assert len(history["phase2"]["accuracy"]) == 2  # epoch 1 from before the interruption, epoch 2 now
     assert not (out / "checkpoints" / "phase2.backup").exists()
+    phase2 = metrics["phases"]["phase2"]
+    assert phase2["budget_cut"] is True and phase2["images_trained"] == 32  # this invocation: one batch
+    probs = load_model(out / "model.keras").predict(np.zeros((2, 32, 32, 3), np.uint8), verbose=0)
+    assert probs.shape == (2, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
 
     with pytest.raises(EdgebenchError, match="other options"):
-        Trainer(
-            get_preset("smoke", **TINY, phase2_epochs=3, ablation=False),
-            str(cifar_folder),
-            str(WEIGHTS),
-            out,
-            cache_dir,
-        )
+        Trainer(get_preset("smoke", **TINY, ablation=False), str(cifar_folder), str(WEIGHTS), out, cache_dir)
     restarted = Trainer(
-        get_preset("smoke", **TINY, phase2_epochs=1, ablation=False),
+        get_preset("smoke", **TINY, ablation=False),
         str(cifar_folder),
         str(WEIGHTS),
         out,

@@ -55,13 +55,14 @@ def _train_rate(model: keras.Model, x, y, b: int, steps: int, jit: bool) -> floa
     return _rate(timed_steps, steps * b)
 
 
-def _top_rates(model, trunk, x, y, b: int, steps: int, jit: bool) -> dict[str, float]:
-    """The cached mode's rates: conv5 + head on the trunk's conv4 features, inference and training step."""
+def _top_rates(model, trunk, x, y, b: int, steps: int, jits) -> tuple[float, dict[bool, float]]:
+    """The cached mode's rates: conv5 + head on the trunk's conv4 features, inference and a training step in
+    each compile mode of ``jits``."""
     _, top = split_model(model, UNFREEZE["conv5"][1])
     f = trunk.predict(x, batch_size=b, verbose=0)
     top.predict(f[:b], batch_size=b, verbose=0)
     forward = _rate(lambda: top.predict(f, batch_size=b, verbose=0), len(f))
-    return {"top_forward": round(forward, 1), "top_train": round(_train_rate(top, f, y, b, steps, jit), 1)}
+    return forward, {jit: _train_rate(top, f, y, b, steps, jit) for jit in jits}
 
 
 def measure_candidate(
@@ -71,12 +72,13 @@ def measure_candidate(
     unfreeze: list[str],
     x: np.ndarray,
     y: np.ndarray,
-    cached: bool = False,
+    modes: tuple[str, ...] = ("fresh",),
 ) -> list[Throughput]:
-    """Images/s at ``image_size`` on this machine: whole-model and trunk inference, and training steps per
-    ``unfreeze`` choice in each compile mode ``preset.xla`` allows (untimed first calls trace the graphs);
-    the faster mode is kept. With ``cached`` and conv5, also conv5 + head alone on the trunk's conv4
-    features (the cached mode), in that compile mode. The model is thrown away afterwards."""
+    """Images/s at ``image_size`` on this machine: whole-model and trunk inference, and per ``unfreeze``
+    choice the training steps its ``modes`` need, in each compile mode ``preset.xla`` allows (untimed first
+    calls trace the graphs): fresh, the whole model on raw pixels; cached (conv5 only), conv5 + head alone on
+    the trunk's conv4 features, in fresh's faster compile mode when both run. The faster mode is kept. The
+    model is thrown away afterwards."""
     b = min(preset.batch_size, len(x))
     steps = max(1, min(TIMED_STEPS, len(x) // b))
     x, y = x[: steps * b], y[: steps * b]  # whole batches only: a smaller last batch would retrace
@@ -89,20 +91,29 @@ def measure_candidate(
         trunk, _ = split_model(model, UNFREEZE[choice][1])
         trunk.predict(x[:b], batch_size=b, verbose=0)
         trunk_rate = _rate(lambda t=trunk: t.predict(x, batch_size=b, verbose=0), len(x))
-        rates = {jit: _train_rate(model, x, y, b, steps, jit) for jit in xla_modes(preset.xla)}
+        rates, top = {}, {}
+        if "fresh" in modes:
+            rates = {jit: _train_rate(model, x, y, b, steps, jit) for jit in xla_modes(preset.xla)}
+        if "cached" in modes and choice == "conv5":
+            jits = [max(rates, key=rates.get)] if rates else xla_modes(preset.xla)
+            top_forward, top_train = _top_rates(model, trunk, x, y, b, steps, jits)
+            top = {"top_forward": round(top_forward, 1)}
+            rates = rates or top_train  # cached only: its own step decides the compile mode
+            top["top_train"] = round(top_train[max(top_train, key=top_train.get)], 1)
+        if not rates:
+            continue  # no mode trains this choice (cached only, conv4)
         xla = max(rates, key=rates.get)
-        top_rates = _top_rates(model, trunk, x, y, b, steps, xla) if cached and choice == "conv5" else {}
         out.append(
             Throughput(
                 image_size,
                 choice,
                 round(forward, 1),
                 round(trunk_rate, 1),
-                round(rates[xla], 1),
+                round(rates[xla], 1) if "fresh" in modes else None,
                 xla=xla,
                 train_no_xla=round(rates[False], 1) if False in rates else None,
                 train_xla=round(rates[True], 1) if True in rates else None,
-                **top_rates,
+                **top,
             )
         )
     keras.backend.clear_session()  # the measured model is thrown away
@@ -132,6 +143,8 @@ def plan_candidates(preset: Preset) -> tuple[list[int], list[str], tuple[str, ..
         modes.discard("cached")
     if not modes:
         raise EdgebenchError("--plan-modes cached needs --feature-cache")
+    if modes == {"cached"} and "conv5" not in unfreeze:
+        raise EdgebenchError("--plan-modes cached trains conv5 only: add conv5 to --plan-unfreeze")
     return sizes, sorted(unfreeze, key=list(UNFREEZE).index), tuple(m for m in MODES if m in modes)
 
 

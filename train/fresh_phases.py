@@ -65,13 +65,15 @@ class FreshPhases:
             plan = Plan.from_dict(self.state["plan"])
         else:
             sizes, unfreeze, modes = plan_candidates(p)
+            if "fresh" not in modes:  # the cached mode trains conv5 only
+                unfreeze = [u for u in unfreeze if u == "conv5"]
             t0 = time.time()
             idx = np.random.default_rng(p.seed).permutation(len(x_tr))[: 2 * p.batch_size]
             measured: list[Throughput] = []
             for size in sizes:
                 for choice in unfreeze:
                     measured += measure_candidate(
-                        p, self.weights, size, [choice], x_tr[idx], y_tr[idx], "cached" in modes
+                        p, self.weights, size, [choice], x_tr[idx], y_tr[idx], modes
                     )
                     print(f"measured {measured[-1]}", flush=True)
                     if not should_measure_more(measured, self._workload(len(x_tr), n_val, n_test, 0)):

@@ -49,9 +49,9 @@ class Throughput:
     unfreeze: str  # "conv5": conv5 + head train; "conv4": conv4 + conv5 + head
     forward: float  # whole model, inference: validation, test and pooled features
     trunk: float  # the frozen layers below the unfrozen blocks, inference
-    train: float  # one training step: frozen trunk forward + unfrozen part forward and backward
-    xla: bool = False  # ``train`` was measured (and phase 2 runs) with XLA-compiled training steps
-    train_no_xla: float | None = None  # the training step in each compile mode, where measured
+    train: float | None  # one training step: trunk forward + unfrozen part forward/backward (None: no fresh)
+    xla: bool = False  # phase 2 runs with XLA-compiled training steps, measured faster
+    train_no_xla: float | None = None  # phase 2's training step (fresh's, else cached's) in each compile mode
     train_xla: float | None = None
     top_forward: float | None = None  # conv5 + head on cached conv4 features: inference ...
     top_train: float | None = None  # ... and one training step (in ``xla``'s mode); None: no cached mode
@@ -59,6 +59,8 @@ class Throughput:
     @property
     def trainable(self) -> float:
         """The unfrozen part alone, forward + backward (train step minus the trunk's forward)."""
+        if self.train is None:
+            return math.nan
         rest = 1 / self.train - 1 / self.trunk
         return 1 / rest if rest > 0 else math.inf
 
