@@ -172,6 +172,7 @@ def test_budget_cut_ends_with_a_valid_model_and_a_resume_keeps_the_plan(tmp_path
         ablation=False,
         time_budget=0.05,
         xla="off",
+        plan_modes="fresh",
     )
     resumed = Trainer(preset, str(cifar_folder), str(WEIGHTS), out, cache_dir)
     x = np.zeros((60, 32, 32, 3), np.uint8)
