@@ -431,24 +431,6 @@ def test_report_files_validate_and_show_the_table(bench_result):
 # ---------------------------------------------------------------- the gate (CLI exit codes)
 
 
-def test_gate_passes_faithful_artifacts(run_dir, cifar_folder, cache_dir, tmp_path):
-    res = _invoke(
-        "bench",
-        "--export",
-        run_dir / "export",
-        "--data",
-        cifar_folder,
-        "--out",
-        tmp_path,
-        "--formats",
-        "tflite-fp32,onnx",
-        *FAST,
-    )
-    assert res.exit_code == 0, res.output
-    assert "tflite-fp32" in res.stdout and "pass" in res.stdout  # the table is printed
-    assert json.loads((tmp_path / "report.json").read_text())["gate"]["passed"] is True
-
-
 def test_the_reference_reuses_its_training_runs_test_pass_only_for_the_same_model_and_test_set(
     run_dir, cifar_folder, cache_dir, tmp_path
 ):
@@ -518,25 +500,34 @@ def test_gate_fails_a_damaged_artifact_with_exit_1(run_dir, tmp_path, cifar_fold
     assert report["artifacts"][0]["status"] == "fail" and report["artifacts"][0]["accuracy"]["drop_pp"] > 0.5
 
 
-def test_require_and_the_accuracy_floor_fail_the_gate(run_dir, cifar_folder, tmp_path):
+def test_require_the_accuracy_floor_and_a_failed_export_fail_the_gate(run_dir, cifar_folder, tmp_path):
+    """One bench run, three gate failures, each named on the last line: a required format that was skipped,
+    an artifact whose export failed, and the absolute accuracy floor (--min-accuracy is in percent)."""
     if runtime_available("tensorrt")[0]:
         pytest.skip("TensorRT is available here")
+
+    def failed(dest, entries):
+        fields = ("file", "sha256", "bytes", "inputs", "outputs", "dynamic_batch", "precision", "parity")
+        entries["onnx"].update(dict.fromkeys(fields))
+        entries["onnx"].update(status="failed", reason="conversion-error", message="tf2onnx failed")
+
+    export = _broken_export(run_dir, tmp_path / "export", failed)
     args = [
         "bench",
         "--export",
-        run_dir / "export",
+        export,
         "--data",
         cifar_folder,
         "--formats",
-        "onnx,trt-fp16",
+        "onnx,tflite-fp32,trt-fp16",
         *FAST,
     ]
     # Without --require a skipped format does not fail the gate (test_unavailable_runtime_is_skipped...).
-    # The same run checks the absolute floor: --min-accuracy is in percent, and every failure is named.
     res = _invoke(*args, "--out", tmp_path / "b", "--require", "trt-fp16", "--min-accuracy", "100")
     last = res.stderr.strip().splitlines()[-1]
     assert res.exit_code == 1 and "trt-fp16 (required but skipped" in last
-    assert "onnx (top-1" in last and "< 100.00%" in last
+    assert "onnx (export failed: conversion-error" in last
+    assert "tflite-fp32 (top-1" in last and "< 100.00%" in last
     _one_line_error(_invoke(*args, "--out", tmp_path / "c", "--require", "trt-fp17"), 2, "--require")
 
 
@@ -557,31 +548,6 @@ def test_missing_reference_fails_closed(run_dir, tmp_path, cifar_folder):
     res = _invoke("bench", "--export", export, "--data", cifar_folder, "--formats", "onnx", *FAST)
     assert res.exit_code == 1, res.output
     assert "no reference model" in res.stderr.strip().splitlines()[-1]
-
-
-def test_an_artifact_whose_export_failed_fails_the_gate(run_dir, tmp_path, cifar_folder):
-    def failed(dest, entries):
-        entries["onnx"].update(
-            {
-                k: None
-                for k in (
-                    "file",
-                    "sha256",
-                    "bytes",
-                    "inputs",
-                    "outputs",
-                    "dynamic_batch",
-                    "precision",
-                    "parity",
-                )
-            }
-        )
-        entries["onnx"].update(status="failed", reason="conversion-error", message="tf2onnx failed")
-
-    export = _broken_export(run_dir, tmp_path / "export", failed)
-    res = _bench_float_pair(export, run_dir, cifar_folder, tmp_path)
-    assert res.exit_code == 1, res.output
-    assert "onnx (export failed: conversion-error" in res.stderr.strip().splitlines()[-1]
 
 
 # ---------------------------------------------------------------- bad input: one line, exit 2
@@ -717,28 +683,25 @@ def test_compare_flags_a_planted_1pp_regression_and_not_a_rerun(big_report, tmp_
     assert res.exit_code == 0 and "improvement" in res.stdout
 
 
-def test_compare_a_real_rerun_is_within_noise(bench_result, run_dir, cifar_folder, cache_dir, tmp_path):
-    from edgebench.bench.benchmark import BenchSettings, run_bench
-
-    settings = BenchSettings(
-        export_dir=run_dir / "export",
-        data=cifar_folder,
-        cache_dir=cache_dir,
-        out_dir=tmp_path / "rerun",
-        threads=(2,),
-        batch_sizes=(1,),
-        latency=_fast_latency(),
-        test_per_class=TEST_PER_CLASS,
-        formats=["onnx", "tflite-int8"],
-        plots=False,
-    )
-    run_bench(settings, log=lambda msg: None)
+def test_a_faithful_rerun_passes_the_gate_and_compares_within_noise(
+    bench_result, run_dir, cifar_folder, tmp_path
+):
+    """``edgebench bench`` of the float artifacts again: exit 0 with the table printed, and paired against
+    the fixture's report every row is within noise (the same predictions)."""
+    fast = [*FAST]
+    fast[fast.index("--test-per-class") + 1] = str(TEST_PER_CLASS)  # the fixture's test set, for pairing
+    rerun = tmp_path / "rerun"
+    args = ["--export", run_dir / "export", "--data", cifar_folder, "--formats", ",".join(FLOAT_FORMATS)]
+    res = _invoke("bench", *args, "--out", rerun, *fast)
+    assert res.exit_code == 0, res.output
+    assert "tflite-fp32" in res.stdout and "pass" in res.stdout  # the table is printed
+    assert json.loads((rerun / "report.json").read_text())["gate"]["passed"] is True
     from edgebench.bench.compare import compare_files
 
-    result = compare_files(bench_result.out_dir / "report.json", tmp_path / "rerun" / "report.json")
+    result = compare_files(bench_result.out_dir / "report.json", rerun / "report.json")
     assert all(r["accuracy"] is None or r["accuracy"]["verdict"] == "within noise" for r in result.rows)
     assert all(r["accuracy"]["pvalue"] == 1.0 for r in result.rows if r["accuracy"])  # same predictions
-    assert {r["format"] for r in result.rows if r["accuracy"]} == {"keras", "onnx", "tflite-int8"}
+    assert {r["format"] for r in result.rows if r["accuracy"]} == {"keras", *FLOAT_FORMATS}
 
 
 def test_compare_refuses_different_test_sets_for_pairing(bench_result, tmp_path):
