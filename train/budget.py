@@ -101,7 +101,7 @@ def measure_candidate(
             rates = rates or top_train  # cached only: its own step decides the compile mode
             top["top_train"] = round(top_train[max(top_train, key=top_train.get)], 1)
         if not rates:
-            continue  # no mode trains this choice (cached only, conv4)
+            continue  # no mode trains this choice (cached only, conv4; plan_candidates leaves it out)
         xla = max(rates, key=rates.get)
         out.append(
             Throughput(
@@ -143,8 +143,10 @@ def plan_candidates(preset: Preset) -> tuple[list[int], list[str], tuple[str, ..
         modes.discard("cached")
     if not modes:
         raise EdgebenchError("--plan-modes cached needs --feature-cache")
-    if modes == {"cached"} and "conv5" not in unfreeze:
-        raise EdgebenchError("--plan-modes cached trains conv5 only: add conv5 to --plan-unfreeze")
+    if modes == {"cached"}:  # the cached mode trains conv5 only
+        if "conv5" not in unfreeze:
+            raise EdgebenchError("--plan-modes cached trains conv5 only: add conv5 to --plan-unfreeze")
+        unfreeze = ["conv5"]
     return sizes, sorted(unfreeze, key=list(UNFREEZE).index), tuple(m for m in MODES if m in modes)
 
 
@@ -179,3 +181,15 @@ class TimeCosine(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         self.model.optimizer.learning_rate.assign(self.rate(time.time()))
+
+
+def phase2_schedule(
+    peak: float, start: float, deadline: float, budgeted: bool, epochs: int, steps_per_epoch: int
+) -> tuple[object, int, list[keras.callbacks.Callback], Deadline]:
+    """Phase 2's learning rate, epochs and callbacks: with a budget, until ``deadline`` under a cosine over
+    the time left (``TimeCosine``); without, ``epochs`` under a cosine over their steps. The returned
+    ``Deadline`` (inert at ``math.inf``) is among the callbacks and counts the batches trained."""
+    cut = Deadline(deadline)
+    if budgeted:
+        return peak, MAX_BUDGET_EPOCHS, [TimeCosine(peak, start, deadline), cut], cut
+    return keras.optimizers.schedules.CosineDecay(peak, epochs * steps_per_epoch), epochs, [cut], cut

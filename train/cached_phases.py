@@ -10,7 +10,7 @@ import time
 import keras
 import numpy as np
 
-from edgebench.train.budget import MAX_BUDGET_EPOCHS, Deadline, TimeCosine
+from edgebench.train.budget import phase2_schedule
 from edgebench.train.data import Dataset
 from edgebench.train.features import (
     ArrayBatches,
@@ -89,12 +89,9 @@ class CachedPhases:
         set_phase(model, 2)
         net, train = top, ArrayBatches(feats["train"], feats["train_labels"], p.batch_size, seed=p.seed)
         val, x_test = ArrayBatches(feats["val"], y_val, p.batch_size, shuffle=False), feats["test"]
-        deadline = Deadline(self.deadline)
-        if budgeted:
-            lr, epochs, extra = p.phase2_lr, MAX_BUDGET_EPOCHS, [TimeCosine(p.phase2_lr, t0, self.deadline)]
-        else:
-            lr = keras.optimizers.schedules.CosineDecay(p.phase2_lr, decay_steps=p.phase2_epochs * len(train))
-            epochs, extra = p.phase2_epochs, []
+        lr, epochs, extra, deadline = phase2_schedule(
+            p.phase2_lr, t0, self.deadline, budgeted, p.phase2_epochs, len(train)
+        )
         history = fit_phase(
             "phase2",
             net,
@@ -104,7 +101,7 @@ class CachedPhases:
             lr,
             p,
             self.run_dir,
-            [*self.callbacks, *extra, deadline],
+            [*self.callbacks, *extra],
             self.jit,
         )
         acc, _ = evaluate(net, x_test, ds.y_test, 256)

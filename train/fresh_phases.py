@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from edgebench.fileio import write_json
-from edgebench.train.budget import MAX_BUDGET_EPOCHS, Deadline, TimeCosine, measure_candidate, plan_candidates
+from edgebench.train.budget import measure_candidate, phase2_schedule, plan_candidates
 from edgebench.train.data import Dataset, stratified_indices
 from edgebench.train.features import (
     ArrayBatches,
@@ -65,8 +65,6 @@ class FreshPhases:
             plan = Plan.from_dict(self.state["plan"])
         else:
             sizes, unfreeze, modes = plan_candidates(p)
-            if "fresh" not in modes:  # the cached mode trains conv5 only
-                unfreeze = [u for u in unfreeze if u == "conv5"]
             t0 = time.time()
             idx = np.random.default_rng(p.seed).permutation(len(x_tr))[: 2 * p.batch_size]
             measured: list[Throughput] = []
@@ -184,12 +182,9 @@ class FreshPhases:
             transform=lambda x: augment_uint8(aug, x),
             limit=None if budgeted else plan.images_per_epoch,
         )
-        deadline = Deadline(self.deadline)
-        if budgeted:
-            lr, epochs, extra = p.phase2_lr, MAX_BUDGET_EPOCHS, [TimeCosine(p.phase2_lr, t0, self.deadline)]
-        else:
-            steps = plan.epochs * len(train)
-            lr, epochs, extra = keras.optimizers.schedules.CosineDecay(p.phase2_lr, steps), plan.epochs, []
+        lr, epochs, extra, deadline = phase2_schedule(
+            p.phase2_lr, t0, self.deadline, budgeted, plan.epochs, len(train)
+        )
         history = fit_phase(
             "phase2",
             model,
@@ -199,7 +194,7 @@ class FreshPhases:
             lr,
             p,
             self.run_dir,
-            [*self.callbacks, *extra, deadline],
+            [*self.callbacks, *extra],
             self.jit,
         )
         e0 = time.time()

@@ -166,8 +166,11 @@ def evaluate_cached(t: Throughput, w: Workload) -> dict | None:
     if t.top_train is None or t.top_forward is None:
         return None
     n_eval = w.val_images + w.test_images
-    fixed = {"measure": w.spent_s, "ablation": w.ablation_images / t.forward}
-    fixed["final"] = w.test_images / t.forward + SAVE_S
+    fixed = {
+        "measure": w.spent_s,
+        "ablation": w.ablation_images / t.forward,
+        "final": w.test_images / t.forward + SAVE_S,
+    }
     pass_s = w.train_images / t.top_train + w.val_images / t.top_forward  # one copy's worth + validation
     for copies in range(1, MAX_COPIES + 1):
         cached = copies * w.train_images + n_eval
