@@ -131,8 +131,14 @@ def test_interrupted_run_resumes_with_its_plan_and_the_budget_cut_saves_a_valid_
     one batch), interrupted after phase 2's first epoch: running it again keeps the plan and phase 1,
     continues phase 2 from its backup, and saves a complete whole model (trunk + trained top)."""
     preset = get_preset(
-        "smoke", **TINY, ablation=False, time_budget=0.05, xla="off", plan_modes="cached"
-    )  # cached only: the whole model's training step is neither measured nor run
+        "smoke",
+        **TINY,
+        ablation=False,
+        time_budget=0.05,
+        xla="off",
+        plan_modes="cached",
+        cache_runtime="onnxruntime",
+    )  # cached only: the whole model's training step is neither measured nor run; ONNX Runtime fills caches
     out = tmp_path / "resume"
     with pytest.raises(KeyboardInterrupt):
         Trainer(preset, str(cifar_folder), str(WEIGHTS), out, cache_dir, callbacks=[Interrupt()]).run()
@@ -142,6 +148,8 @@ def test_interrupted_run_resumes_with_its_plan_and_the_budget_cut_saves_a_valid_
     plan, phase1_time = state["plan"], state["phases"]["phase1"]["wall_time_s"]
     assert (plan["mode"], plan["copies"]) == ("cached", 1)  # smoke keeps the original: 1 copy, unaugmented
     assert plan["throughput"]["top_train"] > 0 and plan["throughput"]["train"] is None
+    assert plan["throughput"]["cache_runtime"] == "onnxruntime" and plan["throughput"]["cache"] > 0
+    assert len(list((cache_dir / "features").glob("conv4-32px-*-onnxruntime-*.npy"))) == 3  # val, test, train
 
     metrics = Trainer(preset, str(cifar_folder), str(WEIGHTS), out, cache_dir).run()
     assert metrics["resumed"] is True and metrics["budget"]["plan"] == plan
@@ -177,6 +185,7 @@ def test_interrupted_run_resumes_with_its_plan_and_the_budget_cut_saves_a_valid_
         (["--time-budget", "5", "--plan-unfreeze", "conv2"], "unknown choice conv2"),
         (["--time-budget", "5", "--plan-sizes", "96,x"], "comma-separated integers"),
         (["--xla", "fast"], "--xla takes auto, on or off, got 'fast'"),
+        (["--cache-runtime", "tvm"], "--cache-runtime takes auto, keras or onnxruntime, got 'tvm'"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, cifar_folder, extra, message):

@@ -11,6 +11,8 @@ import keras
 import numpy as np
 
 from edgebench.errors import EdgebenchError
+from edgebench.train.extractor import cache_runtimes, make_extractor
+from edgebench.train.features import augment_uint8, augmenter
 from edgebench.train.model import UNFREEZE, build_model, set_phase, split_model
 from edgebench.train.planner import MODES, Throughput
 from edgebench.train.presets import Preset
@@ -65,6 +67,19 @@ def _top_rates(model, trunk, x, y, b: int, steps: int, jits) -> tuple[float, dic
     return forward, {jit: _train_rate(top, f, y, b, steps, jit) for jit in jits}
 
 
+def _cache_rate(preset: Preset, trunk, x) -> tuple[float, str]:
+    """Images/s of filling the conv4 cache (augmentation + the trunk) in each runtime ``--cache-runtime``
+    allows; the faster is kept. The first call of each (conversion, warm-up) is untimed."""
+    aug = augmenter(preset, preset.seed)
+    rates = {}
+    for runtime in cache_runtimes(preset.cache_runtime):
+        extract = make_extractor(trunk, runtime, min(preset.batch_size, len(x)))
+        extract(augment_uint8(aug, x[: extract.batch_size]))
+        rates[runtime] = _rate(lambda e=extract: e(augment_uint8(aug, x)), len(x))
+    best = max(rates, key=rates.get)
+    return rates[best], best
+
+
 def measure_candidate(
     preset: Preset,
     weights,
@@ -77,8 +92,8 @@ def measure_candidate(
     """Images/s at ``image_size`` on this machine: whole-model and trunk inference, and per ``unfreeze``
     choice the training steps its ``modes`` need, in each compile mode ``preset.xla`` allows (untimed first
     calls trace the graphs): fresh, the whole model on raw pixels; cached (conv5 only), conv5 + head alone on
-    the trunk's conv4 features, in fresh's faster compile mode when both run. The faster mode is kept. The
-    model is thrown away afterwards."""
+    the trunk's conv4 features, in fresh's faster compile mode when both run (the faster mode is kept), and
+    filling the conv4 cache in each runtime ``--cache-runtime`` allows. The model is thrown away afterwards."""
     b = min(preset.batch_size, len(x))
     steps = max(1, min(TIMED_STEPS, len(x) // b))
     x, y = x[: steps * b], y[: steps * b]  # whole batches only: a smaller last batch would retrace
@@ -97,7 +112,8 @@ def measure_candidate(
         if "cached" in modes and choice == "conv5":
             jits = [max(rates, key=rates.get)] if rates else xla_modes(preset.xla)
             top_forward, top_train = _top_rates(model, trunk, x, y, b, steps, jits)
-            top = {"top_forward": round(top_forward, 1)}
+            cache, runtime = _cache_rate(preset, trunk, x)
+            top = {"top_forward": round(top_forward, 1), "cache": round(cache, 1), "cache_runtime": runtime}
             rates = rates or top_train  # cached only: its own step decides the compile mode
             top["top_train"] = round(top_train[max(top_train, key=top_train.get)], 1)
         if not rates:

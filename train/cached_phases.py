@@ -12,6 +12,7 @@ import numpy as np
 
 from edgebench.train.budget import phase2_schedule
 from edgebench.train.data import Dataset
+from edgebench.train.extractor import make_extractor
 from edgebench.train.features import (
     ArrayBatches,
     array_key,
@@ -27,12 +28,12 @@ from edgebench.train.model import SPLIT_LAYER, set_phase
 class CachedPhases:
     """Mixin of ``Trainer``: uses its preset, run_dir, state, callbacks, jit, clock and bookkeeping."""
 
-    def _conv4_features(self, trunk, x_tr, x_val, x_test, y_tr, size: int, copies: int) -> dict:
-        """Frozen-trunk features at ``size`` px: ``copies`` train copies (the original first with
-        ``keep_original``, the rest augmented), validation, test."""
+    def _conv4_features(self, trunk, x_tr, x_val, x_test, y_tr, size: int, copies: int, runtime: str) -> dict:
+        """Frozen-trunk features at ``size`` px, computed on ``runtime`` (train/extractor.py): ``copies``
+        train copies (the original first with ``keep_original``, the rest augmented), validation, test."""
         p = self.preset
         weights_id = array_key(*[w.numpy() for w in trunk.weights[:2]])  # identifies the frozen weights
-        tag = f"conv4-{size}px-{weights_id}"
+        tag = f"conv4-{size}px-{weights_id}" + ("" if runtime == "keras" else f"-{runtime}")
         aug = augmenter(p, p.seed)
         mem = {"in_memory_bytes": p.cache_in_memory_mb << 20}
 
@@ -43,20 +44,20 @@ class CachedPhases:
         n_aug = max(copies - len(parts), 0)
         keras.utils.set_random_seed(p.seed)
         parts += [(len(x_tr), augmented)] * n_aug
-        out = {
-            "val": cached_features(
-                trunk, x_val, self._feature_cache(tag, x_val), "conv4 features: val", **mem
-            ),
-            "test": cached_features(
-                trunk, x_test, self._feature_cache(tag, x_test), "conv4 features: test", **mem
-            ),
-        }
         aug_cfg = (n_aug, p.keep_original, p.rotation, p.zoom, p.shift, p.flip, p.seed)
-        out["train"] = cached_features(
-            trunk, parts, self._feature_cache(tag, x_tr, *aug_cfg), "conv4 features: train", **mem
-        )
-        copies = len(parts)
-        out["train_labels"] = np.tile(y_tr, copies)
+        caches = {
+            "val": (x_val, self._feature_cache(tag, x_val)),
+            "test": (x_test, self._feature_cache(tag, x_test)),
+            "train": (parts, self._feature_cache(tag, x_tr, *aug_cfg)),
+        }
+        # Converting to another runtime costs seconds: only when a cache is still to be filled.
+        missing = any(not path.is_file() for _, path in caches.values())
+        extract = make_extractor(trunk, runtime) if missing else trunk
+        out = {
+            k: cached_features(extract, images, path, f"conv4 features: {k}", **mem)
+            for k, (images, path) in caches.items()
+        }
+        out["train_labels"] = np.tile(y_tr, len(parts))
         return out
 
     def _phase1(self, model, top, feats, y_val, y_test) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import atomic_path
+from edgebench.train.extractor import KerasExtractor
 from edgebench.train.presets import Preset
 from edgebench.train.progress import progress
 
@@ -133,9 +134,11 @@ def free_bytes(path: Path) -> int:
 
 
 def cached_features(
-    extractor: keras.Model, images, cache: Path, what: str, dtype: str = "float16", in_memory_bytes: int = 0
+    extractor, images, cache: Path, what: str, dtype: str = "float16", in_memory_bytes: int = 0
 ) -> FeatureFile:
     """``extractor(images)``, computed once into ``cache`` (a ``.npy`` file) and read per batch afterwards.
+
+    ``extractor`` is a frozen ``keras.Model`` or one of ``train/extractor.py``'s (another runtime).
 
     ``images`` is a uint8 array or a list of ``(n, fn)`` where ``fn(start, stop)`` returns that slice of
     uint8 images (augmented copies are made chunk by chunk to keep memory flat). The file is written
@@ -144,9 +147,11 @@ def cached_features(
     """
     if cache.is_file():
         return FeatureFile(cache, in_memory_bytes)
+    if isinstance(extractor, keras.Model):
+        extractor = KerasExtractor(extractor)
     parts = [(len(images), lambda a, b, x=images: x[a:b])] if isinstance(images, np.ndarray) else images
     total = sum(n for n, _ in parts)
-    shape = (total, *extractor.output.shape[1:])
+    shape = (total, *extractor.output_shape)
     need = math.prod(shape) * np.dtype(dtype).itemsize
     free = free_bytes(cache.parent)
     if need * 1.05 > free:
@@ -162,10 +167,6 @@ def cached_features(
             for n, fn in parts:
                 for start in range(0, n, CHUNK):
                     chunk = fn(start, min(start + CHUNK, n))
-                    fh.write(
-                        np.ascontiguousarray(
-                            extractor.predict(chunk, batch_size=64, verbose=0), dtype
-                        ).tobytes()
-                    )
+                    fh.write(np.ascontiguousarray(extractor(chunk), dtype).tobytes())
                     bar.advance(task, len(chunk))
     return FeatureFile(cache, in_memory_bytes)

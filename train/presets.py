@@ -41,6 +41,9 @@ class Preset:
     # XLA-compiled training steps: auto (with a budget both modes are timed and the faster kept; without,
     # Keras' own rule: XLA on GPU only), on, off.
     xla: str = "auto"
+    # The runtime that fills the feature caches (train/extractor.py): auto (with a budget both are timed and
+    # the faster kept; without, keras), keras, onnxruntime.
+    cache_runtime: str = "auto"
     plan_sizes: str = ""  # comma-separated input sizes ("": image_size only)
     plan_unfreeze: str = "conv5"  # comma-separated: conv5, conv4
     plan_modes: str = "fresh,cached"  # phase 2's modes: fresh augmentation, cached conv4 features (conv5)

@@ -39,6 +39,7 @@ from edgebench.train.data import (
     subset,
 )
 from edgebench.train.evaluation import save_test_predictions
+from edgebench.train.extractor import cache_runtimes
 from edgebench.train.features import ArrayBatches, array_key, cached_features
 from edgebench.train.fitting import RunDir, evaluate, fit_phase, load_state, run_dir_backups, versions
 from edgebench.train.fresh_phases import FreshPhases, fixed_plan
@@ -80,6 +81,7 @@ class Trainer(FreshPhases, CachedPhases):
         if preset.time_budget:
             plan_candidates(preset)  # refuse bad candidates before anything runs
         xla_modes(preset.xla)  # ... and a bad --xla
+        cache_runtimes(preset.cache_runtime)  # ... and a bad --cache-runtime
         self.preset = preset
         self.run_dir = RunDir(out)
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -165,7 +167,13 @@ class Trainer(FreshPhases, CachedPhases):
 
         trunk, top = split_model(model)
         copies = plan.copies if plan else p.aug_copies + p.keep_original
-        feats = self._conv4_features(trunk, x_tr, x_val, ds.x_test, y_tr, size, copies)
+        # The runtime that fills the caches: the plan's (measured faster); without a budget, the preset's
+        # (auto: Keras).
+        if plan and p.time_budget:
+            runtime = plan.throughput.get("cache_runtime", "keras")
+        else:
+            runtime = "keras" if p.cache_runtime == "auto" else p.cache_runtime
+        feats = self._conv4_features(trunk, x_tr, x_val, ds.x_test, y_tr, size, copies, runtime)
 
         if "phase1" in self.state["phases"]:
             model.load_weights(run.checkpoints / "phase1.weights.h5")
