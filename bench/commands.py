@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from edgebench.bench.latency import LatencySettings
 from edgebench.errors import EdgebenchError, GateFailure
 
 
@@ -98,25 +99,25 @@ export_dir_option = click.option(
 )
 @click.option(
     "--rounds",
-    default=3,
+    default=LatencySettings.rounds,
     show_default=True,
     help="Timing passes over all artifacts, order rotated each pass.",
 )
 @click.option(
     "--min-samples",
-    default=1000,
+    default=LatencySettings.min_samples,
     show_default=True,
     help="Batch-1 samples per artifact, thread count and round.",
 )
 @click.option(
     "--latency-time-cap",
-    default=6.0,
+    default=LatencySettings.time_cap_s,
     show_default=True,
     help="Seconds of batch-1 timing per artifact, thread count and round (stops earlier at --min-samples).",
 )
 @click.option(
     "--throughput-time-cap",
-    default=2.0,
+    default=LatencySettings.throughput_time_cap_s,
     show_default=True,
     help="Seconds of timing per batch size and round.",
 )
@@ -173,7 +174,6 @@ def bench(
     """
     from edgebench.bench.benchmark import BenchSettings, run_bench
     from edgebench.bench.gate import GateSettings
-    from edgebench.bench.latency import LatencySettings
     from edgebench.bench.markdown import summary_table
 
     settings = BenchSettings(

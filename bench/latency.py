@@ -23,11 +23,13 @@ P99_MIN_SAMPLES = 1000
 class LatencySettings:
     rounds: int = 3  # passes over all artifacts, order rotated each pass
     min_samples: int = 1000  # batch-1 samples per row and round (stops earlier only at the time cap)
-    time_cap_s: float = 6.0  # batch-1 timing per row and round: a 5 ms model gets its 1,000 samples
+    # Batch-1 timing per row and round: a 4 ms model gets its 1,000 samples; a 10 ms one 400, 1,200 pooled
+    # over 3 rounds. (6 s before: the timing took 9.6 of bench's 19.5 minutes on a slow 2-core machine.)
+    time_cap_s: float = 4.0
     warmup_runs: int = 10
     warmup_cap_s: float = 2.0
-    throughput_time_cap_s: float = 2.0  # per batch size and round
-    min_throughput_runs: int = 3
+    throughput_time_cap_s: float = 1.0  # per batch size and round
+    min_throughput_runs: int = 2
     overhead_block_s: float = 0.5  # length of the block-timed loop
     unstable_spread: float = 1.10  # max/min of the round medians above this marks the row unstable
     worker_timeout_s: float = 900.0

@@ -93,7 +93,7 @@ def measure_candidate(
     choice the training steps its ``modes`` need, in each compile mode ``preset.xla`` allows (untimed first
     calls trace the graphs): fresh, the whole model on raw pixels; cached (conv5 only), conv5 + head alone on
     the trunk's conv4 features, in fresh's faster compile mode when both run (the faster mode is kept), and
-    filling the conv4 cache in each runtime ``--cache-runtime`` allows. The model is thrown away afterwards."""
+    filling the conv4 cache on each runtime ``--cache-runtime`` allows. The model is thrown away after."""
     b = min(preset.batch_size, len(x))
     steps = max(1, min(TIMED_STEPS, len(x) // b))
     x, y = x[: steps * b], y[: steps * b]  # whole batches only: a smaller last batch would retrace
