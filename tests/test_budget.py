@@ -14,10 +14,12 @@ from click.testing import CliRunner
 
 from edgebench.cli import cli
 from edgebench.errors import EdgebenchError
+from edgebench.train import extractor as extractors
 from edgebench.train import features
 from edgebench.train.budget import TimeCosine, _train_rate, plan_candidates, xla_modes
 from edgebench.train.extractor import cache_runtimes, make_extractor
 from edgebench.train.features import ArrayBatches, FeatureFile, cached_features
+from edgebench.train.fitting import training_loss
 from edgebench.train.fresh_phases import fixed_plan
 from edgebench.train.model import build_tiny_model, load_model
 from edgebench.train.planner import Plan, Throughput, Workload, make_plan, should_measure_more
@@ -213,7 +215,12 @@ def _extractor(channels: int) -> keras.Model:
 def test_onnx_runtime_fills_the_same_cache_as_keras(tmp_path, small_dataset):
     model, x = _extractor(8), small_dataset.x_train[:100]
     by_keras = cached_features(model, x, tmp_path / "keras.npy", "keras cache")
+    converted = len(extractors._CONVERTED)
     extract = make_extractor(model, "onnxruntime", batch_size=32)  # batches of 32, 32, 32 and 4
+    make_extractor(model, "onnxruntime")
+    assert len(extractors._CONVERTED) == converted + 1  # the same model is converted once per process
+    make_extractor(_extractor(8), "onnxruntime")  # same layers, other weights: another conversion
+    assert len(extractors._CONVERTED) == converted + 2
     by_onnx = cached_features(extract, x, tmp_path / "onnx.npy", "onnx cache")
     assert by_onnx.shape == by_keras.shape == (100, 32, 32, 8)
     rows = np.arange(100)
@@ -221,6 +228,14 @@ def test_onnx_runtime_fills_the_same_cache_as_keras(tmp_path, small_dataset):
     assert cache_runtimes("auto") == ("keras", "onnxruntime") and cache_runtimes("keras") == ("keras",)
     with pytest.raises(EdgebenchError, match="--cache-runtime takes auto, keras or onnxruntime"):
         cache_runtimes("tvm")
+
+
+def test_label_smoothing_mixes_the_targets_with_the_uniform_distribution():
+    y_true, y_pred = np.array([2, 0]), np.array([[0.1, 0.2, 0.7], [0.5, 0.25, 0.25]], np.float32)
+    assert training_loss(0.0) == "sparse_categorical_crossentropy"
+    smoothed = keras.ops.convert_to_numpy(training_loss(0.3)(y_true, y_pred))
+    targets = np.full((2, 3), 0.1) + 0.7 * np.eye(3)[y_true]  # 0.3 spread over 3 classes
+    np.testing.assert_allclose(smoothed, -(targets * np.log(y_pred)).sum(axis=1), rtol=1e-5)
 
 
 def _vm_kib(key: str) -> int:

@@ -186,6 +186,7 @@ def test_interrupted_run_resumes_with_its_plan_and_the_budget_cut_saves_a_valid_
         (["--time-budget", "5", "--plan-sizes", "96,x"], "comma-separated integers"),
         (["--xla", "fast"], "--xla takes auto, on or off, got 'fast'"),
         (["--cache-runtime", "tvm"], "--cache-runtime takes auto, keras or onnxruntime, got 'tvm'"),
+        (["--label-smoothing", "1.5"], "--label-smoothing takes 0 <= value < 1, got 1.5"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, cifar_folder, extra, message):

@@ -71,6 +71,20 @@ def _read_csv_history(path: Path) -> dict[str, list[float]]:
     return {k: [float(r[k]) for r in rows] for k in keys}
 
 
+def training_loss(label_smoothing: float = 0.0):
+    """Cross-entropy on integer labels; with ``label_smoothing`` the one-hot targets are mixed with the
+    uniform distribution (``keras.losses.categorical_crossentropy`` smooths only one-hot targets)."""
+    if not label_smoothing:
+        return "sparse_categorical_crossentropy"
+
+    def smoothed_crossentropy(y_true, y_pred):
+        labels = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+        one_hot = keras.ops.one_hot(labels, keras.ops.shape(y_pred)[-1])
+        return keras.losses.categorical_crossentropy(one_hot, y_pred, label_smoothing=label_smoothing)
+
+    return smoothed_crossentropy
+
+
 def fit_phase(
     name: str,
     model: keras.Model,
@@ -96,7 +110,7 @@ def fit_phase(
     prior = _read_csv_history(log).get("val_accuracy")
     model.compile(
         optimizer=keras.optimizers.AdamW(lr, weight_decay=preset.weight_decay),
-        loss="sparse_categorical_crossentropy",
+        loss=training_loss(preset.label_smoothing),
         metrics=["accuracy"],
         jit_compile=jit_compile,
     )

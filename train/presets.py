@@ -22,6 +22,7 @@ class Preset:
     phase2_epochs: int = 3  # conv5 block + head, BatchNorm frozen
     phase2_lr: float = 2e-4  # peak of a cosine decay
     weight_decay: float = 1e-4
+    label_smoothing: float = 0.0  # of the training loss, every phase (a lever: README's ablation table)
     patience: int = 3  # early stopping on validation accuracy
     feature_cache: bool = True  # phase 2 trains conv5+head on cached conv4 features (budgeted: may)
     aug_copies: int = 1  # randomly augmented copies of the train split in the feature cache

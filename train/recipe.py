@@ -82,6 +82,8 @@ class Trainer(FreshPhases, CachedPhases):
             plan_candidates(preset)  # refuse bad candidates before anything runs
         xla_modes(preset.xla)  # ... and a bad --xla
         cache_runtimes(preset.cache_runtime)  # ... and a bad --cache-runtime
+        if not 0 <= preset.label_smoothing < 1:
+            raise EdgebenchError(f"--label-smoothing takes 0 <= value < 1, got {preset.label_smoothing:g}")
         self.preset = preset
         self.run_dir = RunDir(out)
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
