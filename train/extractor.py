@@ -42,10 +42,11 @@ class KerasExtractor:
 
 
 def _fingerprint(model: keras.Model) -> str:
-    """The model's layers (configs without their names, which Keras numbers per build) and weights: equal
-    fingerprints compute the same function."""
+    """The model's layers and weights: equal fingerprints compute the same function in inference. Layer
+    names (Keras numbers them per build) and trainable flags (inference ignores them) are left out."""
+    skip = ("name", "trainable")
     layers = [
-        (type(layer).__name__, {k: v for k, v in layer.get_config().items() if k != "name"})
+        (type(layer).__name__, {k: v for k, v in layer.get_config().items() if k not in skip})
         for layer in model.layers
     ]
     digest = hashlib.sha256(json.dumps(layers, sort_keys=True, default=str).encode())
