@@ -217,9 +217,10 @@ def test_onnx_runtime_fills_the_same_cache_as_keras(tmp_path, small_dataset):
     by_keras = cached_features(model, x, tmp_path / "keras.npy", "keras cache")
     converted = len(extractors._CONVERTED)
     extract = make_extractor(model, "onnxruntime", batch_size=32)  # batches of 32, 32, 32 and 4
-    make_extractor(model, "onnxruntime")
+    assert len(extractors._CONVERTED) == converted  # the session (and conversion) waits for the first call
+    make_extractor(model, "onnxruntime")(x[:1])
     assert len(extractors._CONVERTED) == converted + 1  # the same model is converted once per process
-    make_extractor(_extractor(8), "onnxruntime")  # same layers, other weights: another conversion
+    make_extractor(_extractor(8), "onnxruntime")(x[:1])  # same layers, other weights: another conversion
     assert len(extractors._CONVERTED) == converted + 2
     by_onnx = cached_features(extract, x, tmp_path / "onnx.npy", "onnx cache")
     assert by_onnx.shape == by_keras.shape == (100, 32, 32, 8)

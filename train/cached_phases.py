@@ -50,9 +50,7 @@ class CachedPhases:
             "test": (x_test, self._feature_cache(tag, x_test)),
             "train": (parts, self._feature_cache(tag, x_tr, *aug_cfg)),
         }
-        # Converting to another runtime costs seconds: only when a cache is still to be filled.
-        missing = any(not path.is_file() for _, path in caches.values())
-        extract = make_extractor(trunk, runtime) if missing else trunk
+        extract = make_extractor(trunk, runtime)  # converts (if at all) only when a cache is filled
         out = {
             k: cached_features(extract, images, path, f"conv4 features: {k}", **mem)
             for k, (images, path) in caches.items()

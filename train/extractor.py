@@ -7,7 +7,6 @@ agree to 6e-5 on features up to ~16). ``--cache-runtime auto`` lets the planner 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
@@ -44,15 +43,15 @@ class KerasExtractor:
 def _fingerprint(model: keras.Model) -> str:
     """The model's layers and weights: equal fingerprints compute the same function in inference. Layer
     names (Keras numbers them per build) and trainable flags (inference ignores them) are left out."""
+    from edgebench.train.features import array_key  # features imports this module
+
     skip = ("name", "trainable")
     layers = [
         (type(layer).__name__, {k: v for k, v in layer.get_config().items() if k not in skip})
         for layer in model.layers
     ]
-    digest = hashlib.sha256(json.dumps(layers, sort_keys=True, default=str).encode())
-    for w in model.weights:
-        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(w)).tobytes())
-    return digest.hexdigest()
+    weights = [keras.ops.convert_to_numpy(w) for w in model.weights]
+    return array_key(json.dumps(layers, sort_keys=True, default=str), *weights)
 
 
 _CONVERTED: dict[str, bytes] = {}  # fingerprint -> ONNX model: the planner's measurement and the run share it
@@ -72,26 +71,39 @@ def _to_onnx(model: keras.Model) -> bytes:
 
 
 class OnnxExtractor:
-    """The same frozen model converted in memory (tf2onnx; once per process) and run by ONNX Runtime."""
+    """The same frozen model converted in memory (tf2onnx; once per process) and run by ONNX Runtime. The
+    session is built at the first call: an extractor whose caches all exist never converts anything."""
 
     runtime = "onnxruntime"
 
     def __init__(self, model: keras.Model, batch_size: int = 64, threads: int | None = None):
         try:
-            import onnxruntime as ort
-            import tf2onnx  # noqa: F401 (checked here for a one-line error; _to_onnx uses it)
+            import onnxruntime  # noqa: F401 (checked here for a one-line error; the session uses it)
+            import tf2onnx  # noqa: F401 (... and _to_onnx)
         except ImportError as exc:
             raise EdgebenchError(f"--cache-runtime onnxruntime needs {exc.name}: pip install it") from None
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
-        self.session = ort.InferenceSession(_to_onnx(model), options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-        self.batch_size = batch_size
+        self.model, self.batch_size = model, batch_size
+        self.threads = threads or len(os.sched_getaffinity(0))
         self.output_shape = tuple(model.output.shape[1:])
+        self._session = None
+
+    @property
+    def session(self):
+        if self._session is None:
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = self.threads
+            self._session = ort.InferenceSession(
+                _to_onnx(self.model), options, providers=["CPUExecutionProvider"]
+            )
+        return self._session
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        session = self.session
+        name = session.get_inputs()[0].name
         out = [
-            self.session.run(None, {self.input_name: np.ascontiguousarray(x[i : i + self.batch_size])})[0]
+            session.run(None, {name: np.ascontiguousarray(x[i : i + self.batch_size])})[0]
             for i in range(0, len(x), self.batch_size)
         ]
         return np.concatenate(out) if out else np.zeros((0, *self.output_shape), np.float32)
