@@ -94,7 +94,7 @@ PRESETS = {
         phase1_epochs=20,
         phase2_epochs=1,
         ablation_test_per_class=200,
-        time_budget=105.0,
+        time_budget=120.0,
         plan_sizes="96,128",
         plan_unfreeze="conv5,conv4",
     ),
