@@ -18,7 +18,7 @@ EXPORT_ARGS ?=
 BENCH_ARGS ?=
 export EDGEBENCH_CACHE ?= $(CURDIR)/runs/.cache
 
-.PHONY: setup train export bench crosscheck tune all smoke bundle test lint clean
+.PHONY: setup train export bench crosscheck tune all all-release release-model pack-model smoke bundle test lint clean
 
 setup: $(VENV)/.installed
 
@@ -49,6 +49,18 @@ bundle: setup
 	$(EB) bundle --export $(RUN)/export --format $(FORMAT) --out dist/$(NAME)-$(FORMAT)
 
 all: train export bench
+
+# The released model (models/release, packed with its provenance): rebuilt and checked, then exported and
+# benched without training.
+release-model: setup
+	$(EB) fetch-model --name release --out runs/release/model.keras
+
+all-release: release-model
+	$(MAKE) export bench NAME=release
+
+# Pack a finished run for the repository (models/$(NAME)): bfloat16 + lzma weights, sha256s, provenance.
+pack-model: setup
+	$(EB) pack-model --run $(RUN) --out models/$(NAME)
 
 # The same pipeline on a tiny preset: a few hundred images, small calibration/parity sets, short latency
 # caps, and a loose gate (a barely trained model on 200 test images: its int8 drop is mostly noise).

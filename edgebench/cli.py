@@ -18,6 +18,8 @@ from edgebench.runtime import InferenceError
 COMMANDS = {
     "train": "edgebench.train.commands:train",
     "predict": "edgebench.train.commands:predict",
+    "pack-model": "edgebench.train.commands:pack_model",
+    "fetch-model": "edgebench.train.commands:fetch_model",
     "export": "edgebench.export.commands:export",
     "import": "edgebench.export.commands:import_files",
     "bench": "edgebench.bench.commands:bench",

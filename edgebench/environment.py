@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import json
+import subprocess
 from collections.abc import Callable
 from importlib import resources
 
@@ -38,6 +39,26 @@ def installed_version(*distributions: str) -> str | None:
 def versions(*keys: str) -> dict[str, str | None]:
     """Installed versions of ``keys`` of DISTRIBUTIONS (all of them by default)."""
     return {key: installed_version(*DISTRIBUTIONS[key]) for key in keys or DISTRIBUTIONS}
+
+
+def code_commit() -> str | None:
+    """The git commit of the edgebench checkout running this code (``+dirty`` with local changes), or None
+    outside a git checkout (an installed wheel)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+        )
+    except OSError:
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def modules_present(*modules: str, reason: str) -> Probe:

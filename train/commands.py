@@ -68,3 +68,42 @@ def predict(images, model_path, top_k, as_json, labels):
 
     results = predict_files(model_path, images, top_k, labels)
     click.echo(json.dumps(results, indent=2) if as_json else format_results(results))
+
+
+@click.command("pack-model")
+@click.option("--run", "run_dir", required=True, help="training run directory (model.keras, metrics.json)")
+@click.option("--out", required=True, help="pack directory, e.g. models/release")
+@click.option(
+    "--command", "train_command", default=None, help="the command that trained it [from metrics.json]"
+)
+def pack_model(run_dir, out, train_command):
+    """Pack a trained model for the repository: bfloat16 + lzma weights, sha256s and provenance."""
+    from edgebench.train.packing import pack_model as pack
+    from edgebench.train.packing import provenance
+
+    manifest = pack(f"{run_dir}/model.keras", out, provenance(run_dir, train_command))
+    click.echo(
+        f"packed {manifest['source']['file']} into {out}: {len(manifest['parts'])} part(s), "
+        f"{manifest['packed_bytes'] / 2**20:.1f} MiB; weights sha256 {manifest['weights_sha256'][:16]}…"
+    )
+
+
+@click.command("fetch-model")
+@click.option("--name", default="release", show_default=True, help="a packed model under models/")
+@click.option("--models", "models_dir", default="models", show_default=True, help="where packed models live")
+@click.option("--out", default=None, help="the rebuilt .keras file [runs/<name>/model.keras]")
+def fetch_model(name, models_dir, out):
+    """Rebuild a packed model (checks every part's sha256 and the restored weights' digest)."""
+    from edgebench.train.packing import rebuild_model
+
+    out = out or f"runs/{name}/model.keras"
+    manifest = rebuild_model(f"{models_dir}/{name}", out)
+    acc = manifest["provenance"].get("test_accuracy", {}).get("final")
+    click.echo(
+        f"rebuilt {out} from {models_dir}/{name} (weights sha256 {manifest['weights_sha256'][:16]}… verified"
+        + (
+            f"; trained to {acc:.2%} on {manifest['provenance'].get('test_images')} test images)"
+            if acc
+            else ")"
+        )
+    )

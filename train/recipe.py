@@ -25,6 +25,8 @@ from pathlib import Path
 
 import keras
 
+from edgebench.cpu import fingerprint
+from edgebench.environment import code_commit
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import atomic_path, sha256_file, write_json
 from edgebench.train import plots
@@ -283,6 +285,8 @@ class Trainer(FreshPhases, CachedPhases):
             "budget": self._budget_record(wall + time.time() - t0),
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "versions": versions(),
+            "code_commit": code_commit(),
+            "cpu": fingerprint(),
         }
         write_json(run.history, self.state["history"])
         write_json(run.metrics, metrics)

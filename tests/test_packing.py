@@ -1,0 +1,112 @@
+"""A packed model (models/<name>/) rebuilds through `edgebench pack-model` / `fetch-model`, and a damaged
+pack is refused with one line before anything is written."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import ml_dtypes
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgebench.cli import cli
+from edgebench.train.model import load_model
+from edgebench.train.packing import MANIFEST, pack_model
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory, tiny_model_path):
+    """A run directory (model + the metrics a training run writes) packed into three parts by the CLI."""
+    root = tmp_path_factory.mktemp("pack")
+    run = root / "runs" / "tiny"
+    run.mkdir(parents=True)
+    shutil.copy(tiny_model_path, run / "model.keras")
+    metrics = {
+        "created": "2026-12-03T00:00:00+00:00",
+        "preset": "smoke",
+        "test_images": 200,
+        "test_accuracy": {"phase1": 0.5, "final": 0.6},
+        "wall_time_s": 90.0,
+        "code_commit": "0" * 40,
+    }
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    result = CliRunner().invoke(
+        cli, ["pack-model", "--run", str(run), "--out", str(root / "models" / "tiny")]
+    )
+    assert result.exit_code == 0, result.output
+    # The CLI packs into one part (the tiny model is small); repack through the function into three.
+    manifest = json.loads((root / "models" / "tiny" / MANIFEST).read_text())
+    small = pack_model(
+        run / "model.keras",
+        root / "models" / "tiny",
+        manifest["provenance"],
+        part_bytes=manifest["packed_bytes"] // 3 + 1,
+    )
+    return root, small
+
+
+def _fetch(root, out):
+    return CliRunner().invoke(
+        cli, ["fetch-model", "--name", "tiny", "--models", str(root / "models"), "--out", str(out)]
+    )
+
+
+def test_pack_records_parts_and_provenance(packed):
+    root, manifest = packed
+    folder = root / "models" / "tiny"
+    assert [p["file"] for p in manifest["parts"]] == ["weights.xz.000", "weights.xz.001", "weights.xz.002"]
+    for part in manifest["parts"]:
+        assert hashlib.sha256((folder / part["file"]).read_bytes()).hexdigest() == part["sha256"]
+    sums = (folder / "SHA256SUMS").read_text().split()
+    assert sums == [x for p in manifest["parts"] for x in (p["sha256"], p["file"])]
+    stored = {t["path"]: t["stored"] for t in manifest["tensors"]}
+    assert stored["conv1/kernel"] == "bfloat16" and stored["conv0/kernel"] == "float32"  # 4,608 vs 432
+    assert stored["bn1/moving_variance"] == "float32"
+    prov = manifest["provenance"]
+    assert prov["test_accuracy"]["final"] == 0.6 and prov["code_commit"] == "0" * 40
+    assert prov["command"] == "make train PRESET=smoke NAME=tiny" and prov["rebuild"].endswith("--name tiny")
+    assert "flags" in prov["cpu"] or "model" in prov["cpu"]
+
+
+def test_fetch_rebuilds_the_packed_weights(packed, tiny_model_path, test_batch, tmp_path):
+    root, _ = packed
+    out = tmp_path / "rebuilt" / "model.keras"
+    result = _fetch(root, out)
+    assert result.exit_code == 0, result.output
+    assert "verified" in result.output
+    original, rebuilt = load_model(tiny_model_path), load_model(out)
+    for a, b in zip(original.weights, rebuilt.weights, strict=True):
+        a, b = np.asarray(a.numpy()), np.asarray(b.numpy())
+        # Large tensors come back bfloat16-rounded, small ones exactly.
+        expected = a.astype(ml_dtypes.bfloat16).astype(np.float32) if a.size >= 4096 else a
+        np.testing.assert_array_equal(b, expected)
+    x, _ = test_batch
+    p0, p1 = original.predict(x, verbose=0), rebuilt.predict(x, verbose=0)
+    assert np.abs(p0 - p1).max() < 0.02 and (p0.argmax(1) == p1.argmax(1)).mean() > 0.97
+
+
+@pytest.mark.parametrize("damage", ["flip", "missing", "truncated-manifest"])
+def test_damaged_pack_is_refused(packed, tmp_path, damage):
+    root, manifest = packed
+    copy = tmp_path / "models" / "tiny"
+    shutil.copytree(root / "models" / "tiny", copy)
+    part = copy / manifest["parts"][1]["file"]
+    if damage == "flip":
+        data = bytearray(part.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        part.write_bytes(bytes(data))
+    elif damage == "missing":
+        part.unlink()
+    else:
+        (copy / MANIFEST).write_text((copy / MANIFEST).read_text()[:100])
+    out = tmp_path / "out" / "model.keras"
+    result = _fetch(tmp_path, out)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
+    assert {"flip": "sha256", "missing": "missing", "truncated-manifest": "not valid JSON"}[
+        damage
+    ] in result.output
+    assert not out.parent.exists() or not any(out.parent.iterdir())  # nothing half-written

@@ -1,0 +1,224 @@
+"""A trained model packed for the repository, and rebuilt from the pack (``models/<name>/``).
+
+A ResNet50 ``.keras`` file is ~95 MB of float32. The pack keeps the model's Keras config as it is and its
+weights as one lzma stream: large tensors (kernels) in bfloat16, small ones (BatchNorm statistics, biases)
+in float32 since they cost nothing and BatchNorm is where rounding would show. The stream is split into
+parts of at most ``PART_BYTES`` so that no file in git is large. ``MANIFEST.json`` holds each part's
+sha256, a digest of the restored weights, and the provenance the trainer recorded; ``SHA256SUMS`` lets
+``sha256sum -c`` check the parts without edgebench.
+
+Rebuilding checks every part's sha256 before it decompresses anything, restores the weights into the
+config's model, checks the weights digest and saves the ``.keras`` file atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import lzma
+import os
+import zipfile
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+
+from edgebench.errors import EdgebenchError
+from edgebench.fileio import atomic_path, ensure_dir, read_json, sha256_file, write_bytes, write_json
+
+FORMAT = "edgebench-packed-model/1"
+MANIFEST = "MANIFEST.json"
+PART_BYTES = 16 * 2**20
+SMALL = 4096  # tensors with fewer elements stay float32
+LZMA_PRESET = 9 | lzma.PRESET_EXTREME
+
+
+def weights_digest(arrays: list[np.ndarray]) -> str:
+    """sha256 over the dtype, shape and bytes of each array in order: the same weights, the same digest,
+    whatever file format holds them."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _stored(a: np.ndarray) -> np.ndarray:
+    if a.dtype == np.float32 and a.size >= SMALL:
+        return a.astype(ml_dtypes.bfloat16)
+    return a
+
+
+def _restored(a: np.ndarray, dtype: str) -> np.ndarray:
+    return a.astype(np.dtype(dtype)) if a.dtype != np.dtype(dtype) else a
+
+
+def _archive_config(model_path: Path) -> dict:
+    with zipfile.ZipFile(model_path) as archive:
+        return json.loads(archive.read("config.json"))
+
+
+def provenance(run_dir: str | os.PathLike, command: str | None = None) -> dict:
+    """What a released model's reader needs to trust and repeat it, from the run's metrics.json: the code
+    commit, the command, the CPU, minutes and every phase's accuracy."""
+    from edgebench.cpu import fingerprint
+    from edgebench.environment import code_commit
+
+    run_dir = Path(run_dir)
+    m = read_json(run_dir / "metrics.json", "training metrics")
+    budget = m.get("budget") or {}
+    plan = budget.get("plan") or {}
+    return {
+        "trained": m.get("created"),
+        "preset": m.get("preset"),
+        "command": command or f"make train PRESET={m.get('preset')} NAME={run_dir.name}",
+        # Runs from before metrics.json recorded them: the packing machine's (pack where you trained).
+        "code_commit": m.get("code_commit") or code_commit(),
+        "cpu": m.get("cpu") or {**fingerprint(), "read": "when packed"},
+        "test_images": m.get("test_images"),
+        "test_accuracy": m.get("test_accuracy"),
+        "minutes": round(m.get("wall_time_s", 0) / 60, 1),
+        "phase_minutes": budget.get("phase_minutes"),
+        "plan": {k: plan.get(k) for k in ("mode", "image_size", "unfreeze", "copies", "epochs", "reasons")},
+        "peak_rss_mb": m.get("peak_rss_mb"),
+        "versions": m.get("versions"),
+        "rebuild": f"edgebench fetch-model --name {run_dir.name}",
+    }
+
+
+def pack_model(
+    model_path: str | os.PathLike,
+    dest: str | os.PathLike,
+    provenance: dict | None = None,
+    part_bytes: int = PART_BYTES,
+) -> dict:
+    """Pack a ``.keras`` model into ``dest`` (parts, MANIFEST.json, SHA256SUMS); returns the manifest.
+
+    The weights digest is that of the weights a rebuild restores (bfloat16 rounded back to float32), so a
+    rebuild can prove it restored exactly what was packed.
+    """
+    from edgebench.train.model import load_model
+
+    model_path, dest = Path(model_path), ensure_dir(dest)
+    model = load_model(model_path)
+    tensors, blobs, restored = [], [], []
+    paths = [v.path for v in model.weights]
+    if len(set(paths)) != len(paths):
+        raise EdgebenchError(f"cannot pack {model_path}: its weights' paths are not unique")
+    for var in model.weights:
+        value = np.asarray(var.numpy())
+        stored = _stored(value)
+        tensors.append(
+            {
+                "path": var.path,
+                "shape": list(value.shape),
+                "dtype": str(value.dtype),
+                "stored": str(stored.dtype),
+            }
+        )
+        blobs.append(np.ascontiguousarray(stored).tobytes())
+        restored.append(_restored(stored, str(value.dtype)))
+    stream = lzma.compress(b"".join(blobs), preset=LZMA_PRESET)
+    for old in dest.glob("weights.xz.*"):
+        old.unlink()
+    parts = []
+    for i, start in enumerate(range(0, len(stream), part_bytes)):
+        name = f"weights.xz.{i:03d}"
+        chunk = stream[start : start + part_bytes]
+        write_bytes(dest / name, chunk)
+        parts.append({"file": name, "bytes": len(chunk), "sha256": hashlib.sha256(chunk).hexdigest()})
+    manifest = {
+        "kind": FORMAT,
+        "source": {"file": model_path.name, "sha256": sha256_file(model_path)},
+        "config": _archive_config(model_path),
+        "tensors": tensors,
+        "parts": parts,
+        "packed_bytes": len(stream),
+        "weights_sha256": weights_digest(restored),
+        "provenance": provenance or {},
+    }
+    write_json(dest / MANIFEST, manifest)
+    write_bytes(dest / "SHA256SUMS", "".join(f"{p['sha256']}  {p['file']}\n" for p in parts).encode())
+    return manifest
+
+
+def read_parts(src: Path, manifest: dict) -> bytes:
+    """The packed stream, each part checked against its sha256 first."""
+    chunks = []
+    for part in manifest.get("parts", []):
+        path = src / part["file"]
+        if not path.is_file():
+            raise EdgebenchError(f"packed model part missing: {path}")
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() != part["sha256"]:
+            raise EdgebenchError(f"packed model part {path} does not match its sha256 in {src / MANIFEST}")
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+def read_manifest(src: str | os.PathLike) -> dict:
+    src = Path(src)
+    manifest = read_json(src / MANIFEST, "packed model manifest")
+    if manifest.get("kind") != FORMAT:
+        raise EdgebenchError(
+            f"{src / MANIFEST} is not an edgebench packed model (kind {manifest.get('kind')!r})"
+        )
+    return manifest
+
+
+def unpack_weights(src: str | os.PathLike, manifest: dict) -> list[np.ndarray]:
+    """The weights in the manifest's order, restored to their original dtypes."""
+    src = Path(src)
+    try:
+        raw = lzma.decompress(read_parts(src, manifest))
+    except lzma.LZMAError as exc:
+        raise EdgebenchError(f"packed model in {src} cannot be decompressed: {exc}") from None
+    arrays, offset = [], 0
+    for t in manifest["tensors"]:
+        stored = np.dtype(ml_dtypes.bfloat16) if t["stored"] == "bfloat16" else np.dtype(t["stored"])
+        n = int(np.prod(t["shape"], dtype=np.int64)) * stored.itemsize
+        if offset + n > len(raw):
+            raise EdgebenchError(f"packed model in {src} is shorter than its manifest says")
+        a = np.frombuffer(raw, stored, count=n // stored.itemsize, offset=offset).reshape(t["shape"])
+        arrays.append(_restored(a, t["dtype"]))
+        offset += n
+    if offset != len(raw):
+        raise EdgebenchError(f"packed model in {src} is longer than its manifest says")
+    return arrays
+
+
+def rebuild_model(src: str | os.PathLike, out: str | os.PathLike) -> dict:
+    """Rebuild the ``.keras`` model packed in ``src`` at ``out``; returns the manifest."""
+    import keras
+
+    import edgebench.train.model  # noqa: F401  (registers edgebench's layers for deserialisation)
+
+    src = Path(src)
+    manifest = read_manifest(src)
+    arrays = unpack_weights(src, manifest)
+    if weights_digest(arrays) != manifest["weights_sha256"]:
+        raise EdgebenchError(f"weights rebuilt from {src} do not match the manifest's weights_sha256")
+    try:
+        model = keras.saving.deserialize_keras_object(manifest["config"])
+    except Exception as exc:
+        raise EdgebenchError(f"cannot rebuild the model in {src}: {str(exc).splitlines()[0]}") from None
+    variables = {v.path: v for v in model.weights}
+    names = [t["path"] for t in manifest["tensors"]]
+    if sorted(variables) != sorted(names):
+        raise EdgebenchError(f"the packed weights in {src} do not match the model its config builds")
+    for name, value in zip(names, arrays, strict=True):
+        if tuple(variables[name].shape) != value.shape:
+            raise EdgebenchError(
+                f"packed weight {name} has shape {value.shape}, the model wants {variables[name].shape}"
+            )
+        variables[name].assign(value)
+    with atomic_path(out) as tmp:
+        model.save(tmp)
+        # What export and bench will open is the saved file: check its weights, not the ones in memory.
+        from edgebench.train.model import load_model
+
+        saved = [np.asarray(v.numpy()) for v in load_model(tmp).weights]
+        if weights_digest(saved) != manifest["weights_sha256"]:
+            raise EdgebenchError(f"the model saved from {src} does not hold the packed weights")
+    return manifest
