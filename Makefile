@@ -18,7 +18,7 @@ EXPORT_ARGS ?=
 BENCH_ARGS ?=
 export EDGEBENCH_CACHE ?= $(CURDIR)/runs/.cache
 
-.PHONY: setup train export bench crosscheck tune all all-release release-model pack-model smoke bundle test lint clean
+.PHONY: setup train export bench crosscheck tune all all-release release-model pack-model results-doc cli-doc smoke bundle test lint clean
 
 setup: $(VENV)/.installed
 
@@ -57,6 +57,14 @@ release-model: setup
 
 all-release: release-model
 	$(MAKE) export bench NAME=release
+
+# The dated results page of a benched run and the README's headline table (the released model's by default).
+results-doc: setup
+	$(EB) results-doc --run runs/$(or $(RESULTS),release) --readme README.md
+
+# docs/cli.md from every command's --help.
+cli-doc: setup
+	$(BIN)/python -m edgebench.cli_docs docs/cli.md
 
 # Pack a finished run for the repository (models/$(NAME)): bfloat16 + lzma weights, sha256s, provenance.
 pack-model: setup

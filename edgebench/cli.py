@@ -25,6 +25,7 @@ COMMANDS = {
     "bench": "edgebench.bench.commands:bench",
     "compare": "edgebench.bench.commands:compare",
     "crosscheck": "edgebench.bench.commands:crosscheck",
+    "results-doc": "edgebench.bench.results_doc:results_doc",
     "bundle": "edgebench.bundle.commands:bundle",
     "tune": "edgebench.bench.tune_command:tune",
 }

@@ -428,6 +428,32 @@ def test_report_files_validate_and_show_the_table(bench_result):
         jsonschema.validate(broken, SCHEMA, cls=jsonschema.Draft202012Validator)
 
 
+def test_results_doc_and_readme_table_come_from_the_report(bench_result, run_dir, tmp_path):
+    from edgebench.bench.results_doc import BEGIN, END
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nintro\n{BEGIN}\nold table\n{END}\n\nafter\n")
+    args = ("results-doc", "--run", run_dir, "--docs", tmp_path / "docs", "--readme", readme)
+    res = _invoke(*args)
+    assert res.exit_code == 0, res.output
+    report = json.loads((bench_result.out_dir / "report.json").read_text())
+    text = readme.read_text()
+    block = text.split(BEGIN)[1].split(END)[0]
+    assert text.startswith("# x\n\nintro\n") and text.endswith("\n\nafter\n") and "old table" not in text
+    for row in report["artifacts"]:
+        if row.get("accuracy"):
+            assert f"| {row['format']} | {row['runtime']} |" in block
+            assert f"{row['accuracy']['top1'] * 100:.2f} (" in block
+    assert "avx2" in block and report["created"][:10] in block
+    page = tmp_path / "docs" / f"{report['created'][:10]}-{run_dir.name}.md"
+    assert "No training record" in page.read_text() and "| onnx-int8 |" in page.read_text()
+    assert _invoke(*args).exit_code == 0 and readme.read_text() == text  # regenerated, not appended
+    readme.write_text("# no markers\n")
+    res = _invoke("results-doc", "--run", run_dir, "--docs", tmp_path / "none", "--readme", readme)
+    _one_line_error(res, 2, "needs exactly one")
+    assert not (tmp_path / "none").exists()
+
+
 # ---------------------------------------------------------------- the gate (CLI exit codes)
 
 

@@ -198,10 +198,19 @@ def test_bad_input_is_one_line_exit_2(tmp_path, cifar_folder, extra, message):
     assert not (tmp_path / "bad" / "model.keras").exists()
 
 
-def test_presets_are_cli_options():
-    result = CliRunner().invoke(cli, ["train", "--help"])
-    for flag in ("--phase2-epochs", "--image-size", "--feature-cache / --no-feature-cache", "--phase1-lr"):
-        assert flag in result.output
-    assert get_preset("cpu", phase2_epochs=4).phase2_epochs == 4
-    assert get_preset("gpu").image_size == 224 and not get_preset("gpu").feature_cache
-    assert np.isclose(get_preset("cpu").phase2_lr, 2e-4)
+def test_every_preset_field_is_an_option_with_its_own_help():
+    import dataclasses
+
+    from edgebench.train.presets import PRESETS, tunable_fields
+
+    result = CliRunner().invoke(cli, ["train", "--help"], terminal_width=1000, max_content_width=1000)
+    text = " ".join(result.output.split())
+    helps = [f.metadata["help"] for f in tunable_fields()]
+    assert len(set(helps)) == len(helps) and all(len(h) > 10 for h in helps)
+    for field in tunable_fields():
+        flag = field.name.replace("_", "-")
+        assert (f"--{flag} / --no-{flag}" if field.type in ("bool", bool) else f"--{flag} ") in text
+        assert " ".join(field.metadata["help"].split()) in text, field.name
+    changed = get_preset("cpu", phase2_epochs=4, seed=None)  # None: keep the preset's value
+    assert changed.phase2_epochs == 4
+    assert dataclasses.replace(changed, phase2_epochs=PRESETS["cpu"].phase2_epochs) == PRESETS["cpu"]

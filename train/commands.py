@@ -15,14 +15,14 @@ def _preset_options(func):
         flag = field.name.replace("_", "-")
         if field.type in ("bool", bool):
             func = click.option(
-                f"--{flag}/--no-{flag}", field.name, default=None, help=f"preset override ({field.name})"
+                f"--{flag}/--no-{flag}", field.name, default=None, help=field.metadata["help"]
             )(func)
         else:
             kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(
                 str(field.type), str
             )
             func = click.option(
-                f"--{flag}", field.name, type=kind, default=None, help=f"preset override ({field.name})"
+                f"--{flag}", field.name, type=kind, default=None, help=field.metadata["help"]
             )(func)
     return func
 

@@ -3,54 +3,62 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edgebench.errors import EdgebenchError
+
+
+def _opt(default, help: str):
+    """A preset field whose ``help`` is its ``edgebench train --<field>`` option's help."""
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class Preset:
     name: str
-    image_size: int = 64  # inputs are resized to this inside the model
-    train_per_class: int | None = None  # stratified subsample of the train split (None: all)
-    test_per_class: int | None = None  # stratified subsample of the test split (None: all 10,000)
-    val_fraction: float = 0.1  # stratified validation hold-out carved from train
-    batch_size: int = 64
-    dropout: float = 0.3
-    phase1_epochs: int = 20  # head on frozen pooled features (cheap: features are computed once)
-    phase1_lr: float = 1e-3
-    phase2_epochs: int = 3  # conv5 block + head, BatchNorm frozen
-    phase2_lr: float = 2e-4  # peak of a cosine decay
-    weight_decay: float = 1e-4
-    label_smoothing: float = 0.0  # of the training loss, every phase (a lever: README's ablation table)
-    patience: int = 3  # early stopping on validation accuracy
-    feature_cache: bool = True  # phase 2 trains conv5+head on cached conv4 features (budgeted: may)
-    aug_copies: int = 1  # randomly augmented copies of the train split in the feature cache
-    keep_original: bool = False  # also cache the unaugmented train images
-    rotation: float = 0.04  # fraction of a full turn (0.04 ~ 15 degrees)
-    zoom: float = 0.1
-    shift: float = 0.1
-    flip: bool = True
-    ablation: bool = True  # frozen base with 0-1 scaling, the known failure, for the record
-    ablation_train_per_class: int | None = 200
-    ablation_val_per_class: int | None = 50
-    ablation_test_per_class: int | None = None  # None: the whole test split
-    # Time budget in minutes for the whole run (0/None: the fixed epochs above). With a budget the recipe
-    # measures its throughput and plans resolution, unfrozen blocks, phase-1 images and phase-2 epochs of
-    # fresh augmentation (train/planner.py) among these candidates:
-    time_budget: float | None = None
-    # XLA-compiled training steps: auto (with a budget both modes are timed and the faster kept; without,
-    # Keras' own rule: XLA on GPU only), on, off.
-    xla: str = "auto"
-    # The runtime that fills the feature caches (train/extractor.py): auto (with a budget both are timed and
-    # the faster kept; without, keras), keras, onnxruntime.
-    cache_runtime: str = "auto"
-    plan_sizes: str = ""  # comma-separated input sizes ("": image_size only)
-    plan_unfreeze: str = "conv5"  # comma-separated: conv5, conv4
-    plan_modes: str = "fresh,cached"  # phase 2's modes: fresh augmentation, cached conv4 features (conv5)
-    plan_min_epochs: int = 3  # passes over the train split a candidate must afford before a larger one
-    cache_in_memory_mb: int = 256  # feature caches up to this size are read into memory; larger ones stream
-    seed: int = 0
+    image_size: int = _opt(64, "input size the model resizes its 32x32 pixels to (a layer in the model)")
+    train_per_class: int | None = _opt(None, "stratified subsample of the train split per class (unset: all)")
+    test_per_class: int | None = _opt(None, "stratified subsample of the test split per class (unset: all)")
+    val_fraction: float = _opt(0.1, "stratified validation hold-out carved from the train split")
+    batch_size: int = _opt(64, "training and feature batch size")
+    dropout: float = _opt(0.3, "dropout before the head's dense layer")
+    phase1_epochs: int = _opt(20, "epochs of the head on frozen pooled features (computed once: cheap)")
+    phase1_lr: float = _opt(1e-3, "phase 1's learning rate")
+    phase2_epochs: int = _opt(3, "epochs of phase 2 (the unfrozen blocks + head) without a time budget")
+    phase2_lr: float = _opt(2e-4, "phase 2's peak learning rate (cosine decay)")
+    weight_decay: float = _opt(1e-4, "AdamW weight decay")
+    label_smoothing: float = _opt(0.0, "label smoothing of every phase's loss (0: off)")
+    patience: int = _opt(3, "early stopping patience on validation accuracy (epochs)")
+    feature_cache: bool = _opt(True, "phase 2 may train conv5 + head on cached conv4 features")
+    aug_copies: int = _opt(1, "augmented copies of the train split in the feature cache (no budget)")
+    keep_original: bool = _opt(False, "also cache the unaugmented train images")
+    rotation: float = _opt(0.04, "random rotation, fraction of a full turn (0.04: ~15 degrees)")
+    zoom: float = _opt(0.1, "random zoom factor")
+    shift: float = _opt(0.1, "random width/height shift, fraction of the side")
+    flip: bool = _opt(True, "random horizontal flip")
+    ablation: bool = _opt(True, "also train the frozen base with 0-1 scaling (the known failure)")
+    ablation_train_per_class: int | None = _opt(200, "ablation train images per class (unset: all)")
+    ablation_val_per_class: int | None = _opt(50, "ablation validation images per class (unset: all)")
+    ablation_test_per_class: int | None = _opt(None, "ablation test images per class (unset: all)")
+    time_budget: float | None = _opt(
+        None,
+        "minutes for the whole run (0: the fixed epochs); measures throughput and plans size, unfrozen "
+        "blocks, mode and epochs among the plan-* candidates (train/planner.py)",
+    )
+    xla: str = _opt(
+        "auto", "XLA training steps: auto (timed against TensorFlow's kernels with a budget), on, off"
+    )
+    cache_runtime: str = _opt(
+        "auto", "runtime filling the feature caches: auto (timed with a budget), keras, onnxruntime"
+    )
+    plan_sizes: str = _opt("", "comma-separated input sizes the planner may pick (empty: image-size only)")
+    plan_unfreeze: str = _opt("conv5", "comma-separated blocks the planner may unfreeze: conv5, conv4")
+    plan_modes: str = _opt("fresh,cached", "phase-2 modes: fresh augmentation, cached conv4 features")
+    plan_min_epochs: int = _opt(3, "passes over the train split a candidate must afford before a larger one")
+    cache_in_memory_mb: int = _opt(
+        256, "feature caches up to this size (MB) are read into memory; larger stream"
+    )
+    seed: int = _opt(0, "seed of sampling, augmentation and initialisation")
 
 
 PRESETS = {
