@@ -64,9 +64,17 @@ def test_split_model_is_exact(resnet, test_batch):
 
 
 def test_imagenet_weights_file_loads():
+    """The base holds the file's values exactly (a fresh initialisation, or weights loaded into the wrong
+    layers, would not): the first and the last convolution of the base against the h5 file itself."""
+    import h5py
+
     model = M.build_model(image_size=32, weights=str(WEIGHTS))
-    conv1 = model.get_layer("conv1_conv").kernel
-    assert float(keras.ops.std(conv1)) > 0.01  # trained filters, not a fresh initialisation
+    with h5py.File(WEIGHTS) as f:
+        first = f["layers/conv2d/vars/0"][()]  # (7, 7, 3, 64): conv1
+        bn_last = f["layers/batch_normalization_52/vars/3"][()]  # conv5_block3_3_bn moving variance
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model.get_layer("conv1_conv").kernel), first)
+    bn = model.get_layer("conv5_block3_3_bn")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(bn.moving_variance), bn_last)
 
 
 def test_missing_weights_file(tmp_path):
