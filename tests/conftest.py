@@ -92,3 +92,25 @@ def write_bomb_png(path: Path, side: int = 15000) -> Path:
         + chunk(b"IEND", b"")
     )
     return path
+
+
+# EDGEBENCH_RSS_LOG=FILE: one line per test phase with this process's RSS (and children's peak) after it, to
+# find what holds memory across tests (the suite is to stay within a 16 GB laptop).
+if os.environ.get("EDGEBENCH_RSS_LOG"):
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        import resource
+        import time
+
+        import psutil
+
+        t0 = time.time()
+        yield
+        rss = psutil.Process().memory_info().rss / 2**20
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        with open(os.environ["EDGEBENCH_RSS_LOG"], "a") as log:
+            log.write(
+                f"{item.nodeid}\t{time.time() - t0:.1f}s\trss {rss:.0f} MB\tpeak {peak:.0f}\tchildren {children:.0f}\n"
+            )
