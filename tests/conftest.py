@@ -112,5 +112,6 @@ if os.environ.get("EDGEBENCH_RSS_LOG"):
         children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         with open(os.environ["EDGEBENCH_RSS_LOG"], "a") as log:
             log.write(
-                f"{item.nodeid}\t{time.time() - t0:.1f}s\trss {rss:.0f} MB\tpeak {peak:.0f}\tchildren {children:.0f}\n"
+                f"{item.nodeid}\t{time.time() - t0:.1f}s\trss {rss:.0f} MB\tpeak {peak:.0f}"
+                f"\tchildren {children:.0f}\n"
             )
