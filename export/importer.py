@@ -16,7 +16,6 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 
 from edgebench.errors import EdgebenchError
 from edgebench.export import artifact_info, coverage
@@ -151,7 +150,6 @@ def import_artifacts(
 
 def _import_one(item, out_dir: Path, images, reference, contract, ref_name: str, data_source: str) -> dict:
     name, runtime, info = item["name"], item["runtime"], item["info"]
-    fmt = SimpleNamespace(name=name, runtime=runtime)
     known = FORMATS.get(name)
     quantized = "int8" in item["label"]
     tolerance = known.tolerance if known else (None if quantized else FP32_TOLERANCE)
@@ -179,10 +177,13 @@ def _import_one(item, out_dir: Path, images, reference, contract, ref_name: str,
     except _Failed as exc:
         if (out_dir / filename).is_file():
             (out_dir / filename).unlink()  # a stale file of an earlier import must not outlive this failure
-        return mf.entry(fmt, "failed", exc.reason, str(exc), options=options, wall_time_s=_since(start))
+        return mf.entry(
+            name, runtime, "failed", exc.reason, str(exc), options=options, wall_time_s=_since(start)
+        )
     warns = coverage.warnings(name, item["coverage"]) if quantized else []
     return mf.entry(
-        fmt,
+        name,
+        runtime,
         "ok",
         file=filename,
         sha256=digest,

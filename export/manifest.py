@@ -59,9 +59,12 @@ def new_manifest(source_model: dict, contract, calibration: dict | None, parity_
     }
 
 
-def entry(fmt, status: str, reason: str | None = None, message: str | None = None, **fields) -> dict:
-    """A manifest entry; fields not given are null (the schema's shape for failed/unavailable artifacts)."""
-    out = {"format": fmt.name, "runtime": fmt.runtime, "status": status, **dict.fromkeys(_ARTIFACT_FIELDS)}
+def entry(
+    name: str, runtime: str, status: str, reason: str | None = None, message: str | None = None, **fields
+) -> dict:
+    """The manifest entry of format ``name`` (opened by runner ``runtime``); fields not given are null (the
+    schema's shape for failed/unavailable artifacts)."""
+    out = {"format": name, "runtime": runtime, "status": status, **dict.fromkeys(_ARTIFACT_FIELDS)}
     if message:
         message = " ".join(message.split())  # one line in tables and logs
     out.update(reason=reason, message=message, **fields)

@@ -189,14 +189,21 @@ def export_model(
             else mf.up_to_date(previous, out_dir, source["sha256"], fmt, options_for(fmt))
         )
         if not ok:
-            entries[fmt.name] = mf.entry(fmt, "unavailable", reason, message, options=options_for(fmt))
+            entries[fmt.name] = mf.entry(
+                fmt.name, fmt.runtime, "unavailable", reason, message, options=options_for(fmt)
+            )
             result.unavailable.append(fmt.name)
         elif current is not None:
             entries[fmt.name] = current
             result.skipped.append(fmt.name)
         else:
             entries[fmt.name] = mf.entry(
-                fmt, "failed", "interrupted", "export started but did not finish", options=options_for(fmt)
+                fmt.name,
+                fmt.runtime,
+                "failed",
+                "interrupted",
+                "export started but did not finish",
+                options=options_for(fmt),
             )
             todo.append(fmt)
 
@@ -269,7 +276,8 @@ def _export_one(
         return _failed(fmt, exc, final, options, start)
     done = time.perf_counter()
     return mf.entry(
-        fmt,
+        fmt.name,
+        fmt.runtime,
         "ok",
         file=fmt.filename,
         sha256=digest,
@@ -289,7 +297,8 @@ def _failed(fmt: ExportFormat, exc: ArtifactError, final: Path, options: dict, s
     if final.is_file():
         final.unlink()  # a stale file of an earlier export must not outlive its failed rebuild
     return mf.entry(
-        fmt,
+        fmt.name,
+        fmt.runtime,
         "failed",
         exc.reason,
         str(exc),

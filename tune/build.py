@@ -1,4 +1,4 @@
-"""One tuning build in a fresh, memory-bounded process: ``python -m edgebench.bench.tune_build TASK.json``.
+"""One tuning build in a fresh, memory-bounded process: ``python -m edgebench.tune.build TASK.json``.
 
 The tuner builds many candidates; in one process the converters' state piles up (one ``edgebench export``
 of the 95 MB ResNet50 peaks at 9.2 GiB RSS). Each build therefore runs in its own process that exits when
@@ -10,7 +10,10 @@ its own peak RSS (VmHWM) with the result.
 Task kinds: ``onnx-float`` (tf2onnx), ``onnx-prepare`` (BatchNorm folding for quantization), ``onnx-int8``
 (static quantization of the prepared model with a recipe, calibration method and excluded nodes),
 ``tflite`` (fp32, dynamic-range or full-integer int8 through the converter) and ``sensitivity``
-(``bench.sensitivity``). Artifact builds also report kernel coverage and I/O / precision of the result.
+(``tune.sensitivity``). ``onnx-float`` and ``tflite`` run the builder of the export format of the same
+name (``export.registry``) on a ``BuildContext``; ``onnx-int8`` calls export's ``quantize_int8`` itself, on
+a prepared model shared by all candidates and with excluded nodes, which the ``onnx-int8`` format's builder
+does not take. Artifact builds also report kernel coverage and I/O / precision of the result.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from pathlib import Path
 from edgebench.errors import EdgebenchError
 
 _counter = itertools.count()
-_TFLITE_MODE = {"tflite-fp32": "fp32", "tflite-int8": "int8", "tflite-dynamic": "dynamic"}
 
 
 class BuildFailed(EdgebenchError):
@@ -51,7 +53,7 @@ def run_build(task: dict, workdir: Path, memory_mb: int, timeout_s: float = 1800
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     log = stem.with_suffix(".log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edgebench.bench.tune_build", str(task_path)],
+        [sys.executable, "-m", "edgebench.tune.build", str(task_path)],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -94,11 +96,12 @@ def run_build(task: dict, workdir: Path, memory_mb: int, timeout_s: float = 1800
 
 
 def candidate_task(cand, model: Path, work: Path, prepared: Path | None, exclude=()) -> dict:
-    """The build task of a ``tune_space.Candidate`` (its artifact goes to ``work/../candidates``)."""
-    from edgebench.bench.tune_space import SUFFIX, label
+    """The build task of a ``tune.space.Candidate`` (its artifact goes to ``work/../candidates``)."""
+    from edgebench.tune.space import SUFFIX, label
 
     task = {
         "dest": str(Path(work).parent / "candidates" / (cand.slug + SUFFIX[cand.runtime])),
+        "runtime": cand.runtime,  # the runner that opens the artifact: its inspection after the build
         "model": str(model),
         "quantized": cand.quantized,
         "calib_images": str(Path(work) / "calib_images.npy"),
@@ -119,7 +122,7 @@ def candidate_task(cand, model: Path, work: Path, prepared: Path | None, exclude
             "recipe": {**fields, "reason": reason, "cpu": cpu.summary()},
             "exclude": list(exclude),
         }
-    return {**task, "kind": "tflite", "mode": _TFLITE_MODE[cand.family]}
+    return {**task, "kind": "tflite", "format": cand.family}
 
 
 # ---------------------------------------------------------------- worker side
@@ -150,15 +153,21 @@ def _context(task: dict):
     return BuildContext(Path(task["model"]), _calibration(task), opset=task.get("opset", 17))
 
 
-def _onnx_float(task: dict, dest: Path) -> dict:
+def _export_format(name: str, task: dict, dest: Path) -> dict | None:
+    """Build ``dest`` with the builder of export format ``name`` (``export.registry``)."""
     import shutil
+
+    from edgebench.export.registry import FORMATS
 
     ctx = _context(task)
     try:
-        shutil.copyfile(ctx.onnx_path, dest)
+        return FORMATS[name].build(ctx, dest)
     finally:
         shutil.rmtree(ctx.workdir, ignore_errors=True)
-    return {}
+
+
+def _onnx_float(task: dict, dest: Path) -> dict | None:
+    return _export_format("onnx", task, dest)
 
 
 def _onnx_prepare(task: dict, dest: Path) -> dict:
@@ -177,23 +186,14 @@ def _onnx_int8(task: dict, dest: Path) -> dict:
     return {"recipe": recipe.describe()}
 
 
-def _tflite(task: dict, dest: Path) -> dict:
-    import shutil
-
-    from edgebench.export import tflite_formats
-
-    ctx = _context(task)
-    try:
-        getattr(tflite_formats, f"build_{task['mode']}")(ctx, dest)
-    finally:
-        shutil.rmtree(ctx.workdir, ignore_errors=True)
-    return {}
+def _tflite(task: dict, dest: Path) -> dict | None:
+    return _export_format(task["format"], task, dest)  # tflite-fp32 | tflite-int8 | tflite-dynamic
 
 
 def _sensitivity(task: dict, dest: Path) -> dict:
     import numpy as np
 
-    from edgebench.bench.sensitivity import onnx_layer_sensitivity
+    from edgebench.tune.sensitivity import onnx_layer_sensitivity
 
     ranking = onnx_layer_sensitivity(
         Path(task["prepared"]), Path(task["qdq"]), np.load(task["images"]), dest.parent
@@ -209,7 +209,6 @@ BUILDERS = {
     "tflite": _tflite,
     "sensitivity": _sensitivity,
 }
-ARTIFACTS = {"onnx-float": "onnxruntime", "onnx-int8": "onnxruntime", "tflite": "litert"}
 
 
 def _describe(runtime: str, path: Path, quantized: bool) -> dict:
@@ -230,10 +229,10 @@ def main(task_path: str) -> int:
     try:
         result = {"extra": BUILDERS[task["kind"]](task, dest) or {}}
         result["build_s"] = round(time.perf_counter() - start, 2)
-        if task["kind"] in ARTIFACTS:
+        if task.get("runtime"):  # an artifact, not an intermediate (prepared model, sensitivity ranking)
             if not dest.is_file() or dest.stat().st_size == 0:
                 raise EdgebenchError(f"{task['kind']}: the converter wrote no file")
-            result.update(_describe(ARTIFACTS[task["kind"]], dest, bool(task.get("quantized"))))
+            result.update(_describe(task["runtime"], dest, bool(task.get("quantized"))))
         result["peak_rss_mb"] = _vm_hwm_mb()
     except Exception as exc:  # converters raise anything; the parent records it as one line
         text = str(exc).strip().splitlines()

@@ -17,12 +17,12 @@ import numpy as np
 from matplotlib.ticker import FormatStrFormatter
 
 from edgebench.bench.plots import pareto_front, plt
-from edgebench.bench.tune_space import SUFFIX, p50
 from edgebench.export import coverage
 from edgebench.export import manifest as mf
 from edgebench.export.parity import compare
-from edgebench.export.registry import FP32_TOLERANCE, ExportFormat
+from edgebench.export.registry import FP32_TOLERANCE
 from edgebench.fileio import atomic_path
+from edgebench.tune.space import SUFFIX, p50
 
 _COLORS = {"onnxruntime": "tab:blue", "litert": "tab:orange"}
 
@@ -46,9 +46,6 @@ def install(t, winner: dict) -> dict:
     built = winner["build"]
     cov = built.get("coverage")
     description = f"edgebench tune winner: {winner['family']} ({winner['label']})"
-    fmt = ExportFormat(
-        name, winner["runtime"], filename, "edgebench.bench.tune:run_tune", description, winner["quantized"]
-    )
     options = {
         "description": description,
         "tuned": True,
@@ -69,7 +66,8 @@ def install(t, winner: dict) -> dict:
         "decision": t.state.get("decision"),
     }
     entry = mf.entry(
-        fmt,
+        name,
+        winner["runtime"],
         "ok",
         file=filename,
         sha256=winner["sha256"],
