@@ -27,9 +27,10 @@ from edgebench.export.parity import compare, run_artifact
 from edgebench.export.pipeline import ExportResult
 from edgebench.export.registry import FORMATS, FP32_TOLERANCE
 from edgebench.fileio import atomic_path, ensure_dir, sha256_file
-from edgebench.runtime import InferenceError, runtime_for_path
+from edgebench.runtime import InferenceError, portable_runtimes, runtime_for_path
 
-IMPORTABLE = {"litert": "tflite", "onnxruntime": "onnx"}
+# runtime -> the name stem of a file of it (``tflite``, ``onnx``): the runtimes whose files travel
+IMPORTABLE = {rt.name: rt.suffixes[0].lstrip(".") for rt in portable_runtimes()}
 # (runtime, precision label) -> the registry's name for such a file
 _NAMES = {
     ("litert", "fp32"): "tflite-fp32",
@@ -56,7 +57,8 @@ def inspect_file(item: str) -> dict:
     except InferenceError as exc:
         raise EdgebenchError(str(exc)) from None
     if runtime not in IMPORTABLE:
-        raise EdgebenchError(f"cannot import {path}: only .tflite and .onnx files are imported")
+        suffixes = " and ".join(f".{stem}" for stem in IMPORTABLE.values())
+        raise EdgebenchError(f"cannot import {path}: only {suffixes} files are imported")
     try:
         info = artifact_info.describe(runtime, path)
         cov = coverage.describe(runtime, path)

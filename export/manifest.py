@@ -36,9 +36,8 @@ def validate(manifest: dict) -> None:
 
 
 def tool_versions() -> dict:
-    return environment.versions(
-        "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai_edge_litert", "tensorrt"
-    )
+    """The converters' and every runtime's installed versions."""
+    return environment.versions("tensorflow", "keras", "tf2onnx", "onnx", *environment.RUNTIME_MODULES)
 
 
 def new_manifest(source_model: dict, contract, calibration: dict | None, parity_set: dict) -> dict:
