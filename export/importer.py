@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from edgebench.errors import EdgebenchError
+from edgebench.errors import ArtifactError, EdgebenchError
 from edgebench.export import artifact_info, coverage
 from edgebench.export import manifest as mf
 from edgebench.export.context import indices_sha256, stratified_sample
@@ -169,41 +169,32 @@ def _import_one(item, out_dir: Path, images, reference, contract, ref_name: str,
             try:
                 probs = run_artifact(runtime, tmp, images, contract)
             except EdgebenchError as exc:
-                raise _Failed("load-error", str(exc)) from None
+                raise ArtifactError("load-error", str(exc)) from None
             parity = compare(probs, reference, tolerance)
             if not parity["passed"]:
-                raise _Failed(
+                raise ArtifactError(
                     "parity-error", f"{name} differs from {ref_name}: {parity['criterion']} not met"
                 )
-            digest, size = sha256_file(tmp), tmp.stat().st_size
-    except _Failed as exc:
+            entry = mf.ok_entry(
+                name,
+                runtime,
+                tmp,
+                quantized=quantized,
+                coverage=item["coverage"],
+                file=filename,
+                options=options,
+                **info,
+                parity=parity,
+            )
+    except ArtifactError as exc:
         if (out_dir / filename).is_file():
             (out_dir / filename).unlink()  # a stale file of an earlier import must not outlive this failure
         return mf.entry(
             name, runtime, "failed", exc.reason, str(exc), options=options, wall_time_s=_since(start)
         )
-    warns = coverage.warnings(name, item["coverage"]) if quantized else []
-    return mf.entry(
-        name,
-        runtime,
-        "ok",
-        file=filename,
-        sha256=digest,
-        bytes=size,
-        options=options,
-        wall_time_s=_since(start),
-        **info,
-        parity=parity,
-        coverage=item["coverage"],
-        warnings=warns,
-    )
+    entry["wall_time_s"] = _since(start)
+    return entry
 
 
 def _since(start: float) -> float:
     return round(time.perf_counter() - start, 3)
-
-
-class _Failed(EdgebenchError):
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason

@@ -9,6 +9,7 @@ from pathlib import Path
 from edgebench import __version__, environment
 from edgebench.errors import EdgebenchError
 from edgebench.export.contract import manifest_preprocessing
+from edgebench.export.coverage import warnings as coverage_warnings
 from edgebench.fileio import sha256_file, write_json
 
 MANIFEST_NAME = "manifest.json"
@@ -68,6 +69,25 @@ def entry(
         message = " ".join(message.split())  # one line in tables and logs
     out.update(reason=reason, message=message, **fields)
     return out
+
+
+def ok_entry(
+    name: str, runtime: str, path: Path, *, quantized: bool, coverage: dict | None, **fields
+) -> dict:
+    """The ``ok`` entry of a verified artifact, the one way export, import and tune record one: its sha256
+    and size read from ``path``, the coverage warnings of a quantized artifact, and ``fields`` (``file``,
+    ``options``, ``parity``, the inspected ``inputs`` / ``outputs`` / ``dynamic_batch`` / ``precision`` …)."""
+    path = Path(path)
+    return entry(
+        name,
+        runtime,
+        "ok",
+        sha256=sha256_file(path),
+        bytes=path.stat().st_size,
+        coverage=coverage,
+        warnings=coverage_warnings(name, coverage) if quantized else [],
+        **fields,
+    )
 
 
 def read_previous(out_dir: Path) -> dict | None:

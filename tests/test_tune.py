@@ -298,12 +298,13 @@ def test_fallback_keeps_the_most_sensitive_layers_float(tmp_path, run_dir, cifar
 
 
 def test_build_worker_is_stopped_over_its_memory_limit(run_dir, tmp_path):
-    from edgebench.tune.build import BuildFailed, candidate_task, run_build
+    from edgebench.errors import ArtifactError
+    from edgebench.tune.build import candidate_task, run_build
 
     np.save(tmp_path / "calib_images.npy", np.zeros((4, 32, 32, 3), np.uint8))
     cand = Candidate("tflite-int8", "litert", True, {"calib_size": 4})
     task = candidate_task(cand, run_dir / "model.keras", tmp_path, None)
-    with pytest.raises(BuildFailed) as err:
+    with pytest.raises(ArtifactError) as err:
         run_build(task, tmp_path, memory_mb=200)  # importing TensorFlow alone takes more
     assert err.value.reason == "memory-limit"
 

@@ -27,24 +27,16 @@ import time
 import traceback
 from pathlib import Path
 
-from edgebench.errors import EdgebenchError
+from edgebench.errors import ArtifactError, EdgebenchError
 
 _counter = itertools.count()
-
-
-class BuildFailed(EdgebenchError):
-    """A candidate could not be built; ``reason`` is a short code for tune.json."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(" ".join(str(message).split()))
-        self.reason = reason
 
 
 # ---------------------------------------------------------------- parent side
 
 
 def run_build(task: dict, workdir: Path, memory_mb: int, timeout_s: float = 1800) -> dict:
-    """Run one task in a worker; its result dict, or BuildFailed (memory limit, timeout, crash, error)."""
+    """Run one task in a worker; its result dict, or ArtifactError (memory limit, timeout, crash, error)."""
     import psutil
 
     stem = Path(workdir) / f"build{os.getpid()}-{next(_counter):04d}"
@@ -70,13 +62,13 @@ def run_build(task: dict, workdir: Path, memory_mb: int, timeout_s: float = 1800
             if rss > memory_mb * 2**20:
                 proc.kill()
                 proc.wait()
-                raise BuildFailed(
+                raise ArtifactError(
                     "memory-limit", f"{task['kind']} build went over {memory_mb} MiB RSS and was stopped"
                 )
             if time.monotonic() - start > timeout_s:
                 proc.kill()
                 proc.wait()
-                raise BuildFailed("timeout", f"{task['kind']} build ran over {timeout_s:g} s")
+                raise ArtifactError("timeout", f"{task['kind']} build ran over {timeout_s:g} s")
             time.sleep(0.2)
     finally:
         if proc.poll() is None:  # interrupted (Ctrl-C): the build must not outlive the tuner
@@ -85,12 +77,12 @@ def run_build(task: dict, workdir: Path, memory_mb: int, timeout_s: float = 1800
         log.close()
     if not result_path.is_file():
         tail = stem.with_suffix(".log").read_text(errors="replace").strip().splitlines()[-1:]
-        raise BuildFailed("worker-crashed", f"{task['kind']} build died: {(tail or ['no output'])[0]}")
+        raise ArtifactError("worker-crashed", f"{task['kind']} build died: {(tail or ['no output'])[0]}")
     result = json.loads(result_path.read_text())
     for path in (task_path, result_path, stem.with_suffix(".log")):
         path.unlink(missing_ok=True)
     if "error" in result:
-        raise BuildFailed(result["error"]["reason"], result["error"]["message"])
+        raise ArtifactError(result["error"]["reason"], result["error"]["message"])
     result["watched_peak_rss_mb"] = round(peak / 2**20, 1)
     return result
 
@@ -211,17 +203,6 @@ BUILDERS = {
 }
 
 
-def _describe(runtime: str, path: Path, quantized: bool) -> dict:
-    """Kernel coverage, I/O tensors and precision of a built artifact (as the export pipeline records)."""
-    from edgebench.export import artifact_info, coverage
-
-    info = artifact_info.describe(runtime, path)
-    cov = coverage.describe(runtime, path)
-    if quantized:
-        info["precision"]["label"] = coverage.precision_label(info["precision"]["label"], cov)
-    return {"info": info, "coverage": cov}
-
-
 def main(task_path: str) -> int:
     task = json.loads(Path(task_path).read_text())
     dest = Path(task["dest"])
@@ -232,7 +213,10 @@ def main(task_path: str) -> int:
         if task.get("runtime"):  # an artifact, not an intermediate (prepared model, sensitivity ranking)
             if not dest.is_file() or dest.stat().st_size == 0:
                 raise EdgebenchError(f"{task['kind']}: the converter wrote no file")
-            result.update(_describe(task["runtime"], dest, bool(task.get("quantized"))))
+            from edgebench.export.artifact_info import inspect  # what the export pipeline records
+
+            info, cov = inspect(task["runtime"], dest, bool(task.get("quantized")))
+            result.update(info=info, coverage=cov)
         result["peak_rss_mb"] = _vm_hwm_mb()
     except Exception as exc:  # converters raise anything; the parent records it as one line
         text = str(exc).strip().splitlines()

@@ -24,14 +24,14 @@ from edgebench import cpu
 from edgebench.bench.artifacts import read_manifest, verified_path
 from edgebench.bench.benchmark import data_source
 from edgebench.bench.measure import Measurer, Target
-from edgebench.errors import EdgebenchError
+from edgebench.errors import ArtifactError, EdgebenchError
 from edgebench.export.context import indices_sha256
 from edgebench.export.quant_recipe import ort_recipe
 from edgebench.fileio import ensure_dir, read_json, sha256_file, write_json
 from edgebench.runtime import Contract
 from edgebench.train.data import align_classes, load_dataset
 from edgebench.tune import report
-from edgebench.tune.build import BuildFailed, candidate_task, run_build
+from edgebench.tune.build import candidate_task, run_build
 from edgebench.tune.space import (
     TUNE_JSON,
     Candidate,
@@ -171,7 +171,7 @@ class _Tuner:
             cand = Candidate("onnx", "onnxruntime", False, {"precision": "fp32"})
             rec = self.cached(cand) or self.evaluate(cand)
             if rec["status"] != "ok":
-                raise BuildFailed("no-float-onnx", "the float ONNX model could not be built")
+                raise ArtifactError("no-float-onnx", "the float ONNX model could not be built")
             task = {"kind": "onnx-prepare", "float_onnx": rec["path"], "dest": str(path)}
             run_build(task, self.work, self.s.memory_mb)
         return path
