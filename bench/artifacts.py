@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgebench.errors import EdgebenchError
+from edgebench.errors import ArtifactError, EdgebenchError
 from edgebench.fileio import read_json, sha256_file
 
 MANIFEST_NAME = "manifest.json"
@@ -54,9 +54,9 @@ def verified_path(export_dir, artifact: dict) -> Path:
     """The artifact's file, after checking it exists and still has the manifest's sha256."""
     path = Path(export_dir) / artifact["file"]
     if not path.is_file():
-        raise ArtifactProblem("missing-file", f"manifest lists {artifact['file']} but {path} does not exist")
+        raise ArtifactError("missing-file", f"manifest lists {artifact['file']} but {path} does not exist")
     if sha256_file(path) != artifact["sha256"]:
-        raise ArtifactProblem(
+        raise ArtifactError(
             "sha256-mismatch", f"{path} changed since export (sha256 differs from the manifest)"
         )
     return path
@@ -68,11 +68,3 @@ def fixed_batch(artifact: dict) -> int | None:
         return None
     shape = (artifact.get("inputs") or [{}])[0].get("shape") or [-1]
     return int(shape[0]) if shape[0] and shape[0] > 0 else None
-
-
-class ArtifactProblem(EdgebenchError):
-    """An artifact that could not be evaluated; ``reason`` is a short code for the report."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(" ".join(str(message).split()))
-        self.reason = reason

@@ -24,7 +24,7 @@ from edgebench.bench.gate import GateResult, GateSettings, apply, check_required
 from edgebench.bench.latency import LatencySettings
 from edgebench.bench.measure import Measurer, Target
 from edgebench.environment import runtime_available
-from edgebench.errors import EdgebenchError, check_settings
+from edgebench.errors import ArtifactError, EdgebenchError, check_settings
 from edgebench.fileio import ensure_dir, sha256_file
 from edgebench.runtime import Contract
 from edgebench.train.evaluation import sha256_of_test_set
@@ -193,7 +193,7 @@ def _classify(artifact: dict, export_dir: Path, providers, contract) -> tuple[di
         return row, None
     try:
         path = arts.verified_path(export_dir, artifact)
-    except arts.ArtifactProblem as exc:
+    except ArtifactError as exc:
         return rp.fail(row, exc.reason, str(exc)), None
     target = target_for(artifact, path, providers, contract)
     row["fixed_batch"] = target.fixed_batch
@@ -277,7 +277,7 @@ def run_bench(
             try:
                 reused = _training_pass(target, manifest, test_set_sha256) if name == "keras" else None
                 probs, runner = reused or measurer.accuracy(target)
-            except arts.ArtifactProblem as exc:
+            except ArtifactError as exc:
                 if name == ref_name:
                     raise EdgebenchError(f"cannot use the reference model: {exc}") from None
                 rp.fail(by_name[name], exc.reason, str(exc))

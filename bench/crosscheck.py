@@ -1,6 +1,7 @@
 """``edgebench crosscheck``: a bench report's batch-1 p50s against independent timers of the same files.
 
-Each timer is its own process with nothing of edgebench imported, kept warm while the others run:
+Each timer is its own process, kept warm while the others run; all but edgebench's own are functions of
+``bench.independent_timers`` (run as a module: numpy and the one runtime, nothing of edgebench's stages):
 - ``bare``: the plainest loop a user would write: ``Interpreter.invoke()`` (LiteRT) or ``session.run``
   (ONNX Runtime) with ``time.perf_counter_ns`` around each call, same thread count;
 - ``polygraphy`` (ONNX files, where installed): Polygraphy's ``OnnxrtRunner`` on a session with the same
@@ -24,63 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edgebench.bench import independent_timers
+from edgebench.bench.independent_timers import BARE, POLYGRAPHY_RUNTIMES, WARMUP
 from edgebench.bench.report import all_rows, load
 from edgebench.errors import EdgebenchError
 
 TOLERANCE = 0.05
-WARMUP = 20
-
-_BARE = {
-    "litert": """
-from ai_edge_litert.interpreter import Interpreter
-it = Interpreter(model_path=path, num_threads=threads)
-it.allocate_tensors()
-d = it.get_input_details()[0]
-if list(d["shape"][:1]) != [1]:
-    it.resize_tensor_input(d["index"], [1, *d["shape"][1:]])
-    it.allocate_tensors()
-    d = it.get_input_details()[0]
-it.set_tensor(d["index"], x.astype(d["dtype"]))
-call = it.invoke
-""",
-    "onnxruntime": """
-import onnxruntime as ort
-o = ort.SessionOptions(); o.intra_op_num_threads = threads; o.inter_op_num_threads = 1
-s = ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
-i = s.get_inputs()[0]
-feed = {i.name: x.astype({"tensor(uint8)": "uint8", "tensor(float)": "float32"}[i.type])}
-call = lambda: s.run(None, feed)
-""",
-}
-_POLYGRAPHY = """
-import onnxruntime as ort
-from polygraphy.backend.onnxrt import OnnxrtRunner
-o = ort.SessionOptions(); o.intra_op_num_threads = threads; o.inter_op_num_threads = 1
-r = OnnxrtRunner(ort.InferenceSession(path, o, providers=["CPUExecutionProvider"]))
-r.activate()
-feed = {name: x for name in r.get_input_metadata().keys()}
-def call():
-    r.infer(feed)
-    samples.append(int(r.last_inference_time() * 1e9))
-"""
-# The serving loop of the independent timers: warm up, say READY, then one block of k calls per stdin line.
-_LOOP = """
-import json, sys, time
-import numpy as np
-path, threads = sys.argv[1], int(sys.argv[2])
-x = np.load(sys.argv[3])[:1]
-samples = []
-{setup}
-for _ in range({warmup}):
-    call()
-print("READY {{}}", flush=True)
-for line in sys.stdin:
-    samples.clear()
-    for _ in range(int(line)):
-        t0 = time.perf_counter_ns(); call(); t1 = time.perf_counter_ns()
-        {record}
-    print("BLOCK", json.dumps(samples), flush=True)
-"""
+_TIMERS = independent_timers.__name__  # run as a module: a fresh process per timer
 
 
 class Served:
@@ -120,13 +71,12 @@ class Served:
             self.proc.kill()
 
 
-def _python(setup: str, record: str) -> str:
-    return _LOOP.format(setup=setup, warmup=WARMUP, record=record)
+def _timer(name: str, path: Path, threads: int, tensor: Path, log: Path) -> Served:
+    return Served([sys.executable, "-m", _TIMERS, name, str(path), str(threads), str(tensor)], log)
 
 
 def bare_loop(runtime: str, path: Path, threads: int, tensor: Path, log: Path) -> Served:
-    code = _python(_BARE[runtime], "samples.append(t1 - t0)")
-    return Served([sys.executable, "-c", code, str(path), str(threads), str(tensor)], log)
+    return _timer(runtime, path, threads, tensor, log)
 
 
 def polygraphy_loop(path: Path, threads: int, tensor: Path, log: Path) -> Served:
@@ -134,8 +84,7 @@ def polygraphy_loop(path: Path, threads: int, tensor: Path, log: Path) -> Served
 
     if importlib.util.find_spec("polygraphy") is None:
         raise EdgebenchError("polygraphy not installed (pip install polygraphy)")
-    code = _python(_POLYGRAPHY, "pass")
-    return Served([sys.executable, "-c", code, str(path), str(threads), str(tensor)], log)
+    return _timer("polygraphy", path, threads, tensor, log)
 
 
 def edgebench_loop(spec, image: Path, workdir: Path, log: Path) -> Served:
@@ -151,14 +100,13 @@ def edgebench_loop(spec, image: Path, workdir: Path, log: Path) -> Served:
 def litert_benchmark(path: Path, threads: int, n: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
-        code = (
-            "import sys; from ai_edge_litert.tools.benchmark_litert_model import main; "
-            "sys.argv = ['litert-benchmark'] + sys.argv[1:]; sys.exit(main())"
-        )
         args = ["--model", str(path), "--num_runs", str(n), "--warmup_runs", str(WARMUP)]
         args += ["--num_threads", str(threads), "--result_json", str(out)]
         proc = subprocess.run(
-            [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=900
+            [sys.executable, "-m", _TIMERS, "litert-benchmark", *args],
+            capture_output=True,
+            text=True,
+            timeout=900,
         )
         if not out.is_file():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no result"]
@@ -216,7 +164,7 @@ def _timers(row: dict, path: Path, threads: int, files: dict, tmp: Path, contrac
         "edgebench": lambda: edgebench_loop(spec, files["image"], tmp, tmp / f"{stem}-edgebench.log"),
         "bare": lambda: bare_loop(row["runtime"], path, threads, files["tensor"], tmp / f"{stem}-bare.log"),
     }
-    if row["runtime"] == "onnxruntime":
+    if row["runtime"] in POLYGRAPHY_RUNTIMES:
         starts["polygraphy"] = lambda: polygraphy_loop(
             path, threads, files["tensor"], tmp / f"{stem}-poly.log"
         )
@@ -266,7 +214,7 @@ def crosscheck(
         np.save(files["image"], pixels)  # edgebench's worker applies the contract itself
         np.save(files["tensor"], contract.model_input(pixels))  # what the bare loops feed
         for row in all_rows(report):
-            if row["runtime"] not in _BARE or not row.get("latency"):
+            if row["runtime"] not in BARE or not row.get("latency"):
                 continue
             path = export_dir / row["file"]
             try:

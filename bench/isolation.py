@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench.bench.artifacts import ArtifactProblem
+from edgebench.errors import ArtifactError
 from edgebench.runtime import RunnerSpec
 
 _counter = itertools.count()
@@ -35,7 +35,7 @@ def worker_command(
 def run_worker(
     kind: str, spec: RunnerSpec, images_path: Path, workdir: Path, timeout_s: float, **task
 ) -> tuple[dict, np.ndarray]:
-    """Run ``edgebench.bench.worker`` on one task; (result, array) or ArtifactProblem with one line."""
+    """Run ``edgebench.bench.worker`` on one task; (result, array) or ArtifactError with one line."""
     out = Path(workdir) / f"task{next(_counter):04d}-{kind}"
     cmd, env = worker_command(kind, spec, images_path, out, **task)
     task_path = out.with_suffix(".task.json")
@@ -49,14 +49,14 @@ def run_worker(
             stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired:
-        raise ArtifactProblem("timeout", f"{kind} worker for {spec.path} ran over {timeout_s:g} s") from None
+        raise ArtifactError("timeout", f"{kind} worker for {spec.path} ran over {timeout_s:g} s") from None
     result_path = out.with_suffix(".json")
     if not result_path.is_file():
         tail = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
-        raise ArtifactProblem("worker-crashed", f"{kind} worker for {spec.path} died: {tail[0]}")
+        raise ArtifactError("worker-crashed", f"{kind} worker for {spec.path} died: {tail[0]}")
     result = json.loads(result_path.read_text())
     if "error" in result:
-        raise ArtifactProblem(result["error"]["reason"], result["error"]["message"])
+        raise ArtifactError(result["error"]["reason"], result["error"]["message"])
     array = np.load(out.with_suffix(".npy"))
     for path in (task_path, result_path, out.with_suffix(".npy")):
         path.unlink(missing_ok=True)

@@ -30,7 +30,8 @@ from edgebench.bench.accuracy import predict
 from edgebench.bench.latency import LatencySettings, harness_overhead, timed_samples, warm_up
 from edgebench.runtime import RUNTIMES, InferenceError, RunnerSpec, open_runner
 
-RUNTIME_MODULES = ("tensorflow", "keras", "onnxruntime", "ai_edge_litert", "tensorrt", "torch", "jax")
+# Heavy modules a worker must not have loaded besides its own runtime: every runtime's, and frameworks.
+RUNTIME_MODULES = tuple(sorted({m for rt in RUNTIMES.values() for m in rt.modules} | {"torch", "jax"}))
 
 
 def _status_kb(field: str) -> int | None:

@@ -31,19 +31,7 @@ from edgebench.errors import EdgebenchError
 from edgebench.export.registry import FORMATS
 from edgebench.fileio import ensure_dir, sha256_file
 
-# runtime (a manifest artifact's ``runtime``) -> the pip distributions a device installs for it. A runtime
-# absent here cannot be bundled; NOT_BUNDLABLE says why.
-BUNDLE_RUNTIMES: dict[str, tuple[str, ...]] = {
-    "litert": ("ai-edge-litert",),
-    "onnxruntime": ("onnxruntime",),
-}
 BASE_REQUIREMENTS = ("numpy", "pillow")  # what the runtime package imports itself
-NOT_BUNDLABLE = {
-    "tensorrt": (
-        "TensorRT engines are built for one GPU model and TensorRT version and cannot be shipped to another "
-        "device: bundle the onnx or onnx-int8 artifact and build the engine on the device"
-    ),
-}
 
 
 def image_files_text(contract: runtime.Contract) -> str:
@@ -109,7 +97,7 @@ def validate(spec: dict) -> None:
 def requirements(runtime_name: str) -> list[str]:
     """``name==version`` for numpy, Pillow and the runtime's distributions, as installed here."""
     lines = []
-    for dist in (*BASE_REQUIREMENTS, *BUNDLE_RUNTIMES[runtime_name]):
+    for dist in (*BASE_REQUIREMENTS, runtime.RUNTIMES[runtime_name].distributions[0]):
         try:
             lines.append(f"{dist}=={importlib.metadata.version(dist)}")
         except importlib.metadata.PackageNotFoundError:
@@ -150,8 +138,9 @@ def calibration_of(manifest: dict, artifact: dict) -> dict | None:
 
 def check_bundlable(artifact: dict) -> None:
     name = artifact["runtime"]
-    if name not in BUNDLE_RUNTIMES:
-        why = NOT_BUNDLABLE.get(name, "no TensorFlow-free runner ships for it")
+    row = runtime.RUNTIMES.get(name)
+    if row is None or not row.portable:
+        why = row.not_portable if row else runtime.Runtime.not_portable
         raise EdgebenchError(f"format '{artifact['format']}' ({name}) cannot be bundled: {why}")
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import sha256_file
+from edgebench.runtime import RUNTIMES
 
 NATIVE_DIR = Path(__file__).parent / "native"
 SOURCES = ("runner.c", "litert_min.h")
@@ -33,11 +34,13 @@ NO_ONNX_RUNNER = (
 
 
 def litert_library() -> Path:
-    """``libLiteRt.so`` inside the installed ai_edge_litert package."""
-    spec = importlib.util.find_spec("ai_edge_litert")
+    """``libLiteRt.so`` inside the installed LiteRT package."""
+    litert = RUNTIMES["litert"]
+    spec = importlib.util.find_spec(litert.module)
     lib = Path(spec.origin).parent / LIBRARY if spec and spec.origin else None
     if lib is None or not lib.is_file():
-        raise EdgebenchError(f"cannot ship the C runner: {LIBRARY} not found in the ai-edge-litert package")
+        where = f"the {litert.distributions[0]} package"
+        raise EdgebenchError(f"cannot ship the C runner: {LIBRARY} not found in {where}")
     return lib
 
 

@@ -27,7 +27,7 @@ COMMANDS = {
     "crosscheck": "edgebench.bench.commands:crosscheck",
     "results-doc": "edgebench.bench.results_doc:results_doc",
     "bundle": "edgebench.bundle.commands:bundle",
-    "tune": "edgebench.bench.tune_command:tune",
+    "tune": "edgebench.tune.commands:tune",
 }
 
 

@@ -10,19 +10,19 @@ from collections.abc import Callable
 from importlib import resources
 
 from edgebench.errors import EdgebenchError
+from edgebench.runtime import RUNTIMES, missing_modules
 
-# key -> distributions that provide it (first installed wins)
-DISTRIBUTIONS = {
+# The tools that are not runtimes; a runtime's distributions are its row of the runtime table.
+TOOLS = {
     "tensorflow": ("tensorflow-cpu", "tensorflow"),
-    "keras": ("keras",),
     "tf2onnx": ("tf2onnx",),
     "onnx": ("onnx",),
-    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
-    "ai_edge_litert": ("ai-edge-litert",),
-    "tensorrt": ("tensorrt", "tensorrt-cu12"),
     "cuda_python": ("cuda-python",),
     "numpy": ("numpy",),
 }
+# key (the Python module) -> distributions that provide it (first installed wins)
+DISTRIBUTIONS = {**TOOLS, **{rt.module: rt.distributions for rt in RUNTIMES.values()}}
+RUNTIME_MODULES = tuple(rt.module for rt in RUNTIMES.values())  # the keys of the runtimes' own modules
 
 Probe = Callable[[], tuple[bool, str | None, str | None]]
 
@@ -34,6 +34,11 @@ def installed_version(*distributions: str) -> str | None:
         except importlib.metadata.PackageNotFoundError:
             continue
     return None
+
+
+def runtime_version(runtime: str) -> str | None:
+    """The installed version of a runtime of the runtime table (None: not installed)."""
+    return installed_version(*RUNTIMES[runtime].distributions)
 
 
 def versions(*keys: str) -> dict[str, str | None]:
@@ -75,8 +80,9 @@ def modules_present(*modules: str, reason: str) -> Probe:
 
 def tensorrt_probe() -> tuple[bool, str | None, str | None]:
     """TensorRT needs its Python package, a CUDA binding and a CUDA device."""
-    if importlib.util.find_spec("tensorrt") is None:
-        return False, "tensorrt-missing", "TensorRT (Python package 'tensorrt') is not installed"
+    if missing_modules("tensorrt"):
+        module = RUNTIMES["tensorrt"].module
+        return False, "tensorrt-missing", f"TensorRT (Python package '{module}') is not installed"
     from edgebench.runtime.tensorrt import probe_device
 
     return probe_device()
@@ -84,8 +90,6 @@ def tensorrt_probe() -> tuple[bool, str | None, str | None]:
 
 def runtime_available(runtime: str) -> tuple[bool, str | None, str | None]:
     """(available here, reason code, one-line message) for a runner registry name."""
-    from edgebench.runtime import RUNTIMES, missing_modules
-
     if runtime not in RUNTIMES:
         return (
             False,

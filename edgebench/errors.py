@@ -13,6 +13,15 @@ class GateFailure(EdgebenchError):
     exit_code = 1
 
 
+class ArtifactError(EdgebenchError):
+    """One artifact could not be built, imported or evaluated; ``reason`` is the short code the manifest,
+    the bench report or tune.json records beside the one-line message."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(" ".join(str(message).split()))
+        self.reason = reason
+
+
 def check_settings(problems) -> None:
     """Raise EdgebenchError with the message of the first ``(is_bad, message)`` pair that is bad."""
     for bad, message in problems:

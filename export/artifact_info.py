@@ -33,6 +33,18 @@ def describe(runtime: str, path: Path) -> dict:
     return info
 
 
+def inspect(runtime: str, path: Path, quantized: bool) -> tuple[dict, dict | None]:
+    """``describe`` and kernel coverage (``coverage.describe``) of a built artifact; a quantized one is
+    named by what runs, not what is stored (``coverage.precision_label``)."""
+    from edgebench.export import coverage
+
+    info = describe(runtime, path)
+    cov = coverage.describe(runtime, path)
+    if quantized:
+        info["precision"]["label"] = coverage.precision_label(info["precision"]["label"], cov)
+    return info, cov
+
+
 def precision_summary(weights: dict[str, int], activations: dict[str, int]) -> dict:
     w, a = _fractions(weights), _fractions(activations)
     return {

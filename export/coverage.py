@@ -178,8 +178,9 @@ _TFL_FLOAT = {"FLOAT32", "FLOAT16"}
 
 
 def tflite_coverage(path: Path) -> dict:
-    from edgebench.environment import installed_version
+    from edgebench.environment import runtime_version
     from edgebench.export.artifact_info import read_tflite
+    from edgebench.runtime import RUNTIMES
 
     buf = path.read_bytes()
     _, graph, op_name, ttype = read_tflite(buf)
@@ -203,9 +204,9 @@ def tflite_coverage(path: Path) -> dict:
             convs += 1
             int8_convs += first in _TFL_INT and weight in _TFL_INT
             hybrid += first in _TFL_FLOAT and weight in _TFL_INT  # dynamic range: input quantized on the fly
-    version = installed_version("ai-edge-litert")
+    litert = f"{RUNTIMES['litert'].module} {runtime_version('litert')}"
     out = {
-        "runtime_graph": f"ai_edge_litert {version} Interpreter, default delegates",
+        "runtime_graph": f"{litert} Interpreter, default delegates",
         "convolutions": convs,
         "int8_convolutions": int8_convs,
         "int8_fraction": round(int8_convs / convs, 4) if convs else 0.0,

@@ -16,9 +16,8 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 
-from edgebench.errors import EdgebenchError
+from edgebench.errors import ArtifactError, EdgebenchError
 from edgebench.export import artifact_info, coverage
 from edgebench.export import manifest as mf
 from edgebench.export.context import indices_sha256, stratified_sample
@@ -28,9 +27,10 @@ from edgebench.export.parity import compare, run_artifact
 from edgebench.export.pipeline import ExportResult
 from edgebench.export.registry import FORMATS, FP32_TOLERANCE
 from edgebench.fileio import atomic_path, ensure_dir, sha256_file
-from edgebench.runtime import InferenceError, runtime_for_path
+from edgebench.runtime import InferenceError, portable_runtimes, runtime_for_path
 
-IMPORTABLE = {"litert": "tflite", "onnxruntime": "onnx"}
+# runtime -> the name stem of a file of it (``tflite``, ``onnx``): the runtimes whose files travel
+IMPORTABLE = {rt.name: rt.suffixes[0].lstrip(".") for rt in portable_runtimes()}
 # (runtime, precision label) -> the registry's name for such a file
 _NAMES = {
     ("litert", "fp32"): "tflite-fp32",
@@ -57,7 +57,8 @@ def inspect_file(item: str) -> dict:
     except InferenceError as exc:
         raise EdgebenchError(str(exc)) from None
     if runtime not in IMPORTABLE:
-        raise EdgebenchError(f"cannot import {path}: only .tflite and .onnx files are imported")
+        suffixes = " and ".join(f".{stem}" for stem in IMPORTABLE.values())
+        raise EdgebenchError(f"cannot import {path}: only {suffixes} files are imported")
     try:
         info = artifact_info.describe(runtime, path)
         cov = coverage.describe(runtime, path)
@@ -151,7 +152,6 @@ def import_artifacts(
 
 def _import_one(item, out_dir: Path, images, reference, contract, ref_name: str, data_source: str) -> dict:
     name, runtime, info = item["name"], item["runtime"], item["info"]
-    fmt = SimpleNamespace(name=name, runtime=runtime)
     known = FORMATS.get(name)
     quantized = "int8" in item["label"]
     tolerance = known.tolerance if known else (None if quantized else FP32_TOLERANCE)
@@ -169,38 +169,32 @@ def _import_one(item, out_dir: Path, images, reference, contract, ref_name: str,
             try:
                 probs = run_artifact(runtime, tmp, images, contract)
             except EdgebenchError as exc:
-                raise _Failed("load-error", str(exc)) from None
+                raise ArtifactError("load-error", str(exc)) from None
             parity = compare(probs, reference, tolerance)
             if not parity["passed"]:
-                raise _Failed(
+                raise ArtifactError(
                     "parity-error", f"{name} differs from {ref_name}: {parity['criterion']} not met"
                 )
-            digest, size = sha256_file(tmp), tmp.stat().st_size
-    except _Failed as exc:
+            entry = mf.ok_entry(
+                name,
+                runtime,
+                tmp,
+                quantized=quantized,
+                coverage=item["coverage"],
+                file=filename,
+                options=options,
+                **info,
+                parity=parity,
+            )
+    except ArtifactError as exc:
         if (out_dir / filename).is_file():
             (out_dir / filename).unlink()  # a stale file of an earlier import must not outlive this failure
-        return mf.entry(fmt, "failed", exc.reason, str(exc), options=options, wall_time_s=_since(start))
-    warns = coverage.warnings(name, item["coverage"]) if quantized else []
-    return mf.entry(
-        fmt,
-        "ok",
-        file=filename,
-        sha256=digest,
-        bytes=size,
-        options=options,
-        wall_time_s=_since(start),
-        **info,
-        parity=parity,
-        coverage=item["coverage"],
-        warnings=warns,
-    )
+        return mf.entry(
+            name, runtime, "failed", exc.reason, str(exc), options=options, wall_time_s=_since(start)
+        )
+    entry["wall_time_s"] = _since(start)
+    return entry
 
 
 def _since(start: float) -> float:
     return round(time.perf_counter() - start, 3)
-
-
-class _Failed(EdgebenchError):
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason

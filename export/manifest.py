@@ -9,6 +9,7 @@ from pathlib import Path
 from edgebench import __version__, environment
 from edgebench.errors import EdgebenchError
 from edgebench.export.contract import manifest_preprocessing
+from edgebench.export.coverage import warnings as coverage_warnings
 from edgebench.fileio import sha256_file, write_json
 
 MANIFEST_NAME = "manifest.json"
@@ -36,9 +37,8 @@ def validate(manifest: dict) -> None:
 
 
 def tool_versions() -> dict:
-    return environment.versions(
-        "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai_edge_litert", "tensorrt"
-    )
+    """The converters' and every runtime's installed versions."""
+    return environment.versions("tensorflow", "keras", "tf2onnx", "onnx", *environment.RUNTIME_MODULES)
 
 
 def new_manifest(source_model: dict, contract, calibration: dict | None, parity_set: dict) -> dict:
@@ -59,13 +59,35 @@ def new_manifest(source_model: dict, contract, calibration: dict | None, parity_
     }
 
 
-def entry(fmt, status: str, reason: str | None = None, message: str | None = None, **fields) -> dict:
-    """A manifest entry; fields not given are null (the schema's shape for failed/unavailable artifacts)."""
-    out = {"format": fmt.name, "runtime": fmt.runtime, "status": status, **dict.fromkeys(_ARTIFACT_FIELDS)}
+def entry(
+    name: str, runtime: str, status: str, reason: str | None = None, message: str | None = None, **fields
+) -> dict:
+    """The manifest entry of format ``name`` (opened by runner ``runtime``); fields not given are null (the
+    schema's shape for failed/unavailable artifacts)."""
+    out = {"format": name, "runtime": runtime, "status": status, **dict.fromkeys(_ARTIFACT_FIELDS)}
     if message:
         message = " ".join(message.split())  # one line in tables and logs
     out.update(reason=reason, message=message, **fields)
     return out
+
+
+def ok_entry(
+    name: str, runtime: str, path: Path, *, quantized: bool, coverage: dict | None, **fields
+) -> dict:
+    """The ``ok`` entry of a verified artifact, the one way export, import and tune record one: its sha256
+    and size read from ``path``, the coverage warnings of a quantized artifact, and ``fields`` (``file``,
+    ``options``, ``parity``, the inspected ``inputs`` / ``outputs`` / ``dynamic_batch`` / ``precision`` …)."""
+    path = Path(path)
+    return entry(
+        name,
+        runtime,
+        "ok",
+        sha256=sha256_file(path),
+        bytes=path.stat().st_size,
+        coverage=coverage,
+        warnings=coverage_warnings(name, coverage) if quantized else [],
+        **fields,
+    )
 
 
 def read_previous(out_dir: Path) -> dict | None:

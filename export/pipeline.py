@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from edgebench import cpu
-from edgebench.errors import EdgebenchError
-from edgebench.export import artifact_info, coverage
+from edgebench.errors import ArtifactError, EdgebenchError
+from edgebench.export import artifact_info
 from edgebench.export import manifest as mf
 from edgebench.export.context import (
     CALIB_METHODS,
@@ -94,14 +94,6 @@ class ExportResult:
     skipped: list[str] = field(default_factory=list)  # up to date
     failed: list[str] = field(default_factory=list)
     unavailable: list[str] = field(default_factory=list)
-
-
-class ArtifactError(EdgebenchError):
-    """One format could not be produced; ``reason`` is the manifest's reason code."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
 
 
 def export_model(
@@ -189,14 +181,21 @@ def export_model(
             else mf.up_to_date(previous, out_dir, source["sha256"], fmt, options_for(fmt))
         )
         if not ok:
-            entries[fmt.name] = mf.entry(fmt, "unavailable", reason, message, options=options_for(fmt))
+            entries[fmt.name] = mf.entry(
+                fmt.name, fmt.runtime, "unavailable", reason, message, options=options_for(fmt)
+            )
             result.unavailable.append(fmt.name)
         elif current is not None:
             entries[fmt.name] = current
             result.skipped.append(fmt.name)
         else:
             entries[fmt.name] = mf.entry(
-                fmt, "failed", "interrupted", "export started but did not finish", options=options_for(fmt)
+                fmt.name,
+                fmt.runtime,
+                "failed",
+                "interrupted",
+                "export started but did not finish",
+                options=options_for(fmt),
             )
             todo.append(fmt)
 
@@ -247,11 +246,7 @@ def _export_one(
             built = time.perf_counter()
             if tmp.stat().st_size == 0:
                 raise ArtifactError("conversion-error", f"{fmt.name}: the converter wrote an empty file")
-            info = _stage("inspection-error", artifact_info.describe, fmt.runtime, tmp)
-            cov = _stage("inspection-error", coverage.describe, fmt.runtime, tmp)
-            warns = coverage.warnings(fmt.name, cov) if fmt.quantized else []
-            if fmt.quantized:  # what runs, not what is stored, names a quantized artifact
-                info["precision"]["label"] = coverage.precision_label(info["precision"]["label"], cov)
+            info, cov = _stage("inspection-error", artifact_info.inspect, fmt.runtime, tmp, fmt.quantized)
             probs = _stage("load-error", run_artifact, fmt.runtime, tmp, images, ctx.contract)
             parity = compare(probs, reference, fmt.tolerance)
             if not parity["passed"]:
@@ -261,35 +256,35 @@ def _export_one(
                     f"{fmt.name} differs from the Keras model: max-abs-diff "
                     f"{diff if diff is None else f'{diff:.3g}'} > {fmt.tolerance:g}",
                 )
-            digest, size = sha256_file(tmp), tmp.stat().st_size
+            entry = mf.ok_entry(
+                fmt.name,
+                fmt.runtime,
+                tmp,
+                quantized=fmt.quantized,
+                coverage=cov,
+                file=fmt.filename,
+                options=options,
+                **info,
+                parity=parity,
+                **extra,
+            )
     except OSError as exc:  # e.g. the final name is taken by a folder, or the disk is full
         exc = ArtifactError("write-error", f"cannot write {final}: {exc.strerror or first_line(exc)}")
         return _failed(fmt, exc, final, options, start)
     except ArtifactError as exc:
         return _failed(fmt, exc, final, options, start)
     done = time.perf_counter()
-    return mf.entry(
-        fmt,
-        "ok",
-        file=fmt.filename,
-        sha256=digest,
-        bytes=size,
-        options=options,
-        wall_time_s=round(done - start, 3),
-        timings={"build_s": round(built - start, 3), "verify_s": round(done - built, 3)},
-        **info,
-        parity=parity,
-        coverage=cov,
-        warnings=warns,
-        **extra,
-    )
+    entry["wall_time_s"] = round(done - start, 3)
+    entry["timings"] = {"build_s": round(built - start, 3), "verify_s": round(done - built, 3)}
+    return entry
 
 
 def _failed(fmt: ExportFormat, exc: ArtifactError, final: Path, options: dict, start: float) -> dict:
     if final.is_file():
         final.unlink()  # a stale file of an earlier export must not outlive its failed rebuild
     return mf.entry(
-        fmt,
+        fmt.name,
+        fmt.runtime,
         "failed",
         exc.reason,
         str(exc),

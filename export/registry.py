@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from edgebench.environment import Probe, modules_present, tensorrt_probe
 from edgebench.errors import EdgebenchError
+from edgebench.runtime import RUNTIMES
 
 # Max-abs-diff of probabilities allowed against the Keras model. float32 graphs differ only by kernel
 # rounding; float16 weights keep ~3 significant digits: on a ResNet50 their probabilities moved by up to
@@ -23,7 +24,7 @@ FP16_TOLERANCE = 2e-2
 @dataclass(frozen=True)
 class ExportFormat:
     name: str
-    runtime: str  # runner registry name: litert | onnxruntime | tensorrt
+    runtime: str  # a name in the runtime table (``edgebench.runtime.RUNTIMES``)
     filename: str
     builder: str  # "module:function"; builder(ctx, dest_path) writes the artifact, may return entry fields
     description: str
@@ -46,8 +47,8 @@ _TFLITE = "edgebench.export.tflite_formats"
 _ONNX = "edgebench.export.onnx_formats"
 _TRT = "edgebench.export.tensorrt_formats"
 _CALIB = ("calib_size", "calib_seed", "calib_indices_sha256")
-_litert = modules_present("tensorflow", "ai_edge_litert", reason="litert-missing")
-_onnx = modules_present("tf2onnx", "onnx", "onnxruntime", reason="onnx-tools-missing")
+_litert = modules_present("tensorflow", *RUNTIMES["litert"].modules, reason="litert-missing")
+_onnx = modules_present("tf2onnx", "onnx", *RUNTIMES["onnxruntime"].modules, reason="onnx-tools-missing")
 
 FORMATS: dict[str, ExportFormat] = {
     f.name: f

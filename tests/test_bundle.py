@@ -589,13 +589,14 @@ def test_a_failed_gate_warns_and_strict_refuses(run_dir, tmp_path):
 
 
 def test_stages_import_downward_only():
-    """core -> train -> export -> bench -> bundle: no stage imports a later one (the bundle once lived in
-    export/ and imported bench, so export and bench depended on each other), and the core package
-    (``edgebench/``: runtime, environment, CLI) imports no stage (the CLI and the runner registry name
-    stage modules as strings, loaded on use)."""
+    """core -> train -> export -> bench -> tune -> bundle: no stage imports a later one (the bundle once
+    lived in export/ and imported bench, so export and bench depended on each other; tune reads bench's
+    measurements, bundle reads tune's output files only), and the core package (``edgebench/``: runtime,
+    environment, CLI) imports no stage (the CLI and the runner registry name stage modules as strings,
+    loaded on use)."""
     import re
 
-    order = ["edgebench", "train", "export", "bench", "bundle"]
+    order = ["edgebench", "train", "export", "bench", "tune", "bundle"]
     offenders = [
         f"{path.relative_to(REPO)}: edgebench.{later}"
         for i, stage in enumerate(order)

@@ -1,4 +1,4 @@
-"""bench/tune*: selection rule, validation-only decisions, fallback, resume, the winner in the manifest.
+"""tune/: selection rule, validation-only decisions, fallback, resume, the winner in the manifest.
 
 Runs on the tiny model with real build and measurement workers. Latency is what the rule decides on, and the
 tiny model's sub-millisecond timings are noise on a shared machine, so the integration runs replace each
@@ -17,7 +17,10 @@ from click.testing import CliRunner
 
 from edgebench.bench.latency import LatencySettings
 from edgebench.bench.measure import Measurer
-from edgebench.bench.tune_space import (
+from edgebench.cli import cli
+from edgebench.export.context import indices_sha256
+from edgebench.train.data import split_validation
+from edgebench.tune.space import (
     Candidate,
     TuneSettings,
     search_space,
@@ -25,9 +28,6 @@ from edgebench.bench.tune_space import (
     split_indices,
     training_hold_out,
 )
-from edgebench.cli import cli
-from edgebench.export.context import indices_sha256
-from edgebench.train.data import split_validation
 
 FAKE_MS = {"onnx": 2.0, "tflite-fp32": 1.8, "onnx-int8": 1.0, "tflite-int8": 1.2, "tflite-dynamic": 1.6}
 
@@ -126,7 +126,7 @@ class Counter:
     """Wraps the worker entry points: counts them, fixes the timing figures, can stop the run."""
 
     def __init__(self, monkeypatch, degrade=None):
-        import edgebench.bench.tune as tune
+        import edgebench.tune.search as tune
 
         self.builds, self.accuracy, self.timing, self.stop_after = 0, 0, 0, None
         real_build, real_acc, real_time = tune.run_build, Measurer.accuracy, Measurer.time_once
@@ -191,7 +191,7 @@ def run_dir(tmp_path_factory, tiny_model_path, cifar_folder, cache_dir) -> Path:
 @pytest.fixture(scope="module")
 def tuned(run_dir, cifar_folder):
     """An interrupted run, its resumption, and a third run: (results, worker counts per run)."""
-    from edgebench.bench.tune import run_tune
+    from edgebench.tune.search import run_tune
 
     counts, results = [], []
     for stop_after in (3, None, None):
@@ -274,7 +274,7 @@ def test_fallback_keeps_the_most_sensitive_layers_float(tmp_path, run_dir, cifar
     """Every fully quantized ONNX model 'fails'; one float layer is enough, found by sensitivity."""
     import onnx
 
-    from edgebench.bench.tune import run_tune
+    from edgebench.tune.search import run_tune
 
     def fully_quantized(target) -> bool:
         if not target.name.startswith("onnx-int8"):
@@ -298,12 +298,13 @@ def test_fallback_keeps_the_most_sensitive_layers_float(tmp_path, run_dir, cifar
 
 
 def test_build_worker_is_stopped_over_its_memory_limit(run_dir, tmp_path):
-    from edgebench.bench.tune_build import BuildFailed, candidate_task, run_build
+    from edgebench.errors import ArtifactError
+    from edgebench.tune.build import candidate_task, run_build
 
     np.save(tmp_path / "calib_images.npy", np.zeros((4, 32, 32, 3), np.uint8))
     cand = Candidate("tflite-int8", "litert", True, {"calib_size": 4})
     task = candidate_task(cand, run_dir / "model.keras", tmp_path, None)
-    with pytest.raises(BuildFailed) as err:
+    with pytest.raises(ArtifactError) as err:
         run_build(task, tmp_path, memory_mb=200)  # importing TensorFlow alone takes more
     assert err.value.reason == "memory-limit"
 

@@ -15,13 +15,13 @@ import numpy as np
 
 from edgebench.errors import EdgebenchError
 
-RUNTIMES = ("keras", "onnxruntime")
+CACHE_RUNTIMES = ("keras", "onnxruntime")
 OPSET = 17
 
 
 def cache_runtimes(choice: str) -> tuple[str, ...]:
     """The runtimes to time for ``--cache-runtime auto|keras|onnxruntime``."""
-    modes = {"auto": RUNTIMES, **{r: (r,) for r in RUNTIMES}}
+    modes = {"auto": CACHE_RUNTIMES, **{r: (r,) for r in CACHE_RUNTIMES}}
     if choice not in modes:
         raise EdgebenchError(f"--cache-runtime takes auto, keras or onnxruntime, got '{choice}'")
     return modes[choice]
@@ -110,9 +110,9 @@ class OnnxExtractor:
 
 
 def make_extractor(model: keras.Model, runtime: str = "keras", batch_size: int = 64):
-    """The extractor of ``model`` on ``runtime`` (one of RUNTIMES)."""
+    """The extractor of ``model`` on ``runtime`` (one of CACHE_RUNTIMES)."""
     if runtime == "onnxruntime":
         return OnnxExtractor(model, batch_size)
     if runtime != "keras":
-        raise EdgebenchError(f"unknown cache runtime '{runtime}' (choose from {', '.join(RUNTIMES)})")
+        raise EdgebenchError(f"unknown cache runtime '{runtime}' (choose from {', '.join(CACHE_RUNTIMES)})")
     return KerasExtractor(model, batch_size)

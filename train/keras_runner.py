@@ -16,8 +16,6 @@ class KerasRunner(Runner):
     """
 
     name = "keras"
-    suffixes = (".keras",)
-    modules = ("tensorflow", "keras")
 
     @classmethod
     def import_runtime(cls, threads: int | None = None) -> None:

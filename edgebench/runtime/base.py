@@ -74,9 +74,8 @@ class Runner:
     preprocessing ``infer``/``bind`` apply to 0..255 pixel batches; default the CIFAR-10 one.
     """
 
-    name = "runner"
-    suffixes: tuple[str, ...] = ()
-    modules: tuple[str, ...] = ()  # Python modules the runtime needs (imported by import_runtime)
+    name = "runner"  # its row of RUNTIMES holds the suffixes, modules and distributions
+    imports: tuple[str, ...] = ()  # what import_runtime loads, when more than the row's modules
 
     def __init__(self, path: str | os.PathLike, threads: int | None = None, contract=None, **options):
         from .contract import Contract
@@ -100,7 +99,7 @@ class Runner:
     @classmethod
     def import_runtime(cls, threads: int | None = None) -> None:
         """Import the runtime without loading a model (a worker's memory baseline; thread setup)."""
-        for module in cls.modules:
+        for module in cls.imports or RUNTIMES[cls.name].modules:
             importlib.import_module(module)
 
     def load(self) -> None:
@@ -163,12 +162,23 @@ class Runner:
 
 @dataclass(frozen=True)
 class Runtime:
-    """One registry row: the runner class (``module:Class``, imported on first use) and what it opens."""
+    """One row of the runtime table: the facts about a runtime, kept here only. Everything else that lists
+    runtimes (installed versions, availability probes, export's probes, bundle requirements, import, tune's
+    search space, the worker's loaded-module check) derives from these rows."""
 
-    name: str
-    entry: str  # a leading dot means a module of this package
-    suffixes: tuple[str, ...]
-    modules: tuple[str, ...]  # Python modules that must be importable for the runtime to be available
+    name: str  # the registry name: a RunnerSpec's and a manifest artifact's ``runtime``
+    entry: str  # the runner class, ``module:Class`` (imported on first use); a leading dot: this package
+    suffixes: tuple[str, ...]  # artifact file suffixes; edgebench writes the first
+    modules: tuple[str, ...]  # Python modules that must be importable; the first is the runtime's own
+    distributions: tuple[str, ...]  # pip distributions providing ``module`` (first installed wins); a
+    # bundle's requirements pin the first
+    portable: bool = False  # its files run on another machine with numpy and this runtime alone: import
+    # takes them and bundle ships them
+    not_portable: str = "no TensorFlow-free runner ships for it"  # why a bundle cannot ship its files
+
+    @property
+    def module(self) -> str:
+        return self.modules[0]
 
     def runner_class(self) -> type[Runner]:
         module, attr = self.entry.split(":")
@@ -178,13 +188,42 @@ class Runtime:
 RUNTIMES: dict[str, Runtime] = {
     r.name: r
     for r in (
-        Runtime("litert", ".litert:LiteRTRunner", (".tflite",), ("ai_edge_litert",)),
-        Runtime("onnxruntime", ".onnxrt:OnnxRuntimeRunner", (".onnx",), ("onnxruntime",)),
-        Runtime("tensorrt", ".tensorrt:TensorRTRunner", (".engine", ".plan"), ("tensorrt",)),
+        Runtime(
+            "litert", ".litert:LiteRTRunner", (".tflite",), ("ai_edge_litert",), ("ai-edge-litert",), True
+        ),
+        Runtime(
+            "onnxruntime",
+            ".onnxrt:OnnxRuntimeRunner",
+            (".onnx",),
+            ("onnxruntime",),
+            ("onnxruntime", "onnxruntime-gpu"),
+            True,
+        ),
+        Runtime(
+            "tensorrt",
+            ".tensorrt:TensorRTRunner",
+            (".engine", ".plan"),
+            ("tensorrt",),
+            ("tensorrt", "tensorrt-cu12"),
+            not_portable="TensorRT engines are built for one GPU model and TensorRT version and cannot be "
+            "shipped to another device: bundle the onnx or onnx-int8 artifact and build the engine on the "
+            "device",
+        ),
         # The fp32 reference lives with the train stage (it needs the model's custom layers).
-        Runtime("keras", "edgebench.train.keras_runner:KerasRunner", (".keras",), ("keras", "tensorflow")),
+        Runtime(
+            "keras",
+            "edgebench.train.keras_runner:KerasRunner",
+            (".keras",),
+            ("keras", "tensorflow"),
+            ("keras",),
+        ),
     )
 }
+
+
+def portable_runtimes() -> list[Runtime]:
+    """The rows whose artifacts import takes and bundle ships, in table order."""
+    return [rt for rt in RUNTIMES.values() if rt.portable]
 
 
 def runtime_for_path(path: str | os.PathLike) -> str:

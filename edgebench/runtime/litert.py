@@ -9,8 +9,7 @@ from .base import InferenceError, Runner, dequantize, quantize
 
 class LiteRTRunner(Runner):
     name = "litert"
-    suffixes = (".tflite",)
-    modules = ("ai_edge_litert.interpreter",)
+    imports = ("ai_edge_litert.interpreter",)  # the package alone does not load the interpreter's library
 
     def _load(self) -> None:
         from ai_edge_litert.interpreter import Interpreter

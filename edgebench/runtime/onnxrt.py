@@ -13,8 +13,6 @@ class OnnxRuntimeRunner(Runner):
     """``options``: ``providers`` (execution providers in order; default CPUExecutionProvider)."""
 
     name = "onnxruntime"
-    suffixes = (".onnx",)
-    modules = ("onnxruntime",)
 
     @property
     def requested_providers(self) -> list[str]:

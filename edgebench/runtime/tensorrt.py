@@ -47,8 +47,6 @@ class TensorRTRunner(Runner):
     """``options``: ``max_batch`` (the engine profile's largest batch, from the export manifest)."""
 
     name = "tensorrt"
-    suffixes = (".engine", ".plan")
-    modules = ("tensorrt",)
 
     @property
     def max_batch(self) -> int | None:

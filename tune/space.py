@@ -20,11 +20,12 @@ from edgebench.bench.latency import LatencySettings
 from edgebench.environment import runtime_available
 from edgebench.errors import EdgebenchError, check_settings
 from edgebench.export.context import stratified_sample
+from edgebench.runtime import RUNTIMES
 from edgebench.train.data import split_validation, stratified_indices
 
-RUNTIMES = ("litert", "onnxruntime")
+TUNABLE_RUNTIMES = ("litert", "onnxruntime")  # the runtimes search_space has candidates for
 TUNE_JSON = "tune.json"
-SUFFIX = {"onnxruntime": ".onnx", "litert": ".tflite"}
+SUFFIX = {rt: RUNTIMES[rt].suffixes[0] for rt in TUNABLE_RUNTIMES}  # a candidate's file suffix
 FLOAT_FAMILY = {"onnxruntime": "onnx", "litert": "tflite-fp32"}  # also their export format names
 # edgebench train's default hold-out when the model has no training record beside it
 DEFAULT_HOLD_OUT = {"val_fraction": 0.1, "seed": 0, "train_per_class": None}
@@ -42,7 +43,7 @@ class TuneSettings:
     out_dir: Path | None = None  # default: <model dir>/tune
     cache_dir: Path | None = None
     max_drop: float = 0.5
-    runtimes: tuple[str, ...] = RUNTIMES
+    runtimes: tuple[str, ...] = TUNABLE_RUNTIMES
     val_images: int = 1000
     calib_size: int = 300
     threads: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
@@ -53,10 +54,13 @@ class TuneSettings:
     latency: LatencySettings = field(default_factory=_latency)
 
     def check(self) -> None:
-        unknown = [r for r in self.runtimes if r not in RUNTIMES]
+        unknown = [r for r in self.runtimes if r not in TUNABLE_RUNTIMES]
         problems = [
             (not self.runtimes, "--runtimes is empty"),
-            (bool(unknown), f"unknown runtime(s): {', '.join(unknown)} (known: {', '.join(RUNTIMES)})"),
+            (
+                bool(unknown),
+                f"unknown runtime(s): {', '.join(unknown)} (known: {', '.join(TUNABLE_RUNTIMES)})",
+            ),
             (self.max_drop < 0, f"--max-drop must be >= 0 pp (got {self.max_drop})"),
             (self.val_images < 10, f"--val-images must be at least 10 (got {self.val_images})"),
             (self.calib_size < 1, f"--calib-size must be at least 1 (got {self.calib_size})"),

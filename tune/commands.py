@@ -1,4 +1,4 @@
-"""``edgebench tune``: a thin click layer over ``bench.tune.run_tune`` and, for the winner, ``run_bench``."""
+"""``edgebench tune``: a thin click layer over ``tune.search.run_tune`` and, for the winner, ``run_bench``."""
 
 from __future__ import annotations
 
@@ -71,9 +71,9 @@ def tune(
 ):
     """The fastest int8 (or float) artifact that keeps accuracy on this machine, chosen on validation
     images and written into the export folder as <family>-tuned. Resumable: rerun the same command."""
-    from edgebench.bench.tune import run_tune
-    from edgebench.bench.tune_report import summary_rows
-    from edgebench.bench.tune_space import TuneSettings
+    from edgebench.tune.report import summary_rows
+    from edgebench.tune.search import run_tune
+    from edgebench.tune.space import TuneSettings
 
     settings = TuneSettings(
         model=model_path,

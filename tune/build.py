@@ -1,4 +1,4 @@
-"""One tuning build in a fresh, memory-bounded process: ``python -m edgebench.bench.tune_build TASK.json``.
+"""One tuning build in a fresh, memory-bounded process: ``python -m edgebench.tune.build TASK.json``.
 
 The tuner builds many candidates; in one process the converters' state piles up (one ``edgebench export``
 of the 95 MB ResNet50 peaks at 9.2 GiB RSS). Each build therefore runs in its own process that exits when
@@ -10,7 +10,10 @@ its own peak RSS (VmHWM) with the result.
 Task kinds: ``onnx-float`` (tf2onnx), ``onnx-prepare`` (BatchNorm folding for quantization), ``onnx-int8``
 (static quantization of the prepared model with a recipe, calibration method and excluded nodes),
 ``tflite`` (fp32, dynamic-range or full-integer int8 through the converter) and ``sensitivity``
-(``bench.sensitivity``). Artifact builds also report kernel coverage and I/O / precision of the result.
+(``tune.sensitivity``). ``onnx-float`` and ``tflite`` run the builder of the export format of the same
+name (``export.registry``) on a ``BuildContext``; ``onnx-int8`` calls export's ``quantize_int8`` itself, on
+a prepared model shared by all candidates and with excluded nodes, which the ``onnx-int8`` format's builder
+does not take. Artifact builds also report kernel coverage and I/O / precision of the result.
 """
 
 from __future__ import annotations
@@ -24,25 +27,16 @@ import time
 import traceback
 from pathlib import Path
 
-from edgebench.errors import EdgebenchError
+from edgebench.errors import ArtifactError, EdgebenchError
 
 _counter = itertools.count()
-_TFLITE_MODE = {"tflite-fp32": "fp32", "tflite-int8": "int8", "tflite-dynamic": "dynamic"}
-
-
-class BuildFailed(EdgebenchError):
-    """A candidate could not be built; ``reason`` is a short code for tune.json."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(" ".join(str(message).split()))
-        self.reason = reason
 
 
 # ---------------------------------------------------------------- parent side
 
 
 def run_build(task: dict, workdir: Path, memory_mb: int, timeout_s: float = 1800) -> dict:
-    """Run one task in a worker; its result dict, or BuildFailed (memory limit, timeout, crash, error)."""
+    """Run one task in a worker; its result dict, or ArtifactError (memory limit, timeout, crash, error)."""
     import psutil
 
     stem = Path(workdir) / f"build{os.getpid()}-{next(_counter):04d}"
@@ -51,7 +45,7 @@ def run_build(task: dict, workdir: Path, memory_mb: int, timeout_s: float = 1800
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
     log = stem.with_suffix(".log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edgebench.bench.tune_build", str(task_path)],
+        [sys.executable, "-m", "edgebench.tune.build", str(task_path)],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -68,13 +62,13 @@ def run_build(task: dict, workdir: Path, memory_mb: int, timeout_s: float = 1800
             if rss > memory_mb * 2**20:
                 proc.kill()
                 proc.wait()
-                raise BuildFailed(
+                raise ArtifactError(
                     "memory-limit", f"{task['kind']} build went over {memory_mb} MiB RSS and was stopped"
                 )
             if time.monotonic() - start > timeout_s:
                 proc.kill()
                 proc.wait()
-                raise BuildFailed("timeout", f"{task['kind']} build ran over {timeout_s:g} s")
+                raise ArtifactError("timeout", f"{task['kind']} build ran over {timeout_s:g} s")
             time.sleep(0.2)
     finally:
         if proc.poll() is None:  # interrupted (Ctrl-C): the build must not outlive the tuner
@@ -83,22 +77,23 @@ def run_build(task: dict, workdir: Path, memory_mb: int, timeout_s: float = 1800
         log.close()
     if not result_path.is_file():
         tail = stem.with_suffix(".log").read_text(errors="replace").strip().splitlines()[-1:]
-        raise BuildFailed("worker-crashed", f"{task['kind']} build died: {(tail or ['no output'])[0]}")
+        raise ArtifactError("worker-crashed", f"{task['kind']} build died: {(tail or ['no output'])[0]}")
     result = json.loads(result_path.read_text())
     for path in (task_path, result_path, stem.with_suffix(".log")):
         path.unlink(missing_ok=True)
     if "error" in result:
-        raise BuildFailed(result["error"]["reason"], result["error"]["message"])
+        raise ArtifactError(result["error"]["reason"], result["error"]["message"])
     result["watched_peak_rss_mb"] = round(peak / 2**20, 1)
     return result
 
 
 def candidate_task(cand, model: Path, work: Path, prepared: Path | None, exclude=()) -> dict:
-    """The build task of a ``tune_space.Candidate`` (its artifact goes to ``work/../candidates``)."""
-    from edgebench.bench.tune_space import SUFFIX, label
+    """The build task of a ``tune.space.Candidate`` (its artifact goes to ``work/../candidates``)."""
+    from edgebench.tune.space import SUFFIX, label
 
     task = {
         "dest": str(Path(work).parent / "candidates" / (cand.slug + SUFFIX[cand.runtime])),
+        "runtime": cand.runtime,  # the runner that opens the artifact: its inspection after the build
         "model": str(model),
         "quantized": cand.quantized,
         "calib_images": str(Path(work) / "calib_images.npy"),
@@ -119,7 +114,7 @@ def candidate_task(cand, model: Path, work: Path, prepared: Path | None, exclude
             "recipe": {**fields, "reason": reason, "cpu": cpu.summary()},
             "exclude": list(exclude),
         }
-    return {**task, "kind": "tflite", "mode": _TFLITE_MODE[cand.family]}
+    return {**task, "kind": "tflite", "format": cand.family}
 
 
 # ---------------------------------------------------------------- worker side
@@ -150,15 +145,21 @@ def _context(task: dict):
     return BuildContext(Path(task["model"]), _calibration(task), opset=task.get("opset", 17))
 
 
-def _onnx_float(task: dict, dest: Path) -> dict:
+def _export_format(name: str, task: dict, dest: Path) -> dict | None:
+    """Build ``dest`` with the builder of export format ``name`` (``export.registry``)."""
     import shutil
+
+    from edgebench.export.registry import FORMATS
 
     ctx = _context(task)
     try:
-        shutil.copyfile(ctx.onnx_path, dest)
+        return FORMATS[name].build(ctx, dest)
     finally:
         shutil.rmtree(ctx.workdir, ignore_errors=True)
-    return {}
+
+
+def _onnx_float(task: dict, dest: Path) -> dict | None:
+    return _export_format("onnx", task, dest)
 
 
 def _onnx_prepare(task: dict, dest: Path) -> dict:
@@ -177,23 +178,14 @@ def _onnx_int8(task: dict, dest: Path) -> dict:
     return {"recipe": recipe.describe()}
 
 
-def _tflite(task: dict, dest: Path) -> dict:
-    import shutil
-
-    from edgebench.export import tflite_formats
-
-    ctx = _context(task)
-    try:
-        getattr(tflite_formats, f"build_{task['mode']}")(ctx, dest)
-    finally:
-        shutil.rmtree(ctx.workdir, ignore_errors=True)
-    return {}
+def _tflite(task: dict, dest: Path) -> dict | None:
+    return _export_format(task["format"], task, dest)  # tflite-fp32 | tflite-int8 | tflite-dynamic
 
 
 def _sensitivity(task: dict, dest: Path) -> dict:
     import numpy as np
 
-    from edgebench.bench.sensitivity import onnx_layer_sensitivity
+    from edgebench.tune.sensitivity import onnx_layer_sensitivity
 
     ranking = onnx_layer_sensitivity(
         Path(task["prepared"]), Path(task["qdq"]), np.load(task["images"]), dest.parent
@@ -209,18 +201,6 @@ BUILDERS = {
     "tflite": _tflite,
     "sensitivity": _sensitivity,
 }
-ARTIFACTS = {"onnx-float": "onnxruntime", "onnx-int8": "onnxruntime", "tflite": "litert"}
-
-
-def _describe(runtime: str, path: Path, quantized: bool) -> dict:
-    """Kernel coverage, I/O tensors and precision of a built artifact (as the export pipeline records)."""
-    from edgebench.export import artifact_info, coverage
-
-    info = artifact_info.describe(runtime, path)
-    cov = coverage.describe(runtime, path)
-    if quantized:
-        info["precision"]["label"] = coverage.precision_label(info["precision"]["label"], cov)
-    return {"info": info, "coverage": cov}
 
 
 def main(task_path: str) -> int:
@@ -230,10 +210,13 @@ def main(task_path: str) -> int:
     try:
         result = {"extra": BUILDERS[task["kind"]](task, dest) or {}}
         result["build_s"] = round(time.perf_counter() - start, 2)
-        if task["kind"] in ARTIFACTS:
+        if task.get("runtime"):  # an artifact, not an intermediate (prepared model, sensitivity ranking)
             if not dest.is_file() or dest.stat().st_size == 0:
                 raise EdgebenchError(f"{task['kind']}: the converter wrote no file")
-            result.update(_describe(ARTIFACTS[task["kind"]], dest, bool(task.get("quantized"))))
+            from edgebench.export.artifact_info import inspect  # what the export pipeline records
+
+            info, cov = inspect(task["runtime"], dest, bool(task.get("quantized")))
+            result.update(info=info, coverage=cov)
         result["peak_rss_mb"] = _vm_hwm_mb()
     except Exception as exc:  # converters raise anything; the parent records it as one line
         text = str(exc).strip().splitlines()

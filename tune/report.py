@@ -3,7 +3,7 @@ summary table.
 
 The winner is copied into the export folder as ``<family>-tuned`` (``onnx-int8-tuned``,
 ``tflite-int8-tuned``, ``onnx-tuned`` when float wins, ...) with a manifest entry built like the export
-pipeline's (``export.manifest.entry``: hash, size, I/O, precision, kernel coverage, recipe), so bench and
+pipeline's (``export.manifest.ok_entry``: hash, size, I/O, precision, kernel coverage, recipe), so bench and
 bundle take it like any other format. Its parity is measured against the Keras model on the tuning
 validation images (train split), not on test images: the tuner never reads the test split.
 """
@@ -17,12 +17,11 @@ import numpy as np
 from matplotlib.ticker import FormatStrFormatter
 
 from edgebench.bench.plots import pareto_front, plt
-from edgebench.bench.tune_space import SUFFIX, p50
-from edgebench.export import coverage
 from edgebench.export import manifest as mf
 from edgebench.export.parity import compare
-from edgebench.export.registry import FP32_TOLERANCE, ExportFormat
+from edgebench.export.registry import FP32_TOLERANCE
 from edgebench.fileio import atomic_path
+from edgebench.tune.space import SUFFIX, p50
 
 _COLORS = {"onnxruntime": "tab:blue", "litert": "tab:orange"}
 
@@ -46,9 +45,6 @@ def install(t, winner: dict) -> dict:
     built = winner["build"]
     cov = built.get("coverage")
     description = f"edgebench tune winner: {winner['family']} ({winner['label']})"
-    fmt = ExportFormat(
-        name, winner["runtime"], filename, "edgebench.bench.tune:run_tune", description, winner["quantized"]
-    )
     options = {
         "description": description,
         "tuned": True,
@@ -68,18 +64,17 @@ def install(t, winner: dict) -> dict:
         "p50_ms": winner.get("runoff_p50_ms") or winner["p50_ms"],
         "decision": t.state.get("decision"),
     }
-    entry = mf.entry(
-        fmt,
-        "ok",
+    entry = mf.ok_entry(
+        name,
+        winner["runtime"],
+        t.export_dir / filename,
+        quantized=winner["quantized"],
+        coverage=cov,
         file=filename,
-        sha256=winner["sha256"],
-        bytes=winner["bytes"],
         options=options,
         wall_time_s=built["build_s"],
         **built["info"],
         parity=parity,
-        coverage=cov,
-        warnings=coverage.warnings(name, cov) if winner["quantized"] else [],
     )
     if (built.get("extra") or {}).get("recipe"):
         entry["recipe"] = built["extra"]["recipe"]

@@ -1,11 +1,11 @@
 """``run_tune``: the fastest artifact that keeps accuracy on this machine, chosen on validation images.
 
-Candidates (``tune_space.search_space``) are built one at a time in memory-bounded workers
-(``bench.tune_build``) and measured with bench's own workers (``bench.measure``): top-1 on the validation
+Candidates (``tune.space.search_space``) are built one at a time in memory-bounded workers
+(``tune.build``) and measured with bench's own workers (``bench.measure``): top-1 on the validation
 images and batch-1 p50 in a fresh process. When no ONNX Runtime int8 candidate keeps accuracy, the most
-sensitive layers of the best failing QDQ one stay float, k = 1, 2, 4, ... (``bench.sensitivity``). The
+sensitive layers of the best failing QDQ one stay float, k = 1, 2, 4, ... (``tune.sensitivity``). The
 finalists are re-timed in rotated rounds (one screening sample each is noisy on a shared machine), then
-``tune_space.select`` decides and ``tune_report`` writes the winner into the export folder.
+``tune.space.select`` decides and ``tune.report`` writes the winner into the export folder.
 
 tune.json is rewritten after every candidate; a rerun with the same model, validation and calibration
 images and timing setup measures only what is missing (an interrupted build is simply redone).
@@ -21,12 +21,18 @@ from pathlib import Path
 import numpy as np
 
 from edgebench import cpu
-from edgebench.bench import tune_report
 from edgebench.bench.artifacts import read_manifest, verified_path
 from edgebench.bench.benchmark import data_source
 from edgebench.bench.measure import Measurer, Target
-from edgebench.bench.tune_build import BuildFailed, candidate_task, run_build
-from edgebench.bench.tune_space import (
+from edgebench.errors import ArtifactError, EdgebenchError
+from edgebench.export.context import indices_sha256
+from edgebench.export.quant_recipe import ort_recipe
+from edgebench.fileio import ensure_dir, read_json, sha256_file, write_json
+from edgebench.runtime import Contract
+from edgebench.train.data import align_classes, load_dataset
+from edgebench.tune import report
+from edgebench.tune.build import candidate_task, run_build
+from edgebench.tune.space import (
     TUNE_JSON,
     Candidate,
     TuneSettings,
@@ -37,12 +43,6 @@ from edgebench.bench.tune_space import (
     split_indices,
     training_hold_out,
 )
-from edgebench.errors import EdgebenchError
-from edgebench.export.context import indices_sha256
-from edgebench.export.quant_recipe import ort_recipe
-from edgebench.fileio import ensure_dir, read_json, sha256_file, write_json
-from edgebench.runtime import Contract
-from edgebench.train.data import align_classes, load_dataset
 
 _EXPORT_FIELDS = ("inputs", "outputs", "dynamic_batch", "precision")
 RUNOFF_ROUNDS = 2
@@ -171,7 +171,7 @@ class _Tuner:
             cand = Candidate("onnx", "onnxruntime", False, {"precision": "fp32"})
             rec = self.cached(cand) or self.evaluate(cand)
             if rec["status"] != "ok":
-                raise BuildFailed("no-float-onnx", "the float ONNX model could not be built")
+                raise ArtifactError("no-float-onnx", "the float ONNX model could not be built")
             task = {"kind": "onnx-prepare", "float_onnx": rec["path"], "dest": str(path)}
             run_build(task, self.work, self.s.memory_mb)
         return path
@@ -180,7 +180,7 @@ class _Tuner:
         """Build, validate and time one candidate (or return its finished record); saves tune.json."""
         rec = self.cached(cand)
         if rec:
-            self.log(tune_report.progress_line(rec) + "  (tune.json)")
+            self.log(report.progress_line(rec) + "  (tune.json)")
             return rec
         rec = {
             "key": cand.key,
@@ -221,7 +221,7 @@ class _Tuner:
                 build=built,
                 measured=time.strftime("%Y-%m-%dT%H:%M:%S"),
             )
-        self.log(tune_report.progress_line(rec))
+        self.log(report.progress_line(rec))
         self.state["candidates"][cand.key] = rec
         self.save()
         return rec
@@ -317,11 +317,11 @@ def run_tune(settings: TuneSettings, log: Callable[[str], None] = print) -> Tune
     winner, why = select(finalists or t.records(), settings.max_drop)
     log(f"decision: {why}")
     t.state.update(decision=why, winner=winner and winner["key"])
-    entry = tune_report.install(t, winner) if winner else None
+    entry = report.install(t, winner) if winner else None
     t.state["winner_format"] = entry and entry["format"]
     t.state["wall_time_s"] = round(time.perf_counter() - started, 1)
     t.save()
-    plot = tune_report.pareto_plot(
+    plot = report.pareto_plot(
         t.records(), winner, settings.max_drop, t.state["reference"], t.out / "pareto.png"
     )
     return TuneResult(t.state, t.path, t.export_dir, winner, entry, plot)
