@@ -13,6 +13,12 @@ class GateFailure(EdgebenchError):
     exit_code = 1
 
 
+class StrictFailure(EdgebenchError):
+    """``--strict`` refused: a failed check, not bad input, so exit 1 in every command (export, bundle)."""
+
+    exit_code = 1
+
+
 class ArtifactError(EdgebenchError):
     """One artifact could not be built, imported or evaluated; ``reason`` is the short code the manifest,
     the bench report or tune.json records beside the one-line message."""
