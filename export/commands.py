@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from edgebench.errors import EdgebenchError
+from edgebench.errors import EdgebenchError, StrictFailure
 from edgebench.export.context import CALIB_METHODS
+from edgebench.export.pipeline import ExportSettings
 from edgebench.export.quant_recipe import ACTIVATION_TYPES, QUANT_FORMATS
 from edgebench.export.registry import FORMATS
+from edgebench.options import data_option, formats_option, list_option, out_option, strict_option
+
+DEFAULTS = ExportSettings()
 
 
 class ExportIncomplete(EdgebenchError):
-    """A requested format failed (or, with --strict, was unavailable)."""
+    """A requested format failed (a failed check, like --strict's refusal of an unavailable one)."""
 
     exit_code = 1
 
@@ -67,8 +69,12 @@ def contract_options(fn):
                 help="Class names, one per line in output order [default: the data's class folders].",
             ),
             click.option("--scale", type=float, default=None, help="Input = (pixel * scale - mean) / std."),
-            click.option("--mean", default=None, help="Per-channel mean, comma-separated (float inputs)."),
-            click.option("--std", default=None, help="Per-channel std, comma-separated (float inputs)."),
+            list_option(
+                "--mean", item=float, help="Per-channel mean, one value or one per channel (float inputs)."
+            ),
+            list_option(
+                "--std", item=float, help="Per-channel std, one value or one per channel (float inputs)."
+            ),
         )
     ):
         fn = option(fn)
@@ -77,32 +83,35 @@ def contract_options(fn):
 
 @click.command()
 @click.option("--model", "model_path", default=None, help="Trained model (.keras).")
-@click.option("--formats", "-f", multiple=True, help="Formats, comma-separated or repeated (default: all).")
-@click.option("--out", "out_dir", default=None, help="Output folder [default: <model dir>/export].")
-@click.option(
-    "--data",
-    "data_source",
-    default=None,
-    help="Image source (keras, <root>/<split>/<class>/* folder, .npz) for calibration and parity images.",
-)
+@formats_option("Formats to export [default: all].")
+@out_option("Output folder [default: <model dir>/export].")
+@data_option("Calibration and parity images", default="env EDGEBENCH_DATA, else keras")
 @click.option(
     "--calib-size",
-    default=300,
+    default=DEFAULTS.calib_size,
     show_default=True,
     help="Calibration images (stratified sample of the train split).",
 )
-@click.option("--calib-seed", default=0, show_default=True)
+@click.option("--calib-seed", default=DEFAULTS.calib_seed, show_default=True)
 @click.option(
     "--calib-method",
     type=click.Choice(CALIB_METHODS, case_sensitive=False),
-    default="minmax",
+    default=DEFAULTS.calib_method,
     show_default=True,
     help="ONNX static quantization calibration method.",
 )
-@click.option("--opset", default=17, show_default=True, help="ONNX opset.")
-@click.option("--parity-images", default=100, show_default=True, help="Test images for the parity check.")
+@click.option("--opset", default=DEFAULTS.opset, show_default=True, help="ONNX opset.")
 @click.option(
-    "--trt-max-batch", default=64, show_default=True, help="TensorRT optimization profile max batch."
+    "--parity-images",
+    default=DEFAULTS.parity_images,
+    show_default=True,
+    help="Test images for the parity check.",
+)
+@click.option(
+    "--trt-max-batch",
+    default=DEFAULTS.trt_max_batch,
+    show_default=True,
+    help="TensorRT optimization profile max batch.",
 )
 @click.option(
     "--onnx-reduce-range/--onnx-full-range",
@@ -112,20 +121,22 @@ def contract_options(fn):
 @click.option(
     "--onnx-quant-format",
     type=click.Choice(("auto", *QUANT_FORMATS), case_sensitive=False),
-    default="auto",
+    default=DEFAULTS.onnx_quant_format,
     show_default=True,
     help="onnx-int8 graph format (auto: QDQ).",
 )
 @click.option(
     "--onnx-activation-type",
     type=click.Choice(("auto", *ACTIVATION_TYPES), case_sensitive=False),
-    default="auto",
+    default=DEFAULTS.onnx_activation_type,
     show_default=True,
     help="onnx-int8 activations (auto: uint8 on x86, int8 on ARM).",
 )
 @contract_options
-@click.option("--split", default="test", show_default=True, help="Image folder split of the parity images.")
-@click.option("--strict", is_flag=True, help="Exit 1 when a requested format is unavailable here.")
+@click.option(
+    "--split", default=DEFAULTS.split, show_default=True, help="Image folder split of the parity images."
+)
+@strict_option("when a requested format is unavailable here")
 @click.option("--force", is_flag=True, help="Rebuild artifacts even when they are up to date.")
 @click.option("--list-formats", is_flag=True, help="List the registered formats and exit.")
 def export(
@@ -158,7 +169,7 @@ def export(
     if not model_path:
         raise EdgebenchError("--model is required (a .keras file from edgebench train)")
     from edgebench.export.contract import parse_preprocessing
-    from edgebench.export.pipeline import ExportSettings, export_model
+    from edgebench.export.pipeline import export_model
 
     settings = ExportSettings(
         calib_size=calib_size,
@@ -187,23 +198,21 @@ def _summary(result, strict: bool) -> None:
     click.echo(f"manifest: {result.manifest_path}")
     problems = result.failed + (result.unavailable if strict else [])
     if problems:
-        raise ExportIncomplete(f"{len(problems)} requested format(s) not exported: {', '.join(problems)}")
+        error = ExportIncomplete if result.failed else StrictFailure  # both exit 1
+        raise error(f"{len(problems)} requested format(s) not exported: {', '.join(problems)}")
 
 
 @click.command("import")
 @click.argument("files", nargs=-1, required=True)
-@click.option(
-    "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Export folder to create."
-)
-@click.option(
-    "--data",
-    "data_source",
-    required=True,
-    help="Labelled images (<root>/<split>/<class>/* folder, keras, .npz) for parity and class names.",
-)
+@out_option("Export folder to create.", required=True)
+@data_option("Labelled images for parity and class names", required=True)
 @contract_options
-@click.option("--split", default="test", show_default=True, help="Image folder split of the parity images.")
-@click.option("--parity-images", default=100, show_default=True, help="Images for the parity check.")
+@click.option(
+    "--split", default=DEFAULTS.split, show_default=True, help="Image folder split of the parity images."
+)
+@click.option(
+    "--parity-images", default=DEFAULTS.parity_images, show_default=True, help="Images for the parity check."
+)
 def import_files(files, out_dir, data_source, labels, scale, mean, std, split, parity_images):
     """Make an export folder from existing .tflite/.onnx files (FILE or NAME=FILE): inspection, parity
     against the fp32 file, manifest.json; then bench it with --reference-format."""

@@ -12,27 +12,16 @@ from edgebench.runtime import Contract, ContractError, read_labels
 from edgebench.runtime.contract import Preprocessing, preprocessing
 
 
-def parse_preprocessing(scale: float | None, mean: str | None, std: str | None) -> dict | None:
+def parse_preprocessing(scale: float | None, mean, std) -> dict | None:
     """``{"scale", "mean", "std"}`` from the command line (None when none is given); unset parts are the
-    identity (scale 1, mean 0, std 1); ``mean``/``std`` are comma lists, one value per channel or one."""
-
-    def values(text: str | None, option: str, default: float) -> list[float]:
-        if text is None:
-            return [default]
-        try:
-            out = [float(v) for v in str(text).split(",") if v.strip()]
-        except ValueError:
-            raise EdgebenchError(f"{option} takes comma-separated numbers (got '{text}')") from None
-        if not out:
-            raise EdgebenchError(f"{option} is empty")
-        return out
-
+    identity (scale 1, mean 0, std 1); ``mean``/``std`` are number sequences (``--mean`` / ``--std``, parsed
+    by edgebench.options), one value per channel or one."""
     if scale is None and mean is None and std is None:
         return None
     return {
         "scale": 1.0 if scale is None else float(scale),
-        "mean": values(mean, "--mean", 0.0),
-        "std": values(std, "--std", 1.0),
+        "mean": [0.0] if mean is None else [float(v) for v in mean],
+        "std": [1.0] if std is None else [float(v) for v in std],
     }
 
 

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from edgebench.options import data_option, out_option
 from edgebench.train.presets import PRESETS, tunable_fields
 
 
@@ -29,29 +30,25 @@ def _preset_options(func):
 
 @click.command()
 @click.option("--preset", default="cpu", show_default=True, help=f"one of: {', '.join(PRESETS)}")
-@click.option(
-    "--data",
-    default=None,
-    help="image folder, cifar-10-batches-py folder, .npz or 'keras' [env EDGEBENCH_DATA, default keras]",
-)
+@data_option("Training images", default="env EDGEBENCH_DATA, else keras")
 @click.option(
     "--weights",
     default="imagenet",
     show_default=True,
     help="'imagenet', a ResNet50 notop .weights.h5 path, or 'none'",
 )
-@click.option("--out", default=None, help="run directory [runs/<preset>]")
+@out_option("run directory [runs/<preset>]")
 @click.option("--cache-dir", default=None, help="decoded-image and feature caches [env EDGEBENCH_CACHE]")
 @click.option("--restart", is_flag=True, help="discard checkpoints in --out instead of resuming")
 @_preset_options
-def train(preset, data, weights, out, cache_dir, restart, **overrides):
+def train(preset, data_source, weights, out_dir, cache_dir, restart, **overrides):
     """Fine-tune ImageNet ResNet50 on CIFAR-10 (resumes an interrupted run in --out)."""
     from edgebench.train.presets import get_preset
     from edgebench.train.recipe import Trainer
     from edgebench.train.summary import print_summary
 
     chosen = get_preset(preset, **overrides)
-    trainer = Trainer(chosen, data, weights, out or f"runs/{chosen.name}", cache_dir, restart)
+    trainer = Trainer(chosen, data_source, weights, out_dir or f"runs/{chosen.name}", cache_dir, restart)
     print_summary(trainer.run(), trainer.run_dir)
 
 
