@@ -6,18 +6,20 @@ from pathlib import Path
 
 import click
 
+from edgebench.bench import crosscheck as xc
+from edgebench.bench.gate import GateSettings
 from edgebench.bench.latency import LatencySettings
+from edgebench.bench.settings import BenchSettings
 from edgebench.errors import EdgebenchError, GateFailure
-
-
-def _int_list(value: str, option: str) -> tuple[int, ...]:
-    try:
-        items = tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise EdgebenchError(f"{option} takes comma-separated integers (got '{value}')") from None
-    if not items:
-        raise EdgebenchError(f"{option} is empty")
-    return items
+from edgebench.options import (
+    data_option,
+    formats_option,
+    list_option,
+    max_drop_option,
+    out_option,
+    seed_option,
+    threads_option,
+)
 
 
 def _print_table(header, rows, title: str | None = None) -> None:
@@ -69,32 +71,20 @@ export_dir_option = click.option(
     default=None,
     help="An fp32 artifact of the manifest as the reference, for exports without a Keras model (e.g. onnx).",
 )
+@data_option("Test images", default="env EDGEBENCH_DATA, else the export's calibration source, else keras")
 @click.option(
-    "--data",
-    "data_source",
-    default=None,
-    help="Image source (keras, <root>/<split>/<class>/* folder, .npz) [default: env EDGEBENCH_DATA, else the "
-    "export's calibration source, else keras].",
+    "--split", default=BenchSettings.split, show_default=True, help="Image folder split to measure on."
 )
-@click.option("--split", default="test", show_default=True, help="Image folder split to measure on.")
-@click.option(
-    "--out",
-    "out_dir",
-    default=None,
-    type=click.Path(path_type=Path),
-    help="Report folder [default: <export>/../bench].",
-)
-@click.option(
-    "--max-drop", default=0.5, show_default=True, help="Largest allowed top-1 drop vs the reference (pp)."
-)
+@out_option("Report folder [default: <export>/../bench].")
+@max_drop_option(GateSettings.max_drop_pp, "Largest allowed top-1 drop vs the reference (pp).")
 @click.option(
     "--min-accuracy", default=None, type=float, help="Absolute top-1 floor in percent [default: off]."
 )
-@click.option("--threads", default="1,2", show_default=True, help="Thread counts to sweep, comma-separated.")
-@click.option("--batch-sizes", default="8,32,128", show_default=True, help="Throughput batch sizes.")
-@click.option(
+@threads_option(BenchSettings.threads, "Thread counts to sweep.")
+@list_option("--batch-sizes", item=int, default=BenchSettings.batch_sizes, help="Throughput batch sizes.")
+@list_option(
     "--throughput-threads",
-    default=None,
+    item=int,
     help="Thread counts (among --threads) to measure throughput at [default: the largest of --threads].",
 )
 @click.option(
@@ -121,27 +111,22 @@ export_dir_option = click.option(
     show_default=True,
     help="Seconds of timing per batch size and round.",
 )
-@click.option(
-    "--require",
-    default=None,
-    help="Formats that must be evaluated: a skipped one fails the gate (comma-separated).",
-)
+@list_option("--require", help="Formats that must be evaluated: a skipped one fails the gate.")
 @click.option(
     "--test-per-class",
     default=None,
     type=int,
     help="Stratified sample of N test images per class [default: the whole test split].",
 )
-@click.option("--seed", default=0, show_default=True, help="Seed of --test-per-class sampling.")
+@seed_option(BenchSettings.seed, "Seed of --test-per-class sampling.")
+@list_option("--providers", help="ONNX Runtime execution providers in order [default: CPUExecutionProvider].")
+@formats_option("Only these manifest formats.")
 @click.option(
-    "--providers",
-    default=None,
-    help="ONNX Runtime execution providers in order, comma-separated [default: CPUExecutionProvider].",
+    "--eval-batch",
+    default=BenchSettings.eval_batch,
+    show_default=True,
+    help="Batch size of the accuracy pass.",
 )
-@click.option(
-    "--formats", "-f", multiple=True, help="Only these manifest formats (comma-separated or repeated)."
-)
-@click.option("--eval-batch", default=128, show_default=True, help="Batch size of the accuracy pass.")
 @click.option("--no-plots", is_flag=True, help="Skip the plots.")
 def bench(
     export_dir,
@@ -172,8 +157,7 @@ def bench(
     Exit 0: every artifact passed. Exit 1: an artifact failed the gate (named). Exit 2: bad input, or an
     artifact could not be evaluated (the report is still written).
     """
-    from edgebench.bench.benchmark import BenchSettings, run_bench
-    from edgebench.bench.gate import GateSettings
+    from edgebench.bench.benchmark import run_bench
     from edgebench.bench.markdown import summary_table
 
     settings = BenchSettings(
@@ -186,13 +170,11 @@ def bench(
         gate=GateSettings(
             max_drop,
             None if min_accuracy is None else min_accuracy / 100,
-            tuple(n.strip() for n in (require or "").split(",") if n.strip()),
+            require or (),
         ),
-        threads=_int_list(threads, "--threads"),
-        batch_sizes=_int_list(batch_sizes, "--batch-sizes"),
-        throughput_threads=(
-            _int_list(throughput_threads, "--throughput-threads") if throughput_threads else None
-        ),
+        threads=threads,
+        batch_sizes=batch_sizes,
+        throughput_threads=throughput_threads,
         latency=LatencySettings(
             rounds=rounds,
             min_samples=min_samples,
@@ -201,8 +183,8 @@ def bench(
         ),
         test_per_class=test_per_class,
         seed=seed,
-        providers=[p.strip() for p in providers.split(",") if p.strip()] if providers else None,
-        formats=list(formats) or None,
+        providers=list(providers) if providers else None,
+        formats=list(formats) if formats else None,
         eval_batch=eval_batch,
         plots=not no_plots,
     )
@@ -250,13 +232,22 @@ def compare(old, new):
 @click.option(
     "--report", "report_path", required=True, type=click.Path(path_type=Path), help="A bench report.json."
 )
+@threads_option((xc.THREADS,), "The one thread count to check (one the report measured).", single=True)
 @click.option(
-    "--threads", default=2, show_default=True, help="Thread count to check (one the report measured)."
+    "--iterations",
+    default=xc.ITERATIONS,
+    show_default=True,
+    help="Timed calls per timer and round (one block).",
 )
 @click.option(
-    "--iterations", default=50, show_default=True, help="Timed calls per timer and round (one block)."
+    "--timer-rounds",
+    "rounds",
+    default=xc.ROUNDS,
+    show_default=True,
+    help="Rounds of all timers, order rotated.",
 )
-@click.option("--rounds", default=60, show_default=True, help="Rounds of all timers, order rotated.")
+# Its old name, kept working: bench's --rounds are timing passes over the artifacts, another thing.
+@click.option("--rounds", "legacy_rounds", default=None, type=int, hidden=True)
 @click.option(
     "--other",
     "others",
@@ -264,30 +255,25 @@ def compare(old, new):
     type=click.Path(path_type=Path),
     help="Reports of the same export to set beside.",
 )
-@click.option(
-    "--out",
-    default=None,
-    type=click.Path(path_type=Path),
-    help="Write the table (Markdown) here too, and the rows with every round's ratio beside it (.json).",
-)
-def crosscheck(report_path, threads, iterations, rounds, others, out):
+@out_option("Write the table (Markdown) here too, and the rows with every round's ratio beside it (.json).")
+def crosscheck(report_path, threads, iterations, rounds, legacy_rounds, others, out_dir):
     """Check a report's batch-1 p50s against a bare runtime loop, Polygraphy and litert-benchmark."""
     from edgebench import cpu
-    from edgebench.bench.crosscheck import crosscheck as run
-    from edgebench.bench.crosscheck import markdown
     from edgebench.fileio import write_json, write_text
 
+    (threads,) = threads  # single=True: exactly one
+    rounds = rounds if legacy_rounds is None else legacy_rounds
     if iterations < 1:
         raise EdgebenchError(f"--iterations must be at least 1 (got {iterations})")
     for path in (report_path, *others):
         if not Path(path).is_file():
             raise EdgebenchError(f"report not found: {path}")
-    rows = run(report_path, threads, iterations, list(others), rounds)
-    table = markdown(rows, threads, cpu.summary())
+    rows = xc.crosscheck(report_path, threads, iterations, list(others), rounds)
+    table = xc.markdown(rows, threads, cpu.summary())
     click.echo(table)
-    if out:
-        write_text(Path(out), table + "\n")
-        write_json(Path(out).with_suffix(".json"), {"threads": threads, "cpu": cpu.summary(), "rows": rows})
+    if out_dir:
+        write_text(out_dir, table + "\n")
+        write_json(out_dir.with_suffix(".json"), {"threads": threads, "cpu": cpu.summary(), "rows": rows})
     off = [r["format"] for r in rows if not r.get("within_tolerance")]
     if off:
         raise GateFailure(f"edgebench/bare median ratio more than 5% from 1: {', '.join(off)}")

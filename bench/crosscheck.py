@@ -31,6 +31,8 @@ from edgebench.bench.report import all_rows, load
 from edgebench.errors import EdgebenchError
 
 TOLERANCE = 0.05
+# The command's defaults: a thread count bench sweeps by default, and blocks short enough to interleave.
+THREADS, ITERATIONS, ROUNDS = 2, 50, 60
 _TIMERS = independent_timers.__name__  # run as a module: a fresh process per timer
 
 
@@ -182,7 +184,7 @@ def _timers(row: dict, path: Path, threads: int, files: dict, tmp: Path, contrac
 
 
 def crosscheck(
-    report_path: Path, threads: int, n: int, others: list[Path] = (), rounds: int = 60
+    report_path: Path, threads: int, n: int, others: list[Path] = (), rounds: int = ROUNDS
 ) -> list[dict]:
     """Per evaluated row of the report: its p50 at ``threads`` beside independent timers of the same file.
 
@@ -201,7 +203,7 @@ def crosscheck(
             f"the report did not measure {threads} threads (it has {report['settings']['threads']})"
         )
     if rounds < 1:
-        raise EdgebenchError(f"--rounds must be at least 1 (got {rounds})")
+        raise EdgebenchError(f"--timer-rounds must be at least 1 (got {rounds})")
     export_dir = Path(report["export_dir"])
     extra = [load(p, "other report") for p in others]
     contract = Contract.read(read_manifest(export_dir))

@@ -54,11 +54,13 @@ def list_option(*decls: str, item=str, default=None, single: bool = False, help:
             raise EdgebenchError(f"{name} takes one value here (got {','.join(map(str, items))})")
         return items
 
+    if default:  # click would show a tuple as "1, 2", or a string as "(1,2)": show what one types
+        help = f"{help}  [default: {','.join(map(str, default))}]"
     return click.option(
         *decls,
         multiple=True,
+        type=click.STRING,  # the callback parses (click would infer int from the default and word the error)
         default=default,
-        show_default=",".join(map(str, default)) if default else False,
         metavar=word if single else f"{word}[,{word}...]",
         callback=callback,
         help=help,
