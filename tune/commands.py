@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
 from edgebench.errors import EdgebenchError, GateFailure
+from edgebench.options import (
+    data_option,
+    list_option,
+    max_drop_option,
+    out_option,
+    seed_option,
+    threads_option,
+)
+from edgebench.tune.space import TUNABLE_RUNTIMES, TuneSettings, default_threads
 
 
 class TuneInterrupted(EdgebenchError):
@@ -23,31 +31,36 @@ class TuneInterrupted(EdgebenchError):
     type=click.Path(path_type=Path),
     help="Export folder (manifest.json) that receives the winner [default: <model dir>/export].",
 )
-@click.option(
-    "--data",
-    "data_source",
-    default=None,
-    help="Labelled images whose train split gives validation and calibration (keras, image folder, .npz) "
-    "[default: env EDGEBENCH_DATA, else the export's calibration source, else keras].",
+@data_option(
+    "Labelled images whose train split gives validation and calibration",
+    default="env EDGEBENCH_DATA, else the export's calibration source, else keras",
 )
-@click.option(
-    "--out", "out_dir", default=None, type=click.Path(path_type=Path), help="[default: <model dir>/tune]"
-)
-@click.option(
-    "--max-drop", default=0.5, show_default=True, help="Largest allowed validation top-1 drop (pp)."
-)
-@click.option("--runtimes", default="litert,onnxruntime", show_default=True, help="Comma-separated.")
+@out_option("[default: <model dir>/tune]")
+@max_drop_option(TuneSettings.max_drop, "Largest allowed validation top-1 drop (pp).")
+@list_option("--runtimes", default=TUNABLE_RUNTIMES, help="Runtimes to tune for.")
 @click.option(
     "--val-images",
-    default=1000,
+    default=TuneSettings.val_images,
     show_default=True,
     help="Validation images: a stratified sample of the hold-out edgebench train kept out of training.",
 )
-@click.option("--calib-size", default=300, show_default=True, help="Calibration images (other train images).")
-@click.option("--threads", default=min(2, os.cpu_count() or 1), show_default=True, help="Timing threads.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--max-exclude", default=8, show_default=True, help="Most layers the fallback keeps in float.")
-@click.option("--memory-mb", default=4096, show_default=True, help="RSS limit of each build worker.")
+@click.option(
+    "--calib-size",
+    default=TuneSettings.calib_size,
+    show_default=True,
+    help="Calibration images (other train images).",
+)
+@threads_option((default_threads(),), "The one thread count to time at.", single=True)
+@seed_option(TuneSettings.seed, "Seed of the validation and calibration samples.")
+@click.option(
+    "--max-exclude",
+    default=TuneSettings.max_exclude,
+    show_default=True,
+    help="Most layers the fallback keeps in float.",
+)
+@click.option(
+    "--memory-mb", default=TuneSettings.memory_mb, show_default=True, help="RSS limit of each build worker."
+)
 @click.option(
     "--confirm/--no-confirm",
     default=True,
@@ -73,7 +86,6 @@ def tune(
     images and written into the export folder as <family>-tuned. Resumable: rerun the same command."""
     from edgebench.tune.report import summary_rows
     from edgebench.tune.search import run_tune
-    from edgebench.tune.space import TuneSettings
 
     settings = TuneSettings(
         model=model_path,
@@ -81,10 +93,10 @@ def tune(
         data=data_source,
         out_dir=out_dir,
         max_drop=max_drop,
-        runtimes=tuple(r.strip() for r in runtimes.split(",") if r.strip()),
+        runtimes=runtimes,
         val_images=val_images,
         calib_size=calib_size,
-        threads=threads,
+        threads=threads[0],  # single=True: exactly one
         seed=seed,
         max_exclude=max_exclude,
         memory_mb=memory_mb,

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgebench.bench.gate import GateSettings
 from edgebench.bench.latency import LatencySettings
 from edgebench.environment import runtime_available
 from edgebench.errors import EdgebenchError, check_settings
 from edgebench.export.context import stratified_sample
+from edgebench.export.pipeline import ExportSettings
 from edgebench.runtime import RUNTIMES
 from edgebench.train.data import split_validation, stratified_indices
 
@@ -29,6 +31,11 @@ SUFFIX = {rt: RUNTIMES[rt].suffixes[0] for rt in TUNABLE_RUNTIMES}  # a candidat
 FLOAT_FAMILY = {"onnxruntime": "onnx", "litert": "tflite-fp32"}  # also their export format names
 # edgebench train's default hold-out when the model has no training record beside it
 DEFAULT_HOLD_OUT = {"val_fraction": 0.1, "seed": 0, "train_per_class": None}
+
+
+def default_threads() -> int:
+    """Timing threads: 2 (bench's largest default), fewer on a 1-core machine."""
+    return min(2, os.cpu_count() or 1)
 
 
 def _latency() -> LatencySettings:  # fewer samples than bench: screening, with a runoff at the end
@@ -42,11 +49,11 @@ class TuneSettings:
     data: str | None = None
     out_dir: Path | None = None  # default: <model dir>/tune
     cache_dir: Path | None = None
-    max_drop: float = 0.5
+    max_drop: float = GateSettings.max_drop_pp  # the gate the winner is confirmed at
     runtimes: tuple[str, ...] = TUNABLE_RUNTIMES
     val_images: int = 1000
-    calib_size: int = 300
-    threads: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
+    calib_size: int = ExportSettings.calib_size
+    threads: int = field(default_factory=default_threads)
     seed: int = 0
     max_exclude: int = 8  # the fallback's cap on float layers (k = 1, 2, 4, 8)
     sensitivity_images: int = 32
