@@ -31,6 +31,7 @@ from edgebench.errors import EdgebenchError
 from edgebench.export.registry import FORMATS
 from edgebench.fileio import ensure_dir, sha256_file
 
+SAMPLES, SEED = 10, 0  # real test images for infer.py --selftest, and their selection seed
 BASE_REQUIREMENTS = ("numpy", "pillow")  # what the runtime package imports itself
 
 
@@ -152,10 +153,10 @@ def build_bundle(
     fmt: str,
     out_dir=None,
     report=None,
-    samples: int = 10,
+    samples: int = SAMPLES,
     data=None,
     cache_dir=None,
-    seed: int = 0,
+    seed: int = SEED,
     strict: bool = False,
 ) -> BundleResult:
     """Bundle the ``fmt`` artifact of ``export_dir`` into ``out_dir`` (default ``dist/<run>-<fmt>``).

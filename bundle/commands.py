@@ -7,29 +7,27 @@ from pathlib import Path
 import click
 
 from edgebench.bench.commands import export_dir_option
+from edgebench.bundle.build import SAMPLES, SEED
+from edgebench.options import data_option, out_option, seed_option, strict_option
 
 
 @click.command()
 @export_dir_option
 @click.option("--format", "fmt", default="tflite-int8", show_default=True, help="The artifact to bundle.")
-@click.option(
-    "--out", "out_dir", default=None, type=click.Path(path_type=Path), help="[default: dist/<run>-<format>]"
-)
+@out_option("[default: dist/<run>-<format>]")
 @click.option(
     "--report",
     default=None,
     type=click.Path(path_type=Path),
     help="bench report.json for the expected figures [default: <export>/../bench/report.json if present].",
 )
-@click.option("--samples", default=10, show_default=True, help="Real test images for infer.py --selftest.")
 @click.option(
-    "--data", "data_source", default=None, help="Labelled images for the samples [default: the export's]."
+    "--samples", default=SAMPLES, show_default=True, help="Real test images for infer.py --selftest."
 )
-@click.option("--seed", default=0, show_default=True, help="Sample selection seed.")
-@click.option(
-    "--strict",
-    is_flag=True,
-    help="Refuse an artifact that did not pass bench's gate or that no bench report measured.",
+@data_option("Labelled images for the samples", default="the export's")
+@seed_option(SEED, "Sample selection seed.")
+@strict_option(
+    "and bundle nothing when the artifact did not pass bench's gate or no bench report measured it"
 )
 def bundle(export_dir, fmt, out_dir, report, samples, data_source, seed, strict):
     """Package one artifact with labels, model.json, infer.py, the C runner and pinned requirements."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgebench.bench import artifacts as arts
-from edgebench.errors import EdgebenchError
+from edgebench.errors import EdgebenchError, StrictFailure
 from edgebench.fileio import read_json, sha256_file
 
 
@@ -103,6 +103,6 @@ def check_gate(figures: dict | None, fmt: str, strict: bool, warnings: list[str]
     else:
         return
     if strict:
-        raise EdgebenchError(f"--strict: not bundling {fmt}: {problem}")
+        raise StrictFailure(f"--strict: not bundling {fmt}: {problem}")
     if figures is not None:
         warnings.append(f"{fmt}: {problem}; bundled anyway (--strict refuses such an artifact)")

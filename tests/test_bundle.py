@@ -576,11 +576,11 @@ def test_a_failed_gate_warns_and_strict_refuses(run_dir, tmp_path):
     args = ["bundle", "--export", run_dir / "export", "--format", "tflite-int8", "--samples", 2]
 
     refused = _invoke(*args, "--report", failed, "--out", tmp_path / "strict", "--strict")
-    assert refused.exit_code == 2 and not (tmp_path / "strict").exists()
+    assert refused.exit_code == 1 and not (tmp_path / "strict").exists()
     _one_line_error(refused.stderr, "--strict: not bundling tflite-int8: it did not pass bench's gate")
     lone = shutil.copytree(run_dir / "export", tmp_path / "run" / "export")  # no bench/ beside it
     unmeasured = _invoke(*args[:2], lone, *args[3:], "--out", tmp_path / "none", "--strict")
-    assert unmeasured.exit_code == 2 and not (tmp_path / "none").exists()
+    assert unmeasured.exit_code == 1 and not (tmp_path / "none").exists()
     _one_line_error(unmeasured.stderr, "no bench report measured it")
     made = _invoke(*args, "--report", failed, "--out", tmp_path / "warned")
     assert made.exit_code == 0, made.output
