@@ -73,12 +73,17 @@ def predict(images, model_path, top_k, as_json, labels):
 @click.option(
     "--command", "train_command", default=None, help="the command that trained it [from metrics.json]"
 )
-def pack_model(run_dir, out, train_command):
+@click.option(
+    "--code-commit",
+    default=None,
+    help="the commit that trained it, for runs whose metrics.json predates recording it [metrics.json's]",
+)
+def pack_model(run_dir, out, train_command, code_commit):
     """Pack a trained model for the repository: bfloat16 + lzma weights, sha256s and provenance."""
     from edgebench.train.packing import pack_model as pack
     from edgebench.train.packing import provenance
 
-    manifest = pack(f"{run_dir}/model.keras", out, provenance(run_dir, train_command))
+    manifest = pack(f"{run_dir}/model.keras", out, provenance(run_dir, train_command, code_commit))
     click.echo(
         f"packed {manifest['source']['file']} into {out}: {len(manifest['parts'])} part(s), "
         f"{manifest['packed_bytes'] / 2**20:.1f} MiB; weights sha256 {manifest['weights_sha256'][:16]}…"

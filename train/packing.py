@@ -59,7 +59,7 @@ def _archive_config(model_path: Path) -> dict:
         return json.loads(archive.read("config.json"))
 
 
-def provenance(run_dir: str | os.PathLike, command: str | None = None) -> dict:
+def provenance(run_dir: str | os.PathLike, command: str | None = None, commit: str | None = None) -> dict:
     """What a released model's reader needs to trust and repeat it, from the run's metrics.json: the code
     commit, the command, the CPU, minutes and every phase's accuracy."""
     from edgebench.cpu import fingerprint
@@ -73,8 +73,9 @@ def provenance(run_dir: str | os.PathLike, command: str | None = None) -> dict:
         "trained": m.get("created"),
         "preset": m.get("preset"),
         "command": command or f"make train PRESET={m.get('preset')} NAME={run_dir.name}",
-        # Runs from before metrics.json recorded them: the packing machine's (pack where you trained).
-        "code_commit": m.get("code_commit") or code_commit(),
+        # Runs from before metrics.json recorded them: the commit given, else the packing checkout's, and
+        # the packing machine's CPU (pack where you trained).
+        "code_commit": m.get("code_commit") or commit or code_commit(),
         "cpu": m.get("cpu") or {**fingerprint(), "read": "when packed"},
         "test_images": m.get("test_images"),
         "test_accuracy": m.get("test_accuracy"),

@@ -96,6 +96,7 @@ class Trainer(FreshPhases, CachedPhases):
         self.state = load_state(self.run_dir, config, restart)
         self.resumed = bool(self.state["phases"]) or any(run_dir_backups(self.run_dir))
         self.started = time.time()
+        self.code_commit = code_commit()  # the code that starts the run (HEAD may move while it trains)
         # Budget used by earlier invocations of a resumed run (the finished phases' share).
         self.spent_before = self.state.get("budget_spent_s", 0.0)
         self.deadline = math.inf  # phase 2's end with a time budget (set by the plan)
@@ -285,7 +286,7 @@ class Trainer(FreshPhases, CachedPhases):
             "budget": self._budget_record(wall + time.time() - t0),
             "peak_rss_mb": round(peak_rss_mb(), 1),
             "versions": versions(),
-            "code_commit": code_commit(),
+            "code_commit": self.code_commit,
             "cpu": fingerprint(),
         }
         write_json(run.history, self.state["history"])
