@@ -14,13 +14,20 @@ from edgebench.cli import cli
 WIDTH = 100
 
 
+def _context(command: click.Command, name: str, parent: click.Context | None = None) -> click.Context:
+    # With the command's own context_settings (as make_context would apply them): click caches each
+    # command's help option once built, so a context without them would give output that depends on
+    # whether the CLI already ran in this process.
+    settings = {"terminal_width": WIDTH, "max_content_width": WIDTH, **command.context_settings}
+    return click.Context(command, info_name=name, parent=parent, **settings)
+
+
 def _help(command: click.Command, name: str, parent: click.Context | None = None) -> str:
-    ctx = click.Context(command, info_name=name, parent=parent, terminal_width=WIDTH, max_content_width=WIDTH)
-    return command.get_help(ctx)
+    return command.get_help(_context(command, name, parent))
 
 
 def markdown() -> str:
-    root = click.Context(cli, info_name="edgebench", terminal_width=WIDTH, max_content_width=WIDTH)
+    root = _context(cli, "edgebench")
     parts = [
         "# The edgebench CLI",
         "",
