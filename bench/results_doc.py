@@ -26,11 +26,17 @@ HEADLINE = ("Format", "Runtime", "Precision", "Size (MB)", "Top-1 % (95% CI)", "
 
 
 def training_record(run_dir: Path, pack_dir: Path | None) -> tuple[dict | None, str]:
-    """(what trained the model, where it was read): the run's metrics.json, else the pack's provenance."""
+    """(what trained the model, where it was read): the run's metrics.json, else the pack's provenance.
+
+    Fields metrics.json lacks (a run older than its code-commit record) come from the pack's provenance.
+    """
+    packed = None
+    if pack_dir and (pack_dir / "MANIFEST.json").is_file():
+        packed = read_json(pack_dir / "MANIFEST.json", "packed model manifest")["provenance"]
     if (run_dir / "metrics.json").is_file():
         m = read_json(run_dir / "metrics.json", "training metrics")
         budget = m.get("budget") or {}
-        return {
+        record = {
             "preset": m.get("preset"),
             "test_images": m.get("test_images"),
             "test_accuracy": m.get("test_accuracy"),
@@ -39,9 +45,13 @@ def training_record(run_dir: Path, pack_dir: Path | None) -> tuple[dict | None, 
             "plan": budget.get("plan") or {},
             "cpu": m.get("cpu"),
             "code_commit": m.get("code_commit"),
-        }, str(run_dir / "metrics.json")
-    if pack_dir and (pack_dir / "MANIFEST.json").is_file():
-        return read_json(pack_dir / "MANIFEST.json", "packed model manifest")["provenance"], str(pack_dir)
+        }
+        for key, value in (packed or {}).items():
+            if record.get(key) is None and key in record:
+                record[key] = value
+        return record, str(run_dir / "metrics.json")
+    if packed:
+        return packed, str(pack_dir)
     return None, ""
 
 

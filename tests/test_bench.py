@@ -795,3 +795,19 @@ def test_crosscheck_sets_independent_timers_beside_the_report(bench_result, tmp_
     assert "| onnx |" in table and "bare loop p50 ms" in table
     res = _invoke("crosscheck", "--report", bench_result.out_dir / "report.json", "--threads", 3)
     _one_line_error(res, 2, "did not measure 3 threads")
+
+
+def test_results_doc_fills_what_metrics_json_lacks_from_the_packed_provenance(tmp_path):
+    from bench.results_doc import training_record
+
+    run, pack = tmp_path / "run", tmp_path / "pack"
+    run.mkdir(), pack.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"preset": "release", "wall_time_s": 600}))
+    provenance = {"code_commit": "849f2e2", "preset": "other", "cpu": {"model": "x"}}
+    (pack / "MANIFEST.json").write_text(json.dumps({"provenance": provenance}))
+    record, source = training_record(run, pack)
+    assert source.endswith("metrics.json")
+    assert (record["code_commit"], record["preset"], record["minutes"]) == ("849f2e2", "release", 10.0)
+    assert training_record(run, None)[0]["code_commit"] is None
+    (run / "metrics.json").unlink()
+    assert training_record(run, pack) == (provenance, str(pack))
