@@ -1,13 +1,17 @@
 """The CPU fingerprint: what the processor can do for int8/bf16 inference, read through py-cpuinfo.
 
 Every speed figure edgebench reports sits beside this fingerprint, and export's int8 recipe is chosen from
-it: a claim about the CPU comes from here, never from memory.
+it (or from a target profile of the same shape, ``edgebench.targets``): a claim about the CPU comes from
+here, never from memory. The flags and arch are read through ``edgebench.runtime.cpuflags`` (the one reader,
+which tests fake with ``EDGEBENCH_FAKE_CPU_FLAGS``) with py-cpuinfo as its source.
 """
 
 from __future__ import annotations
 
 import functools
 import platform
+
+from edgebench.runtime import cpuflags
 
 # Flags the CPU runtimes (ONNX Runtime MLAS, XNNPACK, oneDNN) dispatch on, in py-cpuinfo's spelling.
 X86_FLAGS = (
@@ -38,16 +42,11 @@ def _info() -> dict:
 
 def architecture() -> str:
     """``x86_64``, ``arm64`` or what the platform says."""
-    machine = platform.machine().lower()
-    if machine in ("x86_64", "amd64"):
-        return "x86_64"
-    if machine in ("aarch64", "arm64"):
-        return "arm64"
-    return machine
+    return cpuflags.host_arch()
 
 
 def flags() -> set[str]:
-    return {f.lower() for f in _info().get("flags", [])}
+    return set(cpuflags.host_flags(lambda: _info().get("flags", [])))
 
 
 def fingerprint() -> dict:

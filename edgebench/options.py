@@ -102,3 +102,21 @@ def max_drop_option(default: float, help: str):
 def strict_option(when: str):
     """``--strict``: a refusal is a failed check (``StrictFailure``: exit 1 everywhere), not bad input."""
     return click.option("--strict", is_flag=True, help=f"Exit 1 (a failed check) {when}.")
+
+
+def target_option(default: str | None, help: str):
+    """``--target``: the CPU profile an artifact is for (``edgebench.targets``); an unknown one is a one-line
+    error (exit 2). ``default`` None: the command's own default, which ``help`` names."""
+    from edgebench import targets
+
+    def callback(ctx, param, value):
+        return value if value is None else targets.check(value)
+
+    note = f"  [default: {default}]" if default else ""
+    return click.option(
+        "--target",
+        default=default,
+        metavar="PROFILE",
+        callback=callback,
+        help=f"{help} One of: {', '.join(targets.NAMES)}.{note}",
+    )

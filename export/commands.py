@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import click
 
+from edgebench import cpu
 from edgebench.errors import EdgebenchError, StrictFailure
 from edgebench.export.context import CALIB_METHODS
 from edgebench.export.pipeline import ExportSettings
 from edgebench.export.quant_recipe import ACTIVATION_TYPES, QUANT_FORMATS
 from edgebench.export.registry import FORMATS
-from edgebench.options import data_option, formats_option, list_option, out_option, strict_option
+from edgebench.options import (
+    data_option,
+    formats_option,
+    list_option,
+    out_option,
+    strict_option,
+    target_option,
+)
 
 DEFAULTS = ExportSettings()
 
@@ -116,7 +124,7 @@ def contract_options(fn):
 @click.option(
     "--onnx-reduce-range/--onnx-full-range",
     default=None,
-    help="7-bit / full-range weights in onnx-int8 [default: 7-bit only on x86 CPUs without VNNI].",
+    help="7-bit / full-range weights in onnx-int8 [default: 7-bit only on x86 targets without VNNI].",
 )
 @click.option(
     "--onnx-quant-format",
@@ -132,6 +140,7 @@ def contract_options(fn):
     show_default=True,
     help="onnx-int8 activations (auto: uint8 on x86, int8 on ARM).",
 )
+@target_option(DEFAULTS.target, "The CPU the onnx-int8 recipe is chosen for (host: this one).")
 @contract_options
 @click.option(
     "--split", default=DEFAULTS.split, show_default=True, help="Image folder split of the parity images."
@@ -153,6 +162,7 @@ def export(
     onnx_reduce_range,
     onnx_quant_format,
     onnx_activation_type,
+    target,
     labels,
     scale,
     mean,
@@ -181,6 +191,7 @@ def export(
         onnx_reduce_range=onnx_reduce_range,
         onnx_quant_format=onnx_quant_format.lower(),
         onnx_activation_type=onnx_activation_type.lower(),
+        target=target,
         force=force,
         labels=labels,
         preprocessing=parse_preprocessing(scale, mean, std),
@@ -189,6 +200,8 @@ def export(
     result = export_model(
         model_path, out_dir, formats or None, data_source, settings=settings, on_format=_print_row
     )
+    if target != DEFAULTS.target:
+        click.echo(f"target: {result.manifest['target']['summary']} (built on {cpu.summary()})")
     _summary(result, strict)
 
 

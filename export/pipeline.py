@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench import cpu
+from edgebench import cpu, targets
 from edgebench.errors import ArtifactError, EdgebenchError
 from edgebench.export import artifact_info
 from edgebench.export import manifest as mf
@@ -51,6 +51,7 @@ class ExportSettings:
     onnx_quant_format: str = "auto"
     onnx_activation_type: str = "auto"
     onnx_reduce_range: bool | None = None
+    target: str = targets.HOST  # the CPU profile the CPU-dependent artifacts (onnx-int8) are built for
     force: bool = False
     # The model contract's parts the model cannot tell (see export/contract.py)
     labels: str | None = None  # a labels file: class names in output order [default: the class folders]
@@ -75,14 +76,18 @@ class ExportSettings:
         problem = check_choices(self.onnx_quant_format, self.onnx_activation_type)
         if problem:
             raise EdgebenchError(problem)
+        targets.check(self.target)
 
     def ort_recipe(self, fingerprint: dict | None = None) -> OrtRecipe:
-        """The onnx-int8 recipe for the CPU of ``fingerprint`` (this one by default) and these overrides."""
+        """The onnx-int8 recipe for the CPU of ``fingerprint`` (default: the target's, named in the recipe)
+        and these overrides."""
         return ort_recipe(
-            fingerprint or cpu.fingerprint(),
+            fingerprint or targets.fingerprint(self.target),
             quant_format=self.onnx_quant_format,
             activation_type=self.onnx_activation_type,
             reduce_range=self.onnx_reduce_range,
+            # host recipes stay as they were before targets: the name only where it is a profile
+            target=None if fingerprint or self.target == targets.HOST else self.target,
         )
 
 
@@ -130,6 +135,7 @@ def export_model(
     calib_images = contract.model_input(ds.x_train[calib_idx])  # model inputs: preprocessing applied
     calibration = Calibration(calib_images, calib_idx, ds.source, settings.calib_seed, settings.calib_method)
     parity_images = ds.x_test[parity_idx]
+    target_fp = targets.fingerprint(settings.target)
     recipe = settings.ort_recipe()
 
     source = {
@@ -155,6 +161,8 @@ def export_model(
     }
     previous = mf.read_previous(out_dir)
     manifest = mf.new_manifest(source, contract, calibration.describe(), parity_set)
+    # The CPU the artifacts are for and the one that built them: they differ when exporting for a device.
+    manifest.update(target=targets.describe(settings.target, target_fp), host=cpu.fingerprint())
     result = ExportResult(manifest, out_dir / mf.MANIFEST_NAME)
 
     def options_for(fmt: ExportFormat) -> dict:
@@ -163,6 +171,9 @@ def export_model(
         extra = {
             k: option_values[k] for k in ("preprocessing", "split") if option_values[k] not in (None, "test")
         }
+        # a CPU-dependent artifact is another artifact for another target, even where the recipe agrees
+        if "onnx_recipe" in fmt.option_keys and settings.target != targets.HOST:
+            extra["target"] = settings.target
         return {"description": fmt.description, **{k: option_values[k] for k in keys}, **extra}
 
     # Entries: earlier, still valid artifacts of formats not requested now; then the requested ones.

@@ -46,6 +46,7 @@ class OrtRecipe:
     activation_symmetric: bool
     reason: str  # one line: why, naming the CPU flags used
     cpu: str | None = None  # the fingerprint summary it was derived from (None: CPU-independent)
+    target: str | None = None  # the target profile of that fingerprint (``edgebench.targets``)
 
     def quant_options(self) -> dict:
         """What changes the artifact (the up-to-date key): every field but the prose."""
@@ -72,8 +73,10 @@ def ort_recipe(
     quant_format: str = "auto",
     activation_type: str = "auto",
     reduce_range: bool | None = None,
+    target: str | None = None,
 ) -> OrtRecipe:
-    """The ONNX Runtime int8 recipe for the CPU of fingerprint ``fp`` (``edgebench.cpu.fingerprint()``).
+    """The ONNX Runtime int8 recipe for the CPU of fingerprint ``fp`` (``edgebench.cpu.fingerprint()`` or
+    a target profile's, ``edgebench.targets.fingerprint``; ``target`` names it in the recipe).
 
     ``quant_format`` / ``activation_type`` ("auto" or a value) and ``reduce_range`` (None: auto) override
     the machine's choice; the reason then says so.
@@ -115,7 +118,25 @@ def ort_recipe(
         why += "; overridden: " + ", ".join(overrides)
     # Activations asymmetric (ORT's default, for uint8 and int8 alike): post-ReLU tensors then use all 256
     # levels; only TensorRT needs symmetric ones.
-    return OrtRecipe(fmt, act, "int8", rr, True, False, why, summary(fp))
+    return OrtRecipe(fmt, act, "int8", rr, True, False, why, summary(fp), target)
+
+
+VNNI_RULE = {
+    "arch": "x86_64",
+    "any_of": ["avx512_vnni", "avx_vnni"],
+    "why": "full-range int8 weights: without VNNI, ONNX Runtime's u8*s8 kernels sum pairs into saturating "
+    "int16",
+}
+
+
+def cpu_requirements(recipe: dict | None) -> list[dict]:
+    """The CPU rules (``edgebench.runtime.cpuflags.unmet``) an ONNX Runtime int8 artifact of ``recipe`` (its
+    manifest ``recipe`` or quant options) needs: full-range int8 weights need VNNI on x86, whatever the
+    activation type (ORT rewrites S8S8 Q/DQ pairs to U8S8 on x86); 7-bit weights need nothing the arch does
+    not have, nor does ARM (int32 sums); a float artifact (no recipe) needs nothing special."""
+    if not recipe or recipe.get("weight_type") != "int8" or recipe.get("reduce_range"):
+        return []
+    return [dict(VNNI_RULE)]
 
 
 def check_choices(quant_format: str, activation_type: str) -> str | None:

@@ -1,0 +1,106 @@
+"""Target CPU profiles: the recipe follows the target's flags, the manifest keeps target and host apart.
+
+The host's flags are faked through their one reader (``EDGEBENCH_FAKE_CPU_FLAGS``, read by
+``edgebench.runtime.cpuflags``), never by faking a runtime.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from edgebench.cli import cli
+from edgebench.runtime import cpuflags
+from tests.test_export import _quantization
+
+VNNI_HOST = "x86_64:avx2,fma,avx512f,avx512bw,avx512vl,avx512_vnni"
+AVX2_HOST = "x86_64:avx2,fma"
+
+
+@pytest.mark.parametrize(
+    "target, expected",
+    [
+        ("x86-avx2", ("uint8", True)),  # U8S8, 7-bit weights: no VNNI
+        ("x86-avx512-vnni", ("uint8", False)),  # U8S8, full range
+        ("x86-amx", ("uint8", False)),
+        ("arm64-dotprod", ("int8", False)),  # S8S8
+        ("arm64-i8mm", ("int8", False)),
+    ],
+)
+def test_profile_gives_its_recipe(target, expected):
+    from edgebench import cpu, targets
+    from edgebench.export.quant_recipe import ort_recipe
+
+    fp = targets.fingerprint(target)
+    assert set(fp) == set(cpu.fingerprint())  # the shape of the host's: ort_recipe takes it unchanged
+    r = ort_recipe(fp)
+    assert (r.quant_format, r.activation_type, r.reduce_range) == ("qdq", *expected)
+    assert r.cpu == cpu.summary(fp) and f"target {target}" in r.cpu
+
+
+def test_host_target_is_the_running_cpu(monkeypatch):
+    from edgebench import cpu, targets
+    from edgebench.export.pipeline import ExportSettings
+    from edgebench.export.quant_recipe import ort_recipe
+
+    for fake, rr in ((VNNI_HOST, False), (AVX2_HOST, True)):
+        monkeypatch.setenv(cpuflags.FAKE_ENV, fake)
+        assert targets.fingerprint("host") == cpu.fingerprint()
+        # host: the recipe of today, unnamed; a profile names itself in the recipe
+        assert ExportSettings().ort_recipe() == ort_recipe(cpu.fingerprint())
+        assert ExportSettings().ort_recipe().reduce_range is rr
+    assert ExportSettings(target="x86-avx2").ort_recipe().target == "x86-avx2"
+
+
+def test_unknown_target_is_one_line_and_exit_2(tmp_path):
+    for command in (["export", "--model", "m.keras"], ["tune", "--model", "m.keras"], ["bundle"]):
+        res = CliRunner().invoke(cli, [*command, "--target", "x86-avx9"])
+        assert res.exit_code == 2, res.output
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and "unknown target 'x86-avx9' (known: host, x86-avx2," in lines[0], lines
+
+
+def test_requirements_follow_the_weight_range():
+    from edgebench.export.quant_recipe import cpu_requirements, ort_recipe
+    from edgebench.targets import fingerprint
+
+    full = cpu_requirements(ort_recipe(fingerprint("x86-avx512-vnni")).describe())
+    assert [r["any_of"] for r in full] == [["avx512_vnni", "avx_vnni"]] and full[0]["arch"] == "x86_64"
+    assert cpu_requirements(ort_recipe(fingerprint("x86-avx2")).describe()) == []  # 7-bit
+    assert cpu_requirements(None) == []  # a float artifact
+    arm = cpu_requirements(ort_recipe(fingerprint("arm64-dotprod")).describe())
+    # an ARM artifact's full-range weights: the rule is x86's only, so an ARM CPU meets it as it is
+    assert cpuflags.unmet(arm, "arm64", []) == []
+    assert cpuflags.unmet(full, "x86_64", ["avx2", "avx_vnni"]) == []
+    assert cpuflags.unmet(full, "x86_64", ["avx2"]) == full
+
+
+def _export(model, data, out, *extra):
+    args = ["export", "--model", model, "--data", data, "--out", out, "--formats", "onnx-int8"]
+    res = CliRunner().invoke(cli, [str(a) for a in (*args, "--calib-size", 10, "--parity-images", 10, *extra)])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    return res, manifest, next(a for a in manifest["artifacts"] if a["format"] == "onnx-int8")
+
+
+def test_export_for_an_avx2_target_on_a_vnni_host(tmp_path, tiny_model_path, cifar_folder, monkeypatch):
+    monkeypatch.setenv(cpuflags.FAKE_ENV, VNNI_HOST)
+    res, manifest, entry = _export(tiny_model_path, cifar_folder, tmp_path, "--target", "x86-avx2")
+    assert manifest["target"]["name"] == "x86-avx2" and "avx512_vnni" not in manifest["target"]["flags"]
+    assert manifest["host"]["flags"]["avx512_vnni"] is True  # the building machine, recorded apart
+    assert entry["recipe"]["reduce_range"] is True and entry["recipe"]["target"] == "x86-avx2"
+    assert max(_quantization(tmp_path / entry["file"])[2]) == 64  # 7-bit weights in the file itself
+    assert entry["options"]["target"] == "x86-avx2" and "target: target x86-avx2" in res.output
+
+    # The same host with its own flags: the VNNI recipe, a rebuilt artifact.
+    res, manifest, entry = _export(tiny_model_path, cifar_folder, tmp_path)
+    assert "onnx-int8: up to date" not in res.output and manifest["target"]["name"] == "host"
+    assert entry["recipe"]["reduce_range"] is False and "target" not in entry["options"]
+    assert max(_quantization(tmp_path / entry["file"])[2]) == 127
+    # Another target with the same recipe is still another artifact; asking again is up to date.
+    res, manifest, entry = _export(tiny_model_path, cifar_folder, tmp_path, "--target", "x86-amx")
+    assert "onnx-int8: up to date" not in res.output and entry["options"]["target"] == "x86-amx"
+    res, _, _ = _export(tiny_model_path, cifar_folder, tmp_path, "--target", "x86-amx")
+    assert "onnx-int8: up to date" in res.output
