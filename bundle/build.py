@@ -25,8 +25,10 @@ from edgebench import __version__, environment, runtime
 from edgebench.bench import artifacts as arts
 from edgebench.bundle import native
 from edgebench.bundle.figures import check_gate, read_figures
+from edgebench.bundle.folder import check_replaceable, replace
 from edgebench.bundle.readme import render_readme
 from edgebench.bundle.samples import choose_samples, write_samples
+from edgebench.bundle.target import cpu_spec, native_define
 from edgebench.errors import EdgebenchError
 from edgebench.export.registry import FORMATS
 from edgebench.fileio import ensure_dir, sha256_file
@@ -42,9 +44,6 @@ def image_files_text(contract: runtime.Contract) -> str:
         f"any image file: EXIF-rotated, converted to {mode}, centre-cropped to the aspect ratio and resized "
         f"to {contract.height}x{contract.width} (Lanczos)"
     )
-
-
-BUNDLE_MARKER = runtime.MODEL_JSON  # a folder holding model.json of kind edgebench-bundle may be replaced
 
 
 RUNTIME_PACKAGE = "edgebench_runtime"  # the name edgebench.runtime gets inside a bundle
@@ -158,8 +157,10 @@ def build_bundle(
     cache_dir=None,
     seed: int = SEED,
     strict: bool = False,
+    target: str | None = None,
 ) -> BundleResult:
-    """Bundle the ``fmt`` artifact of ``export_dir`` into ``out_dir`` (default ``dist/<run>-<fmt>``).
+    """Bundle the ``fmt`` artifact of ``export_dir`` into ``out_dir`` (default ``dist/<run>-<fmt>``) for
+    the CPU profile ``target`` (None: the one it was exported for), which must have the flags it needs.
 
     An artifact that did not pass bench's gate is bundled with a warning; ``strict`` refuses it (and one
     that no bench report measured)."""
@@ -170,11 +171,12 @@ def build_bundle(
     artifact = select_artifact(manifest, fmt)
     model_path = arts.verified_path(export_dir, artifact)
     out = Path(out_dir) if out_dir is not None else Path("dist") / f"{export_dir.resolve().parent.name}-{fmt}"
-    _check_replaceable(out)
+    check_replaceable(out)
     ensure_dir(out.parent)  # an unwritable destination is found before any work
     warnings: list[str] = []
     figures = read_figures(export_dir, report, manifest, fmt, warnings)
     check_gate(figures, fmt, strict, warnings)
+    cpu = cpu_spec(manifest, artifact, figures, target, warnings)
     # infer.py and the C runner default to the thread count the recorded latency was measured with.
     threads = figures["latency"]["threads"] if figures and figures["latency"] else None
     pins = requirements(artifact["runtime"])
@@ -201,7 +203,8 @@ def build_bundle(
         (tmp / "labels.txt").write_text("\n".join(class_names) + "\n", encoding="utf-8")
         (tmp / "requirements.txt").write_text("\n".join(pins) + "\n", encoding="utf-8")
         if artifact["runtime"] == "litert":
-            native_spec = native.add_native_runner(tmp, artifact["file"], threads, warnings)
+            requires = native_define(cpu["requires"])
+            native_spec = native.add_native_runner(tmp, artifact["file"], threads, warnings, requires)
         else:
             native_spec = {"binary": None, "reason": native.NO_ONNX_RUNNER}
         spec = {
@@ -233,6 +236,7 @@ def build_bundle(
             },
             "measured": figures,
             "threads": threads,
+            "cpu": cpu,
             "native": native_spec,
             "samples": write_samples(tmp, ds, indices, probs, class_names),
             "requirements": pins,
@@ -241,14 +245,18 @@ def build_bundle(
         (tmp / runtime.MODEL_JSON).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(render_readme(spec), encoding="utf-8")
 
-        # The bundle must pass its own self-test before it replaces anything.
-        mismatches, lines = runtime.selftest(runtime.Bundle(tmp))
+        # The bundle must pass its own self-test before it replaces anything: on this machine, which need
+        # not be its target (a missing flag is the target's business, said as a warning).
+        bundle = runtime.Bundle(tmp)
+        if problem := bundle.cpu_mismatch():
+            warnings.append(f"{problem}: the self-test here runs it anyway")
+        mismatches, lines = runtime.selftest(bundle, allow_cpu_mismatch=True)
         if mismatches:
             first = next((ln for ln in lines if ln.startswith("FAIL")), lines[-1])
             raise EdgebenchError(f"the new bundle fails its own self-test: {first}")
         files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700
-        _replace(tmp, out)
+        replace(tmp, out)
     except OSError as exc:  # e.g. a full disk: nothing half-written is left behind
         shutil.rmtree(tmp, ignore_errors=True)
         raise EdgebenchError(f"cannot write bundle {out}: {exc.strerror or exc}") from None
@@ -256,40 +264,3 @@ def build_bundle(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return BundleResult(out, spec, files, lines, warnings)
-
-
-def _is_bundle(path: Path) -> bool:
-    try:
-        spec = json.loads((path / BUNDLE_MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(spec, dict) and spec.get("kind") == runtime.BUNDLE_KIND
-
-
-def _check_replaceable(out: Path) -> None:
-    """``out`` may be absent, an empty folder or an earlier bundle; anything else is never overwritten."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise EdgebenchError(f"--out {out} exists and is not a folder")
-    if any(out.iterdir()) and not _is_bundle(out):
-        raise EdgebenchError(
-            f"--out {out} is a non-empty folder that is not an edgebench bundle; not replacing it"
-        )
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` to ``out``; an earlier bundle there is moved aside first and removed after."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".old-{out.name}-", dir=out.parent))
-        os.replace(out, old / out.name)
-    try:
-        os.replace(tmp, out)
-    except OSError:
-        if old is not None:
-            os.replace(old / out.name, out)  # put the earlier bundle back
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)

@@ -8,7 +8,7 @@ import click
 
 from edgebench.bench.commands import export_dir_option
 from edgebench.bundle.build import SAMPLES, SEED
-from edgebench.options import data_option, out_option, seed_option, strict_option
+from edgebench.options import data_option, out_option, seed_option, strict_option, target_option
 
 
 @click.command()
@@ -29,11 +29,16 @@ from edgebench.options import data_option, out_option, seed_option, strict_optio
 @strict_option(
     "and bundle nothing when the artifact did not pass bench's gate or no bench report measured it"
 )
-def bundle(export_dir, fmt, out_dir, report, samples, data_source, seed, strict):
+@target_option(
+    None, "The device's CPU, which must have the flags the artifact needs [default: its export's]."
+)
+def bundle(export_dir, fmt, out_dir, report, samples, data_source, seed, strict, target):
     """Package one artifact with labels, model.json, infer.py, the C runner and pinned requirements."""
     from edgebench.bundle.build import build_bundle
 
-    result = build_bundle(export_dir, fmt, out_dir, report, samples, data_source, seed=seed, strict=strict)
+    result = build_bundle(
+        export_dir, fmt, out_dir, report, samples, data_source, seed=seed, strict=strict, target=target
+    )
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     for line in result.selftest:

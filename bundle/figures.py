@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgebench import cpu
 from edgebench.bench import artifacts as arts
 from edgebench.errors import EdgebenchError, StrictFailure
 from edgebench.fileio import read_json, sha256_file
@@ -61,7 +62,10 @@ def measured_figures(report_path: Path, report: dict, fmt: str, manifest_sha256:
             "reference_top1": (ref.get("accuracy") or {}).get("top1"),
         },
         "latency": latency,
-        "environment": {k: env.get(k) for k in ("cpu", "logical_cores", "os")},
+        "environment": {
+            **{k: env.get(k) for k in ("cpu", "logical_cores", "os")},
+            "cpu_features": cpu.summary(env["cpu_features"]) if env.get("cpu_features") else None,
+        },
     }
 
 

@@ -52,13 +52,15 @@ def find_compiler() -> str | None:
     return None
 
 
-def build_flags(model_file: str, threads: int | None) -> list[str]:
-    """Everything but the compiler: the Makefile and build_runner use the same list."""
+def build_flags(model_file: str, threads: int | None, requires: str | None = None) -> list[str]:
+    """Everything but the compiler: the Makefile and build_runner use the same list. ``requires``: the CPU
+    rules the runner checks at start (``arch:flag|flag;...``, ``bundle.target.native_define``)."""
     return [
         *WARNINGS,
         "-O2",
         f'-DRUNNER_DEFAULT_MODEL="{model_file}"',
         f"-DRUNNER_DEFAULT_THREADS={threads or 0}",
+        *([f'-DRUNNER_CPU_REQUIRES="{requires}"'] if requires else []),
         "-o",
         RUNNER,
         "runner.c",
@@ -69,15 +71,16 @@ def build_flags(model_file: str, threads: int | None) -> list[str]:
     ]
 
 
-def cc_line(model_file: str, threads: int | None) -> str:
+def cc_line(model_file: str, threads: int | None, requires: str | None = None) -> str:
     """The one shell line that builds the runner in the bundle folder (for the READMEs)."""
-    quoted = [f"'{f}'" if any(c in f for c in ' "$') else f for f in build_flags(model_file, threads)]
+    flags = build_flags(model_file, threads, requires)
+    quoted = [f"'{f}'" if any(c in f for c in ' "$|;') else f for f in flags]
     return "cc " + " ".join(quoted)
 
 
-def render_makefile(model_file: str, threads: int | None) -> str:
-    flags = build_flags(model_file, threads)
-    flags = [f"'{f}'".replace("$", "$$") if any(c in f for c in ' "$') else f for f in flags]
+def render_makefile(model_file: str, threads: int | None, requires: str | None = None) -> str:
+    flags = build_flags(model_file, threads, requires)
+    flags = [f"'{f}'".replace("$", "$$") if any(c in f for c in ' "$|;') else f for f in flags]
     return (
         "# Builds the C runner against the bundled libLiteRt.so; needs only a C compiler: `make`.\n"
         "CC ?= cc\n\n"
@@ -96,11 +99,15 @@ def _compiler_version(cc: str) -> str:
     return out.splitlines()[0].strip() if out.strip() else Path(cc).name
 
 
-def build_runner(dest: Path, cc: str, model_file: str, threads: int | None) -> None:
+def build_runner(dest: Path, cc: str, model_file: str, threads: int | None, requires: str | None = None):
     """Compile ``runner`` in ``dest`` (warnings are errors); a failure is one line."""
     try:
         res = subprocess.run(
-            [cc, *build_flags(model_file, threads)], cwd=dest, capture_output=True, text=True, timeout=300
+            [cc, *build_flags(model_file, threads, requires)],
+            cwd=dest,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
     except (OSError, subprocess.SubprocessError) as exc:
         raise EdgebenchError(f"cannot build the C runner with {cc}: {exc}") from None
@@ -109,18 +116,21 @@ def build_runner(dest: Path, cc: str, model_file: str, threads: int | None) -> N
         raise EdgebenchError(f"the C runner does not compile with {cc}: {first}")
 
 
-def add_native_runner(dest: Path, model_file: str, threads: int | None, warnings: list[str]) -> dict:
-    """Sources, Makefile and library into ``dest`` and ``runner`` built there; model.json's ``native``."""
+def add_native_runner(
+    dest: Path, model_file: str, threads: int | None, warnings: list[str], requires: str | None = None
+) -> dict:
+    """Sources, Makefile and library into ``dest`` and ``runner`` built there (checking the CPU rules
+    ``requires`` at start); model.json's ``native``."""
     for name in SOURCES:
         shutil.copyfile(NATIVE_DIR / name, dest / name)
     lib = litert_library()
     shutil.copyfile(lib, dest / LIBRARY)
-    (dest / "Makefile").write_text(render_makefile(model_file, threads), encoding="utf-8")
+    (dest / "Makefile").write_text(render_makefile(model_file, threads, requires), encoding="utf-8")
     cc = find_compiler()
     if cc is None:
         warnings.append("no C compiler (cc, gcc, clang, $CC): the C runner ships as source; `make` builds it")
     else:
-        build_runner(dest, cc, model_file, threads)
+        build_runner(dest, cc, model_file, threads, requires)
     return {
         "api": "LiteRT C API (CompiledModel)",
         "sources": [*SOURCES, "Makefile"],
@@ -129,6 +139,6 @@ def add_native_runner(dest: Path, model_file: str, threads: int | None, warnings
         "binary": RUNNER if cc else None,
         "built_for": f"{platform.machine()} {platform.system()}" if cc else None,
         "compiler": _compiler_version(cc) if cc else None,
-        "build": cc_line(model_file, threads),
+        "build": cc_line(model_file, threads, requires),
         "default_threads": threads,
     }

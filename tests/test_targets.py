@@ -79,7 +79,9 @@ def test_requirements_follow_the_weight_range():
 
 def _export(model, data, out, *extra):
     args = ["export", "--model", model, "--data", data, "--out", out, "--formats", "onnx-int8"]
-    res = CliRunner().invoke(cli, [str(a) for a in (*args, "--calib-size", 10, "--parity-images", 10, *extra)])
+    res = CliRunner().invoke(
+        cli, [str(a) for a in (*args, "--calib-size", 10, "--parity-images", 10, *extra)]
+    )
     assert res.exit_code == 0, res.output
     manifest = json.loads((out / "manifest.json").read_text())
     return res, manifest, next(a for a in manifest["artifacts"] if a["format"] == "onnx-int8")
@@ -104,3 +106,114 @@ def test_export_for_an_avx2_target_on_a_vnni_host(tmp_path, tiny_model_path, cif
     assert "onnx-int8: up to date" not in res.output and entry["options"]["target"] == "x86-amx"
     res, _, _ = _export(tiny_model_path, cifar_folder, tmp_path, "--target", "x86-amx")
     assert "onnx-int8: up to date" in res.output
+
+
+# ---------------------------------------------------------------- bundles check the CPU they land on
+
+
+@pytest.fixture(scope="module")
+def vnni_bundle(tmp_path_factory, tiny_model_path, cifar_folder):
+    """onnx-int8 exported for x86-avx512-vnni (full-range weights) and bundled (for its export's target)."""
+    run = tmp_path_factory.mktemp("vnni")
+    _export(tiny_model_path, cifar_folder, run / "export", "--target", "x86-avx512-vnni")
+    res = CliRunner().invoke(
+        cli,
+        [
+            "bundle",
+            "--export",
+            str(run / "export"),
+            "--format",
+            "onnx-int8",
+            "--out",
+            str(run / "b"),
+            "--samples",
+            "3",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    return run
+
+
+def _infer(bundle, fake, *args):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, cpuflags.FAKE_ENV: fake}
+    cmd = [sys.executable, str(bundle / "infer.py"), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_bundle_records_what_its_artifact_needs(vnni_bundle):
+    spec = json.loads((vnni_bundle / "b" / "model.json").read_text())
+    assert [r["any_of"] for r in spec["cpu"]["requires"]] == [["avx512_vnni", "avx_vnni"]]
+    assert (
+        spec["cpu"]["target"]["name"] == "x86-avx512-vnni" and "full-range" in spec["cpu"]["requires_basis"]
+    )
+    assert spec["cpu"]["exported_on"]  # the building machine, beside the target
+
+
+def test_bundle_for_a_target_without_the_flag_is_refused(vnni_bundle, tmp_path):
+    args = [
+        "bundle",
+        "--export",
+        str(vnni_bundle / "export"),
+        "--format",
+        "onnx-int8",
+        "--out",
+        str(tmp_path / "b"),
+    ]
+    res = CliRunner().invoke(cli, [*args, "--target", "x86-avx2"])
+    assert (
+        res.exit_code == 2
+        and "needs avx512_vnni or avx_vnni" in res.output
+        and "x86-avx2 lacks" in res.output
+    )
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.skipif(cpuflags.machine_arch() != "x86_64", reason="the VNNI rule applies on x86 only")
+def test_infer_py_refuses_a_host_without_vnni_unless_allowed(vnni_bundle, cifar_folder):
+    bundle = vnni_bundle / "b"
+    image = str(next((cifar_folder / "test" / "cat").iterdir()))
+    refused = _infer(bundle, AVX2_HOST, image)
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 2 and refused.stdout == "" and len(lines) == 1, refused.stderr
+    assert (
+        lines[0].startswith("error: this x86_64 CPU lacks avx512_vnni or avx_vnni")
+        and "--allow-cpu-mismatch" in lines[0]
+    )
+    assert _infer(bundle, AVX2_HOST, "--selftest").returncode == 2
+    allowed = _infer(bundle, AVX2_HOST, "--selftest", "--allow-cpu-mismatch")
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert allowed.stderr.count("\n") == 1 and allowed.stderr.startswith(
+        "warning: this x86_64 CPU lacks avx512_vnni"
+    )
+    assert "cpu: host x86_64: avx2 fma" in allowed.stdout and "cpu: target x86-avx512-vnni" in allowed.stdout
+    assert "MISSING here" in allowed.stdout
+    fine = _infer(bundle, VNNI_HOST, "--selftest")
+    assert fine.returncode == 0 and fine.stderr == "" and "present here" in fine.stdout, fine.stderr
+
+
+def test_tune_leaves_out_candidates_the_target_cannot_run():
+    from pathlib import Path
+
+    from edgebench.tune.space import TuneSettings, search_space, target_space
+
+    def ort(space):
+        return [c.settings["reduce_range"] for c in space if c.family == "onnx-int8"]
+
+    avx2, left_out = target_space(TuneSettings(model=Path("m.keras"), target="x86-avx2"))
+    assert set(ort(avx2)) == {True}  # 7-bit only
+    assert [needs for _, needs in left_out] == ["avx512_vnni or avx_vnni"]
+    vnni, left_out = target_space(TuneSettings(model=Path("m.keras"), target="x86-avx512-vnni"))
+    assert set(ort(vnni)) == {False, True} and left_out == []  # 7-bit needs nothing: still measured
+    host, left_out = target_space(TuneSettings(model=Path("m.keras")))
+    assert left_out == [] and len(host) == len(search_space(TuneSettings.runtimes, ort_options(), 300))
+
+
+def ort_options():
+    from edgebench import cpu
+    from edgebench.export.quant_recipe import ort_recipe
+
+    return ort_recipe(cpu.fingerprint()).quant_options()

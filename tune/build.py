@@ -87,8 +87,11 @@ def run_build(task: dict, workdir: Path, memory_mb: int, timeout_s: float = 1800
     return result
 
 
-def candidate_task(cand, model: Path, work: Path, prepared: Path | None, exclude=()) -> dict:
-    """The build task of a ``tune.space.Candidate`` (its artifact goes to ``work/../candidates``)."""
+def candidate_task(
+    cand, model: Path, work: Path, prepared: Path | None, exclude=(), target: str = "host"
+) -> dict:
+    """The build task of a ``tune.space.Candidate`` (its artifact goes to ``work/../candidates``) for the
+    CPU profile ``target`` (``edgebench.targets``), which its recipe records."""
     from edgebench.tune.space import SUFFIX, label
 
     task = {
@@ -101,17 +104,19 @@ def candidate_task(cand, model: Path, work: Path, prepared: Path | None, exclude
     if cand.family == "onnx":
         return {**task, "kind": "onnx-float"}
     if cand.family == "onnx-int8":
-        from edgebench import cpu
+        from edgebench import cpu, targets
         from edgebench.export.quant_recipe import ort_recipe
 
-        fields = {k: cand.settings[k] for k in ort_recipe(cpu.fingerprint()).quant_options()}
+        fp = targets.fingerprint(target)
+        fields = {k: cand.settings[k] for k in ort_recipe(fp).quant_options()}
         reason = f"edgebench tune candidate: {label(cand.family, cand.settings)}"
+        named = {} if target == targets.HOST else {"target": target}  # host: the recipe as before targets
         return {
             **task,
             "kind": "onnx-int8",
             "prepared": str(prepared),
             "calib_method": cand.settings["calib_method"],
-            "recipe": {**fields, "reason": reason, "cpu": cpu.summary()},
+            "recipe": {**fields, "reason": reason, "cpu": cpu.summary(fp), **named},
             "exclude": list(exclude),
         }
     return {**task, "kind": "tflite", "format": cand.family}

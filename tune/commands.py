@@ -13,6 +13,7 @@ from edgebench.options import (
     max_drop_option,
     out_option,
     seed_option,
+    target_option,
     threads_option,
 )
 from edgebench.tune.space import TUNABLE_RUNTIMES, TuneSettings, default_threads
@@ -61,6 +62,7 @@ class TuneInterrupted(EdgebenchError):
 @click.option(
     "--memory-mb", default=TuneSettings.memory_mb, show_default=True, help="RSS limit of each build worker."
 )
+@target_option(TuneSettings.target, "The CPU the int8 candidates are for (host: this one).")
 @click.option(
     "--confirm/--no-confirm",
     default=True,
@@ -80,6 +82,7 @@ def tune(
     seed,
     max_exclude,
     memory_mb,
+    target,
     confirm,
 ):
     """The fastest int8 (or float) artifact that keeps accuracy on this machine, chosen on validation
@@ -100,6 +103,7 @@ def tune(
         seed=seed,
         max_exclude=max_exclude,
         memory_mb=memory_mb,
+        target=target,
     )
     try:
         result = run_tune(settings, log=lambda msg: click.echo(msg, err=True))

@@ -20,13 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench import cpu
+from edgebench import cpu, targets
 from edgebench.bench.artifacts import read_manifest, verified_path
 from edgebench.bench.benchmark import data_source
 from edgebench.bench.measure import Measurer, Target
 from edgebench.errors import ArtifactError, EdgebenchError
 from edgebench.export.context import indices_sha256
-from edgebench.export.quant_recipe import ort_recipe
 from edgebench.fileio import ensure_dir, read_json, sha256_file, write_json
 from edgebench.runtime import Contract
 from edgebench.train.data import align_classes, load_dataset
@@ -38,9 +37,9 @@ from edgebench.tune.space import (
     TuneSettings,
     label,
     p50,
-    search_space,
     select,
     split_indices,
+    target_space,
     training_hold_out,
 )
 
@@ -113,6 +112,8 @@ class _Tuner:
             "cpu": cpu.summary(),
             "latency": self.s.latency.to_dict(),
         }
+        if self.s.target != targets.HOST:  # recorded in each recipe: another target, other candidates
+            ctx["target"] = self.s.target
         old = read_json(self.path, "tune.json") if self.path.is_file() else {}
         if old and old.get("context") != ctx:
             self.log("tune.json is from another model, data or timing setup: measuring everything again")
@@ -161,7 +162,7 @@ class _Tuner:
             built = {"build_s": 0.0, "source": "export", "coverage": export["coverage"], "info": info}
             return verified_path(self.export_dir, export), built
         prepared = self.prepared() if cand.family == "onnx-int8" else None
-        task = candidate_task(cand, self.model, self.work, prepared, exclude)
+        task = candidate_task(cand, self.model, self.work, prepared, exclude, self.s.target)
         return Path(task["dest"]), run_build(task, self.work, self.s.memory_mb)
 
     def prepared(self) -> Path:
@@ -303,9 +304,12 @@ def run_tune(settings: TuneSettings, log: Callable[[str], None] = print) -> Tune
     t = _Tuner(settings, log)
     t.prepare()
     t.reference()
-    space = search_space(
-        settings.runtimes, ort_recipe(cpu.fingerprint()).quant_options(), settings.calib_size
-    )
+    space, left_out = target_space(settings)
+    if settings.target != targets.HOST:
+        aimed = cpu.summary(targets.fingerprint(settings.target))
+        log(f"target {settings.target}: int8 candidates for {aimed}, measured on {cpu.summary()}")
+    for cand, needs in left_out:
+        log(f"left out {cand.family} ({label(cand.family, cand.settings)}): the target lacks {needs}")
     last_ort = max((i for i, c in enumerate(space) if c.family == "onnx-int8"), default=None)
     for i, cand in enumerate(space):
         log(f"[{i + 1}/{len(space)}] {cand.family} ({label(cand.family, cand.settings)})")

@@ -16,13 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
+from edgebench import targets
 from edgebench.bench.gate import GateSettings
 from edgebench.bench.latency import LatencySettings
 from edgebench.environment import runtime_available
 from edgebench.errors import EdgebenchError, check_settings
 from edgebench.export.context import stratified_sample
 from edgebench.export.pipeline import ExportSettings
+from edgebench.export.quant_recipe import cpu_requirements, ort_recipe
 from edgebench.runtime import RUNTIMES
+from edgebench.runtime.cpuflags import unmet
 from edgebench.train.data import split_validation, stratified_indices
 
 TUNABLE_RUNTIMES = ("litert", "onnxruntime")  # the runtimes search_space has candidates for
@@ -59,8 +62,10 @@ class TuneSettings:
     sensitivity_images: int = 32
     memory_mb: int = 4096  # per build worker (RSS)
     latency: LatencySettings = field(default_factory=_latency)
+    target: str = targets.HOST  # the CPU the int8 candidates are for (measured here all the same)
 
     def check(self) -> None:
+        targets.check(self.target)
         unknown = [r for r in self.runtimes if r not in TUNABLE_RUNTIMES]
         problems = [
             (not self.runtimes, "--runtimes is empty"),
@@ -122,6 +127,25 @@ def search_space(runtimes, recipe_options: dict, calib_size: int) -> list[Candid
             out.append(Candidate("tflite-int8", "litert", True, {"calib_size": size}))
         out.append(Candidate("tflite-dynamic", "litert", True, {}))
     return out
+
+
+def target_space(settings: TuneSettings) -> tuple[list[Candidate], list[tuple[Candidate, str]]]:
+    """(candidates, [(left out, the flags it needs)]): the search space around the target's recipe. On the
+    host a candidate's validation run shows what this CPU does with it; for another target it does not,
+    so the candidates that target cannot run correctly (``cpu_requirements``) are left out, not measured."""
+    fp = targets.fingerprint(settings.target)
+    space = search_space(settings.runtimes, ort_recipe(fp).quant_options(), settings.calib_size)
+    if settings.target == targets.HOST:
+        return space, []
+    have = [f for f, present in fp["flags"].items() if present]
+    kept, left_out = [], []
+    for cand in space:
+        missing = unmet(cpu_requirements(cand.settings), fp["arch"], have) if cand.quantized else []
+        if missing:
+            left_out.append((cand, " or ".join(missing[0]["any_of"])))
+        else:
+            kept.append(cand)
+    return kept, left_out
 
 
 def label(family: str, s: dict) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import cpuflags
 from .base import RUNTIMES, InferenceError, Runner, RunnerSpec, open_runner
 from .contract import Contract
 from .images import load_images
@@ -77,6 +78,24 @@ class Bundle:
                 f"!= {expected[:16]}… (tampered or corrupted)"
             )
 
+    def cpu_mismatch(self) -> str | None:
+        """One line naming the CPU flags model.json says the model needs and this host lacks, or None."""
+        requires = (self.spec.get("cpu") or {}).get("requires") or []
+        return cpuflags.mismatch_line(requires, self.spec["model"]["file"])
+
+    def cpu_lines(self) -> list[str]:
+        """Host vs target, for --selftest."""
+        cpu = self.spec.get("cpu") or {}
+        target = cpu.get("target")
+        needs = "; ".join(" or ".join(r["any_of"]) + f" on {r['arch']}" for r in cpu.get("requires") or [])
+        problem = self.cpu_mismatch()
+        return [
+            f"cpu: host {cpuflags.describe_host()}",
+            f"cpu: target {target['name']}: {target['summary']}" if target else "cpu: target not recorded",
+            f"cpu: the model needs {needs or 'no flag beyond its architecture'}: "
+            + (f"MISSING here ({problem})" if problem else "present here"),
+        ]
+
     def runner(self, threads: int | None = None) -> Runner:
         """The runner for the bundle's model after checking its sha256 (``threads``: model.json's)."""
         self.verify_model()
@@ -93,9 +112,11 @@ def check_classes(probs: np.ndarray, class_names) -> None:
         )
 
 
-def selftest(bundle: Bundle, threads: int | None = None) -> tuple[int, list[str]]:
-    """(mismatches, report lines): the bundled samples against the top-1 recorded at bundle time, through
-    the Python runner and, where the bundle has one, the C runner."""
+def selftest(
+    bundle: Bundle, threads: int | None = None, allow_cpu_mismatch: bool = False
+) -> tuple[int, list[str]]:
+    """(mismatches, report lines): host vs target CPU, and the bundled samples against the top-1 recorded
+    at bundle time through the Python runner and, where the bundle has one, the C runner."""
     samples = bundle.spec["samples"]
     if not samples:
         raise InferenceError(f"{MODEL_JSON} lists no sample images")
@@ -111,7 +132,7 @@ def selftest(bundle: Bundle, threads: int | None = None) -> tuple[int, list[str]
     with bundle.runner(threads) as runner:
         probs = runner.infer(batch)
     check_classes(probs, bundle.class_names)
-    lines, mismatches, drift = [], 0, 0.0
+    lines, mismatches, drift = bundle.cpu_lines(), 0, 0.0
     for sample, p in zip(samples, probs, strict=True):
         got = bundle.class_names[int(np.argmax(p))]
         ok = got == sample["expected"]
@@ -121,7 +142,9 @@ def selftest(bundle: Bundle, threads: int | None = None) -> tuple[int, list[str]
             f"{'ok  ' if ok else 'FAIL'} {sample['file']}: expected {sample['expected']}, "
             f"got {got} ({float(p.max()):.3f}; {sample['probability']:.3f} at bundle time)"
         )
-    native_mismatches, native_lines = native_selftest(bundle.root, bundle.spec, threads or bundle.threads)
+    native_mismatches, native_lines = native_selftest(
+        bundle.root, bundle.spec, threads or bundle.threads, allow_cpu_mismatch
+    )
     lines += native_lines
     verdict = "passed" if not mismatches + native_mismatches else "FAILED"
     lines.append(

@@ -16,6 +16,7 @@ from pathlib import Path
 from .base import InferenceError, open_runner
 from .bundle import MODEL_JSON, Bundle, check_classes, selftest
 from .contract import Contract
+from .cpuflags import ALLOW_FLAG
 from .images import classify, format_results, load_images
 
 
@@ -40,7 +41,16 @@ def _parser(bundle_dir: Path) -> argparse.ArgumentParser:
         type=int,
         help="runtime threads [model.json's: those its latency was measured with; else the runtime's]",
     )
-    parser.add_argument("--selftest", action="store_true", help="check the model and the bundled samples")
+    parser.add_argument(
+        "--selftest",
+        action="store_true",
+        help="check the model and the bundled samples; show host vs target CPU",
+    )
+    parser.add_argument(
+        ALLOW_FLAG,
+        action="store_true",
+        help="run even where this CPU lacks a flag the model needs (model.json cpu.requires): one warning",
+    )
     parser.add_argument(
         "--bundle", default=str(bundle_dir), help="bundle folder holding model.json [the folder of infer.py]"
     )
@@ -59,6 +69,19 @@ def model_runner(bundle_dir, model: str | None, threads: int | None):
     return contract, open_runner(model, threads=threads, contract=contract)
 
 
+class CpuMismatch(InferenceError):
+    """This CPU lacks a flag the bundle's model needs (bad input: exit 2)."""
+
+
+def check_cpu(bundle: Bundle, allow: bool) -> None:
+    """Refuse (one line, exit 2) where this CPU lacks a flag the model needs; ``allow``: warn and go on."""
+    problem = bundle.cpu_mismatch()
+    if problem and not allow:
+        raise CpuMismatch(f"{problem} ({ALLOW_FLAG} runs it anyway)")
+    if problem:
+        print(f"warning: {problem}; going on ({ALLOW_FLAG})", file=sys.stderr)
+
+
 def main(argv=None, bundle_dir: str | Path | None = None) -> int:
     default_dir = Path(bundle_dir) if bundle_dir else Path(sys.argv[0] if sys.argv else ".").resolve().parent
     parser = _parser(default_dir)
@@ -68,10 +91,12 @@ def main(argv=None, bundle_dir: str | Path | None = None) -> int:
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be at least 1 (got {args.threads})")
     try:
+        if not args.model:  # another model file's needs are not the bundle's
+            check_cpu(Bundle(args.bundle), args.allow_cpu_mismatch)
         if args.selftest:
             if args.model:
                 parser.error("--selftest checks the bundle's own model; drop --model")
-            mismatches, lines = selftest(Bundle(args.bundle), args.threads)
+            mismatches, lines = selftest(Bundle(args.bundle), args.threads, args.allow_cpu_mismatch)
             print("\n".join(lines))
             return 1 if mismatches else 0
         contract, runner = model_runner(args.bundle, args.model, args.threads)

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 from .base import InferenceError
+from .cpuflags import ALLOW_FLAG
 
 
 def preprocessing_args(spec: dict) -> list[str]:
@@ -24,7 +25,14 @@ def preprocessing_args(spec: dict) -> list[str]:
     ]
 
 
-def run_native(root: Path, spec: dict, images: list[str], threads: int | None = None, timeout: float = 300):
+def run_native(
+    root: Path,
+    spec: dict,
+    images: list[str],
+    threads: int | None = None,
+    timeout: float = 300,
+    allow_cpu_mismatch: bool = False,
+):
     """The C runner's JSON results for ``images``, or (None, why it cannot run on this machine)."""
     native = spec.get("native") or {}
     if not native.get("library"):  # ONNX bundles, older bundles
@@ -35,6 +43,8 @@ def run_native(root: Path, spec: dict, images: list[str], threads: int | None = 
     args = [str(exe), "--json", "--top-k", "1", *preprocessing_args(spec)]
     if threads:
         args += ["--threads", str(threads)]
+    if allow_cpu_mismatch:
+        args.append(ALLOW_FLAG)
     try:
         res = subprocess.run(args + images, cwd=root, capture_output=True, text=True, timeout=timeout)
     except OSError as exc:  # e.g. built for another CPU architecture
@@ -50,12 +60,15 @@ def run_native(root: Path, spec: dict, images: list[str], threads: int | None = 
         raise InferenceError("the C runner printed no valid JSON") from None
 
 
-def native_selftest(root: Path, spec: dict, threads: int | None = None) -> tuple[int, list[str]]:
+def native_selftest(
+    root: Path, spec: dict, threads: int | None = None, allow_cpu_mismatch: bool = False
+) -> tuple[int, list[str]]:
     """(mismatches, lines): every sample's PPM through the C runner against its recorded top-1."""
     samples = spec["samples"]
     if any("ppm" not in s for s in samples):
         return 0, ["C runner: skipped (this bundle's samples have no PPM copies)"]
-    results, why = run_native(root, spec, [s["ppm"] for s in samples], threads)
+    ppms = [s["ppm"] for s in samples]
+    results, why = run_native(root, spec, ppms, threads, allow_cpu_mismatch=allow_cpu_mismatch)
     if results is None:
         return 0, [f"C runner: skipped ({why})"]
     lines, mismatches = [], 0
