@@ -217,3 +217,60 @@ def ort_options():
     from edgebench.export.quant_recipe import ort_recipe
 
     return ort_recipe(cpu.fingerprint()).quant_options()
+
+
+@pytest.mark.skipif(cpuflags.machine_arch() != "x86_64", reason="the VNNI rule applies on x86 only")
+def test_c_runner_refuses_a_host_without_vnni_unless_allowed(tmp_path, tiny_model_path, cifar_folder):
+    """The C runner ships with TFLite bundles, whose artifacts need no flag: its check is compiled here
+    with the VNNI rule an ONNX full-range artifact gets (``bundle.target.native_define``)."""
+    import shutil
+    import subprocess
+
+    from edgebench.bundle import native
+    from edgebench.bundle.target import native_define
+    from edgebench.export.quant_recipe import VNNI_RULE
+
+    cc = native.find_compiler()
+    if cc is None:
+        pytest.skip("no C compiler here")
+    args = ["export", "--model", tiny_model_path, "--data", cifar_folder, "--out", tmp_path / "export"]
+    res = CliRunner().invoke(cli, [str(a) for a in (*args, "--formats", "tflite-int8", "--calib-size", 10)])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(
+        cli, ["bundle", "--export", str(tmp_path / "export"), "--out", str(tmp_path / "b"), "--samples", "2"]
+    )
+    assert res.exit_code == 0, res.output
+    spec = json.loads((tmp_path / "b" / "model.json").read_text())
+    assert spec["cpu"]["requires"] == [] and "-DRUNNER_CPU_REQUIRES" not in spec["native"]["build"]
+    device = tmp_path / "device"
+    shutil.copytree(tmp_path / "b", device)
+    rules = native_define([VNNI_RULE])
+    built = subprocess.run([cc, *native.build_flags(spec["model"]["file"], None, rules)], cwd=device)
+    assert built.returncode == 0
+
+    def run(fake, *extra):
+        cmd = ["./runner", "--json", *extra, spec["samples"][0]["ppm"]]
+        return subprocess.run(
+            cmd, cwd=device, capture_output=True, text=True, timeout=120, env={fake[0]: fake[1]}
+        )
+
+    refused = run((cpuflags.FAKE_ENV, AVX2_HOST))
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.startswith(
+        "error: this x86_64 CPU lacks avx512_vnni or avx_vnni, which the model needs"
+    )
+    allowed = run((cpuflags.FAKE_ENV, AVX2_HOST), "--allow-cpu-mismatch")
+    assert allowed.returncode == 0 and json.loads(allowed.stdout)[0]["top_k"]
+    assert (
+        allowed.stderr.startswith("warning: this x86_64 CPU lacks avx512_vnni")
+        and allowed.stderr.count("\n") == 1
+    )
+    assert run((cpuflags.FAKE_ENV, VNNI_HOST)).returncode == 0
+    # the bundle's own runner (no rule compiled in) runs on the AVX2 host as it is
+    plain = subprocess.run(
+        ["./runner", spec["samples"][0]["ppm"]],
+        cwd=tmp_path / "b",
+        capture_output=True,
+        env={cpuflags.FAKE_ENV: AVX2_HOST},
+    )
+    assert plain.returncode == 0

@@ -10,6 +10,11 @@
  * x = (pixel * scale - mean[c]) / std[c] (default identity); quantized integer inputs get the model's
  * own (scale, zero point). Bad input (missing or corrupt model, wrong-size image) is one "error:" line
  * on stderr and exit code 2. Build: see Makefile; declarations of the C API: litert_min.h.
+ *
+ * At start the runner checks the CPU flags its model needs (RUNNER_CPU_REQUIRES, compiled in from
+ * model.json's cpu.requires) against this CPU's (/proc/cpuinfo): a missing one is an "error:" line and
+ * exit code 2, or one "warning:" line with --allow-cpu-mismatch. Test hook: EDGEBENCH_FAKE_CPU_FLAGS
+ * ("[arch:]flag,flag,..."), read in host_cpu() only, replaces this CPU's flags (and arch), as in infer.py.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -31,6 +36,16 @@
 #endif
 #ifndef RUNNER_DEFAULT_THREADS
 #define RUNNER_DEFAULT_THREADS 0 /* 0: LiteRT's default */
+#endif
+#ifndef RUNNER_CPU_REQUIRES
+#define RUNNER_CPU_REQUIRES "" /* "arch:flag|flag;...": each rule holds when any one of its flags is present */
+#endif
+#if defined(__x86_64__)
+#define RUNNER_ARCH "x86_64"
+#elif defined(__aarch64__)
+#define RUNNER_ARCH "arm64"
+#else
+#define RUNNER_ARCH "other"
 #endif
 #define MAX_CLASSES 4096
 #define MAX_CHANNELS 4
@@ -75,7 +90,7 @@ static void guard(const char *what, const char *path) {
 typedef struct {
   const char *model, *labels;
   const char **images;
-  int n_images, top_k, json, threads, bench, warmup;
+  int n_images, top_k, json, threads, bench, warmup, allow_cpu;
   float scale, mean[MAX_CHANNELS], std[MAX_CHANNELS];
 } Args;
 
@@ -125,7 +140,7 @@ static char *beside_exe(const char *name) {
 static void usage(void) {
   printf(
       "usage: runner IMAGE... [--top-k K] [--json] [--threads N] [--model PATH] [--labels PATH]\n"
-      "              [--scale S] [--mean a,b,c] [--std a,b,c]\n"
+      "              [--scale S] [--mean a,b,c] [--std a,b,c] [--allow-cpu-mismatch]\n"
       "       runner --bench N [--warmup W] [IMAGE]\n"
       "IMAGE: binary PPM (P6) / PGM (P5), maxval 255, or raw HxWxC uint8 bytes, at the model's input size.\n"
       "defaults: --model %s and --labels labels.txt beside this program, --top-k 3, --threads %d (0: LiteRT's\n"
@@ -148,6 +163,8 @@ static Args parse_args(int argc, char **argv) {
       exit(0);
     } else if (!strcmp(o, "--json")) {
       a.json = 1;
+    } else if (!strcmp(o, "--allow-cpu-mismatch")) {
+      a.allow_cpu = 1;
     } else if (!strcmp(o, "--model")) {
       a.model = VALUE();
     } else if (!strcmp(o, "--labels")) {
@@ -180,6 +197,77 @@ static Args parse_args(int argc, char **argv) {
   if (!a.model) a.model = beside_exe(RUNNER_DEFAULT_MODEL);
   if (!a.labels) a.labels = beside_exe("labels.txt");
   return a;
+}
+
+/* ------------------------------------------------------------------ the CPU */
+
+/* This CPU's arch and flags (" flag flag ... ", spaces around each for whole-word search): the fake of
+ * EDGEBENCH_FAKE_CPU_FLAGS where set, else /proc/cpuinfo's first "flags" (x86) / "Features" (ARM) line. */
+static void host_cpu(char *arch, size_t arch_n, char *flags, size_t flags_n) {
+  snprintf(arch, arch_n, "%s", RUNNER_ARCH);
+  snprintf(flags, flags_n, " ");
+  const char *fake = getenv("EDGEBENCH_FAKE_CPU_FLAGS");
+  char *line = NULL;
+  size_t cap = 0;
+  const char *list = NULL;
+  if (fake) {
+    const char *colon = strrchr(fake, ':');
+    if (colon && colon > fake) snprintf(arch, arch_n, "%.*s", (int)(colon - fake), fake);
+    list = colon ? colon + 1 : fake;
+  } else {
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    while (f && getline(&line, &cap, f) > 0) {
+      if (strncmp(line, "flags", 5) && strncmp(line, "Features", 8)) continue;
+      char *colon = strchr(line, ':');
+      if (colon) list = colon + 1;
+      break;
+    }
+    if (f) fclose(f);
+  }
+  for (const char *p = list; p && *p;) {
+    size_t n = strcspn(p, ", \t\n");
+    if (n && strlen(flags) + n + 2 < flags_n) {
+      strncat(flags, p, n);
+      strcat(flags, " ");
+    }
+    p += n + (p[n] != '\0');
+  }
+  for (char *c = flags; *c; c++) *c = (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
+  free(line);
+}
+
+/* Refuse (exit 2) or, with --allow-cpu-mismatch, warn where this CPU fails a rule of RUNNER_CPU_REQUIRES. */
+static void check_cpu(int allow) {
+  char arch[64], flags[8192], missing[1024] = "", rules[1024];
+  host_cpu(arch, sizeof arch, flags, sizeof flags);
+  snprintf(rules, sizeof rules, "%s", RUNNER_CPU_REQUIRES);
+  char *save = NULL;
+  for (char *rule = strtok_r(rules, ";", &save); rule; rule = strtok_r(NULL, ";", &save)) {
+    char *colon = strchr(rule, ':');
+    if (!colon) continue;
+    *colon = '\0';
+    if (strcmp(rule, arch)) continue; /* a rule applies on its own arch only */
+    int met = 0;
+    char alt[1024], *save2 = NULL, word[160];
+    snprintf(alt, sizeof alt, "%s", colon + 1);
+    for (char *f = strtok_r(alt, "|", &save2); f && !met; f = strtok_r(NULL, "|", &save2)) {
+      snprintf(word, sizeof word, " %s ", f);
+      met = strstr(flags, word) != NULL;
+    }
+    if (met) continue;
+    size_t used = strlen(missing);
+    if (used) snprintf(missing + used, sizeof missing - used, "; ");
+    for (char *c = colon + 1; *c; c++) { /* "a|b" -> "a or b", as infer.py says it */
+      used = strlen(missing);
+      snprintf(missing + used, sizeof missing - used, *c == '|' ? " or " : "%c", *c);
+    }
+  }
+  if (!missing[0]) return;
+  if (!allow)
+    fail("this %s CPU lacks %s, which the model needs (model.json cpu.requires; --allow-cpu-mismatch runs it "
+         "anyway)", arch, missing);
+  fprintf(stderr, "warning: this %s CPU lacks %s, which the model needs; going on (--allow-cpu-mismatch)\n",
+          arch, missing);
 }
 
 /* ------------------------------------------------------------------ files */
@@ -599,6 +687,7 @@ static void bench(Model *m, const Args *a) {
 
 int main(int argc, char **argv) {
   Args a = parse_args(argc, argv);
+  check_cpu(a.allow_cpu);
   char **names;
   int n_classes = read_labels(a.labels, &names);
   if (a.top_k > n_classes) fail("--top-k must be between 1 and %d (got %d)", n_classes, a.top_k);
