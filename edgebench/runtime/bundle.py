@@ -132,7 +132,7 @@ def selftest(
     with bundle.runner(threads) as runner:
         probs = runner.infer(batch)
     check_classes(probs, bundle.class_names)
-    lines, mismatches, drift = bundle.cpu_lines(), 0, 0.0
+    lines, mismatches, drift = [], 0, 0.0
     for sample, p in zip(samples, probs, strict=True):
         got = bundle.class_names[int(np.argmax(p))]
         ok = got == sample["expected"]
@@ -145,7 +145,7 @@ def selftest(
     native_mismatches, native_lines = native_selftest(
         bundle.root, bundle.spec, threads or bundle.threads, allow_cpu_mismatch
     )
-    lines += native_lines
+    lines += native_lines + bundle.cpu_lines()  # after the samples, before the verdict line
     verdict = "passed" if not mismatches + native_mismatches else "FAILED"
     lines.append(
         f"selftest {verdict}: {len(samples) - mismatches}/{len(samples)} samples give their recorded top-1, "
