@@ -60,6 +60,21 @@ def _measured(m: dict | None) -> list[str]:
     return lines
 
 
+def _cpu(spec: dict) -> list[str]:
+    """What the model needs of the CPU, which infer.py and the C runner check at start."""
+    cpu = spec.get("cpu")
+    if not cpu:
+        return []
+    needs = "; ".join(" or ".join(r["any_of"]) + f" on {r['arch']}" for r in cpu["requires"])
+    target = cpu["target"]["summary"] if cpu["target"] else "not recorded"
+    return [
+        f"CPU: built for {target}; exported on {cpu['exported_on'] or 'an unrecorded CPU'}. The model needs "
+        f"{needs or 'no CPU flag beyond its architecture'} ({cpu['requires_basis']}); where one is missing, "
+        "`infer.py` and the C runner refuse (exit 2) unless given `--allow-cpu-mismatch`.",
+        "",
+    ]
+
+
 def _threads(spec: dict) -> str:
     n = spec.get("threads")
     return (
@@ -157,6 +172,7 @@ def render_readme(spec: dict) -> str:
             "(missing or unreadable image, corrupt model, model whose sha256 differs from `model.json`), "
             "always with a one-line `error:` message.",
             "",
+            *_cpu(spec),
             *_native(spec),
             "## Contract",
             "",

@@ -151,6 +151,7 @@ def test_bundle_records_what_its_artifact_needs(vnni_bundle):
         spec["cpu"]["target"]["name"] == "x86-avx512-vnni" and "full-range" in spec["cpu"]["requires_basis"]
     )
     assert spec["cpu"]["exported_on"]  # the building machine, beside the target
+    assert "needs avx512_vnni or avx_vnni on x86_64" in (vnni_bundle / "b" / "README.md").read_text()
 
 
 def test_bundle_for_a_target_without_the_flag_is_refused(vnni_bundle, tmp_path):
