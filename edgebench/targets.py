@@ -30,23 +30,8 @@ PROFILES: dict[str, Profile] = {
         ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"),
         "Cascade Lake / Ice Lake Xeon",
     ),
-    "x86-amx": Profile(
-        "x86_64",
-        (
-            "avx2",
-            "fma",
-            "avx512f",
-            "avx512bw",
-            "avx512vl",
-            "avx512_vnni",
-            "avx_vnni",
-            "avx512_bf16",
-            "amx_tile",
-            "amx_int8",
-            "amx_bf16",
-        ),
-        "Sapphire Rapids and later Xeon",
-    ),
+    # Every x86 flag the runtimes dispatch on: AMX parts have them all.
+    "x86-amx": Profile("x86_64", cpu.X86_FLAGS, "Sapphire Rapids and later Xeon"),
     "arm64-dotprod": Profile("arm64", ("asimd", "asimddp"), "Cortex-A76/A78 (Raspberry Pi 5), Neoverse N1"),
     "arm64-i8mm": Profile(
         "arm64", ("asimd", "asimddp", "i8mm", "bf16"), "Armv8.6-A: Neoverse V1 (Graviton3), Cortex-A710"
