@@ -101,7 +101,9 @@ class OpenVINORunner(Runner):
         self._tensor_type = ov.Tensor
 
     def prepare(self, batch: np.ndarray) -> None:
-        self._feed = np.ascontiguousarray(batch, dtype=self._dtype)  # kept alive: the tensor shares it
+        feed = np.ascontiguousarray(batch, dtype=self._dtype)
+        # The tensor shares this memory (kept alive here); OpenVINO refuses read-only arrays (memory maps).
+        self._feed = feed if feed.flags.writeable else feed.copy()
         self._request.set_input_tensor(self._tensor_type(self._feed, shared_memory=True))
 
     def run(self) -> None:
