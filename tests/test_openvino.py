@@ -163,3 +163,38 @@ def test_bundle_of_an_ir_ships_the_bin_and_passes_its_selftest(run_dir, cifar_fo
         [sys.executable, "infer.py", "--selftest"], cwd=tmp_path / "b", capture_output=True, text=True
     )
     assert res.returncode == 2 and "Traceback" not in res.stderr and "tampered" in res.stderr
+
+
+def test_bench_rows_show_the_precision_actually_used(run_dir, cifar_folder, cache_dir):
+    import openvino as ov
+
+    from edgebench.bench.benchmark import BenchSettings, run_bench
+    from edgebench.bench.latency import LatencySettings
+
+    settings = BenchSettings(
+        export_dir=run_dir / "export",
+        out_dir=run_dir / "bench",
+        data=cifar_folder,
+        cache_dir=cache_dir,
+        threads=(1,),
+        batch_sizes=(1,),
+        latency=LatencySettings(rounds=1, min_samples=20, time_cap_s=0.1, throughput_time_cap_s=0.05),
+        test_per_class=5,
+        formats=["openvino", "openvino-int8"],
+        plots=False,
+    )
+    rows = {r["format"]: r for r in run_bench(settings, log=lambda _: None).report["artifacts"]}
+    plugin = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
+    for name in ("openvino", "openvino-int8"):
+        row = rows[name]
+        assert (
+            row["runner"]["requested_precision"] == "f32" and row["runner"]["inference_precision"] == "fp32"
+        )
+        assert row["latency"][0]["worker_modules"] == ["openvino"]
+        if plugin == "f32":  # one row, and the report says why
+            assert f"{name}@default" not in rows and any("same as the f32 row" in w for w in row["warnings"])
+        else:  # the plugin's choice is a gated row of its own, named by what it ran
+            variant = rows[f"{name}@default"]
+            assert variant["runner"]["inference_precision"] != "fp32" and variant["gate"] is not None
+            assert variant["precision"] != "fp32"
+    assert rows["openvino"]["precision"] == "fp32" and rows["openvino-int8"]["precision"].startswith("int8")
