@@ -198,3 +198,31 @@ def test_bench_rows_show_the_precision_actually_used(run_dir, cifar_folder, cach
             assert variant["runner"]["inference_precision"] != "fp32" and variant["gate"] is not None
             assert variant["precision"] != "fp32"
     assert rows["openvino"]["precision"] == "fp32" and rows["openvino-int8"]["precision"].startswith("int8")
+
+
+def test_tune_tries_openvino_fp32_and_both_nncf_presets(run_dir, cifar_folder, tmp_path):
+    from edgebench.bench.latency import LatencySettings
+    from edgebench.tune.search import run_tune
+    from edgebench.tune.space import TuneSettings
+
+    latency = LatencySettings(rounds=1, min_samples=20, time_cap_s=0.1, warmup_runs=2, warmup_cap_s=0.1)
+    settings = TuneSettings(
+        model=run_dir / "model.keras",
+        data=str(cifar_folder),
+        out_dir=tmp_path / "tune",
+        runtimes=("openvino",),
+        val_images=20,
+        calib_size=20,
+        threads=1,
+        latency=latency,
+    )
+    result = run_tune(settings, log=lambda _: None)
+    records = list(result.state["candidates"].values())
+    assert sorted(r["family"] for r in records) == ["openvino", "openvino-int8", "openvino-int8"]
+    assert {r["settings"].get("preset") for r in records if r["quantized"]} == {"performance", "mixed"}
+    assert all(r["status"] == "ok" for r in records), [r.get("message") for r in records]
+    # The winner is installed with its .bin, and the manifest checks both.
+    entry = result.entry
+    assert entry["runtime"] == "openvino" and entry["sidecars"]
+    export = run_dir / "export"
+    assert sha256_file(export / entry["sidecars"][0]["file"]) == entry["sidecars"][0]["sha256"]
