@@ -6,6 +6,7 @@ from pathlib import Path
 
 from edgebench.errors import ArtifactError, EdgebenchError
 from edgebench.fileio import read_json, sha256_file
+from edgebench.runtime import sidecar_problem
 
 MANIFEST_NAME = "manifest.json"
 
@@ -51,7 +52,7 @@ def select(manifest: dict, formats) -> list[dict]:
 
 
 def verified_path(export_dir, artifact: dict) -> Path:
-    """The artifact's file, after checking it exists and still has the manifest's sha256."""
+    """The artifact's file, after checking it and its sidecars exist with the manifest's sha256."""
     path = Path(export_dir) / artifact["file"]
     if not path.is_file():
         raise ArtifactError("missing-file", f"manifest lists {artifact['file']} but {path} does not exist")
@@ -59,6 +60,9 @@ def verified_path(export_dir, artifact: dict) -> Path:
         raise ArtifactError(
             "sha256-mismatch", f"{path} changed since export (sha256 differs from the manifest)"
         )
+    problem = sidecar_problem(path, artifact.get("sidecars"))
+    if problem:
+        raise ArtifactError(problem[0], f"{problem[1]}: changed since export")
     return path
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -110,7 +110,40 @@ def target_for(artifact: dict, path: Path, providers, contract: Contract | None 
         options["providers"] = list(providers)
     if artifact["runtime"] == "tensorrt":
         options["max_batch"] = int((artifact.get("options") or {}).get("trt_max_batch") or 1)
+    if artifact["runtime"] == "openvino":
+        options["precision"] = "f32"  # float ops in fp32; the plugin's default is a row of its own
     return Target(artifact["format"], artifact["runtime"], path, arts.fixed_batch(artifact), options)
+
+
+def plugin_default_variant(measurer, row: dict, target: Target, log) -> tuple[dict, Target] | None:
+    """The row and target of an OpenVINO artifact run with the CPU plugin's default precision, when that
+    is not what the f32 hint runs (bf16 on avx512_bf16/AMX CPUs): measured and gated as a row of its own,
+    labelled with the precision the compiled model reports. None when the default is fp32 here."""
+    default = replace(
+        target, name=f"{target.name}@default", options={**target.options, "precision": "default"}
+    )
+    try:
+        described = measurer.describe(default)
+    except ArtifactError as exc:
+        log(f"warning: {target.name}: the plugin's default precision could not be read: {exc}")
+        return None
+    if described["inference_precision"] == "fp32":
+        log(f"{target.name}: the CPU plugin's default inference precision here is fp32: one row (f32 hint)")
+        row["warnings"].append(
+            f"{target.name}: plugin default precision is fp32 on this CPU, same as the f32 row"
+        )
+        return None
+    variant = {
+        **row,
+        "format": default.name,
+        "precision": described["precision"],
+        "warnings": list(row["warnings"]),
+    }
+    log(
+        f"{target.name}: the CPU plugin runs it in {described['inference_precision']} by default: "
+        f"row {default.name}"
+    )
+    return variant, default
 
 
 def _classify(artifact: dict, export_dir: Path, providers, contract) -> tuple[dict, Target | None]:
@@ -207,6 +240,12 @@ def run_bench(
             log,
             throughput_threads=settings.throughput_thread_counts,
         )
+        for name, target in list(targets.items()):
+            if target.runtime == "openvino" and name in by_name:
+                found = plugin_default_variant(measurer, by_name[name], target, log)
+                if found:
+                    rows.insert(rows.index(by_name[name]) + 1, found[0])
+                    by_name[found[1].name], targets[found[1].name] = found
         predictions: dict[str, np.ndarray] = {}
         for name, target in list(targets.items()):
             try:
@@ -221,6 +260,8 @@ def run_bench(
             predictions[name] = probs.argmax(axis=1)
             ref_pred = predictions.get(ref_name)
             by_name[name]["runner"] = runner
+            if runner.get("precision"):  # what the runtime reports it ran (OpenVINO: fp32, bf16, int8 ...)
+                by_name[name]["precision"] = runner["precision"]
             by_name[name]["accuracy"] = stats.accuracy_summary(
                 predictions[name], labels, class_names, None if name == ref_name else ref_pred
             )

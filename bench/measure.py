@@ -135,6 +135,17 @@ class Measurer:
         )
         return probs, result["runner"]
 
+    def describe(self, target: Target) -> dict:
+        """The runner's description once loaded in a worker (no inference)."""
+        result, _ = run_worker(
+            "describe",
+            target.spec(max(self.threads)),
+            self.images_path,
+            self.workdir,
+            self.s.worker_timeout_s,
+        )
+        return result["runner"]
+
     def time_once(self, target: Target, threads: int, first_round: bool = True) -> tuple[dict, np.ndarray]:
         batches = (
             [target.fixed_batch] if target.fixed_batch else clamp_batches(self.batch_sizes, target.max_batch)

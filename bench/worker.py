@@ -8,6 +8,7 @@ the measurement. Tasks:
 - ``time``: load time, cold first call, warm-up, batch-1 samples (``<out>.npy``, ns), harness overhead,
   throughput per batch size, and peak memory: the process's peak RSS (VmHWM) minus the RSS it had with
   only the runtime imported, like benchmark_model's memory footprint;
+- ``describe``: the loaded runner's ``describe()`` only (what a plugin chose: OpenVINO's precision);
 - ``serve``: the same batch-1 timed call, kept warm for a coordinator (``crosscheck``) that interleaves
   short blocks of it with other timers: it prints ``READY {json}``, then answers each stdin line ``k``
   with ``BLOCK [k samples in ns]``.
@@ -135,7 +136,14 @@ def serve_task(task: dict, spec: RunnerSpec, images: np.ndarray) -> tuple[dict, 
     return {"runner": describe, "blocks": blocks}, np.empty(0)
 
 
-TASKS = {"time": time_task, "predict": predict_task, "serve": serve_task}
+def describe_task(task: dict, spec: RunnerSpec, images: np.ndarray) -> tuple[dict, np.ndarray]:
+    """What the runner runs once loaded (e.g. the precision a plugin picks), without inference."""
+    with open_runner(spec) as runner:
+        describe = runner.describe()
+    return {"runner": describe, "worker_modules": loaded_runtimes()}, np.empty(0)
+
+
+TASKS = {"time": time_task, "predict": predict_task, "serve": serve_task, "describe": describe_task}
 
 
 def main(task_path: str) -> int:

@@ -199,6 +199,8 @@ def build_bundle(
     tmp = Path(tempfile.mkdtemp(prefix=f".partial-{out.name}-", dir=out.parent))
     try:
         shutil.copyfile(model_path, tmp / artifact["file"])
+        for side in artifact.get("sidecars") or ():  # an OpenVINO IR's .bin: verified with it above
+            shutil.copyfile(model_path.parent / side["file"], tmp / side["file"])
         copy_runtime(tmp)
         (tmp / "labels.txt").write_text("\n".join(class_names) + "\n", encoding="utf-8")
         (tmp / "requirements.txt").write_text("\n".join(pins) + "\n", encoding="utf-8")
@@ -206,7 +208,8 @@ def build_bundle(
             requires = native_define(cpu["requires"])
             native_spec = native.add_native_runner(tmp, artifact["file"], threads, warnings, requires)
         else:
-            native_spec = {"binary": None, "reason": native.NO_ONNX_RUNNER}
+            reason = native.NO_C_RUNNER.get(artifact["runtime"], native.NO_ONNX_RUNNER)
+            native_spec = {"binary": None, "reason": reason}
         spec = {
             "schema_version": 1,
             "kind": runtime.BUNDLE_KIND,
@@ -215,7 +218,12 @@ def build_bundle(
             "format": fmt,
             "runtime": artifact["runtime"],
             "description": artifact["options"].get("description", "") if artifact["options"] else "",
-            "model": {"file": artifact["file"], "sha256": artifact["sha256"], "bytes": artifact["bytes"]},
+            "model": {
+                "file": artifact["file"],
+                "sha256": artifact["sha256"],
+                "bytes": artifact["bytes"],
+                **({"sidecars": artifact["sidecars"]} if artifact.get("sidecars") else {}),
+            },
             "inputs": artifact["inputs"],
             "outputs": artifact["outputs"],
             "dynamic_batch": artifact["dynamic_batch"],

@@ -17,6 +17,7 @@ TOOLS = {
     "tensorflow": ("tensorflow-cpu", "tensorflow"),
     "tf2onnx": ("tf2onnx",),
     "onnx": ("onnx",),
+    "nncf": ("nncf",),
     "cuda_python": ("cuda-python",),
     "numpy": ("numpy",),
 }
@@ -73,6 +74,19 @@ def modules_present(*modules: str, reason: str) -> Probe:
         missing = [m for m in modules if importlib.util.find_spec(m) is None]
         if missing:
             return False, reason, f"Python module(s) not installed: {', '.join(missing)}"
+        return True, None, None
+
+    return probe
+
+
+def all_of(*probes: Probe) -> Probe:
+    """A probe that reports the first of ``probes`` that fails (available when all pass)."""
+
+    def probe():
+        for p in probes:
+            result = p()
+            if not result[0]:
+                return result
         return True, None, None
 
     return probe

@@ -29,23 +29,32 @@ def ensure_dir(path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(final: str | os.PathLike, sidecars: tuple[str, ...] = ()) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it over ``final`` only if the block succeeds.
 
     The temporary name ends with the final name, so libraries that dispatch on suffixes (Keras) still work.
+    ``sidecars``: suffixes of files the block writes beside the temporary path with its stem (an OpenVINO
+    IR's ``.bin``); each is renamed to ``final``'s stem with that suffix, before ``final`` itself, so the
+    main file never appears without them; a failed block leaves none of them behind.
     """
     final = Path(final)
     ensure_dir(final.parent)
     fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=f"-{final.name}", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    pairs = [(tmp_path.with_suffix(s), final.with_suffix(s)) for s in sidecars] + [(tmp_path, final)]
     try:
         yield tmp_path
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual mode
-        os.replace(tmp_path, final)
+        for src, dst in pairs:
+            if not src.is_file():
+                # an OSError: callers report it as a write error, like a full disk
+                raise FileNotFoundError(2, f"{dst.name} was not written beside it", str(src))
+            os.chmod(src, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the files the usual mode
+            os.replace(src, dst)
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        for src, _ in pairs:
+            if src.exists():
+                src.unlink()
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

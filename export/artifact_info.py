@@ -9,6 +9,9 @@ and the activation tensors (by count) of the graph are binned into ``int8`` (8-b
 - ONNX: initializer dtypes of Conv/Gemm/MatMul weights (through DequantizeLinear in QDQ graphs; QLinearConv
   and QLinearMatMul in QOperator graphs); an activation is int8 when it goes through a QuantizeLinear,
   otherwise its own element type.
+- OpenVINO IR: element types in the IR; a weight reached through its decompression (Convert, Subtract,
+  Multiply, Reshape) or a FakeQuantize counts with the stored constant's type (int8 for FakeQuantize); an
+  activation is int8 when a FakeQuantize consumes it, otherwise its own element type.
 - TensorRT: the engine inspector's per-layer formats (see ``tensorrt_formats.describe_engine``).
 
 The export pipeline then relabels quantized artifacts from what their runtime runs (``coverage``): stored
@@ -219,10 +222,75 @@ def describe_onnx(path: Path) -> dict:
     }
 
 
+# ---------------------------------------------------------------- OpenVINO IR
+
+_OV_WEIGHTED = {"Convolution", "GroupConvolution", "ConvolutionBackpropData", "MatMul"}
+_OV_WEIGHT_PATH = {"Convert", "Subtract", "Multiply", "Reshape", "Transpose", "Unsqueeze"}
+_OV_BUCKET = {"f32": "fp32", "f16": "fp16", "bf16": "bf16", "i8": "int8", "u8": "int8", "i16": "int16"}
+
+
+def describe_openvino(path: Path) -> dict:
+    import openvino as ov
+
+    model = ov.Core().read_model(path)
+    ops = list(model.get_ordered_ops())
+    constant: dict[str, bool] = {}  # op name -> computed from constants only (weights, decompression)
+    for op in ops:  # topologically ordered
+        inputs = [i.get_source_output().get_node() for i in op.inputs()]
+        kind = op.get_type_name()
+        constant[op.get_name()] = kind == "Constant" or (
+            kind != "Parameter" and bool(inputs) and all(constant[n.get_name()] for n in inputs)
+        )
+
+    def weight_kind(node) -> str:
+        while node.get_type_name() in _OV_WEIGHT_PATH:
+            node = node.input_value(0).get_node()
+        if node.get_type_name() == "FakeQuantize":
+            return "int8"  # weights quantized on the fly (an IR saved without weight compression)
+        return _OV_BUCKET.get(node.get_output_element_type(0).get_type_name(), "other")
+
+    weights: dict[str, int] = {}
+    activations: dict[str, int] = {}
+    for op in ops:
+        kind = op.get_type_name()
+        if kind in _OV_WEIGHTED and op.get_input_size() > 1:
+            w = op.input_value(1).get_node()
+            if constant[w.get_name()]:
+                bucket = weight_kind(w)
+                weights[bucket] = weights.get(bucket, 0) + int(np.prod(list(op.get_input_shape(1))))
+        if constant[op.get_name()] or kind in ("Parameter", "Result", "FakeQuantize"):
+            continue
+        for out in op.outputs():
+            if any(t.get_node().get_type_name() == "FakeQuantize" for t in out.get_target_inputs()):
+                bucket = "int8"
+            else:
+                bucket = _OV_BUCKET.get(out.get_element_type().get_type_name())
+            if bucket:
+                activations[bucket] = activations.get(bucket, 0) + 1
+
+    def io(port) -> dict:
+        shape = [d.get_length() if d.is_static else -1 for d in port.get_partial_shape()]
+        dtype = np.dtype(port.get_element_type().to_dtype()).name
+        return {"name": port.get_any_name(), "shape": shape, "dtype": dtype, "quantization": None}
+
+    inputs = [io(p) for p in model.inputs]
+    return {
+        "inputs": inputs,
+        "outputs": [io(p) for p in model.outputs],
+        "dynamic_batch": any(i["shape"][0] < 0 for i in inputs),
+        "counts": {"weights": weights, "activations": activations},
+    }
+
+
 def describe_engine(path: Path) -> dict:
     from edgebench.export.tensorrt_formats import describe_engine as describe
 
     return describe(path)
 
 
-INSPECTORS = {"litert": describe_tflite, "onnxruntime": describe_onnx, "tensorrt": describe_engine}
+INSPECTORS = {
+    "litert": describe_tflite,
+    "onnxruntime": describe_onnx,
+    "openvino": describe_openvino,
+    "tensorrt": describe_engine,
+}

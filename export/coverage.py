@@ -12,6 +12,11 @@ between DQ and Q (slower than the float model). So coverage is read from the gra
   default one is XNNPACK) beside the original ops; the ops a partition replaced are found by walking back
   from its outputs to its inputs.
 
+- OpenVINO: the CPU plugin's executed graph (``CompiledModel.get_runtime_model()``), compiled with the
+  plugin's default precision hint: each layer's ``runtimePrecision`` from its rt_info
+  (``edgebench.runtime.openvino.kernel_precisions``), and the inference precision the plugin chose (bf16 on
+  avx512_bf16/AMX CPUs).
+
 "convolutions" are the weighted ops (conv, depthwise, dense/MatMul).
 """
 
@@ -49,6 +54,8 @@ def describe(runtime: str, path: Path) -> dict | None:
         return onnx_coverage(Path(path))
     if runtime == "litert":
         return tflite_coverage(Path(path))
+    if runtime == "openvino":
+        return openvino_coverage(Path(path))
     return None
 
 
@@ -167,6 +174,20 @@ def onnx_coverage(path: Path) -> dict:
         "float_ops_between_qdq": int(between),
         "quantize_nodes": int(quantize),
         "dequantize_nodes": int(dequantize),
+    }
+
+
+# ---------------------------------------------------------------- OpenVINO
+
+
+def openvino_coverage(path: Path) -> dict:
+    from edgebench.runtime import RunnerSpec, open_runner
+
+    with open_runner(RunnerSpec("openvino", str(path), 1, {"precision": "default"})) as runner:
+        described = runner.describe()
+    return {
+        "runtime_graph": f"{described['runtime']} CPU plugin, default precision hint",
+        **described["kernels"],
     }
 
 

@@ -11,6 +11,7 @@ from edgebench.errors import EdgebenchError
 from edgebench.export.contract import manifest_preprocessing
 from edgebench.export.coverage import warnings as coverage_warnings
 from edgebench.fileio import sha256_file, write_json
+from edgebench.runtime import sidecar_entries, sidecar_problem
 
 MANIFEST_NAME = "manifest.json"
 _ARTIFACT_FIELDS = (
@@ -38,7 +39,9 @@ def validate(manifest: dict) -> None:
 
 def tool_versions() -> dict:
     """The converters' and every runtime's installed versions."""
-    return environment.versions("tensorflow", "keras", "tf2onnx", "onnx", *environment.RUNTIME_MODULES)
+    return environment.versions(
+        "tensorflow", "keras", "tf2onnx", "onnx", "nncf", *environment.RUNTIME_MODULES
+    )
 
 
 def new_manifest(source_model: dict, contract, calibration: dict | None, parity_set: dict) -> dict:
@@ -78,6 +81,7 @@ def ok_entry(
     and size read from ``path``, the coverage warnings of a quantized artifact, and ``fields`` (``file``,
     ``options``, ``parity``, the inspected ``inputs`` / ``outputs`` / ``dynamic_batch`` / ``precision`` …)."""
     path = Path(path)
+    sidecars = sidecar_entries(path, runtime, fields.get("file"))  # an OpenVINO IR's .bin
     return entry(
         name,
         runtime,
@@ -86,6 +90,7 @@ def ok_entry(
         bytes=path.stat().st_size,
         coverage=coverage,
         warnings=coverage_warnings(name, coverage) if quantized else [],
+        **({"sidecars": sidecars} if sidecars else {}),
         **fields,
     )
 
@@ -102,11 +107,15 @@ def read_previous(out_dir: Path) -> dict | None:
 
 
 def file_matches(out_dir: Path, artifact: dict) -> bool:
-    """An ``ok`` entry whose file exists with the recorded hash."""
+    """An ``ok`` entry whose file (and sidecars) exist with the recorded hashes."""
     if artifact.get("status") != "ok" or not artifact.get("file"):
         return False
     path = out_dir / artifact["file"]
-    return path.is_file() and sha256_file(path) == artifact.get("sha256")
+    return (
+        path.is_file()
+        and sha256_file(path) == artifact.get("sha256")
+        and sidecar_problem(path, artifact.get("sidecars")) is None
+    )
 
 
 def up_to_date(previous: dict | None, out_dir: Path, source_sha256: str, fmt, options: dict) -> dict | None:

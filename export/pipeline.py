@@ -34,6 +34,7 @@ from edgebench.export.parity import compare, run_artifact
 from edgebench.export.quant_recipe import TRT_RECIPE, OrtRecipe, check_choices, ort_recipe
 from edgebench.export.registry import ExportFormat, resolve_formats
 from edgebench.fileio import atomic_path, ensure_dir, sha256_file
+from edgebench.runtime import RUNTIMES, artifact_files
 
 MIN_OPSET, MAX_OPSET = 13, 18  # per-channel QDQ needs 13; tf2onnx 1.17 targets up to 18
 
@@ -252,7 +253,7 @@ def _export_one(
     final = out_dir / fmt.filename
     start = time.perf_counter()
     try:
-        with atomic_path(final) as tmp:
+        with atomic_path(final, RUNTIMES[fmt.runtime].sidecars) as tmp:
             extra = _stage("conversion-error", fmt.build, ctx, tmp) or {}
             built = time.perf_counter()
             if tmp.stat().st_size == 0:
@@ -291,8 +292,9 @@ def _export_one(
 
 
 def _failed(fmt: ExportFormat, exc: ArtifactError, final: Path, options: dict, start: float) -> dict:
-    if final.is_file():
-        final.unlink()  # a stale file of an earlier export must not outlive its failed rebuild
+    for path in artifact_files(final, fmt.runtime):
+        if path.is_file():
+            path.unlink()  # a stale file of an earlier export must not outlive its failed rebuild
     return mf.entry(
         fmt.name,
         fmt.runtime,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 
-from edgebench.environment import Probe, modules_present, tensorrt_probe
+from edgebench.environment import Probe, all_of, modules_present, tensorrt_probe
 from edgebench.errors import EdgebenchError
 from edgebench.runtime import RUNTIMES
 
@@ -46,9 +46,16 @@ class ExportFormat:
 _TFLITE = "edgebench.export.tflite_formats"
 _ONNX = "edgebench.export.onnx_formats"
 _TRT = "edgebench.export.tensorrt_formats"
+_OV = "edgebench.export.openvino_formats"
 _CALIB = ("calib_size", "calib_seed", "calib_indices_sha256")
 _litert = modules_present("tensorflow", *RUNTIMES["litert"].modules, reason="litert-missing")
 _onnx = modules_present("tf2onnx", "onnx", *RUNTIMES["onnxruntime"].modules, reason="onnx-tools-missing")
+# IR from the ONNX file: the ONNX tools, then the runtime (its converter), then NNCF for int8
+_openvino = all_of(
+    modules_present("tensorflow", "tf2onnx", "onnx", reason="onnx-tools-missing"),
+    modules_present(*RUNTIMES["openvino"].modules, reason="openvino-missing"),
+)
+_nncf = all_of(_openvino, modules_present("nncf", reason="nncf-missing"))
 
 FORMATS: dict[str, ExportFormat] = {
     f.name: f
@@ -110,6 +117,26 @@ FORMATS: dict[str, ExportFormat] = {
             tolerance=None,
             option_keys=("opset", "calib_method", "onnx_recipe", *_CALIB),
             probe=_onnx,
+        ),
+        ExportFormat(
+            "openvino",
+            "openvino",
+            "model.openvino.xml",
+            f"{_OV}:build_fp32",
+            "OpenVINO IR (+ .bin) from the ONNX file, float32",
+            option_keys=("opset",),
+            probe=_openvino,
+        ),
+        ExportFormat(
+            "openvino-int8",
+            "openvino",
+            "model.openvino-int8.xml",
+            f"{_OV}:build_int8",
+            "OpenVINO IR (+ .bin), NNCF post-training int8 (performance preset) on the calibration images",
+            quantized=True,
+            tolerance=None,
+            option_keys=("opset", *_CALIB),
+            probe=_nncf,
         ),
         ExportFormat(
             "trt-fp16",

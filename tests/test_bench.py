@@ -181,7 +181,7 @@ def test_pareto_front():
 def test_registry_has_one_runner_per_runtime_and_tensorrt_is_probed():
     from edgebench.runtime import RUNTIMES
 
-    assert set(RUNTIMES) == {"keras", "litert", "onnxruntime", "tensorrt"}
+    assert set(RUNTIMES) == {"keras", "litert", "onnxruntime", "openvino", "tensorrt"}
     ok, reason, message = runtime_available("tensorrt")
     if not ok:
         assert reason and message and "\n" not in message

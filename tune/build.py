@@ -9,7 +9,8 @@ its own peak RSS (VmHWM) with the result.
 
 Task kinds: ``onnx-float`` (tf2onnx), ``onnx-prepare`` (BatchNorm folding for quantization), ``onnx-int8``
 (static quantization of the prepared model with a recipe, calibration method and excluded nodes),
-``tflite`` (fp32, dynamic-range or full-integer int8 through the converter) and ``sensitivity``
+``tflite`` (fp32, dynamic-range or full-integer int8 through the converter), ``openvino`` (the IR of the
+export format) and ``openvino-int8`` (NNCF PTQ with a preset) and ``sensitivity``
 (``tune.sensitivity``). ``onnx-float`` and ``tflite`` run the builder of the export format of the same
 name (``export.registry``) on a ``BuildContext``; ``onnx-int8`` calls export's ``quantize_int8`` itself, on
 a prepared model shared by all candidates and with excluded nodes, which the ``onnx-int8`` format's builder
@@ -119,6 +120,10 @@ def candidate_task(
             "recipe": {**fields, "reason": reason, "cpu": cpu.summary(fp), **named},
             "exclude": list(exclude),
         }
+    if cand.family == "openvino":
+        return {**task, "kind": "openvino", "format": "openvino"}
+    if cand.family == "openvino-int8":
+        return {**task, "kind": "openvino-int8", "preset": cand.settings["preset"]}
     return {**task, "kind": "tflite", "format": cand.family}
 
 
@@ -187,6 +192,19 @@ def _tflite(task: dict, dest: Path) -> dict | None:
     return _export_format(task["format"], task, dest)  # tflite-fp32 | tflite-int8 | tflite-dynamic
 
 
+def _openvino_int8(task: dict, dest: Path) -> dict:
+    """NNCF PTQ with the candidate's preset, on the IR of the ONNX file built here."""
+    import shutil
+
+    from edgebench.export.openvino_formats import quantize
+
+    ctx = _context(task)
+    try:
+        return {"nncf": quantize(ctx.onnx_path, ctx.calibration, dest, task["preset"])}
+    finally:
+        shutil.rmtree(ctx.workdir, ignore_errors=True)
+
+
 def _sensitivity(task: dict, dest: Path) -> dict:
     import numpy as np
 
@@ -204,6 +222,8 @@ BUILDERS = {
     "onnx-prepare": _onnx_prepare,
     "onnx-int8": _onnx_int8,
     "tflite": _tflite,
+    "openvino": lambda task, dest: _export_format("openvino", task, dest),
+    "openvino-int8": _openvino_int8,
     "sensitivity": _sensitivity,
 }
 

@@ -16,7 +16,7 @@ from edgebench.options import (
     target_option,
     threads_option,
 )
-from edgebench.tune.space import TUNABLE_RUNTIMES, TuneSettings, default_threads
+from edgebench.tune.space import DEFAULT_RUNTIMES, TUNABLE_RUNTIMES, TuneSettings, default_threads
 
 
 class TuneInterrupted(EdgebenchError):
@@ -38,7 +38,11 @@ class TuneInterrupted(EdgebenchError):
 )
 @out_option("[default: <model dir>/tune]")
 @max_drop_option(TuneSettings.max_drop, "Largest allowed validation top-1 drop (pp).")
-@list_option("--runtimes", default=TUNABLE_RUNTIMES, help="Runtimes to tune for.")
+@list_option(
+    "--runtimes",
+    default=DEFAULT_RUNTIMES,
+    help=f"Runtimes to tune for (known: {', '.join(TUNABLE_RUNTIMES)}).",
+)
 @click.option(
     "--val-images",
     default=TuneSettings.val_images,

@@ -21,9 +21,10 @@ from edgebench.export import manifest as mf
 from edgebench.export.parity import compare
 from edgebench.export.registry import FP32_TOLERANCE
 from edgebench.fileio import atomic_path
+from edgebench.runtime import RUNTIMES
 from edgebench.tune.space import SUFFIX, p50
 
-_COLORS = {"onnxruntime": "tab:blue", "litert": "tab:orange"}
+_COLORS = {"onnxruntime": "tab:blue", "litert": "tab:orange", "openvino": "tab:purple"}
 
 
 def tuned_name(family: str) -> str:
@@ -36,8 +37,11 @@ def install(t, winner: dict) -> dict:
 
     name = tuned_name(winner["family"])
     filename = f"model.{name}{SUFFIX[winner['runtime']]}"
-    with atomic_path(t.export_dir / filename) as tmp:
+    sidecars = RUNTIMES[winner["runtime"]].sidecars  # an OpenVINO IR's .bin goes with it
+    with atomic_path(t.export_dir / filename, sidecars) as tmp:
         shutil.copyfile(winner["path"], tmp)
+        for suffix in sidecars:
+            shutil.copyfile(Path(winner["path"]).with_suffix(suffix), tmp.with_suffix(suffix))
     probs = np.load(t.cands / f"{winner['slug']}.val_probs.npy")
     tolerance = None if winner["quantized"] else FP32_TOLERANCE  # a float winner is gated like export's
     parity = compare(probs, np.load(t.work / "reference_probs.npy"), tolerance)

@@ -28,10 +28,15 @@ from edgebench.runtime import RUNTIMES
 from edgebench.runtime.cpuflags import unmet
 from edgebench.train.data import split_validation, stratified_indices
 
-TUNABLE_RUNTIMES = ("litert", "onnxruntime")  # the runtimes search_space has candidates for
+TUNABLE_RUNTIMES = ("litert", "onnxruntime", "openvino")  # the runtimes search_space has candidates for
+DEFAULT_RUNTIMES = ("litert", "onnxruntime")  # what tune tries unless --runtimes names more
 TUNE_JSON = "tune.json"
 SUFFIX = {rt: RUNTIMES[rt].suffixes[0] for rt in TUNABLE_RUNTIMES}  # a candidate's file suffix
-FLOAT_FAMILY = {"onnxruntime": "onnx", "litert": "tflite-fp32"}  # also their export format names
+FLOAT_FAMILY = {
+    "onnxruntime": "onnx",
+    "litert": "tflite-fp32",
+    "openvino": "openvino",
+}  # also their export format names
 # edgebench train's default hold-out when the model has no training record beside it
 DEFAULT_HOLD_OUT = {"val_fraction": 0.1, "seed": 0, "train_per_class": None}
 
@@ -53,7 +58,7 @@ class TuneSettings:
     out_dir: Path | None = None  # default: <model dir>/tune
     cache_dir: Path | None = None
     max_drop: float = GateSettings.max_drop_pp  # the gate the winner is confirmed at
-    runtimes: tuple[str, ...] = TUNABLE_RUNTIMES
+    runtimes: tuple[str, ...] = DEFAULT_RUNTIMES
     val_images: int = 1000
     calib_size: int = ExportSettings.calib_size
     threads: int = field(default_factory=default_threads)
@@ -90,7 +95,8 @@ class TuneSettings:
 
 @dataclass(frozen=True)
 class Candidate:
-    family: str  # onnx | tflite-fp32 (float) | onnx-int8 | tflite-int8 | tflite-dynamic
+    family: str  # onnx | tflite-fp32 | openvino (float) | onnx-int8 | tflite-int8 | tflite-dynamic |
+    # openvino-int8
     runtime: str
     quantized: bool
     settings: dict = field(default_factory=dict, hash=False)
@@ -105,8 +111,8 @@ class Candidate:
 
 
 def search_space(runtimes, recipe_options: dict, calib_size: int) -> list[Candidate]:
-    """Float baselines first, then int8 variants around the machine's ONNX Runtime recipe and the TFLite
-    converter's int8 (two calibration sizes) and dynamic range."""
+    """Float baselines first, then int8 variants around the machine's ONNX Runtime recipe, the TFLite
+    converter's int8 (two calibration sizes) and dynamic range, and NNCF's two presets for OpenVINO."""
     out = []
     for rt in runtimes:
         out.append(Candidate(FLOAT_FAMILY[rt], rt, False, {"precision": "fp32"}))
@@ -126,6 +132,11 @@ def search_space(runtimes, recipe_options: dict, calib_size: int) -> list[Candid
         for size in sorted({calib_size, max(1, calib_size // 3)}, reverse=True):
             out.append(Candidate("tflite-int8", "litert", True, {"calib_size": size}))
         out.append(Candidate("tflite-dynamic", "litert", True, {}))
+    if "openvino" in runtimes:  # NNCF PTQ: symmetric (its CNN default) and asymmetric activations
+        for preset in ("performance", "mixed"):
+            out.append(
+                Candidate("openvino-int8", "openvino", True, {"preset": preset, "calib_size": calib_size})
+            )
     return out
 
 
@@ -157,6 +168,8 @@ def label(family: str, s: dict) -> str:
             f"{s['calib_method']} c{s['calib_size']}"
         )
         return text + (f" +{s['exclude']} float" if s.get("exclude") else "")
+    if family == "openvino-int8":
+        return f"nncf {s['preset']} c{s['calib_size']}"
     if family == "tflite-int8":
         return f"converter int8 c{s['calib_size']}"
     return {"tflite-dynamic": "dynamic range"}.get(family, "float32")

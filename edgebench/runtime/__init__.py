@@ -14,6 +14,7 @@ from .base import (
     Runner,
     RunnerSpec,
     Runtime,
+    artifact_files,
     dequantize,
     missing_modules,
     open_runner,
@@ -21,7 +22,16 @@ from .base import (
     quantize,
     runtime_for_path,
 )
-from .bundle import BUNDLE_KIND, MODEL_JSON, Bundle, check_classes, selftest, sha256_file
+from .bundle import (
+    BUNDLE_KIND,
+    MODEL_JSON,
+    Bundle,
+    check_classes,
+    selftest,
+    sha256_file,
+    sidecar_entries,
+    sidecar_problem,
+)
 from .contract import Contract, ContractError, contract_beside, read_labels
 from .images import (
     CIFAR10_CLASSES,
@@ -48,6 +58,7 @@ __all__ = [
     "Runner",
     "RunnerSpec",
     "Runtime",
+    "artifact_files",
     "check_classes",
     "classify",
     "contract_beside",
@@ -65,5 +76,7 @@ __all__ = [
     "runtime_for_path",
     "selftest",
     "sha256_file",
+    "sidecar_entries",
+    "sidecar_problem",
     "top_k",
 ]

@@ -175,6 +175,8 @@ class Runtime:
     portable: bool = False  # its files run on another machine with numpy and this runtime alone: import
     # takes them and bundle ships them
     not_portable: str = "no TensorFlow-free runner ships for it"  # why a bundle cannot ship its files
+    sidecars: tuple[str, ...] = ()  # suffixes of files that belong to the artifact, same stem beside it
+    # (an OpenVINO IR's weights .bin): hashed, copied and renamed with it
 
     @property
     def module(self) -> str:
@@ -198,6 +200,15 @@ RUNTIMES: dict[str, Runtime] = {
             ("onnxruntime",),
             ("onnxruntime", "onnxruntime-gpu"),
             True,
+        ),
+        Runtime(
+            "openvino",
+            ".openvino:OpenVINORunner",
+            (".xml",),
+            ("openvino",),
+            ("openvino",),
+            True,
+            sidecars=(".bin",),
         ),
         Runtime(
             "tensorrt",
@@ -224,6 +235,14 @@ RUNTIMES: dict[str, Runtime] = {
 def portable_runtimes() -> list[Runtime]:
     """The rows whose artifacts import takes and bundle ships, in table order."""
     return [rt for rt in RUNTIMES.values() if rt.portable]
+
+
+def artifact_files(path: str | os.PathLike, runtime: str | None = None) -> list[Path]:
+    """The artifact file and its sidecars (same stem, the row's sidecar suffixes), main file first: what
+    travels, is hashed and is renamed together."""
+    path = Path(path)
+    row = RUNTIMES[runtime or runtime_for_path(path)]
+    return [path, *(path.with_suffix(s) for s in row.sidecars)]
 
 
 def runtime_for_path(path: str | os.PathLike) -> str:

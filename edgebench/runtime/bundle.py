@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from . import cpuflags
-from .base import RUNTIMES, InferenceError, Runner, RunnerSpec, open_runner
+from .base import RUNTIMES, InferenceError, Runner, RunnerSpec, artifact_files, open_runner
 from .contract import Contract
 from .images import load_images
 from .native import native_selftest
@@ -26,6 +26,27 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def sidecar_entries(path: str | os.PathLike, runtime: str, name: str | None = None) -> list[dict]:
+    """``{"file", "sha256", "bytes"}`` of each sidecar of the artifact at ``path`` (empty for one-file
+    runtimes); ``name``: the artifact's final file name, when ``path`` is a temporary one."""
+    final = Path(name or Path(path).name)
+    return [
+        {"file": final.with_suffix(p.suffix).name, "sha256": sha256_file(p), "bytes": p.stat().st_size}
+        for p in artifact_files(path, runtime)[1:]
+    ]
+
+
+def sidecar_problem(path: str | os.PathLike, recorded) -> tuple[str, str] | None:
+    """(reason code, message) when a sidecar beside ``path`` is not the ``recorded`` one, else None."""
+    for entry in recorded or ():
+        side = Path(path).parent / entry["file"]
+        if not side.is_file():
+            return "missing-file", f"{side} is missing (it belongs to {Path(path).name})"
+        if sha256_file(side) != entry["sha256"]:
+            return "sha256-mismatch", f"{side} is not the one recorded beside {Path(path).name} (sha256)"
+    return None
 
 
 class Bundle:
@@ -77,6 +98,9 @@ class Bundle:
                 f"model file {path} is not the one in {MODEL_JSON}: sha256 {actual[:16]}… "
                 f"!= {expected[:16]}… (tampered or corrupted)"
             )
+        problem = sidecar_problem(path, self.spec["model"].get("sidecars"))
+        if problem:
+            raise InferenceError(f"{problem[1]}: tampered or corrupted")
 
     def cpu_mismatch(self) -> str | None:
         """One line naming the CPU flags model.json says the model needs and this host lacks, or None."""
