@@ -227,8 +227,9 @@ def _summary(result, strict: bool) -> None:
     "--parity-images", default=DEFAULTS.parity_images, show_default=True, help="Images for the parity check."
 )
 def import_files(files, out_dir, data_source, labels, scale, mean, std, split, parity_images):
-    """Make an export folder from existing .tflite/.onnx files (FILE or NAME=FILE): inspection, parity
-    against the fp32 file, manifest.json; then bench it with --reference-format."""
+    """Make an export folder from existing .tflite, .onnx or OpenVINO .xml (+ .bin) files (FILE or
+    NAME=FILE): inspection, parity against the fp32 file, manifest.json; then bench it with
+    --reference-format."""
     from edgebench.export.contract import parse_preprocessing
     from edgebench.export.importer import import_artifacts
 

@@ -1,5 +1,5 @@
-"""``import_artifacts``: an export folder made from existing .tflite/.onnx files, for users who arrive
-with exported models and no Keras model.
+"""``import_artifacts``: an export folder made from existing .tflite/.onnx files or OpenVINO IRs (.xml with
+its .bin), for users who arrive with exported models and no Keras model.
 
 Each file gets the same inspection as an exported one (I/O tensors, precision, kernel coverage), a format
 name (given as ``NAME=PATH``, else from its runtime and precision: ``onnx``, ``tflite-int8`` …) and a parity
@@ -27,7 +27,7 @@ from edgebench.export.parity import compare, run_artifact
 from edgebench.export.pipeline import ExportResult
 from edgebench.export.registry import FORMATS, FP32_TOLERANCE
 from edgebench.fileio import atomic_path, ensure_dir, sha256_file
-from edgebench.runtime import InferenceError, portable_runtimes, runtime_for_path
+from edgebench.runtime import RUNTIMES, InferenceError, artifact_files, portable_runtimes, runtime_for_path
 
 # runtime -> the name stem of a file of it (``tflite``, ``onnx``): the runtimes whose files travel
 IMPORTABLE = {rt.name: rt.suffixes[0].lstrip(".") for rt in portable_runtimes()}
@@ -39,6 +39,8 @@ _NAMES = {
     ("litert", "int8"): "tflite-int8",
     ("onnxruntime", "fp32"): "onnx",
     ("onnxruntime", "int8"): "onnx-int8",
+    ("openvino", "fp32"): "openvino",
+    ("openvino", "int8"): "openvino-int8",
 }
 
 
@@ -59,6 +61,9 @@ def inspect_file(item: str) -> dict:
     if runtime not in IMPORTABLE:
         suffixes = " and ".join(f".{stem}" for stem in IMPORTABLE.values())
         raise EdgebenchError(f"cannot import {path}: only {suffixes} files are imported")
+    missing = [p for p in artifact_files(path, runtime)[1:] if not p.is_file()]
+    if missing:
+        raise EdgebenchError(f"cannot import {path}: {missing[0].name} is not beside it (its weights)")
     try:
         info = artifact_info.describe(runtime, path)
         cov = coverage.describe(runtime, path)
@@ -164,8 +169,10 @@ def _import_one(item, out_dir: Path, images, reference, contract, ref_name: str,
     }
     start = time.perf_counter()
     try:
-        with atomic_path(out_dir / filename) as tmp:
-            shutil.copyfile(item["path"], tmp)
+        sidecars = RUNTIMES[runtime].sidecars
+        with atomic_path(out_dir / filename, sidecars) as tmp:
+            for src, dst in zip(artifact_files(item["path"], runtime), artifact_files(tmp, runtime)):
+                shutil.copyfile(src, dst)
             try:
                 probs = run_artifact(runtime, tmp, images, contract)
             except EdgebenchError as exc:
@@ -187,8 +194,8 @@ def _import_one(item, out_dir: Path, images, reference, contract, ref_name: str,
                 parity=parity,
             )
     except ArtifactError as exc:
-        if (out_dir / filename).is_file():
-            (out_dir / filename).unlink()  # a stale file of an earlier import must not outlive this failure
+        for stale in artifact_files(out_dir / filename, runtime):  # an earlier import's files must not
+            stale.unlink(missing_ok=True)  # outlive this failure
         return mf.entry(
             name, runtime, "failed", exc.reason, str(exc), options=options, wall_time_s=_since(start)
         )

@@ -110,6 +110,23 @@ def test_a_missing_bin_is_a_one_line_error(run_dir, tmp_path):
     assert err.value.reason == "sha256-mismatch"
 
 
+def test_import_takes_an_ir_with_its_bin_and_refuses_a_lone_xml(run_dir, cifar_folder, cache_dir, tmp_path):
+    from edgebench.errors import EdgebenchError
+    from edgebench.export.importer import import_artifacts
+
+    export = run_dir / "export"
+    files = [export / _entries(run_dir)[f]["file"] for f in ("openvino", "openvino-int8")]
+    result = import_artifacts(files, tmp_path / "imp", cifar_folder, parity_images=20, cache_dir=cache_dir)
+    assert result.built == ["openvino", "openvino-int8"] and not result.failed
+    for entry in result.manifest["artifacts"]:
+        (side,) = entry["sidecars"]
+        assert sha256_file(tmp_path / "imp" / side["file"]) == side["sha256"]
+    assert not list((tmp_path / "imp").glob(".partial-*"))
+    shutil.copy(files[0], tmp_path / "lone.xml")
+    with pytest.raises(EdgebenchError, match=r"lone\.bin is not beside it"):
+        import_artifacts([tmp_path / "lone.xml"], tmp_path / "imp2", cifar_folder, cache_dir=cache_dir)
+
+
 def test_bench_worker_for_openvino_imports_no_tensorflow_or_onnxruntime(run_dir, small_dataset, tmp_path):
     from edgebench.bench.isolation import run_worker
 
