@@ -238,6 +238,9 @@ def test_tune_tries_openvino_fp32_and_both_nncf_presets(run_dir, cifar_folder, t
     assert sorted(r["family"] for r in records) == ["openvino", "openvino-int8", "openvino-int8"]
     assert {r["settings"].get("preset") for r in records if r["quantized"]} == {"performance", "mixed"}
     assert all(r["status"] == "ok" for r in records), [r.get("message") for r in records]
+    for rec in records:  # tune.json's resume check covers the .bin, not just the .xml
+        (side,) = rec["sidecars"]
+        assert sha256_file(Path(rec["path"]).with_suffix(".bin")) == side["sha256"]
     # The winner is installed with its .bin, and the manifest checks both.
     entry = result.entry
     assert entry["runtime"] == "openvino" and entry["sidecars"]

@@ -10,7 +10,7 @@ its own peak RSS (VmHWM) with the result.
 Task kinds: ``onnx-float`` (tf2onnx), ``onnx-prepare`` (BatchNorm folding for quantization), ``onnx-int8``
 (static quantization of the prepared model with a recipe, calibration method and excluded nodes),
 ``tflite`` (fp32, dynamic-range or full-integer int8 through the converter), ``openvino`` (the IR of the
-export format) and ``openvino-int8`` (NNCF PTQ with a preset) and ``sensitivity``
+export format), ``openvino-int8`` (NNCF PTQ with a preset, of the float ONNX file) and ``sensitivity``
 (``tune.sensitivity``). ``onnx-float`` and ``tflite`` run the builder of the export format of the same
 name (``export.registry``) on a ``BuildContext``; ``onnx-int8`` calls export's ``quantize_int8`` itself, on
 a prepared model shared by all candidates and with excluded nodes, which the ``onnx-int8`` format's builder
@@ -122,8 +122,13 @@ def candidate_task(
         }
     if cand.family == "openvino":
         return {**task, "kind": "openvino", "format": "openvino"}
-    if cand.family == "openvino-int8":
-        return {**task, "kind": "openvino-int8", "preset": cand.settings["preset"]}
+    if cand.family == "openvino-int8":  # ``prepared``: the float ONNX file NNCF converts and quantizes
+        return {
+            **task,
+            "kind": "openvino-int8",
+            "preset": cand.settings["preset"],
+            "float_onnx": str(prepared),
+        }
     return {**task, "kind": "tflite", "format": cand.family}
 
 
@@ -193,16 +198,10 @@ def _tflite(task: dict, dest: Path) -> dict | None:
 
 
 def _openvino_int8(task: dict, dest: Path) -> dict:
-    """NNCF PTQ with the candidate's preset, on the IR of the ONNX file built here."""
-    import shutil
-
+    """NNCF PTQ with the candidate's preset, on the IR of the tuner's float ONNX file (no TensorFlow here)."""
     from edgebench.export.openvino_formats import quantize
 
-    ctx = _context(task)
-    try:
-        return {"nncf": quantize(ctx.onnx_path, ctx.calibration, dest, task["preset"])}
-    finally:
-        shutil.rmtree(ctx.workdir, ignore_errors=True)
+    return {"nncf": quantize(Path(task["float_onnx"]), _calibration(task), dest, task["preset"])}
 
 
 def _sensitivity(task: dict, dest: Path) -> dict:

@@ -2,9 +2,8 @@
 
 Candidates (``tune.space.search_space``) are built one at a time in memory-bounded workers
 (``tune.build``) and measured with bench's own workers (``bench.measure``): top-1 on the validation
-images and batch-1 p50 in a fresh process. When no ONNX Runtime int8 candidate keeps accuracy, the most
-sensitive layers of the best failing QDQ one stay float, k = 1, 2, 4, ... (``tune.sensitivity``). The
-finalists are re-timed in rotated rounds (one screening sample each is noisy on a shared machine), then
+images and batch-1 p50 in a fresh process. ``tune.second_pass`` then repairs ONNX Runtime int8 when no
+candidate keeps accuracy (sensitive layers kept float) and re-times the finalists side by side;
 ``tune.space.select`` decides and ``tune.report`` writes the winner into the export folder.
 
 tune.json is rewritten after every candidate; a rerun with the same model, validation and calibration
@@ -15,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +26,9 @@ from edgebench.bench.measure import Measurer, Target
 from edgebench.errors import ArtifactError, EdgebenchError
 from edgebench.export.context import indices_sha256
 from edgebench.fileio import ensure_dir, read_json, sha256_file, write_json
-from edgebench.runtime import Contract
+from edgebench.runtime import Contract, sidecar_entries, sidecar_problem
 from edgebench.train.data import align_classes, load_dataset
-from edgebench.tune import report
+from edgebench.tune import report, second_pass
 from edgebench.tune.build import candidate_task, run_build
 from edgebench.tune.space import (
     TUNE_JSON,
@@ -44,7 +43,6 @@ from edgebench.tune.space import (
 )
 
 _EXPORT_FIELDS = ("inputs", "outputs", "dynamic_batch", "precision")
-RUNOFF_ROUNDS = 2
 
 
 @dataclass
@@ -150,7 +148,11 @@ class _Tuner:
         rec = self.state["candidates"].get(cand.key)
         if rec and (
             rec["status"] != "ok"
-            or (Path(rec["path"]).is_file() and sha256_file(rec["path"]) == rec["sha256"])
+            or (
+                Path(rec["path"]).is_file()
+                and sha256_file(rec["path"]) == rec["sha256"]
+                and not sidecar_problem(rec["path"], rec.get("sidecars"))  # an IR's .bin too
+            )
         ):
             return rec
         return None
@@ -161,9 +163,23 @@ class _Tuner:
             info = {k: export[k] for k in _EXPORT_FIELDS}
             built = {"build_s": 0.0, "source": "export", "coverage": export["coverage"], "info": info}
             return verified_path(self.export_dir, export), built
-        prepared = self.prepared() if cand.family == "onnx-int8" else None
+        prepared = {"onnx-int8": self.prepared, "openvino-int8": self.float_onnx}.get(cand.family)
+        prepared = prepared() if prepared else None
         task = candidate_task(cand, self.model, self.work, prepared, exclude, self.s.target)
         return Path(task["dest"]), run_build(task, self.work, self.s.memory_mb)
+
+    def float_onnx(self) -> Path:
+        """The float ONNX file NNCF quantizes: the export's ``onnx`` artifact (the same model: checked at
+        start), else one built here once. Not a candidate: tuning OpenVINO alone ranks no ONNX file."""
+        export = next((a for a in self.manifest["artifacts"] if a["format"] == "onnx"), None)
+        if export and export["status"] == "ok":
+            return verified_path(self.export_dir, export)
+        path = self.work / "model.float.onnx"
+        if not path.is_file():
+            cand = Candidate("onnx", "onnxruntime", False, {"precision": "fp32"})
+            run_build({**candidate_task(cand, self.model, self.work, None), "dest": str(path)}, self.work,
+                      self.s.memory_mb)  # fmt: skip
+        return path
 
     def prepared(self) -> Path:
         """The float ONNX folded for quantization, shared by every ONNX int8 candidate."""
@@ -211,7 +227,8 @@ class _Tuner:
                 status="ok",
                 path=str(path),
                 sha256=sha256_file(path),
-                bytes=path.stat().st_size,
+                sidecars=(sides := sidecar_entries(path, cand.runtime)),
+                bytes=path.stat().st_size + sum(s["bytes"] for s in sides),  # with an IR's .bin
                 val_top1=top1,
                 drop_pp=round((self.state["reference"]["top1"] - top1) * 100, 6),  # 0.5, not 0.500000001
                 agreement=float((probs.argmax(1) == ref.argmax(1)).mean()),
@@ -226,75 +243,6 @@ class _Tuner:
         self.state["candidates"][cand.key] = rec
         self.save()
         return rec
-
-    # -- the fallback and the runoff ---------------------------------------------------------------
-    def fallback(self, float_ms: float) -> None:
-        """Keep the k most sensitive layers of the best failing QDQ candidate in float until it passes."""
-        ort = [r for r in self.records() if r["family"] == "onnx-int8" and r["status"] == "ok"]
-        if not ort or any(r["drop_pp"] <= self.s.max_drop for r in ort):
-            return
-        bases = [
-            r for r in ort if r["settings"]["quant_format"] == "qdq" and not r["settings"].get("exclude")
-        ]
-        bases = [r for r in bases if p50(r) < float_ms]  # more float layers only make it slower
-        if not bases:
-            self.log("fallback: no QDQ int8 candidate is faster than float ONNX: nothing worth repairing")
-            return
-        base = min(bases, key=lambda r: r["drop_pp"])  # the fewest layers to give back
-        ranking = self.sensitivity(base)
-        k = 1
-        while k <= min(self.s.max_exclude, len(ranking)):
-            cand = Candidate("onnx-int8", "onnxruntime", True, {**base["settings"], "exclude": k})
-            rec = self.evaluate(cand, [r["node"] for r in ranking[:k]])
-            if rec["status"] == "ok" and rec["drop_pp"] <= self.s.max_drop:
-                return
-            if rec["status"] == "ok" and p50(rec) >= float_ms:
-                self.log(f"fallback: with {k} float layers int8 is no faster than float ONNX: stopped")
-                return
-            k *= 2
-
-    def sensitivity(self, base: dict) -> list[dict]:
-        if base["key"] in self.state["sensitivity"]:
-            return self.state["sensitivity"][base["key"]]["ranking"]
-        n = min(self.s.sensitivity_images, len(self.y_val))
-        images, dest = self.work / "sensitivity_images.npy", self.work / "sensitivity.json"
-        np.save(images, np.load(self.work / "val_images.npy")[:n])
-        self.log(f"sensitivity: per-layer int8 error of {base['label']} on {n} validation images ...")
-        task = {"kind": "sensitivity", "prepared": str(self.prepared()), "qdq": base["path"]}
-        run_build({**task, "images": str(images), "dest": str(dest)}, self.work, self.s.memory_mb)
-        ranking = read_json(dest, "sensitivity ranking")
-        self.state["sensitivity"][base["key"]] = {"images": n, "metric": "SQNR lost (dB)", "ranking": ranking}
-        self.save()
-        self.log("sensitivity: " + ", ".join(f"{r['node']} {r['loss_db']:.1f} dB" for r in ranking[:4]))
-        return ranking
-
-    def runoff(self) -> list[dict]:
-        """Re-time the finalists (the 3 fastest passing quantized candidates and the fastest float one per
-        runtime, by screening p50) in rotated rounds and return them: one screening sample each is noisy on
-        a shared machine, and the decision compares figures taken side by side."""
-        ok = [r for r in self.records() if r["status"] == "ok"]
-        fast = lambda r: r["p50_ms"]  # noqa: E731
-        passing = sorted((r for r in ok if r["quantized"] and r["drop_pp"] <= self.s.max_drop), key=fast)
-        floats = {
-            r["runtime"]: r for r in sorted((r for r in ok if not r["quantized"]), key=fast, reverse=True)
-        }
-        finalists = {r["slug"]: r for r in [*passing[:3], *floats.values()]}
-        if not passing or all(r.get("runoff_p50_ms") for r in finalists.values()):
-            return list(finalists.values())
-        self.log(f"runoff: re-timing {len(finalists)} finalists in {RUNOFF_ROUNDS} rotated rounds ...")
-        targets = [Target(slug, r["runtime"], Path(r["path"])) for slug, r in finalists.items()]
-        latency = replace(self.s.latency, rounds=RUNOFF_ROUNDS)
-        _, pooled = self.measurer(latency, log=lambda _: None).timing(
-            targets, lambda name, exc: self.log(f"runoff: {name} failed: {exc}")
-        )
-        for slug, r in list(finalists.items()):
-            if (slug, self.s.threads) not in pooled:
-                del finalists[slug]
-                continue
-            r["runoff_p50_ms"] = float(np.median(pooled[(slug, self.s.threads)]))
-            self.log(f"runoff: {r['family']} ({r['label']}) p50 {r['runoff_p50_ms']:.2f} ms")
-        self.save()
-        return list(finalists.values())
 
 
 def run_tune(settings: TuneSettings, log: Callable[[str], None] = print) -> TuneResult:
@@ -316,8 +264,8 @@ def run_tune(settings: TuneSettings, log: Callable[[str], None] = print) -> Tune
         t.evaluate(cand)
         if i == last_ort:  # ONNX Runtime's screening is complete: repair it if nothing passed
             onnx = [r for r in t.records() if r["family"] == "onnx" and r["status"] == "ok"]
-            t.fallback(p50(onnx[0]) if onnx else float("inf"))
-    finalists = t.runoff()
+            second_pass.fallback(t, p50(onnx[0]) if onnx else float("inf"))
+    finalists = second_pass.runoff(t)
     winner, why = select(finalists or t.records(), settings.max_drop)
     log(f"decision: {why}")
     t.state.update(decision=why, winner=winner and winner["key"])
