@@ -37,7 +37,9 @@ def new_row(artifact: dict) -> dict:
         "precision": precision.get("label"),
         "precision_detail": {k: precision.get(k) for k in ("weights", "activations")} if precision else None,
         "coverage": artifact.get("coverage"),
-        "bytes": artifact.get("bytes"),
+        # what the artifact weighs on disk: an OpenVINO IR is its .xml and the .bin with the weights
+        "bytes": artifact.get("bytes")
+        and artifact["bytes"] + sum(s["bytes"] for s in artifact.get("sidecars") or ()),
         "dynamic_batch": artifact.get("dynamic_batch"),
         "fixed_batch": None,
         "runner": None,
