@@ -171,7 +171,8 @@ def _import_one(item, out_dir: Path, images, reference, contract, ref_name: str,
     try:
         sidecars = RUNTIMES[runtime].sidecars
         with atomic_path(out_dir / filename, sidecars) as tmp:
-            for src, dst in zip(artifact_files(item["path"], runtime), artifact_files(tmp, runtime)):
+            pairs = zip(artifact_files(item["path"], runtime), artifact_files(tmp, runtime), strict=True)
+            for src, dst in pairs:
                 shutil.copyfile(src, dst)
             try:
                 probs = run_artifact(runtime, tmp, images, contract)
