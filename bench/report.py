@@ -31,6 +31,7 @@ def new_row(artifact: dict) -> dict:
         "format": artifact["format"],
         "runtime": artifact["runtime"],
         "file": artifact.get("file"),
+        "sha256": artifact.get("sha256"),  # the file measured: what a bundle checks its figures against
         "status": None,
         "reason": None,
         "message": None,

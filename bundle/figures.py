@@ -47,6 +47,7 @@ def measured_figures(report_path: Path, report: dict, fmt: str, manifest_sha256:
         "report": str(report_path),
         "report_created": report["created"],
         "matches_export": report["manifest_sha256"] == manifest_sha256,
+        "sha256": row.get("sha256"),  # None in reports from before rows recorded it
         "status": row["status"],  # the bench gate's verdict (pass / fail / error / skipped) or reference
         "reason": row.get("reason"),
         "message": row.get("message"),
@@ -86,8 +87,16 @@ def read_figures(export_dir: Path, report, manifest: dict, fmt: str, warnings: l
         warnings.append(msg + "; its figures are left out")
         return None
     figures = measured_figures(path, data, fmt, sha256_file(export_dir / arts.MANIFEST_NAME))
+    entry = next((a for a in manifest["artifacts"] if a["format"] == fmt), None)
+    measured = figures and figures.pop("sha256")
     if figures is None:
         warnings.append(f"bench report {path} has no row for {fmt}; no measured figures in the bundle")
+    elif entry and measured and measured != entry["sha256"]:  # e.g. another export folder of the model
+        msg = f"bench report {path} measured another {fmt} file than this export's (sha256 differs)"
+        if explicit:
+            raise EdgebenchError(msg)
+        warnings.append(msg + "; its figures are left out")
+        return None
     elif not figures["matches_export"]:
         warnings.append(
             f"bench report {path} was made from an earlier manifest of this export (same source model); "

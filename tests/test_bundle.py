@@ -252,6 +252,9 @@ def test_bundle_bad_input_is_one_line_and_exit_2(run_dir, tmp_path):
     other_report = json.loads((run_dir / "bench" / "report.json").read_text())
     other_report["source_model"]["sha256"] = "0" * 64
     (tmp_path / "other.json").write_text(json.dumps(other_report))
+    other_file = json.loads((run_dir / "bench" / "report.json").read_text())
+    next(r for r in other_file["artifacts"] if r["format"] == "onnx")["sha256"] = "0" * 64
+    (tmp_path / "other-file.json").write_text(json.dumps(other_file))  # another export folder's onnx
     trt_words = "cannot be bundled"  # unavailable here; on a TensorRT machine: engines are device-specific
     cases = {
         "missing export": (["--export", tmp_path / "nope"], "export folder not found"),
@@ -269,6 +272,10 @@ def test_bundle_bad_input_is_one_line_and_exit_2(run_dir, tmp_path):
         "report of another model": (
             ["--export", export, "--report", tmp_path / "other.json"],
             "different model",
+        ),
+        "report of another file": (
+            ["--export", export, "--format", "onnx", "--report", tmp_path / "other-file.json"],
+            "measured another onnx file",
         ),
         "missing report": (
             ["--export", export, "--report", tmp_path / "none.json"],
