@@ -272,7 +272,8 @@ def run_bench(
         def timing_failed(name: str, exc: Exception) -> None:
             rp.fail(by_name[name], getattr(exc, "reason", "inference-error"), str(exc))
 
-        latency, samples = measurer.timing(list(targets.values()), timing_failed)
+        timed = [t for n, t in targets.items() if settings.time_reference or n != ref_name]
+        latency, samples = measurer.timing(timed, timing_failed)
     for name, entries in latency.items():
         rp.set_latency(by_name[name], entries)
         if name != ref_name:

@@ -128,6 +128,12 @@ export_dir_option = click.option(
     help="Batch size of the accuracy pass.",
 )
 @click.option("--no-plots", is_flag=True, help="Skip the plots.")
+@click.option(
+    "--time-reference/--no-time-reference",
+    default=BenchSettings.time_reference,
+    show_default=True,
+    help="Time the reference as well (its accuracy is measured either way).",
+)
 def bench(
     export_dir,
     reference,
@@ -151,6 +157,7 @@ def bench(
     formats,
     eval_batch,
     no_plots,
+    time_reference,
 ):
     """Accuracy gate, latency and throughput of every exported artifact; writes report.json/report.md/plots.
 
@@ -187,6 +194,7 @@ def bench(
         formats=list(formats) if formats else None,
         eval_batch=eval_batch,
         plots=not no_plots,
+        time_reference=time_reference,
     )
     result = run_bench(settings, log=lambda msg: click.echo(msg, err=True), on_row=_row_line)
     _print_table(

@@ -32,6 +32,9 @@ class BenchSettings:
     formats: list[str] | None = None
     eval_batch: int = EVAL_BATCH
     plots: bool = True
+    time_reference: bool = (
+        True  # the reference's latency too (for Keras: minutes of TensorFlow on a ResNet50)
+    )
 
     @property
     def throughput_thread_counts(self) -> list[int]:

@@ -71,6 +71,7 @@ def run_dir(tmp_path_factory, tiny_model_path, cifar_folder, cache_dir) -> Path:
         test_per_class=10,
         formats=BUNDLED,
         plots=False,
+        time_reference=False,
     )
     run_bench(bench, log=lambda msg: None)
     return run

@@ -199,6 +199,7 @@ def test_bench_rows_show_the_precision_actually_used(run_dir, cifar_folder, cach
         test_per_class=5,
         formats=["openvino", "openvino-int8"],
         plots=False,
+        time_reference=False,
     )
     rows = {r["format"]: r for r in run_bench(settings, log=lambda _: None).report["artifacts"]}
     plugin = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()

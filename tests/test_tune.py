@@ -255,7 +255,7 @@ def test_winner_is_a_manifest_format_bench_runs(tuned, run_dir, cifar_folder):
     args = ["bench", "--export", str(run_dir / "export"), "--data", str(cifar_folder), "--out", str(out),
             "--formats", "onnx-int8-tuned", "--max-drop", "100", "--test-per-class", "5", "--threads", "1",
             "--batch-sizes", "1", "--rounds", "1", "--min-samples", "10", "--latency-time-cap", "0.05",
-            "--throughput-time-cap", "0.05", "--no-plots"]  # fmt: skip
+            "--throughput-time-cap", "0.05", "--no-plots", "--no-time-reference"]  # fmt: skip
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
