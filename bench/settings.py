@@ -32,9 +32,8 @@ class BenchSettings:
     formats: list[str] | None = None
     eval_batch: int = EVAL_BATCH
     plots: bool = True
-    time_reference: bool = (
-        True  # the reference's latency too (for Keras: minutes of TensorFlow on a ResNet50)
-    )
+    # the reference's latency too (for Keras: minutes of TensorFlow on a ResNet50)
+    time_reference: bool = True
 
     @property
     def throughput_thread_counts(self) -> list[int]:

@@ -198,9 +198,7 @@ def build_bundle(
 
     tmp = Path(tempfile.mkdtemp(prefix=f".partial-{out.name}-", dir=out.parent))
     try:
-        shutil.copyfile(model_path, tmp / artifact["file"])
-        for side in artifact.get("sidecars") or ():  # an OpenVINO IR's .bin: verified with it above
-            shutil.copyfile(model_path.parent / side["file"], tmp / side["file"])
+        runtime.copy_artifact(model_path, tmp / artifact["file"], artifact["runtime"])  # + an IR's .bin
         copy_runtime(tmp)
         (tmp / "labels.txt").write_text("\n".join(class_names) + "\n", encoding="utf-8")
         (tmp / "requirements.txt").write_text("\n".join(pins) + "\n", encoding="utf-8")
@@ -208,8 +206,7 @@ def build_bundle(
             requires = native_define(cpu["requires"])
             native_spec = native.add_native_runner(tmp, artifact["file"], threads, warnings, requires)
         else:
-            reason = native.NO_C_RUNNER.get(artifact["runtime"], native.NO_ONNX_RUNNER)
-            native_spec = {"binary": None, "reason": reason}
+            native_spec = {"binary": None, "reason": native.NO_C_RUNNER[artifact["runtime"]]}
         spec = {
             "schema_version": 1,
             "kind": runtime.BUNDLE_KIND,

@@ -18,10 +18,15 @@ def find_report(export_dir: Path, report) -> tuple[Path | None, bool]:
     return (default if default.is_file() else None), False
 
 
+def report_row(report: dict, fmt: str) -> dict | None:
+    """The row of ``fmt``: an artifact, or the reference itself."""
+    rows = report["artifacts"] + ([report["reference"]] if report.get("reference") else [])
+    return next((r for r in rows if r["format"] == fmt), None)
+
+
 def measured_figures(report_path: Path, report: dict, fmt: str, manifest_sha256: str) -> dict | None:
     """What bench measured for ``fmt``: accuracy, batch-1 latency at its fastest thread count, throughput."""
-    rows = report["artifacts"] + ([report["reference"]] if report.get("reference") else [])
-    row = next((r for r in rows if r["format"] == fmt), None)  # an artifact, or the reference itself
+    row = report_row(report, fmt)
     if row is None:
         return None
     ref = report.get("reference") or {}
@@ -47,7 +52,6 @@ def measured_figures(report_path: Path, report: dict, fmt: str, manifest_sha256:
         "report": str(report_path),
         "report_created": report["created"],
         "matches_export": report["manifest_sha256"] == manifest_sha256,
-        "sha256": row.get("sha256"),  # None in reports from before rows recorded it
         "status": row["status"],  # the bench gate's verdict (pass / fail / error / skipped) or reference
         "reason": row.get("reason"),
         "message": row.get("message"),
@@ -86,17 +90,18 @@ def read_figures(export_dir: Path, report, manifest: dict, fmt: str, warnings: l
             raise EdgebenchError(msg)
         warnings.append(msg + "; its figures are left out")
         return None
-    figures = measured_figures(path, data, fmt, sha256_file(export_dir / arts.MANIFEST_NAME))
+    row = report_row(data, fmt) or {}
     entry = next((a for a in manifest["artifacts"] if a["format"] == fmt), None)
-    measured = figures and figures.pop("sha256")
-    if figures is None:
-        warnings.append(f"bench report {path} has no row for {fmt}; no measured figures in the bundle")
-    elif entry and measured and measured != entry["sha256"]:  # e.g. another export folder of the model
+    # rows record the file they measured (reports before that do not): e.g. another export folder's file
+    if entry and row.get("sha256") and row["sha256"] != entry["sha256"]:
         msg = f"bench report {path} measured another {fmt} file than this export's (sha256 differs)"
         if explicit:
             raise EdgebenchError(msg)
         warnings.append(msg + "; its figures are left out")
         return None
+    figures = measured_figures(path, data, fmt, sha256_file(export_dir / arts.MANIFEST_NAME))
+    if figures is None:
+        warnings.append(f"bench report {path} has no row for {fmt}; no measured figures in the bundle")
     elif not figures["matches_export"]:
         warnings.append(
             f"bench report {path} was made from an earlier manifest of this export (same source model); "

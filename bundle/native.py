@@ -28,12 +28,10 @@ LIBRARY = "libLiteRt.so"
 RUNNER = "runner"
 WARNINGS = ("-std=c11", "-Wall", "-Wextra", "-Werror")
 NO_C_RUNNER = {  # why a runtime's bundle has no C runner (only the TFLite one has)
+    "onnxruntime": "no C runner for ONNX Runtime: its C API is a table of function pointers whose slots "
+    "cannot be checked without onnxruntime_c_api.h (not shipped by the wheel); use infer.py",
     "openvino": "no C runner for OpenVINO: the bundle's C runner drives the TFLite C API only; use infer.py",
 }
-NO_ONNX_RUNNER = (
-    "no C runner for ONNX Runtime: its C API is a table of function pointers whose slots cannot be "
-    "checked without onnxruntime_c_api.h (not shipped by the wheel); use infer.py"
-)
 
 
 def litert_library() -> Path:

@@ -12,7 +12,6 @@ output, names from ``--labels`` or the class folders, preprocessing from the use
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,14 @@ from edgebench.export.parity import compare, run_artifact
 from edgebench.export.pipeline import ExportResult
 from edgebench.export.registry import FORMATS, FP32_TOLERANCE
 from edgebench.fileio import atomic_path, ensure_dir, sha256_file
-from edgebench.runtime import RUNTIMES, InferenceError, artifact_files, portable_runtimes, runtime_for_path
+from edgebench.runtime import (
+    RUNTIMES,
+    InferenceError,
+    artifact_files,
+    copy_artifact,
+    portable_runtimes,
+    runtime_for_path,
+)
 
 # runtime -> the name stem of a file of it (``tflite``, ``onnx``): the runtimes whose files travel
 IMPORTABLE = {rt.name: rt.suffixes[0].lstrip(".") for rt in portable_runtimes()}
@@ -171,9 +177,7 @@ def _import_one(item, out_dir: Path, images, reference, contract, ref_name: str,
     try:
         sidecars = RUNTIMES[runtime].sidecars
         with atomic_path(out_dir / filename, sidecars) as tmp:
-            pairs = zip(artifact_files(item["path"], runtime), artifact_files(tmp, runtime), strict=True)
-            for src, dst in pairs:
-                shutil.copyfile(src, dst)
+            copy_artifact(item["path"], tmp, runtime)
             try:
                 probs = run_artifact(runtime, tmp, images, contract)
             except EdgebenchError as exc:

@@ -10,7 +10,6 @@ validation images (train split), not on test images: the tuner never reads the t
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,7 @@ from edgebench.export import manifest as mf
 from edgebench.export.parity import compare
 from edgebench.export.registry import FP32_TOLERANCE
 from edgebench.fileio import atomic_path
-from edgebench.runtime import RUNTIMES
+from edgebench.runtime import RUNTIMES, copy_artifact
 from edgebench.tune.space import SUFFIX, p50
 
 _COLORS = {"onnxruntime": "tab:blue", "litert": "tab:orange", "openvino": "tab:purple"}
@@ -39,9 +38,7 @@ def install(t, winner: dict) -> dict:
     filename = f"model.{name}{SUFFIX[winner['runtime']]}"
     sidecars = RUNTIMES[winner["runtime"]].sidecars  # an OpenVINO IR's .bin goes with it
     with atomic_path(t.export_dir / filename, sidecars) as tmp:
-        shutil.copyfile(winner["path"], tmp)
-        for suffix in sidecars:
-            shutil.copyfile(Path(winner["path"]).with_suffix(suffix), tmp.with_suffix(suffix))
+        copy_artifact(winner["path"], tmp, winner["runtime"])
     probs = np.load(t.cands / f"{winner['slug']}.val_probs.npy")
     tolerance = None if winner["quantized"] else FP32_TOLERANCE  # a float winner is gated like export's
     parity = compare(probs, np.load(t.work / "reference_probs.npy"), tolerance)

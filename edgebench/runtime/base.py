@@ -245,6 +245,14 @@ def artifact_files(path: str | os.PathLike, runtime: str | None = None) -> list[
     return [path, *(path.with_suffix(s) for s in row.sidecars)]
 
 
+def copy_artifact(src: str | os.PathLike, dst: str | os.PathLike, runtime: str | None = None) -> None:
+    """Copy the artifact at ``src`` and its sidecars to ``dst`` and the same-stem paths beside it."""
+    import shutil
+
+    for a, b in zip(artifact_files(src, runtime), artifact_files(dst, runtime), strict=True):
+        shutil.copyfile(a, b)
+
+
 def runtime_for_path(path: str | os.PathLike) -> str:
     suffix = Path(path).suffix.lower()
     for rt in RUNTIMES.values():
