@@ -115,3 +115,14 @@ if os.environ.get("EDGEBENCH_RSS_LOG"):
                 f"{item.nodeid}\t{time.time() - t0:.1f}s\trss {rss:.0f} MB\tpeak {peak:.0f}"
                 f"\tchildren {children:.0f}\n"
             )
+
+
+# `make test` runs the files on two pytest-xdist workers (`-n 2 --dist loadfile`: a file's tests stay on one
+# worker, so its module fixtures are built once). The longest files go first so that neither worker is left
+# with one of them at the end.
+LONGEST_FIRST = ("test_train.py", "test_tune.py", "test_budget.py", "test_bench.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the order within a file kept
