@@ -182,7 +182,7 @@ def test_interrupted_run_resumes_with_its_plan_and_the_budget_cut_saves_a_valid_
         (["--data", "/nonexistent/cifar"], "data source not found"),
         (["--weights", "/nonexistent/w.weights.h5"], "weights file not found"),
         (["--time-budget", "-5"], "--time-budget takes minutes >= 0"),
-        (["--time-budget", "5", "--plan-unfreeze", "conv2"], "unknown choice conv2"),
+        (["--time-budget", "5", "--plan-unfreeze", "conv1"], "unknown choice conv1"),
         (["--time-budget", "5", "--plan-sizes", "96,x"], "comma-separated integers"),
         (["--xla", "fast"], "--xla takes auto, on or off, got 'fast'"),
         (["--cache-runtime", "tvm"], "--cache-runtime takes auto, keras or onnxruntime, got 'tvm'"),

@@ -20,8 +20,14 @@ from edgebench.runtime import CIFAR10_CLASSES, INPUT_SIZE, Contract, ContractErr
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 SPLIT_LAYER = "conv4_block6_out"  # output of the frozen trunk; conv5 and the head sit above it
 FINETUNE_PREFIX = "conv5_"
-# What phase 2 may unfreeze -> (layer-name prefixes that train, the last frozen layer below them).
-UNFREEZE = {"conv5": ((FINETUNE_PREFIX,), SPLIT_LAYER), "conv4": (("conv4_", "conv5_"), "conv3_block4_out")}
+# What phase 2 may unfreeze, named by the lowest block that trains -> (layer-name prefixes that train, the
+# last frozen layer below them). "conv2": every residual block; only the stem (conv1) stays frozen.
+UNFREEZE = {
+    "conv5": ((FINETUNE_PREFIX,), SPLIT_LAYER),
+    "conv4": (("conv4_", "conv5_"), "conv3_block4_out"),
+    "conv3": (("conv3_", "conv4_", "conv5_"), "conv2_block3_out"),
+    "conv2": (("conv2_", "conv3_", "conv4_", "conv5_"), "pool1_pool"),
+}
 
 
 @keras.saving.register_keras_serializable(package="edgebench")
@@ -123,8 +129,8 @@ def is_finetuned(layer, unfreeze: str = "conv5") -> bool:
 
 
 def set_phase(model: keras.Model, phase: int, unfreeze: str = "conv5") -> None:
-    """Phase 1: only the head trains. Phase 2: conv5 (and conv4 with ``unfreeze="conv4"``) and the head
-    train; BatchNorm stays frozen.
+    """Phase 1: only the head trains. Phase 2: the blocks from ``unfreeze`` up (conv5; conv4 + conv5; ...)
+    and the head train; BatchNorm stays frozen.
 
     A frozen BatchNormalization layer runs in inference mode in Keras 3, so its ImageNet statistics survive
     small fine-tuning batches.

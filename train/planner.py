@@ -31,7 +31,7 @@ MARGIN = 0.05  # part of the budget kept free for what the estimate misses
 PHASE1_SHARE = 0.05  # at most this part of the budget goes into pooled features of phase 1's train images
 PHASE1_MIN = 2000  # ... but at least this many (a head from fewer images starts phase 2 far behind)
 POOLED_BYTES = 2048 * 2  # one float16 pooled feature vector
-UNFREEZE_ORDER = ("conv5", "conv4")  # fewer to more trainable blocks
+UNFREEZE_ORDER = ("conv5", "conv4", "conv3", "conv2")  # fewer to more trainable blocks
 MODES = ("cached", "fresh")  # at the same resolution and blocks, fresh augmentation is worth more per image
 REUSE_MAX = 3  # passes over one cached augmented copy before another copy pays (see above)
 MAX_COPIES = 10  # a bound on the search; a copy of 45,000 images: ~13 min on TensorFlow here, ~7.7 on ORT
@@ -47,7 +47,7 @@ class Throughput:
     """Images/s measured for one candidate on this machine (all on raw uint8 images at batch size)."""
 
     image_size: int
-    unfreeze: str  # "conv5": conv5 + head train; "conv4": conv4 + conv5 + head
+    unfreeze: str  # the lowest block that trains: "conv5": conv5 + head; "conv4": conv4 + conv5 + head ...
     forward: float  # whole model, inference: validation, test and pooled features
     trunk: float  # the frozen layers below the unfrozen blocks, inference
     train: float | None  # one training step: trunk forward + unfrozen part forward/backward (None: no fresh)
