@@ -16,7 +16,14 @@ from edgebench.cli import cli
 from edgebench.errors import EdgebenchError
 from edgebench.train import extractor as extractors
 from edgebench.train import features
-from edgebench.train.budget import TimeCosine, _train_rate, plan_candidates, xla_modes
+from edgebench.train.budget import (
+    TimeCosine,
+    _train_rate,
+    pick_precision,
+    plan_candidates,
+    precision_modes,
+    xla_modes,
+)
 from edgebench.train.extractor import cache_runtimes, make_extractor
 from edgebench.train.features import ArrayBatches, FeatureFile, cached_features
 from edgebench.train.fitting import training_loss
@@ -130,6 +137,27 @@ def test_plan_states_the_compile_mode_it_measured_faster():
         xla_modes("fast")
 
 
+def test_bfloat16_is_measured_where_the_cpu_has_it_and_chosen_only_when_it_pays(monkeypatch):
+    monkeypatch.setenv("EDGEBENCH_FAKE_CPU_FLAGS", "x86_64:avx2,fma,avx512f")
+    assert precision_modes("auto") == ("float32",)
+    monkeypatch.setenv("EDGEBENCH_FAKE_CPU_FLAGS", "x86_64:avx2,avx512f,amx_bf16")
+    assert precision_modes("auto") == ("float32", "bfloat16")
+    assert precision_modes("float32") == ("float32",) and precision_modes("bfloat16") == ("bfloat16",)
+    with pytest.raises(EdgebenchError, match="--precision takes auto, float32 or bfloat16, got 'fp8'"):
+        precision_modes("fp8")
+    assert pick_precision("auto", 30.0, 34.0) == "float32"  # 13% faster: not worth the rounding
+    assert pick_precision("auto", 30.0, 36.0) == "bfloat16"
+    assert pick_precision("auto", 30.0, None) == "float32"
+    assert pick_precision("float32", 30.0, 60.0) == "float32"
+    assert pick_precision("bfloat16", 30.0, 20.0) == "bfloat16"
+    bf16 = Throughput(96, "conv5", 100, 50, 12, train_no_xla=10, precision="bfloat16", train_bf16=12)
+    plan = make_plan([bf16], Workload(budget_s=1000, **WORK))
+    assert plan.precision == "bfloat16"
+    assert (
+        plan.reasons[-1] == "training step 12 images/s in bfloat16, 10 in float32: phase 2 trains in bfloat16"
+    )
+
+
 def test_learning_rate_follows_the_clock_to_zero_at_the_deadline():
     schedule = TimeCosine(1e-3, start=100.0, end=200.0)
     rates = [schedule.rate(t) for t in (50.0, 100.0, 150.0, 200.0, 300.0)]
@@ -151,10 +179,10 @@ def test_budget_cut_ends_with_a_valid_model_and_a_resume_keeps_the_plan(tmp_path
     args = ["train", "--preset", "smoke", "--data", str(cifar_folder), "--weights", str(WEIGHTS)]
     args += ["--out", str(out), "--train-per-class", "8", "--test-per-class", "4", "--val-fraction", "0.25"]
     # --xla off: compiling ResNet50's training step with XLA twice (measurement, phase 2) would make this the
-    # suite's slowest test; test_both_compile_modes_are_timed and test_train's XLA fit cover XLA.
-    result = CliRunner().invoke(
-        cli, [*args, "--no-ablation", "--time-budget", "0.05", "--xla", "off", "--plan-modes", "fresh"]
-    )
+    # suite's slowest test; test_both_compile_modes_are_timed and test_train's XLA fit cover XLA. Phase 2
+    # trains in bfloat16 (a twin model), the saved model is float32.
+    budgeted = ["--time-budget", "0.05", "--xla", "off", "--plan-modes", "fresh", "--precision", "bfloat16"]
+    result = CliRunner().invoke(cli, [*args, "--no-ablation", *budgeted])
     assert result.exit_code == 0, result.output
     assert "plan: 32 px, conv5 unfrozen" in result.output
     metrics = json.loads((out / "metrics.json").read_text())
@@ -163,11 +191,14 @@ def test_budget_cut_ends_with_a_valid_model_and_a_resume_keeps_the_plan(tmp_path
     assert budget["plan"]["throughput"]["train"] > 0 and budget["plan"]["reasons"]
     measured = budget["plan"]["throughput"]
     assert measured["xla"] is False and measured["train_xla"] is None
-    assert measured["train_no_xla"] == measured["train"]
+    assert measured["precision"] == "bfloat16" and measured["train_bf16"] == measured["train"] > 0
+    assert measured["train_no_xla"] > 0 and budget["plan"]["precision"] == "bfloat16"
+    assert metrics["phases"]["phase2"]["precision"] == "bfloat16"
     assert metrics["phases"]["phase2"]["budget_cut"] is True
     assert metrics["phases"]["phase2"]["images_trained"] == 32  # one batch, then the cut
     assert metrics["peak_rss_mb"] > 0
     model = load_model(out / "model.keras")
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}  # no bfloat16 layer saved
     probs = model.predict(np.zeros((2, 32, 32, 3), np.uint8), verbose=0)
     assert probs.shape == (2, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
     assert 0 <= metrics["final"]["test_accuracy"] <= 1
@@ -182,6 +213,7 @@ def test_budget_cut_ends_with_a_valid_model_and_a_resume_keeps_the_plan(tmp_path
         time_budget=0.05,
         xla="off",
         plan_modes="fresh",
+        precision="bfloat16",
     )
     resumed = Trainer(preset, str(cifar_folder), str(WEIGHTS), out, cache_dir)
     x = np.zeros((60, 32, 32, 3), np.uint8)

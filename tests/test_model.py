@@ -55,6 +55,31 @@ def test_phases_set_what_trains(resnet):
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in trainable)
 
 
+@pytest.mark.parametrize(
+    "unfreeze, blocks", [("conv4", {"conv4", "conv5"}), ("conv2", {"conv2", "conv3", "conv4", "conv5"})]
+)
+def test_deeper_unfreezing_trains_every_block_from_its_choice_up_and_the_stem_never(resnet, unfreeze, blocks):
+    M.set_phase(resnet, 2, unfreeze)
+    trained = {layer.name.split("_")[0] for layer in resnet.layers if layer.trainable and layer.weights}
+    assert trained == blocks | {"predictions"}  # conv1 (the stem) and every BatchNorm stay frozen
+    assert not any(
+        isinstance(layer, keras.layers.BatchNormalization) and layer.trainable for layer in resnet.layers
+    )
+    trunk, top = M.split_model(resnet, M.UNFREEZE[unfreeze][1])
+    assert not any(layer.trainable and layer.weights for layer in trunk.layers)  # all below the choice
+    M.set_phase(resnet, 2)
+
+
+def test_model_built_in_bfloat16_computes_in_it_and_keeps_float32_weights():
+    model = M.build_model_in("bfloat16", 32, None)
+    conv = model.get_layer("conv1_conv")
+    assert conv.compute_dtype == "bfloat16" and conv.variable_dtype == "float32"
+    assert model.get_layer("predictions").compute_dtype == "float32"  # softmax stays float32
+    assert keras.config.dtype_policy().name == "float32"  # the policy is restored after the build
+    twin = M.build_model(32, None)
+    twin.set_weights(model.get_weights())  # the same weights in the same order
+
+
 def test_split_model_is_exact(resnet, test_batch):
     trunk, top = M.split_model(resnet)
     x = test_batch[0][:4]

@@ -11,12 +11,15 @@ import keras
 import numpy as np
 
 from edgebench.errors import EdgebenchError
+from edgebench.runtime.cpuflags import host_flags
 from edgebench.train.extractor import cache_runtimes, make_extractor
 from edgebench.train.features import augment_uint8, augmenter
-from edgebench.train.model import UNFREEZE, build_model, set_phase, split_model
+from edgebench.train.model import UNFREEZE, build_model, build_model_in, set_phase, split_model
 from edgebench.train.planner import MODES, Throughput
 from edgebench.train.presets import Preset
 
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # CPUs with bfloat16 arithmetic; elsewhere it is emulated
+BF16_MIN_GAIN = 1.15  # bfloat16 rounds every activation: it must buy this much speed to be chosen
 TIMED_STEPS = 2  # training steps timed per candidate, after one untimed step that traces the graph
 MAX_BUDGET_EPOCHS = 1000  # a budgeted phase 2 ends at its deadline (or early stopping), not at an epoch count
 
@@ -41,6 +44,23 @@ def xla_modes(choice: str) -> tuple[bool, ...]:
     if choice not in modes:
         raise EdgebenchError(f"--xla takes auto, on or off, got '{choice}'")
     return modes[choice]
+
+
+def precision_modes(choice: str) -> tuple[str, ...]:
+    """The training precisions to measure for ``--precision auto|float32|bfloat16``: ``auto`` measures
+    bfloat16 beside float32 only on a CPU with bfloat16 arithmetic (avx512_bf16, AMX)."""
+    if choice not in ("auto", "float32", "bfloat16"):
+        raise EdgebenchError(f"--precision takes auto, float32 or bfloat16, got '{choice}'")
+    if choice != "auto":
+        return (choice,)
+    return ("float32", "bfloat16") if host_flags() & set(BF16_FLAGS) else ("float32",)
+
+
+def pick_precision(choice: str, fp32: float, bf16: float | None) -> str:
+    """bfloat16 when asked for, or under ``auto`` when its step was BF16_MIN_GAIN times float32's."""
+    if choice == "bfloat16" or (choice == "auto" and bf16 and bf16 >= BF16_MIN_GAIN * fp32):
+        return "bfloat16"
+    return "float32"
 
 
 def _train_rate(model: keras.Model, x, y, b: int, steps: int, jit: bool) -> float:
@@ -93,7 +113,9 @@ def measure_candidate(
     choice the training steps its ``modes`` need, in each compile mode ``preset.xla`` allows (untimed first
     calls trace the graphs): fresh, the whole model on raw pixels; cached (conv5 only), conv5 + head alone on
     the trunk's conv4 features, in fresh's faster compile mode when both run (the faster mode is kept), and
-    filling the conv4 cache on each runtime ``--cache-runtime`` allows. The model is thrown away after."""
+    filling the conv4 cache on each runtime ``--cache-runtime`` allows; where ``--precision`` lets bfloat16
+    be measured, fresh's step in bfloat16 too (a twin model, in fresh's faster compile mode), and ``train``
+    is the step of the precision picked. The models are thrown away after."""
     b = min(preset.batch_size, len(x))
     steps = max(1, min(TIMED_STEPS, len(x) // b))
     x, y = x[: steps * b], y[: steps * b]  # whole batches only: a smaller last batch would retrace
@@ -119,16 +141,25 @@ def measure_candidate(
         if not rates:
             continue  # no mode trains this choice (cached only, conv4; plan_candidates leaves it out)
         xla = max(rates, key=rates.get)
+        bf16 = None
+        if "fresh" in modes and "bfloat16" in precision_modes(preset.precision):
+            twin = build_model_in("bfloat16", image_size, weights, preset.dropout)
+            set_phase(twin, 2, choice)
+            bf16 = round(_train_rate(twin, x, y, b, steps, xla), 1)
+            del twin
+        precision = pick_precision(preset.precision, rates[xla], bf16)
         out.append(
             Throughput(
                 image_size,
                 choice,
                 round(forward, 1),
                 round(trunk_rate, 1),
-                round(rates[xla], 1) if "fresh" in modes else None,
+                (bf16 if precision == "bfloat16" else round(rates[xla], 1)) if "fresh" in modes else None,
                 xla=xla,
                 train_no_xla=round(rates[False], 1) if False in rates else None,
                 train_xla=round(rates[True], 1) if True in rates else None,
+                precision=precision,
+                train_bf16=bf16,
                 **top,
             )
         )

@@ -24,15 +24,24 @@ from edgebench.train.features import (
     free_bytes,
 )
 from edgebench.train.fitting import evaluate, fit_phase
-from edgebench.train.model import UNFREEZE, set_phase
+from edgebench.train.model import UNFREEZE, build_model_in, set_phase
 from edgebench.train.planner import SAVE_S, Plan, Throughput, Workload, make_plan, should_measure_more
 from edgebench.train.presets import Preset
 
 
 def fixed_plan(p: Preset, n_train: int) -> Plan:
-    """The plan of a run without a time budget: the preset's size and epochs over all train images."""
+    """The plan of a run without a time budget: the preset's size and epochs over all train images, in the
+    preset's precision (``auto``: float32; nothing is measured)."""
     return Plan(
-        p.image_size, "conv5", n_train, p.phase2_epochs, n_train, {}, ["fixed epochs (no budget)"], {}
+        p.image_size,
+        "conv5",
+        n_train,
+        p.phase2_epochs,
+        n_train,
+        {},
+        ["fixed epochs (no budget)"],
+        {},
+        precision="bfloat16" if p.precision == "bfloat16" else "float32",
     )
 
 
@@ -161,9 +170,12 @@ class FreshPhases:
             forward_images_per_s=round(forward, 1),
         )
 
-    def _phase2_fresh(self, model, plan: Plan, x_tr, y_tr, x_val, y_val, ds: Dataset):
+    def _phase2_fresh(self, model, plan: Plan, x_tr, y_tr, x_val, y_val, ds: Dataset, size: int):
         """Phase 2 of the fresh-augmentation recipe: every batch freshly augmented, through the frozen trunk,
         trains the unfrozen blocks; stops at the deadline with the best checkpoint.
+
+        In bfloat16 a twin of ``model`` computing in bfloat16 trains (its weights stay float32) and its
+        weights go back into the float32 ``model``, which is what the test pass measures and what is saved.
 
         With a budget it trains until the deadline, whole epochs while they last, under a cosine learning
         rate over the *time* left rather than over planned steps: the plan's epochs are an estimate at the
@@ -172,6 +184,11 @@ class FreshPhases:
         """
         p, t0 = self.preset, time.time()
         set_phase(model, 2, plan.unfreeze)
+        trained = model
+        if plan.precision == "bfloat16":
+            trained = build_model_in("bfloat16", size, self.weights, p.dropout)
+            trained.set_weights(model.get_weights())
+            set_phase(trained, 2, plan.unfreeze)
         aug = augmenter(p, p.seed)
         budgeted = bool(p.time_budget)
         train = ArrayBatches(
@@ -187,7 +204,7 @@ class FreshPhases:
         )
         history = fit_phase(
             "phase2",
-            model,
+            trained,
             train,
             (x_val, y_val),
             epochs,
@@ -197,6 +214,8 @@ class FreshPhases:
             [*self.callbacks, *extra],
             self.jit,
         )
+        if trained is not model:
+            model.set_weights(trained.get_weights())
         e0 = time.time()
         acc, probs = evaluate(model, ds.x_test, ds.y_test, 128)
         eval_s = time.time() - e0
@@ -210,5 +229,6 @@ class FreshPhases:
             model,
             budget_cut=deadline.cut,
             images_trained=deadline.batches * p.batch_size,
+            precision=plan.precision,
         )
         return acc, probs, eval_s

@@ -6,6 +6,7 @@ resize to the preset's image size are layers inside the model, so every exported
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zipfile
 from pathlib import Path
@@ -122,6 +123,27 @@ def build_tiny_model(
         x = layers.MaxPooling2D()(x)
     outputs = _head(x, 0.0, num_classes)
     return keras.Model(inputs, outputs, name="tiny_cnn")
+
+
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16"}  # --precision -> Keras dtype policy
+
+
+@contextlib.contextmanager
+def precision_policy(precision: str):
+    """Layers built inside compute in ``precision``: ``bfloat16`` is Keras' ``mixed_bfloat16`` (bfloat16
+    compute, float32 weights, so the weights move between the two models unchanged)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(PRECISIONS[precision])
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def build_model_in(precision: str, *args, **kwargs) -> keras.Model:
+    """``build_model`` with its layers computing in ``precision`` (the head's softmax stays float32)."""
+    with precision_policy(precision):
+        return build_model(*args, **kwargs)
 
 
 def is_finetuned(layer, unfreeze: str = "conv5") -> bool:

@@ -58,6 +58,8 @@ class Throughput:
     top_train: float | None = None  # ... and one training step (in ``xla``'s mode); None: no cached mode
     cache: float | None = None  # filling the conv4 cache: augmentation + the trunk on ``cache_runtime``
     cache_runtime: str = "keras"  # the faster runtime measured for the trunk (train/extractor.py)
+    precision: str = "float32"  # phase 2's training precision; ``train`` is this precision's step
+    train_bf16: float | None = None  # the fresh training step in bfloat16, where it was measured
 
     @property
     def trainable(self) -> float:
@@ -98,6 +100,7 @@ class Plan:
     cache_bytes: int = 0
     mode: str = "fresh"
     copies: int = 0  # cached mode: train copies in the conv4 feature cache
+    precision: str = "float32"  # phase 2's training precision (bfloat16: the fresh mode only)
 
     @property
     def phase2_images(self) -> int:
@@ -266,6 +269,12 @@ def make_plan(throughputs: list[Throughput], w: Workload) -> Plan:
             f"training step {t.train_xla:g} images/s with XLA, {t.train_no_xla:g} with TensorFlow's own "
             f"kernels: phase 2 runs {'with' if t.xla else 'without'} XLA"
         )
+    if t.train_bf16 is not None and pick["mode"] == "fresh":
+        fp32 = max(r for r in (t.train_xla, t.train_no_xla) if r is not None)
+        reasons.append(
+            f"training step {t.train_bf16:g} images/s in bfloat16, {fp32:g} in float32: phase 2 trains in "
+            f"{t.precision}"
+        )
     if pick["mode"] == "cached" and t.cache is not None:
         reasons.append(f"caches filled at {t.cache:g} images/s on {t.cache_runtime} (the faster measured)")
     return Plan(
@@ -284,6 +293,7 @@ def make_plan(throughputs: list[Throughput], w: Workload) -> Plan:
         cache_bytes=pick["cache_bytes"],
         mode=pick["mode"],
         copies=pick["copies"],
+        precision=t.precision if pick["mode"] == "fresh" else "float32",
     )
 
 

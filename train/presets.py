@@ -48,6 +48,12 @@ class Preset:
     xla: str = _opt(
         "auto", "XLA training steps: auto (timed against TensorFlow's kernels with a budget), on, off"
     )
+    precision: str = _opt(
+        "auto",
+        "phase 2's training precision (fresh mode): auto (with a budget, on a CPU with avx512_bf16 or AMX, "
+        "bfloat16 when its measured training step is 15%+ faster), float32, bfloat16 (mixed: bfloat16 "
+        "compute, float32 weights; the saved model is float32 either way)",
+    )
     cache_runtime: str = _opt(
         "auto", "runtime filling the feature caches: auto (timed with a budget), keras, onnxruntime"
     )

@@ -30,7 +30,7 @@ from edgebench.environment import code_commit
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import atomic_path, sha256_file, write_json
 from edgebench.train import plots
-from edgebench.train.budget import peak_rss_mb, plan_candidates, xla_modes
+from edgebench.train.budget import peak_rss_mb, plan_candidates, precision_modes, xla_modes
 from edgebench.train.cached_phases import CachedPhases
 from edgebench.train.data import (
     Dataset,
@@ -83,6 +83,7 @@ class Trainer(FreshPhases, CachedPhases):
         if preset.time_budget:
             plan_candidates(preset)  # refuse bad candidates before anything runs
         xla_modes(preset.xla)  # ... and a bad --xla
+        precision_modes(preset.precision)  # ... and a bad --precision
         cache_runtimes(preset.cache_runtime)  # ... and a bad --cache-runtime
         if not 0 <= preset.label_smoothing < 1:
             raise EdgebenchError(f"--label-smoothing takes 0 <= value < 1, got {preset.label_smoothing:g}")
@@ -167,7 +168,7 @@ class Trainer(FreshPhases, CachedPhases):
             if "phase2" in self.state["phases"]:
                 model.load_weights(run.checkpoints / "phase2.weights.h5")
             else:
-                evaluated = self._phase2_fresh(model, plan, x_tr, y_tr, x_val, y_val, ds)
+                evaluated = self._phase2_fresh(model, plan, x_tr, y_tr, x_val, y_val, ds, size)
             return self._finalise(model, ds, time.time() - self.started, evaluated)
 
         trunk, top = split_model(model)
