@@ -196,7 +196,9 @@ def test_device_script_on_two_jax_devices_rebuilds_under_tensorflow(folder, tiny
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     expected = {"tensorflow": False, "distribution": "DataParallel", "variable_devices": 2, "backend": "jax"}
     assert seen == expected
+    assert proc.stdout.count("checkpoint: packing the weights after epoch") == 3  # 1 + 2 epochs
     metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["stopped_by_deadline"] is False
     assert metrics["distribution"] == {"devices": ["cpu:0", "cpu:1"], "data_parallel": True}
     assert metrics["precision"] == "mixed_bfloat16" and metrics["epochs"] == {"phase1": 1, "phase2": 2}
     assert len(metrics["history"]["phase2"]["val_loss"]) == 2  # 18 val images: one whole batch
@@ -217,3 +219,24 @@ def test_device_script_on_two_jax_devices_rebuilds_under_tensorflow(folder, tiny
     assert np.allclose(scores, device, atol=1e-5) and np.array_equal(scores.argmax(1), device.argmax(1))
     accuracy = np.mean(scores.argmax(1) == splits["test"].labels)
     assert accuracy == pytest.approx(metrics["test_accuracy"]["final"])
+
+
+@needs_jax
+def test_device_script_cut_off_by_its_deadline_still_packs_a_model(folder, tiny_weights, tmp_path):
+    payload, out = tmp_path / "payload", tmp_path / "OUT"
+    build_payload(folder, tiny_weights, payload)
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    # A budget that is over before the first step ends: phase 1 stops after one step, phase 2 never starts.
+    args = (
+        f"--payload {payload} --out {out} --tiny --image-size 32 --batch-size 16 --minutes 0.001 --reserve 0"
+    )
+    cmd = [sys.executable, "-m", "edgebench.train.device_run", *args.split()]
+    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["stopped_by_deadline"] is True and metrics["epochs"] == {"phase1": 1}
+    assert metrics["history"]["phase1"]["loss"] and "phase2" not in metrics["history"]
+    result = CliRunner().invoke(
+        cli, ["fetch-model", "--name", "gpu", "--models", str(out), "--out", str(tmp_path / "m.keras")]
+    )
+    assert result.exit_code == 0 and "verified" in result.output, result.output

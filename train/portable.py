@@ -180,6 +180,7 @@ class PackEveryEpoch(keras.callbacks.Callback):
         self.wait()
         args = (named, self.config, self.dest, self.provenance(), self.preset, self.part_bytes)
         self.pending = self.pool.submit(write_pack, *args)
+        print(f"checkpoint: packing the weights after epoch {epoch + 1} into {self.dest}", flush=True)
 
     def wait(self) -> None:
         """Until the pack in flight is written (its error, if any, raised here)."""
