@@ -184,7 +184,9 @@ def test_device_script_on_two_jax_devices_rebuilds_under_tensorflow(folder, tiny
     env = {
         **os.environ,
         "KERAS_BACKEND": "jax",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+        # Two virtual devices share this CPU; a busy machine can hold one past XLA's 40 s collective timeout.
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=2 --xla_cpu_collective_timeout_seconds=600"
+        " --xla_cpu_collective_call_terminate_timeout_seconds=600",
         "JAX_PLATFORMS": "cpu",
     }
     args = f"--payload {payload} --out {out} --tiny --image-size 32 --batch-size 16 --phase2-epochs 2"
