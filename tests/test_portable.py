@@ -242,3 +242,16 @@ def test_device_script_cut_off_by_its_deadline_still_packs_a_model(folder, tiny_
         cli, ["fetch-model", "--name", "gpu", "--models", str(out), "--out", str(tmp_path / "m.keras")]
     )
     assert result.exit_code == 0 and "verified" in result.output, result.output
+
+
+@needs_jax
+def test_device_script_refuses_a_damaged_payload_in_one_line(folder, tiny_weights, tmp_path):
+    payload = tmp_path / "payload"
+    build_payload(folder, tiny_weights, payload)
+    (payload / "images.xz").write_bytes(b"not the packed images")
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    cmd = [sys.executable, "train/device_run.py", "--payload", str(payload), "--out", str(tmp_path / "o")]
+    proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: payload file ")
+    assert "Traceback" not in proc.stderr and not (tmp_path / "o").exists()

@@ -131,8 +131,6 @@ def main(argv=None) -> dict:
     os.environ.setdefault("KERAS_BACKEND", "jax")
     _bootstrap(args.wheels)
     import tempfile
-    from dataclasses import asdict
-    from datetime import UTC, datetime
 
     import keras
     import numpy as np
@@ -144,9 +142,10 @@ def main(argv=None) -> dict:
 
     payload, out = Path(args.payload), Path(args.out)
     classes, x_tr, y_tr, x_val, y_val, x_te, y_te = load_data(payload, args)
-    print(f"data: {len(x_tr)} train, {len(x_val)} val, {len(x_te)} test, {len(classes)} classes", flush=True)
+    elapsed = lambda: f"[{time.time() - start:.0f} s]"  # noqa: E731  (where a device call's minutes went)
+    print(f"{elapsed()} data: {len(x_tr)} train, {len(x_val)} val, {len(x_te)} test, {len(classes)} classes")
     info = portable.setup_devices(args.precision)
-    print(f"devices: {info}; keras {keras.__version__} on {keras.backend.backend()}", flush=True)
+    print(f"{elapsed()} devices: {info}; keras {keras.__version__} on {keras.backend.backend()}", flush=True)
     if args.tiny:
         build = twin_build = lambda: build_tiny_model(args.image_size, len(classes), args.seed)  # noqa: E731
     else:
@@ -162,28 +161,7 @@ def main(argv=None) -> dict:
         phase2_lr=args.phase2_lr,
         seed=args.seed,
     )
-    command = "KERAS_BACKEND=jax python train/device_run.py " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
-    record = {
-        "trained": datetime.now(UTC).isoformat(timespec="seconds"),
-        "preset": "gpu",
-        "command": command,
-        "code_commit": args.code_commit,
-        "trainer": "edgebench.train.portable (Keras on JAX)",
-        "device": [str(d) for d in __import__("jax").devices()] if keras.backend.backend() == "jax" else None,
-        "distribution": {"devices": info["devices"], "data_parallel": info["data_parallel"]},
-        "precision": info["precision"],
-        "image_size": args.image_size,
-        "model": "tiny" if args.tiny else "resnet50",
-        "recipe": asdict(r),
-        "train_images": len(x_tr),
-        "val_images": len(x_val),
-        "test_images": None,
-        "test_accuracy": {},
-        "versions": {"keras": keras.__version__, "jax": _version("jax"), "numpy": np.__version__},
-        "rebuild": f"edgebench fetch-model --name {args.name}",
-    }
+    record = provenance_record(argv, args, info, r, len(x_tr), len(x_val))
     epochs = [0]
 
     def provenance():
@@ -223,10 +201,42 @@ def main(argv=None) -> dict:
         np.save(tmp, scores.astype("float32"))  # the rebuilt model's scores at home are compared with these
     metrics = {**record, "history": done.history, "weights_sha256": manifest["weights_sha256"]}
     write_json(out / "metrics.json", metrics)
-    print(
-        f"test accuracy {acc:.4f} on {len(x_te)} images; {record['minutes']} min; pack in {out / args.name}"
-    )
+    print(f"{elapsed()} test accuracy {acc:.4f} on {len(x_te)} images; pack in {out / args.name}")
     return metrics
+
+
+def provenance_record(argv, args, info: dict, recipe, n_train: int, n_val: int) -> dict:
+    """What the pack's MANIFEST.json and metrics.json say of the run (the final one adds the test)."""
+    from dataclasses import asdict
+    from datetime import UTC, datetime
+
+    import keras
+
+    kinds = None
+    if keras.backend.backend() == "jax":
+        import jax
+
+        kinds = [d.device_kind for d in jax.devices()]
+    words = argv if argv is not None else sys.argv[1:]
+    return {
+        "trained": datetime.now(UTC).isoformat(timespec="seconds"),
+        "preset": "gpu",
+        "command": "KERAS_BACKEND=jax python train/device_run.py " + " ".join(map(str, words)),
+        "code_commit": args.code_commit,
+        "trainer": "edgebench.train.portable (Keras on JAX)",
+        "device": kinds,
+        "distribution": {"devices": info["devices"], "data_parallel": info["data_parallel"]},
+        "precision": info["precision"],
+        "image_size": args.image_size,
+        "model": "tiny" if args.tiny else "resnet50",
+        "recipe": asdict(recipe),
+        "train_images": n_train,
+        "val_images": n_val,
+        "test_images": None,
+        "test_accuracy": {},
+        "versions": {v: _version(v) for v in ("keras", "jax", "jaxlib", "numpy")},
+        "rebuild": f"edgebench fetch-model --name {args.name}",
+    }
 
 
 def _version(dist: str) -> str | None:
@@ -239,4 +249,11 @@ def _version(dist: str) -> str | None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except Exception as exc:
+        errors = sys.modules.get("edgebench.errors")  # loaded by main() once edgebench is importable
+        if errors is None or not isinstance(exc, errors.EdgebenchError):
+            raise
+        print(f"error: {exc}", file=sys.stderr)  # bad input: one line, exit 2, like the CLI
+        sys.exit(2)
