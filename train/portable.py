@@ -31,14 +31,16 @@ from edgebench.train.packing import PART_BYTES, pack_arrays, restored_values
 
 @dataclass(frozen=True)
 class Recipe:
-    """What the portable path trains with (the device script's options set it)."""
+    """What the portable path trains with. The schedule's fields have no default here: the device script's
+    options are where the gpu recipe's values live (and docs/design/gpu.md why)."""
 
-    unfreeze: str = "conv2"
-    batch_size: int = 128
-    phase1_epochs: int = 1
-    phase1_lr: float = 1e-3
-    phase2_epochs: int = 30
-    phase2_lr: float = 1e-4
+    unfreeze: str
+    batch_size: int
+    phase1_epochs: int
+    phase1_lr: float
+    phase2_epochs: int
+    phase2_lr: float
+    seed: int = 0
     warmup: float = 0.05  # share of phase 2's progress with a linear ramp to the peak rate
     weight_decay: float = 0.01
     label_smoothing: float = 0.1
@@ -46,7 +48,6 @@ class Recipe:
     zoom: float = 0.1
     shift: float = 0.1
     flip: bool = True
-    seed: int = 0
 
 
 def keep_tensorflow_out() -> None:
