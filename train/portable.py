@@ -155,6 +155,11 @@ class Schedule(keras.callbacks.Callback):
         if self.step % self.every == 0:  # self.model syncs the JAX state: not every step
             self.model.optimizer.learning_rate = self.rate()
 
+    def on_epoch_end(self, epoch, logs=None):
+        # The optimizer's value after JAX's state is synced back (as LearningRateScheduler logs it): had an
+        # assignment not reached the compiled step's state, the sync would have overwritten it.
+        logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
         if self.start is None:
