@@ -136,7 +136,7 @@ def main(argv=None) -> dict:
     import numpy as np
 
     from edgebench.fileio import atomic_path, write_json
-    from edgebench.train import portable
+    from edgebench.train import portable, twin_pack
     from edgebench.train.model import build_model, build_tiny_model
     from edgebench.train.payload import WEIGHTS_FILE, unpack_weights_h5
 
@@ -182,7 +182,7 @@ def main(argv=None) -> dict:
         len(classes),
         part_bytes,
     )
-    shipped, named = portable.shipped_model(twin_build, done)
+    shipped, named = twin_pack.shipped_model(twin_build, done.model, done.order)
     scores = portable.predict(shipped, x_te, args.batch_size)
     acc = float(np.mean(scores.argmax(1) == y_te))
     record.update(
@@ -196,7 +196,7 @@ def main(argv=None) -> dict:
         stopped_by_deadline=done.stopped,
         epochs={phase: len(h.get("loss", [])) for phase, h in done.history.items()},
     )
-    manifest = portable.write_pack(named, done.config, out / args.name, record, args.xz_preset, part_bytes)
+    manifest = twin_pack.write_pack(named, done.config, out / args.name, record, args.xz_preset, part_bytes)
     with atomic_path(out / "test_scores.npy") as tmp:
         np.save(tmp, scores.astype("float32"))  # the rebuilt model's scores at home are compared with these
     metrics = {**record, "history": done.history, "weights_sha256": manifest["weights_sha256"]}
