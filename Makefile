@@ -18,7 +18,7 @@ EXPORT_ARGS ?=
 BENCH_ARGS ?=
 export EDGEBENCH_CACHE ?= $(CURDIR)/runs/.cache
 
-.PHONY: setup train export bench crosscheck tune all all-release release-model pack-model results-doc cli-doc smoke bundle test lint clean
+.PHONY: setup train export bench crosscheck tune all all-release release-model pack-model gpu-payload gpu-rehearsal results-doc cli-doc smoke bundle test lint clean
 
 setup: $(VENV)/.installed
 
@@ -57,6 +57,21 @@ release-model: setup
 
 all-release: release-model
 	$(MAKE) export bench NAME=release
+
+# The GPU call's payload (docs/design/gpu.md): train + test JPEGs and the base weights, one xz file each, and the
+# wheels of keras and what it needs beyond the device's image (pure ones, and optree for its Python 3.12).
+GPU_PAYLOAD ?= runs/gpu-payload
+GPU_WHEELS := keras==3.15.1 namex==0.1.0 optree==0.20.0 absl-py==2.5.1 rich==15.0.0 markdown-it-py==4.3.0 \
+	mdurl==0.1.2 pygments==2.21.0 packaging==26.4 typing-extensions==4.16.0
+gpu-payload: setup
+	$(EB) gpu-payload --data $(DATA) --weights $(WEIGHTS) --out $(GPU_PAYLOAD)
+	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+		--platform manylinux_2_28_x86_64 -d $(GPU_PAYLOAD)/wheels $(GPU_WHEELS)
+
+# The device script on this CPU under Keras/JAX, on 200 train and 100 test images at 64 px (minutes).
+gpu-rehearsal: setup
+	KERAS_BACKEND=jax $(BIN)/python train/device_run.py --payload $(GPU_PAYLOAD) --out runs/gpu-rehearsal \
+		--image-size 64 --batch-size 16 --train-per-class 20 --test-per-class 10 --phase2-epochs 1 --minutes 20
 
 # The dated results page of a benched run and the README's headline table (the released model's by default).
 results-doc: setup

@@ -109,3 +109,18 @@ def fetch_model(name, models_dir, out):
             else ")"
         )
     )
+
+
+@click.command("gpu-payload")
+@click.option("--data", "data_dir", required=True, help="image folder <root>/<split>/<class>/*.jpg")
+@click.option("--weights", required=True, help="a Keras .weights.h5 file (the ResNet50 no-top weights)")
+@click.option("--out", "out_dir", required=True, help="payload folder, e.g. runs/gpu-payload")
+def gpu_payload(data_dir, weights, out_dir):
+    """Pack the train and test JPEGs and the base weights for a remote trainer: one xz file each, and
+    payload.json with their sizes and sha256s (train/device_run.py reads them)."""
+    from edgebench.train.payload import build_payload
+
+    summary = build_payload(data_dir, weights, out_dir)
+    sizes = ", ".join(f"{name} {meta['bytes'] / 2**20:.1f} MiB" for name, meta in summary["files"].items())
+    images = ", ".join(f"{n} {split}" for split, n in summary["images"].items())
+    click.echo(f"wrote {out_dir}: {sizes} ({images} images, {len(summary['classes'])} classes)")

@@ -45,8 +45,12 @@ def weights_digest(arrays: list[np.ndarray]) -> str:
 
 
 def _stored(a: np.ndarray) -> np.ndarray:
+    """bfloat16 for large float32 tensors, unless rounding would turn a finite value infinite (bfloat16's
+    largest value is just below float32's); small ones and every other dtype as they are."""
     if a.dtype == np.float32 and a.size >= SMALL:
-        return a.astype(ml_dtypes.bfloat16)
+        b = a.astype(ml_dtypes.bfloat16)
+        if np.isinf(b).sum() == np.isinf(a).sum():
+            return b
     return a
 
 
@@ -94,33 +98,45 @@ def pack_model(
     provenance: dict | None = None,
     part_bytes: int = PART_BYTES,
 ) -> dict:
-    """Pack a ``.keras`` model into ``dest`` (parts, MANIFEST.json, SHA256SUMS); returns the manifest.
+    """Pack a ``.keras`` model into ``dest`` (parts, MANIFEST.json, SHA256SUMS); returns the manifest."""
+    from edgebench.train.model import load_model
+
+    model_path = Path(model_path)
+    model = load_model(model_path)
+    named = [(v.path, np.asarray(v.numpy())) for v in model.weights]
+    source = {"file": model_path.name, "sha256": sha256_file(model_path)}
+    return pack_arrays(named, _archive_config(model_path), dest, source, provenance, part_bytes)
+
+
+def pack_arrays(
+    named: list[tuple[str, np.ndarray]],
+    config: dict,
+    dest: str | os.PathLike,
+    source: dict | None = None,
+    provenance: dict | None = None,
+    part_bytes: int = PART_BYTES,
+    preset: int = LZMA_PRESET,
+) -> dict:
+    """Pack a model's weights (``(variable path, value)`` in ``model.weights`` order) with its Keras config
+    (``config.json`` of its ``.keras`` archive) into ``dest``; returns the manifest. No model is built, so a
+    trainer on any Keras backend can checkpoint with it (``preset``: a faster lzma level for checkpoints).
 
     The weights digest is that of the weights a rebuild restores (bfloat16 rounded back to float32), so a
     rebuild can prove it restored exactly what was packed.
     """
-    from edgebench.train.model import load_model
-
-    model_path, dest = Path(model_path), ensure_dir(dest)
-    model = load_model(model_path)
-    tensors, blobs, restored = [], [], []
-    paths = [v.path for v in model.weights]
+    dest = ensure_dir(dest)
+    paths = [path for path, _ in named]
     if len(set(paths)) != len(paths):
-        raise EdgebenchError(f"cannot pack {model_path}: its weights' paths are not unique")
-    for var in model.weights:
-        value = np.asarray(var.numpy())
+        raise EdgebenchError(f"cannot pack into {dest}: the weights' paths are not unique")
+    tensors, blobs, restored = [], [], []
+    for path, value in named:
         stored = _stored(value)
         tensors.append(
-            {
-                "path": var.path,
-                "shape": list(value.shape),
-                "dtype": str(value.dtype),
-                "stored": str(stored.dtype),
-            }
+            {"path": path, "shape": list(value.shape), "dtype": str(value.dtype), "stored": str(stored.dtype)}
         )
         blobs.append(np.ascontiguousarray(stored).tobytes())
         restored.append(_restored(stored, str(value.dtype)))
-    stream = lzma.compress(b"".join(blobs), preset=LZMA_PRESET)
+    stream = lzma.compress(b"".join(blobs), preset=preset)
     for old in dest.glob("weights.xz.*"):
         old.unlink()
     parts = []
@@ -131,8 +147,8 @@ def pack_model(
         parts.append({"file": name, "bytes": len(chunk), "sha256": hashlib.sha256(chunk).hexdigest()})
     manifest = {
         "kind": FORMAT,
-        "source": {"file": model_path.name, "sha256": sha256_file(model_path)},
-        "config": _archive_config(model_path),
+        "source": source or {},
+        "config": config,
         "tensors": tensors,
         "parts": parts,
         "packed_bytes": len(stream),
@@ -142,6 +158,11 @@ def pack_model(
     write_json(dest / MANIFEST, manifest)
     write_bytes(dest / "SHA256SUMS", "".join(f"{p['sha256']}  {p['file']}\n" for p in parts).encode())
     return manifest
+
+
+def restored_values(named: list[tuple[str, np.ndarray]]) -> list[np.ndarray]:
+    """What a rebuild restores of each value: bfloat16-rounded where the pack stores bfloat16."""
+    return [_restored(_stored(value), str(value.dtype)) for _, value in named]
 
 
 def read_parts(src: Path, manifest: dict) -> bytes:
