@@ -16,6 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from edgebench.train.model import precision_policy
 from edgebench.train.packing import PART_BYTES, pack_arrays, restored_values
 
 
@@ -69,12 +70,8 @@ def write_pack(named, config, dest: Path, provenance: dict, preset: int, part_by
 def float32_twin(build: Callable[[], keras.Model], model: keras.Model, values=None) -> keras.Model:
     """``build()`` under the float32 policy holding ``model``'s weights (or ``values``, by variable path):
     what is saved and shipped whatever precision trained it."""
-    policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32")
-    try:
+    with precision_policy("float32"):
         twin = build()
-    finally:
-        keras.config.set_dtype_policy(policy)
     values = values or {v.path: np.asarray(v.numpy()) for v in model.weights}
     if sorted(values) != sorted(v.path for v in twin.weights) or len(values) != len(model.weights):
         raise RuntimeError("the float32 twin's variables differ from the trained model's")
