@@ -29,6 +29,7 @@ from edgebench.train.features import ArrayBatches, FeatureFile, cached_features
 from edgebench.train.fitting import training_loss
 from edgebench.train.fresh_phases import fixed_plan
 from edgebench.train.model import build_tiny_model, load_model
+from edgebench.train.packing import provenance, weights_digest
 from edgebench.train.planner import Plan, Throughput, Workload, make_plan, should_measure_more
 from edgebench.train.presets import get_preset
 from edgebench.train.recipe import Trainer
@@ -221,6 +222,32 @@ def test_budget_cut_ends_with_a_valid_model_and_a_resume_keeps_the_plan(tmp_path
 
     result = CliRunner().invoke(cli, [*args, "--time-budget", "10"])
     assert result.exit_code == 2 and "other options" in result.output  # a changed budget is another run
+
+    # A run that continues the saved model: phase 1 is its test pass (the same weights, the same score),
+    # phase 2 trains on from there; the lineage (its weights digest) is what a pack chains on.
+    args[args.index("--out") + 1] = str(tmp_path / "continued")
+    result = CliRunner().invoke(
+        cli, [*args, "--no-ablation", *budgeted, "--init-from", str(out / "model.keras")]
+    )
+    assert result.exit_code == 0, result.output
+    continued = json.loads((tmp_path / "continued" / "metrics.json").read_text())
+    phase1 = continued["phases"]["phase1"]
+    assert phase1["test_accuracy"] == metrics["final"]["test_accuracy"]
+    assert phase1["init_weights_sha256"] == weights_digest(model.get_weights())
+    assert continued["phases"]["phase2"]["budget_cut"] is True
+    earlier = {"weights_sha256": phase1["init_weights_sha256"], "provenance": {"minutes": 100.0}}
+    record = provenance(tmp_path / "continued", previous=earlier)
+    assert record["continues"]["provenance"] == {"minutes": 100.0}
+    assert record["total_minutes"] == round(100.0 + record["minutes"], 1)
+    other = provenance(tmp_path / "continued", previous={"weights_sha256": "0" * 64, "provenance": {}})
+    assert "lineage unknown" in other["continues"]["provenance"] and "total_minutes" not in other
+
+    for extra, message in [
+        (["--init-from", str(tmp_path / "none.keras")], "--init-from: model file not found"),
+        (["--init-from", str(out / "model.keras"), "--plan-modes", "cached"], "fresh mode only"),
+    ]:
+        result = CliRunner().invoke(cli, [*args, "--no-ablation", "--time-budget", "0.05", *extra])
+        assert result.exit_code == 2 and message in result.output, result.output
 
 
 def test_both_compile_modes_are_timed():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -83,7 +84,9 @@ def pack_model(run_dir, out, train_command, code_commit):
     from edgebench.train.packing import pack_model as pack
     from edgebench.train.packing import provenance
 
-    manifest = pack(f"{run_dir}/model.keras", out, provenance(run_dir, train_command, code_commit))
+    previous = Path(out, "MANIFEST.json")  # the model this run may have continued from (its lineage)
+    earlier = json.loads(previous.read_text()) if previous.is_file() else None
+    manifest = pack(f"{run_dir}/model.keras", out, provenance(run_dir, train_command, code_commit, earlier))
     click.echo(
         f"packed {manifest['source']['file']} into {out}: {len(manifest['parts'])} part(s), "
         f"{manifest['packed_bytes'] / 2**20:.1f} MiB; weights sha256 {manifest['weights_sha256'][:16]}…"

@@ -12,7 +12,8 @@ import time
 import keras
 import numpy as np
 
-from edgebench.fileio import write_json
+from edgebench.errors import EdgebenchError
+from edgebench.fileio import sha256_file, write_json
 from edgebench.train.budget import measure_candidate, phase2_schedule, plan_candidates
 from edgebench.train.data import Dataset, stratified_indices
 from edgebench.train.features import (
@@ -24,7 +25,8 @@ from edgebench.train.features import (
     free_bytes,
 )
 from edgebench.train.fitting import evaluate, fit_phase
-from edgebench.train.model import UNFREEZE, build_model_in, set_phase
+from edgebench.train.model import UNFREEZE, build_model_in, load_model, set_phase, trained_size
+from edgebench.train.packing import weights_digest
 from edgebench.train.planner import SAVE_S, Plan, Throughput, Workload, make_plan, should_measure_more
 from edgebench.train.presets import Preset
 
@@ -65,6 +67,7 @@ class FreshPhases:
             min_epochs=p.plan_min_epochs,
             batch_size=p.batch_size,
             modes=plan_candidates(p)[2],
+            continued=bool(p.init_from),
         )
 
     def _plan(self, x_tr, y_tr, n_val: int, n_test: int) -> Plan:
@@ -167,6 +170,40 @@ class FreshPhases:
             t0,
             model,
             train_images=int(len(idx)),
+            forward_images_per_s=round(forward, 1),
+        )
+
+    def _phase1_continued(self, model, ds: Dataset, size: int, n_val: int) -> None:
+        """Phase 1 of a run that continues a trained model (``init_from``): its weights, and one test pass
+        that records where phase 2 starts from."""
+        p, t0 = self.preset, time.time()
+        source = load_model(p.init_from)
+        if trained_size(source) != size or len(source.weights) != len(model.weights):
+            raise EdgebenchError(
+                f"--init-from {p.init_from}: model {source.name} is not this recipe's at {size} px "
+                f"(it resizes to {trained_size(source)} px, {len(source.weights)} weights)"
+            )
+        try:
+            model.set_weights(source.get_weights())
+        except ValueError as exc:
+            raise EdgebenchError(f"--init-from {p.init_from}: {exc}") from None
+        init_digest = weights_digest(source.get_weights())
+        del source
+        f0 = time.time()
+        acc, _ = evaluate(model, ds.x_test, ds.y_test, 128)
+        forward = len(ds.y_test) / max(time.time() - f0, 1e-6)
+        if p.time_budget:
+            self._set_deadline(forward, n_val, len(ds.y_test))
+        self._finish_phase(
+            "phase1",
+            {},
+            f"continued from {p.init_from} (its weights; no training)",
+            acc,
+            t0,
+            model,
+            init_from=str(p.init_from),
+            init_sha256=sha256_file(p.init_from),
+            init_weights_sha256=init_digest,  # a packed model's weights_sha256: the lineage (packing.py)
             forward_images_per_s=round(forward, 1),
         )
 

@@ -204,6 +204,14 @@ def model_contract(model: keras.Model, classes=None, preprocessing=None) -> Cont
         raise EdgebenchError(f"model {model.name}: {exc}") from None
 
 
+def trained_size(model: keras.Model) -> int:
+    """The input size a model built by ``build_model`` resizes its pixels to (its ``resize`` layer's)."""
+    try:
+        return int(model.get_layer("resize").height)
+    except ValueError:
+        return INPUT_SIZE
+
+
 def load_model(path: str | os.PathLike) -> keras.Model:
     """Load a ``.keras`` model saved by edgebench, with a one-line error for missing or corrupt files."""
     path = Path(path)

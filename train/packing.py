@@ -63,9 +63,16 @@ def _archive_config(model_path: Path) -> dict:
         return json.loads(archive.read("config.json"))
 
 
-def provenance(run_dir: str | os.PathLike, command: str | None = None, commit: str | None = None) -> dict:
+def provenance(
+    run_dir: str | os.PathLike,
+    command: str | None = None,
+    commit: str | None = None,
+    previous: dict | None = None,
+) -> dict:
     """What a released model's reader needs to trust and repeat it, from the run's metrics.json: the code
-    commit, the command, the CPU, minutes and every phase's accuracy."""
+    commit, the command, the CPU, minutes and every phase's accuracy. A run that continued a trained model
+    (``init_from``) names its weights digest; when that is ``previous``'s (the manifest it replaces), the
+    earlier provenance is kept under ``continues`` and ``total_minutes`` adds up the lineage."""
     from edgebench.cpu import fingerprint
     from edgebench.environment import code_commit
 
@@ -73,7 +80,7 @@ def provenance(run_dir: str | os.PathLike, command: str | None = None, commit: s
     m = read_json(run_dir / "metrics.json", "training metrics")
     budget = m.get("budget") or {}
     plan = budget.get("plan") or {}
-    return {
+    record = {
         "trained": m.get("created"),
         "preset": m.get("preset"),
         "command": command or f"make train PRESET={m.get('preset')} NAME={run_dir.name}",
@@ -90,6 +97,21 @@ def provenance(run_dir: str | os.PathLike, command: str | None = None, commit: s
         "versions": m.get("versions"),
         "rebuild": f"edgebench fetch-model --name {run_dir.name}",
     }
+    init = (m.get("phases") or {}).get("phase1", {})
+    if init.get("init_weights_sha256"):
+        chained = (previous or {}).get("weights_sha256") == init["init_weights_sha256"]
+        before = previous["provenance"] if chained else {}
+        record["continues"] = {
+            "init_from": init.get("init_from"),
+            "weights_sha256": init["init_weights_sha256"],
+            "test_accuracy": init.get("test_accuracy"),
+            "provenance": before or "not the model this pack replaces: lineage unknown",
+        }
+        if chained:
+            record["total_minutes"] = round(
+                record["minutes"] + before.get("total_minutes", before["minutes"]), 1
+            )
+    return record
 
 
 def pack_model(

@@ -84,6 +84,7 @@ class Workload:
     min_epochs: int = 3  # passes a candidate must afford before resolution, unfreezing or fresh is bought
     batch_size: int = 64  # a partial epoch trains at least one batch
     modes: tuple[str, ...] = MODES  # phase-2 modes allowed
+    continued: bool = False  # phase 2 continues a trained model: phase 1 is one test pass
 
 
 @dataclass
@@ -119,17 +120,23 @@ def _capability(row: dict) -> tuple:
 
 
 def _fixed_costs(t: Throughput, w: Workload, phase1_images: int) -> dict[str, float]:
+    if w.continued:
+        phase1 = w.test_images / t.forward
+    else:
+        phase1 = (phase1_images + w.val_images + w.test_images) / t.forward + HEAD_TRAIN_S
     return {
         "measure": w.spent_s,
         "ablation": w.ablation_images / t.forward,
-        "phase1": (phase1_images + w.val_images + w.test_images) / t.forward + HEAD_TRAIN_S,
+        "phase1": phase1,
         "final": w.test_images / t.forward + SAVE_S,
     }
 
 
 def phase1_images(t: Throughput, w: Workload) -> int:
     """Phase 1 (head on pooled frozen features) gets PHASE1_SHARE of the budget's worth of images, at least
-    PHASE1_MIN, at most the train split."""
+    PHASE1_MIN, at most the train split; none when phase 2 continues a trained model."""
+    if w.continued:
+        return 0
     return int(min(w.train_images, max(PHASE1_MIN, PHASE1_SHARE * w.budget_s * t.forward)))
 
 

@@ -85,6 +85,15 @@ class Trainer(FreshPhases, CachedPhases):
         xla_modes(preset.xla)  # ... and a bad --xla
         precision_modes(preset.precision)  # ... and a bad --precision
         cache_runtimes(preset.cache_runtime)  # ... and a bad --cache-runtime
+        if preset.init_from:
+            if not Path(preset.init_from).is_file():
+                raise EdgebenchError(f"--init-from: model file not found: {preset.init_from}")
+            modes = plan_candidates(preset)[2] if preset.time_budget else ()
+            if modes != ("fresh",) and (preset.time_budget or preset.feature_cache):
+                raise EdgebenchError(
+                    "--init-from continues in the fresh mode only: add --plan-modes fresh (with a time "
+                    "budget) or --no-feature-cache"
+                )
         if not 0 <= preset.label_smoothing < 1:
             raise EdgebenchError(f"--label-smoothing takes 0 <= value < 1, got {preset.label_smoothing:g}")
         self.preset = preset
@@ -163,6 +172,8 @@ class Trainer(FreshPhases, CachedPhases):
         if plan and plan.mode == "fresh":
             if "phase1" in self.state["phases"]:
                 model.load_weights(run.checkpoints / "phase1.weights.h5")
+            elif p.init_from:
+                self._phase1_continued(model, ds, size, len(x_val))
             else:
                 self._phase1_pooled(model, plan, x_tr, y_tr, x_val, y_val, ds)
             if "phase2" in self.state["phases"]:
