@@ -18,7 +18,7 @@ EXPORT_ARGS ?=
 BENCH_ARGS ?=
 export EDGEBENCH_CACHE ?= $(CURDIR)/runs/.cache
 
-.PHONY: setup train export bench crosscheck tune all all-release release-model pack-model gpu-payload gpu-rehearsal results-doc cli-doc smoke bundle test lint clean
+.PHONY: setup train export bench crosscheck tune all all-release release-model release-continue pack-model gpu-payload gpu-rehearsal results-doc cli-doc smoke bundle test lint clean
 
 setup: $(VENV)/.installed
 
@@ -57,6 +57,13 @@ release-model: setup
 
 all-release: release-model
 	$(MAKE) export bench NAME=release
+
+# More epochs for the released model: continues it (preset release-continue, 100 min) and packs the result
+# over models/release, its provenance chained to the model it continued (commit models/ afterwards).
+release-continue: release-model
+	$(MAKE) train PRESET=release-continue NAME=release-continue
+	$(EB) pack-model --run runs/release-continue --out models/release \
+		--command "make release-continue"
 
 # The GPU call's payload (docs/design/gpu.md): train + test JPEGs and the base weights, one xz file each, and the
 # wheels of keras and what it needs beyond the device's image (pure ones, and optree for its Python 3.12).

@@ -86,7 +86,11 @@ def pack_model(run_dir, out, train_command, code_commit):
 
     previous = Path(out, "MANIFEST.json")  # the model this run may have continued from (its lineage)
     earlier = json.loads(previous.read_text()) if previous.is_file() else None
-    manifest = pack(f"{run_dir}/model.keras", out, provenance(run_dir, train_command, code_commit, earlier))
+    manifest = pack(
+        f"{run_dir}/model.keras",
+        out,
+        provenance(run_dir, train_command, code_commit, earlier, Path(out).name),
+    )
     click.echo(
         f"packed {manifest['source']['file']} into {out}: {len(manifest['parts'])} part(s), "
         f"{manifest['packed_bytes'] / 2**20:.1f} MiB; weights sha256 {manifest['weights_sha256'][:16]}…"

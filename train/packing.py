@@ -68,11 +68,13 @@ def provenance(
     command: str | None = None,
     commit: str | None = None,
     previous: dict | None = None,
+    name: str | None = None,
 ) -> dict:
     """What a released model's reader needs to trust and repeat it, from the run's metrics.json: the code
     commit, the command, the CPU, minutes and every phase's accuracy. A run that continued a trained model
     (``init_from``) names its weights digest; when that is ``previous``'s (the manifest it replaces), the
-    earlier provenance is kept under ``continues`` and ``total_minutes`` adds up the lineage."""
+    earlier provenance is kept under ``continues`` and ``total_minutes`` adds up the lineage. ``name``: the
+    pack's name under models/ (default: the run directory's)."""
     from edgebench.cpu import fingerprint
     from edgebench.environment import code_commit
 
@@ -95,7 +97,7 @@ def provenance(
         "plan": {k: plan.get(k) for k in ("mode", "image_size", "unfreeze", "copies", "epochs", "reasons")},
         "peak_rss_mb": m.get("peak_rss_mb"),
         "versions": m.get("versions"),
-        "rebuild": f"edgebench fetch-model --name {run_dir.name}",
+        "rebuild": f"edgebench fetch-model --name {name or run_dir.name}",
     }
     init = (m.get("phases") or {}).get("phase1", {})
     if init.get("init_weights_sha256"):
@@ -244,7 +246,10 @@ def rebuild_model(src: str | os.PathLike, out: str | os.PathLike) -> dict:
     if weights_digest(arrays) != manifest["weights_sha256"]:
         raise EdgebenchError(f"weights rebuilt from {src} do not match the manifest's weights_sha256")
     try:
-        model = keras.saving.deserialize_keras_object(manifest["config"])
+        # Without its compile config: compiling builds the optimizer's variables, and the saved file would
+        # carry them (283 MB instead of 95 for the released model); nothing downstream trains it.
+        config = {k: v for k, v in manifest["config"].items() if k != "compile_config"}
+        model = keras.saving.deserialize_keras_object(config)
     except Exception as exc:
         raise EdgebenchError(f"cannot rebuild the model in {src}: {str(exc).splitlines()[0]}") from None
     variables = {v.path: v for v in model.weights}
