@@ -29,12 +29,20 @@ def training_record(run_dir: Path, pack_dir: Path | None) -> tuple[dict | None, 
     """(what trained the model, where it was read): the run's metrics.json, else the pack's provenance.
 
     Fields metrics.json lacks (a run older than its code-commit record) come from the pack's provenance.
+    A metrics.json from another training than the pack's (``created`` is not the provenance's ``trained``:
+    the run folder trained one model, then ``fetch-model`` rebuilt a newer pack into it) is not read.
     """
     packed = None
     if pack_dir and (pack_dir / "MANIFEST.json").is_file():
         packed = read_json(pack_dir / "MANIFEST.json", "packed model manifest")["provenance"]
-    if (run_dir / "metrics.json").is_file():
-        m = read_json(run_dir / "metrics.json", "training metrics")
+    m = (
+        read_json(run_dir / "metrics.json", "training metrics")
+        if (run_dir / "metrics.json").is_file()
+        else None
+    )
+    if m and packed and None not in (m.get("created"), packed.get("trained")):
+        m = m if m["created"] == packed["trained"] else None
+    if m:
         budget = m.get("budget") or {}
         record = {
             "preset": m.get("preset"),
@@ -90,6 +98,16 @@ def _training_section(record: dict | None, source: str) -> list[str]:
         f"From `{source}`: preset `{record.get('preset')}`, {record.get('minutes')} min in all, "
         f"code commit `{commit}`.",
     ]
+    earlier = record.get("continues")
+    if earlier:
+        before = earlier.get("provenance")
+        before = before if isinstance(before, dict) else {}
+        lines.append(
+            f"It continued `{earlier.get('init_from')}` (weights sha256 "
+            f"`{earlier.get('weights_sha256', '')[:16]}`"
+            + (f", preset `{before.get('preset')}`, {before.get('minutes')} min" if before else "")
+            + f"): {record.get('total_minutes', '?')} min of training in all."
+        )
     if record.get("cpu"):
         lines.append(f"Trained on: {cpu.summary(record['cpu'])}.")
     if plan.get("mode"):

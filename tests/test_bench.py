@@ -813,5 +813,13 @@ def test_results_doc_fills_what_metrics_json_lacks_from_the_packed_provenance(tm
     assert source.endswith("metrics.json")
     assert (record["code_commit"], record["preset"], record["minutes"]) == ("849f2e2", "release", 10.0)
     assert training_record(run, None)[0]["code_commit"] is None
+    # The run folder's own training is not the pack's (fetch-model rebuilt a newer pack into it): not read.
+    (run / "metrics.json").write_text(json.dumps({"preset": "release", "created": "2026-12-06T03:37:29"}))
+    newer = {**provenance, "trained": "2026-12-06T09:00:00"}
+    (pack / "MANIFEST.json").write_text(json.dumps({"provenance": newer}))
+    assert training_record(run, pack) == (newer, str(pack))
+    (run / "metrics.json").write_text(json.dumps({"preset": "release", "created": newer["trained"]}))
+    assert training_record(run, pack)[1].endswith("metrics.json")
+    (pack / "MANIFEST.json").write_text(json.dumps({"provenance": provenance}))
     (run / "metrics.json").unlink()
     assert training_record(run, pack) == (provenance, str(pack))

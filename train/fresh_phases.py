@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -45,6 +46,20 @@ def fixed_plan(p: Preset, n_train: int) -> Plan:
         {},
         precision="bfloat16" if p.precision == "bfloat16" else "float32",
     )
+
+
+def check_init_from(p: Preset) -> None:
+    """Refuse ``--init-from`` before anything runs: a missing file, or a run that would not be fresh."""
+    if not p.init_from:
+        return
+    if not Path(p.init_from).is_file():
+        raise EdgebenchError(f"--init-from: model file not found: {p.init_from}")
+    modes = plan_candidates(p)[2] if p.time_budget else ()
+    if modes != ("fresh",) and (p.time_budget or p.feature_cache):
+        raise EdgebenchError(
+            "--init-from continues in the fresh mode only: add --plan-modes fresh (with a time budget) or "
+            "--no-feature-cache"
+        )
 
 
 class FreshPhases:

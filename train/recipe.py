@@ -44,7 +44,7 @@ from edgebench.train.evaluation import save_test_predictions
 from edgebench.train.extractor import cache_runtimes
 from edgebench.train.features import ArrayBatches, array_key, cached_features
 from edgebench.train.fitting import RunDir, evaluate, fit_phase, load_state, run_dir_backups, versions
-from edgebench.train.fresh_phases import FreshPhases, fixed_plan
+from edgebench.train.fresh_phases import FreshPhases, check_init_from, fixed_plan
 from edgebench.train.model import build_model, split_model
 from edgebench.train.presets import Preset
 
@@ -85,15 +85,7 @@ class Trainer(FreshPhases, CachedPhases):
         xla_modes(preset.xla)  # ... and a bad --xla
         precision_modes(preset.precision)  # ... and a bad --precision
         cache_runtimes(preset.cache_runtime)  # ... and a bad --cache-runtime
-        if preset.init_from:
-            if not Path(preset.init_from).is_file():
-                raise EdgebenchError(f"--init-from: model file not found: {preset.init_from}")
-            modes = plan_candidates(preset)[2] if preset.time_budget else ()
-            if modes != ("fresh",) and (preset.time_budget or preset.feature_cache):
-                raise EdgebenchError(
-                    "--init-from continues in the fresh mode only: add --plan-modes fresh (with a time "
-                    "budget) or --no-feature-cache"
-                )
+        check_init_from(preset)  # ... and a model it cannot continue
         if not 0 <= preset.label_smoothing < 1:
             raise EdgebenchError(f"--label-smoothing takes 0 <= value < 1, got {preset.label_smoothing:g}")
         self.preset = preset
