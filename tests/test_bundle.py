@@ -550,9 +550,10 @@ def test_c_runner_bad_input_is_one_line_and_exit_2(bundles, tmp_path):
     spec = _spec(bundle)
     model, sample = bundle / spec["model"]["file"], spec["samples"][0]
     data = model.read_bytes()
-    (tmp_path / "random.tflite").write_bytes(data[:8] + os.urandom(4096))  # TFL3 identifier, garbage after
+    # TFL3 identifier, garbage after; seeded, so that every run refuses the same bytes.
+    (tmp_path / "random.tflite").write_bytes(data[:8] + np.random.default_rng(0).bytes(4096))
     (tmp_path / "truncated.tflite").write_bytes(data[: len(data) // 2])
-    (tmp_path / "junk.tflite").write_bytes(os.urandom(4096))
+    (tmp_path / "junk.tflite").write_bytes(np.random.default_rng(1).bytes(4096))
     (tmp_path / "short.rgb").write_bytes(bytes(32 * 32 * 3 - 1))
     (tmp_path / "big.ppm").write_bytes(b"P6\n64 64\n255\n" + bytes(64 * 64 * 3))
     (tmp_path / "no-labels.txt").write_text("")
