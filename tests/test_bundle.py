@@ -496,10 +496,20 @@ def _c_runner(bundles) -> Path:
     return bundle
 
 
+def _device_memory() -> None:
+    """A device's memory for the runner: 4 GiB of address space. LiteRT's C API given a truncated model
+    grows to 10-22 GB before it refuses the file (seen 2026-12-06; the runner has no flatbuffer verifier)."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+
 def _runner(where: Path, *args, exe: Path | None = None):
     """``./runner ARGS`` from inside ``where`` with an empty environment: no Python, no venv."""
     cmd = [str(exe or where / "runner"), *[str(a) for a in args]]
-    return subprocess.run(cmd, cwd=where, capture_output=True, text=True, timeout=120, env={})
+    return subprocess.run(
+        cmd, cwd=where, capture_output=True, text=True, timeout=120, env={}, preexec_fn=_device_memory
+    )
 
 
 def test_c_runner_prints_what_infer_py_prints(bundles):
