@@ -198,12 +198,14 @@ class FreshPhases:
                 f"--init-from {p.init_from}: model {source.name} is not this recipe's at {size} px "
                 f"(it resizes to {trained_size(source)} px, {len(source.weights)} weights)"
             )
+        weights = source.get_weights()
+        del source
         try:
-            model.set_weights(source.get_weights())
+            model.set_weights(weights)
         except ValueError as exc:
             raise EdgebenchError(f"--init-from {p.init_from}: {exc}") from None
-        init_digest = weights_digest(source.get_weights())
-        del source
+        init_digest = weights_digest(weights)
+        del weights
         f0 = time.time()
         acc, _ = evaluate(model, ds.x_test, ds.y_test, 128)
         forward = len(ds.y_test) / max(time.time() - f0, 1e-6)
