@@ -45,7 +45,7 @@ from edgebench.train.extractor import cache_runtimes
 from edgebench.train.features import ArrayBatches, array_key, cached_features
 from edgebench.train.fitting import RunDir, evaluate, fit_phase, load_state, run_dir_backups, versions
 from edgebench.train.fresh_phases import FreshPhases, check_init_from, fixed_plan
-from edgebench.train.model import build_model, split_model
+from edgebench.train.model import build_model, resolve_weights, split_model
 from edgebench.train.presets import Preset
 
 PHASES = ("ablation", "phase1", "phase2")
@@ -86,6 +86,7 @@ class Trainer(FreshPhases, CachedPhases):
         precision_modes(preset.precision)  # ... and a bad --precision
         cache_runtimes(preset.cache_runtime)  # ... and a bad --cache-runtime
         check_init_from(preset)  # ... and a model it cannot continue
+        resolve_weights(weights)  # ... and a weights file that is not there
         if not 0 <= preset.label_smoothing < 1:
             raise EdgebenchError(f"--label-smoothing takes 0 <= value < 1, got {preset.label_smoothing:g}")
         self.preset = preset
