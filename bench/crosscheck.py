@@ -1,7 +1,7 @@
 """``edgebench crosscheck``: a bench report's batch-1 p50s against independent timers of the same files.
 
 Each timer is its own process, kept warm while the others run; all but edgebench's own are functions of
-``bench.independent_timers`` (run as a module: numpy and the one runtime, nothing of edgebench's stages):
+``edgebench.runtime.bare`` (run as a module: numpy and the one runtime, nothing of edgebench's stages):
 - ``bare``: the plainest loop a user would write: ``Interpreter.invoke()`` (LiteRT) or ``session.run``
   (ONNX Runtime) with ``time.perf_counter_ns`` around each call, same thread count;
 - ``polygraphy`` (ONNX files, where installed): Polygraphy's ``OnnxrtRunner`` on a session with the same
@@ -25,15 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench.bench import independent_timers
-from edgebench.bench.independent_timers import BARE, POLYGRAPHY_RUNTIMES, WARMUP
 from edgebench.bench.report import all_rows, load
 from edgebench.errors import EdgebenchError
+from edgebench.runtime import bare
+from edgebench.runtime.bare import BARE, POLYGRAPHY_RUNTIMES, WARMUP
 
 TOLERANCE = 0.05
 # The command's defaults: a thread count bench sweeps by default, and blocks short enough to interleave.
 THREADS, ITERATIONS, ROUNDS = 2, 50, 60
-_TIMERS = independent_timers.__name__  # run as a module: a fresh process per timer
+_TIMERS = bare.__name__  # run as a module: a fresh process per timer
 
 
 class Served:

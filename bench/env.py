@@ -11,6 +11,7 @@ import psutil
 
 from edgebench import __version__, cpu
 from edgebench.environment import versions
+from edgebench.runtime import onnxrt
 
 
 def cpu_model() -> str:
@@ -49,15 +50,6 @@ def git_commit() -> dict:
         return {"commit": None, "dirty": None}
 
 
-def ort_providers() -> list[str] | None:
-    try:
-        import onnxruntime
-
-        return onnxruntime.get_available_providers()
-    except ImportError:
-        return None
-
-
 def fingerprint(threads: list[int]) -> dict:
     try:
         usable = len(os.sched_getaffinity(0))
@@ -75,6 +67,6 @@ def fingerprint(threads: list[int]) -> dict:
         "os": platform.platform(),
         "python": platform.python_version(),
         "versions": versions(),
-        "onnxruntime_providers": ort_providers(),
+        "onnxruntime_providers": onnxrt.available_providers(),
         "edgebench": {"version": __version__, **git_commit()},
     }

@@ -12,7 +12,7 @@ and the activation tensors (by count) of the graph are binned into ``int8`` (8-b
 - OpenVINO IR: element types in the IR; a weight reached through its decompression (Convert, Subtract,
   Multiply, Reshape) or a FakeQuantize counts with the stored constant's type (int8 for FakeQuantize); an
   activation is int8 when a FakeQuantize consumes it, otherwise its own element type.
-- TensorRT: the engine inspector's per-layer formats (see ``tensorrt_formats.describe_engine``).
+- TensorRT: the engine inspector's per-layer formats (see ``edgebench.runtime.tensorrt.describe_engine``).
 
 The export pipeline then relabels quantized artifacts from what their runtime runs (``coverage``): stored
 int8 tensors that run through float kernels are not called ``int8``.
@@ -89,8 +89,9 @@ _TFL_WEIGHTED = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_C
 
 def read_tflite(buf: bytes):
     """(model, first subgraph, op -> builtin name, tensor index -> type name) of a TFLite flatbuffer."""
-    from ai_edge_litert import schema_py_generated as schema
+    from edgebench.runtime.litert import flatbuffer_schema
 
+    schema = flatbuffer_schema()
     model = schema.Model.GetRootAs(buf, 0)
     graph = model.Subgraphs(0)
     type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
@@ -107,7 +108,7 @@ def read_tflite(buf: bytes):
 
 
 def describe_tflite(path: Path) -> dict:
-    from ai_edge_litert.interpreter import Interpreter
+    from edgebench.runtime.litert import interpreter
 
     buf = path.read_bytes()
     model, graph, op_name, tensor_type = read_tflite(buf)
@@ -137,7 +138,7 @@ def describe_tflite(path: Path) -> dict:
             if kind:
                 activations[kind] = activations.get(kind, 0) + 1
 
-    interp = Interpreter(model_content=buf)
+    interp = interpreter(buf)
 
     def io(detail) -> dict:
         scale, zero = detail["quantization"]
@@ -230,9 +231,9 @@ _OV_BUCKET = {"f32": "fp32", "f16": "fp16", "bf16": "bf16", "i8": "int8", "u8": 
 
 
 def describe_openvino(path: Path) -> dict:
-    import openvino as ov
+    from edgebench.runtime.openvino import read_model
 
-    model = ov.Core().read_model(path)
+    model = read_model(path)
     ops = list(model.get_ordered_ops())
     constant: dict[str, bool] = {}  # op name -> computed from constants only (weights, decompression)
     for op in ops:  # topologically ordered
@@ -283,7 +284,7 @@ def describe_openvino(path: Path) -> dict:
 
 
 def describe_engine(path: Path) -> dict:
-    from edgebench.export.tensorrt_formats import describe_engine as describe
+    from edgebench.runtime.tensorrt import describe_engine as describe
 
     return describe(path)
 

@@ -97,22 +97,19 @@ def _applies(coverage: dict | None) -> bool:
 def runtime_graph(path: Path):
     """(ModelProto ONNX Runtime's CPU provider executes, optimization level name)."""
     import onnx
-    import onnxruntime as ort
 
-    levels = ort.GraphOptimizationLevel
+    from edgebench.runtime.onnxrt import session
+
     last = None
     # ALL adds layout (NCHWc/NHWC) rewrites specific to this CPU; EXTENDED only if ALL cannot be saved.
-    for level in (levels.ORT_ENABLE_ALL, levels.ORT_ENABLE_EXTENDED):
+    for level in ("ORT_ENABLE_ALL", "ORT_ENABLE_EXTENDED"):
         fd, tmp = tempfile.mkstemp(suffix=".onnx")
         os.close(fd)
         try:
-            opts = ort.SessionOptions()
-            opts.graph_optimization_level = level
-            opts.optimized_model_filepath = tmp
-            opts.log_severity_level = 3  # the "hardware specific optimizations" warning is the point here
-            opts.intra_op_num_threads = 1
-            ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-            return onnx.load(tmp), level.name
+            # log level 3: the "hardware specific optimizations" warning is the point here
+            opts = dict(graph_optimization_level=level, optimized_model_filepath=tmp, log_severity_level=3)
+            session(path, 1, **opts)
+            return onnx.load(tmp), level
         except Exception as exc:  # onnxruntime raises its own exception types
             last = exc
         finally:
@@ -121,8 +118,9 @@ def runtime_graph(path: Path):
 
 
 def onnx_coverage(path: Path) -> dict:
-    import onnxruntime as ort
     from onnx import TensorProto
+
+    from edgebench.runtime.onnxrt import version
 
     model, level = runtime_graph(path)
     graph = model.graph
@@ -165,7 +163,7 @@ def onnx_coverage(path: Path) -> dict:
     int8_convs = sum(v for k, v in int8_ops.items() if k.split(":")[-1] in INT8_CONV_OPS)
     convs = int8_convs + sum(v for k, v in float_ops.items() if k.split(":")[-1] in FLOAT_CONV_OPS)
     return {
-        "runtime_graph": f"onnxruntime {ort.__version__} CPUExecutionProvider, {level}",
+        "runtime_graph": f"onnxruntime {version()} CPUExecutionProvider, {level}",
         "convolutions": convs,
         "int8_convolutions": int8_convs,
         "int8_fraction": round(int8_convs / convs, 4) if convs else 0.0,
@@ -252,10 +250,10 @@ def _produced_by(ops, names, wanted: str) -> set[int]:
 
 def _delegation(buf: bytes, ops, names) -> dict:
     """Which ops the default delegate (XNNPACK) took, from the interpreter's private op listing."""
-    from ai_edge_litert.interpreter import Interpreter
+    from edgebench.runtime.litert import interpreter
 
     try:
-        interp = Interpreter(model_content=buf, num_threads=1)
+        interp = interpreter(buf, 1)
         interp.allocate_tensors()
         details = interp._get_ops_details()  # private: may go away, then delegation is unknown
     except Exception:

@@ -11,7 +11,6 @@ specific to the GPU and TensorRT version that built it: build it on the device t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from edgebench.errors import EdgebenchError
@@ -61,64 +60,3 @@ def _build_engine(onnx_path: Path, dest: Path, flags: tuple[str, ...], max_batch
         raise EdgebenchError(f"TensorRT could not build an engine from {onnx_path.name} (see its log above)")
     with open(dest, "wb") as fh:
         fh.write(memoryview(serialized))
-
-
-def describe_engine(path: Path) -> dict:
-    """I/O tensors and the precision breakdown of an engine, from TensorRT's engine inspector."""
-    import tensorrt as trt
-
-    runtime = trt.Runtime(trt.Logger(trt.Logger.ERROR))
-    engine = runtime.deserialize_cuda_engine(Path(path).read_bytes())
-    if engine is None:
-        raise EdgebenchError(f"TensorRT cannot deserialize {path}")
-    context = engine.create_execution_context()
-    io = {"inputs": [], "outputs": []}
-    for i in range(engine.num_io_tensors):
-        name = engine.get_tensor_name(i)
-        shape = list(engine.get_tensor_shape(name))
-        entry = {
-            "name": name,
-            "shape": shape,
-            "quantization": None,
-            "dtype": _np_name(trt.nptype(engine.get_tensor_dtype(name))),
-        }
-        if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-            io["inputs"].append(entry)
-            # Formats read "N/A due to dynamic shapes" unless the inspector's context has concrete shapes.
-            context.set_input_shape(name, [1 if d < 0 else d for d in shape])
-        else:
-            io["outputs"].append(entry)
-    inspector = engine.create_engine_inspector()
-    inspector.execution_context = context
-    layers = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON)).get("Layers", [])
-    weights, activations = {}, {}
-    for layer in layers:
-        if not isinstance(layer, dict):
-            continue
-        for tensor in layer.get("Outputs", []):
-            kind = _precision_of(str(tensor.get("Format/Datatype", "")))
-            if kind:
-                activations[kind] = activations.get(kind, 0) + 1
-        w = layer.get("Weights")
-        if isinstance(w, dict) and w.get("Count"):
-            kind = _precision_of(str(w.get("Type", "")))
-            if kind:
-                weights[kind] = weights.get(kind, 0) + int(w["Count"])
-    io["dynamic_batch"] = any(e["shape"][0] < 0 for e in io["inputs"])
-    io["counts"] = {"weights": weights, "activations": activations}
-    return io
-
-
-def _precision_of(text: str) -> str | None:
-    text = text.lower()
-    keys = (("int8", "int8"), ("fp16", "fp16"), ("half", "fp16"), ("fp32", "fp32"), ("float", "fp32"))
-    for key, kind in keys:
-        if key in text:
-            return kind
-    return None
-
-
-def _np_name(dtype) -> str:
-    import numpy as np
-
-    return np.dtype(dtype).name

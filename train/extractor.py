@@ -7,6 +7,7 @@ agree to 6e-5 on features up to ~16). ``--cache-runtime auto`` lets the planner 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 
@@ -14,6 +15,7 @@ import keras
 import numpy as np
 
 from edgebench.errors import EdgebenchError
+from edgebench.runtime import missing_modules, onnxrt
 
 CACHE_RUNTIMES = ("keras", "onnxruntime")
 OPSET = 17
@@ -77,11 +79,10 @@ class OnnxExtractor:
     runtime = "onnxruntime"
 
     def __init__(self, model: keras.Model, batch_size: int = 64, threads: int | None = None):
-        try:
-            import onnxruntime  # noqa: F401 (checked here for a one-line error; the session uses it)
-            import tf2onnx  # noqa: F401 (... and _to_onnx)
-        except ImportError as exc:
-            raise EdgebenchError(f"--cache-runtime onnxruntime needs {exc.name}: pip install it") from None
+        # a one-line error here rather than at the first call
+        missing = missing_modules("onnxruntime") + [m for m in ["tf2onnx"] if not importlib.util.find_spec(m)]
+        if missing:
+            raise EdgebenchError(f"--cache-runtime onnxruntime needs {missing[0]}: pip install it")
         self.model, self.batch_size = model, batch_size
         self.threads = threads or len(os.sched_getaffinity(0))
         self.output_shape = tuple(model.output.shape[1:])
@@ -90,13 +91,7 @@ class OnnxExtractor:
     @property
     def session(self):
         if self._session is None:
-            import onnxruntime as ort
-
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = self.threads
-            self._session = ort.InferenceSession(
-                _to_onnx(self.model), options, providers=["CPUExecutionProvider"]
-            )
+            self._session = onnxrt.session(_to_onnx(self.model), self.threads)
         return self._session
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

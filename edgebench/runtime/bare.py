@@ -1,10 +1,12 @@
-"""The independent timers of ``edgebench crosscheck``, each in a fresh process of its own:
+"""Bare timing loops, the independent timers of ``edgebench crosscheck``, each in a fresh process of its own:
 
-    python -m edgebench.bench.independent_timers TIMER MODEL THREADS TENSOR.npy
-    python -m edgebench.bench.independent_timers litert-benchmark [benchmark_litert_model flags]
+    python -m edgebench.runtime.bare TIMER MODEL THREADS TENSOR.npy
+    python -m edgebench.runtime.bare litert-benchmark [benchmark_litert_model flags]
 
-A timer is the plainest loop a user would write around a runtime's own call, so it imports numpy and that
-runtime only, nothing of edgebench (``edgebench`` and ``edgebench.bench`` are empty packages): ``litert``
+A timer is the plainest loop a user would write around a runtime's own call: a second implementation on
+purpose, beside the runners and sharing none of their code (it imports numpy and that runtime; the package
+``__init__`` loads the runtime table and numpy, no runtime, no stage). It ships in bundles with the rest of
+this package, so a device can check its own timings the same way. ``litert``
 times ``Interpreter.invoke()``, ``onnxruntime`` times ``session.run``, both with ``time.perf_counter_ns``
 around each call; ``polygraphy`` keeps Polygraphy's own per-call ``last_inference_time()``. TENSOR.npy holds
 the model's input (the contract already applied); its first image is fed at batch 1.

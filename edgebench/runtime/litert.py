@@ -1,10 +1,29 @@
-"""``.tflite`` through ``ai_edge_litert`` (XNNPACK by default)."""
+"""``.tflite`` through ``ai_edge_litert`` (XNNPACK by default): the runner, and the two entry points export's
+inspection reads a model through (the interpreter, the flatbuffer schema)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
 from .base import InferenceError, Runner, dequantize, quantize
+
+
+def interpreter(model: str | Path | bytes, threads: int | None = None):
+    """A LiteRT ``Interpreter`` over a file or its bytes, tensors not allocated yet."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    if isinstance(model, bytes):
+        return Interpreter(model_content=model, num_threads=threads)
+    return Interpreter(model_path=str(model), num_threads=threads)
+
+
+def flatbuffer_schema():
+    """The TFLite flatbuffer schema's generated reader (``schema_py_generated``) that LiteRT ships."""
+    from ai_edge_litert import schema_py_generated
+
+    return schema_py_generated
 
 
 class LiteRTRunner(Runner):
@@ -12,10 +31,8 @@ class LiteRTRunner(Runner):
     imports = ("ai_edge_litert.interpreter",)  # the package alone does not load the interpreter's library
 
     def _load(self) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
         try:
-            self._interp = Interpreter(model_path=str(self.path), num_threads=self.threads)
+            self._interp = interpreter(self.path, self.threads)
             self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise InferenceError(

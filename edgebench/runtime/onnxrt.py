@@ -1,12 +1,49 @@
-"""``.onnx`` through ONNX Runtime; records the execution provider that actually ran."""
+"""``.onnx`` through ONNX Runtime; records the execution provider that actually ran. Also the sessions other
+stages build (training's feature extractor, export's coverage of the graph the CPU provider executes)."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 
 from .base import InferenceError, Runner
 
 _DTYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32, "tensor(int8)": np.int8}
+CPU = "CPUExecutionProvider"
+
+
+def available_providers() -> list[str] | None:
+    """ONNX Runtime's installed execution providers; None without ONNX Runtime."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    return ort.get_available_providers()
+
+
+def version() -> str:
+    import onnxruntime as ort
+
+    return ort.__version__
+
+
+def session(model: str | Path | bytes, threads: int | None = None, providers=(CPU,), **options):
+    """An ``InferenceSession`` over a file or its bytes: ``threads`` intra-op threads (one inter-op thread),
+    other ``SessionOptions`` attributes by keyword (``optimized_model_filepath=...``)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    for name, value in options.items():
+        if name == "graph_optimization_level":
+            value = getattr(ort.GraphOptimizationLevel, value)
+        setattr(opts, name, value)
+    source = model if isinstance(model, bytes) else os.fspath(model)
+    return ort.InferenceSession(source, opts, providers=list(providers))
 
 
 class OnnxRuntimeRunner(Runner):
@@ -16,19 +53,13 @@ class OnnxRuntimeRunner(Runner):
 
     @property
     def requested_providers(self) -> list[str]:
-        return list(self.options.get("providers") or ["CPUExecutionProvider"])
+        return list(self.options.get("providers") or [CPU])
 
     def _load(self) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        if self.threads:
-            opts.intra_op_num_threads = self.threads
-            opts.inter_op_num_threads = 1
-        available = ort.get_available_providers()
-        providers = [p for p in self.requested_providers if p in available] or ["CPUExecutionProvider"]
+        available = available_providers() or []
+        providers = [p for p in self.requested_providers if p in available] or [CPU]
         try:
-            self._session = ort.InferenceSession(str(self.path), opts, providers=providers)
+            self._session = session(self.path, self.threads, providers)
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/… types
             raise InferenceError(f"cannot load ONNX model {self.path}: {str(exc).splitlines()[0]}") from None
         self._input = self._session.get_inputs()[0]
@@ -50,11 +81,9 @@ class OnnxRuntimeRunner(Runner):
         return np.asarray(self._result[0], dtype=np.float32)
 
     def describe(self) -> dict:
-        import onnxruntime as ort
-
         return {
             "runner": self.name,
-            "runtime": f"onnxruntime {ort.__version__}",
+            "runtime": f"onnxruntime {version()}",
             "threads": self.threads,
             "requested_providers": self.requested_providers,
             "providers": self.providers,

@@ -23,6 +23,13 @@ WEIGHTED_LAYERS = frozenset({"Convolution", "GroupConvolution", "Deconvolution",
 _NOT_KERNELS = frozenset({"Const", "Input", "Output", "Parameter", "Result"})
 
 
+def read_model(path):
+    """The IR's model graph as OpenVINO reads it (not compiled): what export's inspection walks."""
+    import openvino as ov
+
+    return ov.Core().read_model(path)
+
+
 def _rt(op, key: str) -> str | None:
     info = op.get_rt_info()
     return info[key].astype(str) if key in info else None
