@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +75,14 @@ def tiny_model_path(tmp_path_factory, small_dataset) -> Path:
 @pytest.fixture(scope="session")
 def test_batch(small_dataset) -> tuple[np.ndarray, np.ndarray]:
     return small_dataset.x_test, small_dataset.y_test
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    """``edgebench ARGS`` in a fresh process, stdout and stderr together in ``.stdout``: for the commands that
+    build ResNet50s, whose memory TensorFlow keeps for the life of the process (``clear_session`` frees
+    little of it), so that a pytest worker does not carry every training run's peak into the next test."""
+    cmd = [sys.executable, "-m", "edgebench.cli", *map(str, args)]
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
 
 
 def write_bomb_png(path: Path, side: int = 15000) -> Path:

@@ -33,7 +33,7 @@ from edgebench.train.packing import provenance, weights_digest
 from edgebench.train.planner import Plan, Throughput, Workload, make_plan, should_measure_more
 from edgebench.train.presets import get_preset
 from edgebench.train.recipe import Trainer
-from tests.conftest import WEIGHTS
+from tests.conftest import WEIGHTS, run_cli
 
 # 1,000 train / 100 val / 100 test images; 50 s already spent measuring.
 WORK = dict(spent_s=50, train_images=1000, val_images=100, test_images=100)
@@ -66,6 +66,13 @@ def test_planner_arithmetic_on_fake_throughputs():
     more = {**WORK, "train_images": 10000}
     assert make_plan([SMALL], Workload(budget_s=1000, **more)).phase1_images == 5000
     assert make_plan([SMALL], Workload(budget_s=100, **more)).phase1_images == 2000
+    # Continuing a trained model (--init-from): phase 1 is one test pass (100/50 s), no head training, so
+    # 0.95 * 1150 - 50 - 2 - 32 = 1008 s buys 128 px a fourth epoch of 252 s that 1092 - 136 = 956 s does not.
+    fresh, continued = (
+        make_plan([LARGE, SMALL], Workload(budget_s=1150, min_epochs=3, continued=c, **WORK)) for c in (0, 1)
+    )
+    assert (fresh.epochs, fresh.phase1_images, fresh.estimate_s["phase1"]) == (3, 1000, 54)
+    assert (continued.epochs, continued.phase1_images, continued.estimate_s["phase1"]) == (4, 0, 2)
     # Measuring stops once the latest (most capable) candidate cannot afford min_epochs.
     assert should_measure_more([SMALL], Workload(budget_s=1000, **WORK))
     assert not should_measure_more([SMALL, LARGE], Workload(budget_s=1000, min_epochs=4, **WORK))
@@ -183,9 +190,9 @@ def test_budget_cut_ends_with_a_valid_model_and_a_resume_keeps_the_plan(tmp_path
     # suite's slowest test; test_both_compile_modes_are_timed and test_train's XLA fit cover XLA. Phase 2
     # trains in bfloat16 (a twin model), the saved model is float32.
     budgeted = ["--time-budget", "0.05", "--xla", "off", "--plan-modes", "fresh", "--precision", "bfloat16"]
-    result = CliRunner().invoke(cli, [*args, "--no-ablation", *budgeted])
-    assert result.exit_code == 0, result.output
-    assert "plan: 32 px, conv5 unfrozen" in result.output
+    result = run_cli(*args, "--no-ablation", *budgeted)
+    assert result.returncode == 0, result.stdout
+    assert "plan: 32 px, conv5 unfrozen" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
     budget = metrics["budget"]
     assert budget["cut"] is True and budget["plan"]["image_size"] == 32
@@ -226,10 +233,8 @@ def test_budget_cut_ends_with_a_valid_model_and_a_resume_keeps_the_plan(tmp_path
     # A run that continues the saved model: phase 1 is its test pass (the same weights, the same score),
     # phase 2 trains on from there; the lineage (its weights digest) is what a pack chains on.
     args[args.index("--out") + 1] = str(tmp_path / "continued")
-    result = CliRunner().invoke(
-        cli, [*args, "--no-ablation", *budgeted, "--init-from", str(out / "model.keras")]
-    )
-    assert result.exit_code == 0, result.output
+    result = run_cli(*args, "--no-ablation", *budgeted, "--init-from", out / "model.keras")
+    assert result.returncode == 0, result.stdout
     continued = json.loads((tmp_path / "continued" / "metrics.json").read_text())
     phase1 = continued["phases"]["phase1"]
     assert phase1["test_accuracy"] == metrics["final"]["test_accuracy"]
@@ -306,7 +311,12 @@ def _vm_kib(key: str) -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux peak-RSS reset")
-def test_cache_larger_than_the_memory_limit_trains_without_being_loaded_whole(tmp_path, small_dataset):
+def test_cache_larger_than_the_memory_limit_trains_without_being_loaded_whole(
+    tmp_path, small_dataset, monkeypatch
+):
+    # chunks of 100 images: a 1,024-image chunk of these wide features is 1 GB of float32 in flight, memory
+    # the worker process would keep for the rest of the suite
+    monkeypatch.setattr(features, "CHUNK", 100)
     rng = np.random.default_rng(0)
     x = small_dataset.x_train[rng.integers(0, len(small_dataset.x_train), 1000)]
     y = rng.integers(0, 10, len(x))
