@@ -19,7 +19,7 @@ from edgebench.train.fitting import RunDir, fit_phase
 from edgebench.train.model import build_tiny_model, load_model
 from edgebench.train.presets import get_preset
 from edgebench.train.recipe import Trainer, inference_copy
-from tests.conftest import WEIGHTS
+from tests.conftest import WEIGHTS, run_cli
 
 TINY = dict(train_per_class=8, test_per_class=4, val_fraction=0.25, ablation_train_per_class=4)
 
@@ -48,8 +48,8 @@ def _args(out, folder, *extra):
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory, cifar_folder):
     out = tmp_path_factory.mktemp("run")
-    result = CliRunner().invoke(cli, _args(out, cifar_folder))
-    assert result.exit_code == 0, result.output
+    result = run_cli(*_args(out, cifar_folder))
+    assert result.returncode == 0, result.stdout
     return out
 
 
