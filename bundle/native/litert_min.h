@@ -8,6 +8,9 @@
  * (objdump -d):
  *   - LiteRtCreateModelFromFile takes the environment first: it null-checks its 2nd and 3rd arguments
  *     (filename, model out) and calls strlen on the 2nd;
+ *   - LiteRtCreateModelFromBuffer takes the environment first too (its code never reads it), null-checks the
+ *     buffer, size and model out and hands its loader a reference to the bytes (pointer and size, no copy):
+ *     the caller keeps them alive until the model is destroyed;
  *   - LiteRtLayout is {rank:7, has_strides:1, int32 dimensions[8], uint32 strides[8]} (68 bytes):
  *     LiteRtGetCompiledModelInputTensorLayout copies 0x44 bytes and LiteRtGetRankedTensorType 0x48
  *     (element type + layout) -- not the older {uint32 rank, dims, const uint32 *strides} (48 bytes);
@@ -107,6 +110,8 @@ void LiteRtDestroyEnvironment(LiteRtEnvironment environment);
 /* litert_model.h */
 LiteRtStatus LiteRtCreateModelFromFile(LiteRtEnvironment environment, const char *filename,
                                        LiteRtModel *model);
+LiteRtStatus LiteRtCreateModelFromBuffer(LiteRtEnvironment environment, const void *buffer_addr,
+                                         size_t buffer_size, LiteRtModel *model);
 void LiteRtDestroyModel(LiteRtModel model);
 LiteRtStatus LiteRtGetNumModelSignatures(LiteRtModel model, LiteRtParamIndex *num_signatures);
 LiteRtStatus LiteRtGetModelSignature(LiteRtModel model, LiteRtParamIndex signature_index,
