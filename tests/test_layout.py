@@ -1,8 +1,10 @@
-"""Rules of the code's layout that no behaviour test would catch: where a runtime's module may be imported."""
+"""Rules of the code's layout that no behaviour test would catch: which stage may import which, and where a
+runtime's module may be imported."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from edgebench.runtime import RUNTIMES
@@ -52,3 +54,20 @@ def test_runtime_modules_are_imported_only_by_the_runtime_package():
     ]
     assert offenders == []
     assert runtime_modules >= {"ai_edge_litert", "onnxruntime", "openvino", "tensorrt"}
+
+
+def test_stages_import_downward_only():
+    """core -> train -> export -> bench -> tune -> bundle: no stage imports a later one (the bundle once
+    lived in export/ and imported bench, so export and bench depended on each other; tune reads bench's
+    measurements, bundle reads tune's output files only), and the core package (``edgebench/``: runtime,
+    environment, CLI) imports no stage (the CLI and the runner registry name stage modules as strings,
+    loaded on use)."""
+    order = ["edgebench", "train", "export", "bench", "tune", "bundle"]
+    offenders = [
+        f"{path.relative_to(REPO)}: edgebench.{later}"
+        for i, stage in enumerate(order)
+        for path in (REPO / stage).rglob("*.py")
+        for later in order[i + 1 :]
+        if re.search(rf"^\s*(from|import) edgebench\.{later}\b", path.read_text(), re.M)
+    ]
+    assert offenders == []
