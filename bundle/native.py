@@ -1,5 +1,6 @@
-"""The C runner a TFLite bundle ships: ``runner.c``, ``litert_min.h``, a ``Makefile``, the ``libLiteRt.so`` of
-the installed ai-edge-litert wheel and ``runner``, built here against it (for the machine bundling it).
+"""The C runner a TFLite bundle ships: ``runner.c``, ``tflite_check.h`` (its flatbuffer check),
+``litert_min.h``, a ``Makefile``, the ``libLiteRt.so`` of the installed ai-edge-litert wheel and ``runner``,
+built here against it (for the machine bundling it).
 
 ONNX bundles get no C runner: ONNX Runtime's C API is one table of function pointers (``OrtApi``) reached
 through ``OrtGetApiBase``, and without ``onnxruntime_c_api.h`` a hand-written table would have to reproduce
@@ -23,7 +24,7 @@ from edgebench.fileio import sha256_file
 from edgebench.runtime import RUNTIMES
 
 NATIVE_DIR = Path(__file__).parent / "native"
-SOURCES = ("runner.c", "litert_min.h")
+SOURCES = ("runner.c", "tflite_check.h", "litert_min.h")
 LIBRARY = "libLiteRt.so"
 RUNNER = "runner"
 WARNINGS = ("-std=c11", "-Wall", "-Wextra", "-Werror")
@@ -85,7 +86,7 @@ def render_makefile(model_file: str, threads: int | None, requires: str | None =
     return (
         "# Builds the C runner against the bundled libLiteRt.so; needs only a C compiler: `make`.\n"
         "CC ?= cc\n\n"
-        f"{RUNNER}: runner.c litert_min.h {LIBRARY}\n"
+        f"{RUNNER}: runner.c tflite_check.h litert_min.h {LIBRARY}\n"
         f"\t$(CC) {' '.join(flags)}\n\n"
         "clean:\n"
         f"\trm -f {RUNNER}\n"

@@ -112,14 +112,15 @@ def _native(spec: dict) -> list[str]:
         "",
         "Options: `--top-k K`, `--json`, `--threads N`, `--model PATH`, `--labels PATH`, `--bench N`, "
         "`--warmup W`, and for float inputs `--scale S --mean a,b,c --std a,b,c` "
-        "(`x = (pixel * scale - mean) / std`). Bad input (missing or corrupt model, wrong-size image, a PNG "
-        "or JPEG instead of PPM/raw) is one `error:` line and exit code 2. `infer.py --selftest` runs the "
-        "samples through it too.",
+        "(`x = (pixel * scale - mean) / std`). Bad input (missing, corrupt or truncated model: checked "
+        "before LiteRT reads it; wrong-size image, a PNG or JPEG instead of PPM/raw) is one `error:` line "
+        "and exit code 2. `infer.py --selftest` runs the samples through it too.",
         "",
         "To call the model from your own program, build against the same declarations and library:",
         "`cc -std=c11 -c my_app.c && cc my_app.o -L. -lLiteRt -lm -Wl,-rpath,'$ORIGIN'` with "
         '`#include "litert_min.h"`. The call sequence is `open_model`, `set_input`, `run`, `get_output` in '
-        "`runner.c`: LiteRtCreateEnvironment, LiteRtCreateModelFromFile, LiteRtCreateOptions (+ the "
+        "`runner.c`: LiteRtCreateEnvironment, LiteRtCreateModelFromBuffer (on the bytes `tflite_check.h` "
+        "verified), LiteRtCreateOptions (+ the "
         '"xnnpack" opaque option `num_threads = N`), LiteRtCreateCompiledModel, '
         "LiteRtCreateManagedTensorBufferFromRequirements for input and output, then per image "
         "LiteRtLockTensorBuffer / write / LiteRtUnlockTensorBuffer, LiteRtRunCompiledModel, lock and read "

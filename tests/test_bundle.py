@@ -109,7 +109,9 @@ def test_bundle_holds_exactly_the_device_files(bundles, run_dir, fmt):
     model_file = spec["model"]["file"]
     # TFLite bundles carry the C runner: sources, Makefile, LiteRT's library and the binary built here.
     native = (
-        {"runner.c", "litert_min.h", "Makefile", "libLiteRt.so", "runner"} if fmt == "tflite-int8" else set()
+        {"runner.c", "tflite_check.h", "litert_min.h", "Makefile", "libLiteRt.so", "runner"}
+        if fmt == "tflite-int8"
+        else set()
     )
     if fmt == "tflite-int8" and spec["native"]["binary"] is None:  # no C compiler here: sources only
         native.discard("runner")
@@ -525,7 +527,15 @@ def test_c_runner_builds_and_runs_from_the_bundle_alone(bundles, tmp_path):
     spec = _spec(bundle)
     device = tmp_path / "device"
     device.mkdir()
-    for name in ["runner.c", "litert_min.h", "Makefile", "libLiteRt.so", "labels.txt", spec["model"]["file"]]:
+    for name in [
+        "runner.c",
+        "tflite_check.h",
+        "litert_min.h",
+        "Makefile",
+        "libLiteRt.so",
+        "labels.txt",
+        spec["model"]["file"],
+    ]:
         shutil.copy(bundle / name, device / name)
     shutil.copytree(bundle / "samples", device / "samples")
     make = shutil.which("make")
@@ -724,4 +734,6 @@ def test_without_a_c_compiler_the_runner_ships_as_source(run_dir, tmp_path, monk
     assert "warning: no C compiler" in res.stderr and "C runner: skipped (runner is not built" in res.output
     spec = _spec(out)
     assert spec["native"]["binary"] is None and not (out / "runner").exists()
-    assert {"runner.c", "litert_min.h", "Makefile", "libLiteRt.so"} <= {p.name for p in out.iterdir()}
+    assert {"runner.c", "tflite_check.h", "litert_min.h", "Makefile", "libLiteRt.so"} <= {
+        p.name for p in out.iterdir()
+    }
