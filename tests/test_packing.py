@@ -114,3 +114,20 @@ def test_damaged_pack_is_refused(packed, tmp_path, damage):
         damage
     ] in result.output
     assert not out.parent.exists() or not any(out.parent.iterdir())  # nothing half-written
+
+
+def test_pack_over_an_unreadable_pack_is_refused(packed, tmp_path):
+    """pack-model reads the manifest it replaces (a continued model's lineage): a damaged one is a one-line
+    error, and the pack there is left as it was."""
+    root, _ = packed
+    target = tmp_path / "models" / "tiny"
+    shutil.copytree(root / "models" / "tiny", target)
+    (target / MANIFEST).write_text((target / MANIFEST).read_text()[:100])
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    result = CliRunner().invoke(
+        cli, ["pack-model", "--run", str(root / "runs" / "tiny"), "--out", str(target)]
+    )
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
+    assert "packed model manifest is not valid JSON" in result.output
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before

@@ -81,11 +81,12 @@ def predict(images, model_path, top_k, as_json, labels):
 )
 def pack_model(run_dir, out, train_command, code_commit):
     """Pack a trained model for the repository: bfloat16 + lzma weights, sha256s and provenance."""
+    from edgebench.train.packing import MANIFEST, provenance, read_manifest
     from edgebench.train.packing import pack_model as pack
-    from edgebench.train.packing import provenance
 
-    previous = Path(out, "MANIFEST.json")  # the model this run may have continued from (its lineage)
-    earlier = json.loads(previous.read_text()) if previous.is_file() else None
+    # The pack this one replaces, the model the run may have continued (its lineage): one that cannot be
+    # read is refused rather than packed over, its lineage lost.
+    earlier = read_manifest(out) if Path(out, MANIFEST).is_file() else None
     manifest = pack(
         f"{run_dir}/model.keras",
         out,
