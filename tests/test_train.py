@@ -214,3 +214,28 @@ def test_every_preset_field_is_an_option_with_its_own_help():
     changed = get_preset("cpu", phase2_epochs=4, seed=None)  # None: keep the preset's value
     assert changed.phase2_epochs == 4
     assert dataclasses.replace(changed, phase2_epochs=PRESETS["cpu"].phase2_epochs) == PRESETS["cpu"]
+
+
+def test_early_stopping_can_be_turned_off_for_a_phase(tmp_path):
+    """At a learning rate of 0 validation accuracy never improves: patience 1 ends the fit after 2 of 4
+    epochs, ``early_stopping=False`` (the 0-1 ablation's head, whose validation sits near chance for epochs)
+    runs all 4."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(64, 8)).astype("float32"), rng.integers(0, 10, 64)
+    preset = get_preset("smoke", patience=1)
+    for early_stopping, epochs in ((True, 2), (False, 4)):
+        inputs = keras.Input((8,))
+        model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(inputs))
+        run = RunDir(tmp_path / str(early_stopping))
+        history = fit_phase(
+            "head",
+            model,
+            ArrayBatches(x, y, 16),
+            ArrayBatches(x, y, 64, shuffle=False),
+            4,
+            0.0,
+            preset,
+            run,
+            early_stopping=early_stopping,
+        )
+        assert len(history["val_accuracy"]) == epochs
