@@ -130,7 +130,7 @@ PRESETS = {
     # lever measured to pay next once every residual block trains (validation still rose at the cut,
     # docs/results/ablation.md); one session's worth of CPU added per run, the lineage kept in its provenance.
     # Restart peak 5e-5: the warm restart at the first run's 1e-4 cost 3 points of validation in its first
-    # epoch, at 5e-5 1.2 (and that run gained more validation per epoch).
+    # epoch, at 5e-5 1.2.
     "release-continue": Preset(
         "release-continue",
         image_size=96,
