@@ -389,6 +389,7 @@ typedef struct {
   LiteRtRankedTensorType in_type, out_type;
   LiteRtQuantizationPerTensor in_q, out_q;
   int in_quantized, out_quantized, h, w, c;
+  int ran; /* the first run (where LiteRT prepares its kernels) is done */
   size_t out_count;
 } Model;
 
@@ -573,11 +574,10 @@ static void get_output(Model *m, float *probs) {
 static void run(Model *m) {
   /* LiteRT prepares the kernels at the first run and logs what it refuses there (a corrupt tensor shape):
    * stderr stays the runner's one-line error. */
-  static int prepared;
-  int saved = prepared ? -1 : quiet_stderr();
+  int saved = m->ran ? -1 : quiet_stderr();
   LiteRtStatus st = LiteRtRunCompiledModel(m->compiled, 0, 1, &m->in, 1, &m->out);
   restore_stderr(saved);
-  prepared = 1;
+  m->ran = 1;
   CHECK(st, "running the model");
 }
 
