@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench.bench import artifacts as arts
 from edgebench.bench import report as rp
 from edgebench.bench import stats
 from edgebench.bench.gate import GateResult, apply, check_required
@@ -24,6 +23,7 @@ from edgebench.bench.measure import Measurer, Target
 from edgebench.bench.settings import BenchSettings
 from edgebench.environment import runtime_available
 from edgebench.errors import ArtifactError, EdgebenchError
+from edgebench.export.manifest import ArtifactEntry, ExportManifest
 from edgebench.fileio import ensure_dir, sha256_file
 from edgebench.runtime import Contract
 from edgebench.train.evaluation import sha256_of_test_set
@@ -38,7 +38,7 @@ class BenchResult:
     samples_ms: dict[tuple[str, int], np.ndarray]
 
 
-def resolve_reference(explicit, export_dir: Path, manifest: dict) -> Path | None:
+def resolve_reference(explicit, export_dir: Path, manifest: ExportManifest) -> Path | None:
     """An explicit ``--reference`` must exist and be the manifest's source model (exit 2); otherwise the
     first default that exists, or None."""
     if explicit:
@@ -48,13 +48,13 @@ def resolve_reference(explicit, export_dir: Path, manifest: dict) -> Path | None
     else:
         found = [
             p
-            for p in (export_dir.parent / "model.keras", Path(manifest["source_model"]["path"]))
-            if p.suffix == ".keras" and p.is_file() and not manifest.get("imported")
+            for p in (export_dir.parent / "model.keras", Path(manifest.source_model["path"]))
+            if p.suffix == ".keras" and p.is_file() and not manifest.imported
         ]
         if not found:
             return None
         path = found[0]
-    if sha256_file(path) != manifest["source_model"]["sha256"]:
+    if sha256_file(path) != manifest.source_model["sha256"]:
         raise EdgebenchError(
             f"reference {path} is not the model the artifacts were exported from "
             "(sha256 differs from the manifest's source_model)"
@@ -62,38 +62,36 @@ def resolve_reference(explicit, export_dir: Path, manifest: dict) -> Path | None
     return path
 
 
-def reference_artifact(manifest: dict, fmt: str) -> dict:
+def reference_artifact(manifest: ExportManifest, fmt: str) -> ArtifactEntry:
     """The manifest entry ``--reference-format`` names: an exported fp32 artifact (one-line errors)."""
-    entries = {a["format"]: a for a in manifest["artifacts"]}
-    if fmt not in entries:
-        raise EdgebenchError(
-            f"--reference-format {fmt} is not in the manifest (listed: {', '.join(entries) or 'none'})"
-        )
-    artifact = entries[fmt]
-    if artifact["status"] != "ok":
-        raise EdgebenchError(f"--reference-format {fmt} was not exported ({artifact['status']})")
-    label = (artifact.get("precision") or {}).get("label")
+    artifact = manifest.entry(fmt)
+    if artifact is None:
+        listed = ", ".join(manifest.formats) or "none"
+        raise EdgebenchError(f"--reference-format {fmt} is not in the manifest (listed: {listed})")
+    if not artifact.ok:
+        raise EdgebenchError(f"--reference-format {fmt} was not exported ({artifact.status})")
+    label = artifact.label
     if label != "fp32":
         raise EdgebenchError(f"--reference-format {fmt} is not an fp32 artifact (precision: {label})")
     return artifact
 
 
-def data_source(explicit: str | None, manifest: dict) -> str | None:
+def data_source(explicit: str | None, manifest: ExportManifest | None) -> str | None:
     """``--data``, else ``EDGEBENCH_DATA``, else the image source the export calibrated on (where it still
     exists), else the default (keras): the artifacts are measured on the data they were built for unless told
     otherwise."""
     if explicit or os.environ.get("EDGEBENCH_DATA"):
         return explicit
-    source = (manifest.get("calibration") or {}).get("source")
+    source = ((manifest and manifest.calibration) or {}).get("source")
     return source if source and (source == "keras" or Path(source).exists()) else None
 
 
-def load_test_set(settings: BenchSettings, contract: Contract | None = None, manifest: dict | None = None):
+def load_test_set(settings: BenchSettings, contract: Contract | None = None, manifest=None):
     """The evaluation split at the model contract's input size, labels in its class order."""
     from edgebench.train.data import align_classes, load_dataset, subset
 
     contract = contract or Contract.cifar10()
-    source = data_source(settings.data, manifest or {})
+    source = data_source(settings.data, manifest)
     ds = load_dataset(source, settings.cache_dir, contract.size, contract.channels, settings.split)
     ds = align_classes(ds, contract.classes)
     if settings.test_per_class is not None:
@@ -103,16 +101,16 @@ def load_test_set(settings: BenchSettings, contract: Contract | None = None, man
     return ds
 
 
-def target_for(artifact: dict, path: Path, providers, contract: Contract | None = None) -> Target:
+def target_for(artifact: ArtifactEntry, path: Path, providers, contract: Contract | None = None) -> Target:
     """The runner target of a manifest entry; a TensorRT engine is capped at its profile's max batch."""
     options: dict = {"contract": contract.to_dict()} if contract else {}
-    if artifact["runtime"] == "onnxruntime" and providers:
+    if artifact.runtime == "onnxruntime" and providers:
         options["providers"] = list(providers)
-    if artifact["runtime"] == "tensorrt":
-        options["max_batch"] = int((artifact.get("options") or {}).get("trt_max_batch") or 1)
-    if artifact["runtime"] == "openvino":
+    if artifact.runtime == "tensorrt":
+        options["max_batch"] = int((artifact.options or {}).get("trt_max_batch") or 1)
+    if artifact.runtime == "openvino":
         options["precision"] = "f32"  # float ops in fp32; the plugin's default is a row of its own
-    return Target(artifact["format"], artifact["runtime"], path, arts.fixed_batch(artifact), options)
+    return Target(artifact.format, artifact.runtime, path, artifact.fixed_batch, options)
 
 
 def plugin_default_variant(measurer, row: dict, target: Target, log) -> tuple[dict, Target] | None:
@@ -146,21 +144,21 @@ def plugin_default_variant(measurer, row: dict, target: Target, log) -> tuple[di
     return variant, default
 
 
-def _classify(artifact: dict, export_dir: Path, providers, contract) -> tuple[dict, Target | None]:
+def _classify(artifact: ArtifactEntry, manifest: ExportManifest, providers, contract):
     """The report row of a manifest entry and, when it can be measured here, its target."""
     row = rp.new_row(artifact)
-    if artifact["status"] == "unavailable":
-        row.update(status="skipped", reason=artifact["reason"], message=artifact["message"])
+    if artifact.status == "unavailable":
+        row.update(status="skipped", reason=artifact.reason, message=artifact.message)
         return row, None
-    if artifact["status"] != "ok":
-        msg = f"export {artifact['status']}: {artifact['reason']}: {artifact['message']}"
+    if not artifact.ok:
+        msg = f"export {artifact.status}: {artifact.reason}: {artifact.message}"
         return rp.fail(row, "export-failed", msg), None
-    ok, reason, message = runtime_available(artifact["runtime"])
+    ok, reason, message = runtime_available(artifact.runtime)
     if not ok:
         row.update(status="skipped", reason=reason, message=message)
         return row, None
     try:
-        path = arts.verified_path(export_dir, artifact)
+        path = manifest.verify(artifact)
     except ArtifactError as exc:
         return rp.fail(row, exc.reason, str(exc)), None
     target = target_for(artifact, path, providers, contract)
@@ -168,14 +166,14 @@ def _classify(artifact: dict, export_dir: Path, providers, contract) -> tuple[di
     return row, target
 
 
-def _training_pass(target: Target, manifest: dict, test_set_sha256: str) -> tuple[np.ndarray, dict] | None:
+def _training_pass(target: Target, manifest: ExportManifest, test_set_sha256: str):
     """The Keras reference's test predictions from its training run's final pass (train/evaluation.py),
     when they are of this very file (the manifest's source sha256, checked against the file before) and
     of this very test set: the same computation, not repeated."""
     from edgebench.train.evaluation import FILE, load_test_predictions
 
     stored = target.path.parent / FILE
-    probs = load_test_predictions(stored, manifest["source_model"]["sha256"], test_set_sha256)
+    probs = load_test_predictions(stored, manifest.source_model["sha256"], test_set_sha256)
     if probs is None:
         return None
     return probs, {
@@ -190,10 +188,10 @@ def run_bench(
     """Benchmark every artifact of ``settings.export_dir``; write the report, predictions and plots."""
     settings.check()
     export_dir = Path(settings.export_dir)
-    manifest = arts.read_manifest(export_dir)
-    contract = Contract.read(manifest)
-    selected = arts.select(manifest, settings.formats)
-    check_required(settings.gate.require, [a["format"] for a in manifest["artifacts"]])
+    manifest = ExportManifest.read(export_dir)
+    contract = manifest.model_contract()
+    selected = manifest.select(settings.formats)
+    check_required(settings.gate.require, manifest.formats)
     ref_artifact = (
         reference_artifact(manifest, settings.reference_format) if settings.reference_format else None
     )
@@ -210,17 +208,17 @@ def run_bench(
         reference = rp.reference_row(reference_path, manifest)
         targets["keras"] = Target("keras", "keras", reference_path, options={"contract": contract.to_dict()})
     elif ref_artifact is not None:  # an exported fp32 artifact stands in for the Keras model
-        ref_name = ref_artifact["format"]
-        reference, target = _classify(ref_artifact, export_dir, settings.providers, contract)
+        ref_name = ref_artifact.format
+        reference, target = _classify(ref_artifact, manifest, settings.providers, contract)
         if target is None:
             raise EdgebenchError(f"cannot use {ref_name} as the reference: {reference['message']}")
         reference["status"] = "reference"
         targets[ref_name] = target
-        selected = [a for a in selected if a["format"] != ref_name]
-    if reference is None and manifest.get("imported"):
+        selected = [a for a in selected if a.format != ref_name]
+    if reference is None and manifest.imported:
         log("warning: an imported export has no Keras model: name its fp32 reference with --reference-format")
     for artifact in selected:
-        row, target = _classify(artifact, export_dir, settings.providers, contract)
+        row, target = _classify(artifact, manifest, settings.providers, contract)
         rows.append(row)
         if target is not None:
             targets[row["format"]] = target

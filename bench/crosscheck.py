@@ -192,9 +192,8 @@ def crosscheck(
     rounds (``round_orders``). The per-round ratio edgebench/bare compares blocks seconds apart, so the
     machine's slower drift cancels; its median decides ``within_tolerance``.
     """
-    from edgebench.bench.artifacts import read_manifest
     from edgebench.bench.measure import round_orders
-    from edgebench.runtime import Contract
+    from edgebench.export.manifest import ExportManifest
     from edgebench.train.data import load_dataset
 
     report = load(report_path)
@@ -206,7 +205,7 @@ def crosscheck(
         raise EdgebenchError(f"--timer-rounds must be at least 1 (got {rounds})")
     export_dir = Path(report["export_dir"])
     extra = [load(p, "other report") for p in others]
-    contract = Contract.read(read_manifest(export_dir))
+    contract = ExportManifest.read(export_dir).model_contract()
     ds = report["dataset"]
     pixels = load_dataset(ds["source"], None, contract.size, contract.channels, ds["split"]).x_test[:1]
     rows = []

@@ -13,6 +13,7 @@ import numpy as np
 from edgebench import __version__, environment
 from edgebench.bench import env
 from edgebench.errors import EdgebenchError
+from edgebench.export.manifest import ArtifactEntry, ExportManifest
 from edgebench.fileio import atomic_path, sha256_file, write_json, write_text
 
 SCHEMA_VERSION = 2
@@ -25,38 +26,37 @@ def validate(report: dict, what: str = "report") -> None:
     environment.validate(report, "report", what)
 
 
-def new_row(artifact: dict) -> dict:
-    precision = artifact.get("precision") or {}
+def new_row(artifact: ArtifactEntry) -> dict:
+    precision = artifact.precision or {}
     return {
-        "format": artifact["format"],
-        "runtime": artifact["runtime"],
-        "file": artifact.get("file"),
-        "sha256": artifact.get("sha256"),  # the file measured: what a bundle checks its figures against
+        "format": artifact.format,
+        "runtime": artifact.runtime,
+        "file": artifact.file,
+        "sha256": artifact.sha256,  # the file measured: what a bundle checks its figures against
         "status": None,
         "reason": None,
         "message": None,
         "precision": precision.get("label"),
         "precision_detail": {k: precision.get(k) for k in ("weights", "activations")} if precision else None,
-        "coverage": artifact.get("coverage"),
-        # what the artifact weighs on disk: an OpenVINO IR is its .xml and the .bin with the weights
-        "bytes": artifact.get("bytes")
-        and artifact["bytes"] + sum(s["bytes"] for s in artifact.get("sidecars") or ()),
-        "dynamic_batch": artifact.get("dynamic_batch"),
+        "coverage": artifact.coverage,
+        "bytes": artifact.total_bytes,
+        "dynamic_batch": artifact.dynamic_batch,
         "fixed_batch": None,
         "runner": None,
         "peak_memory_mb": None,
         "accuracy": None,
         "latency": [],
-        "warnings": list(artifact.get("warnings") or []),
+        "warnings": list(artifact.warnings or []),
         "best": None,
         "gate": None,
     }
 
 
-def reference_row(path: Path, manifest: dict) -> dict:
-    row = new_row({"format": "keras", "runtime": "keras", "file": str(path), "bytes": path.stat().st_size})
+def reference_row(path: Path, manifest: ExportManifest) -> dict:
+    keras = ArtifactEntry("keras", "keras", "reference", file=str(path), bytes=path.stat().st_size)
+    row = new_row(keras)
     row.update(
-        status="reference", precision="fp32", dynamic_batch=True, sha256=manifest["source_model"]["sha256"]
+        status="reference", precision="fp32", dynamic_batch=True, sha256=manifest.source_model["sha256"]
     )
     return row
 
@@ -106,9 +106,9 @@ def all_rows(report: dict) -> list[dict]:
     return ([report["reference"]] if report.get("reference") else []) + report["artifacts"]
 
 
-def assemble(settings, export_dir: Path, manifest: dict, ds, threads, reference, rows, gate) -> dict:
-    from edgebench.bench.artifacts import MANIFEST_NAME
-
+def assemble(
+    settings, export_dir: Path, manifest: ExportManifest, ds, threads, reference, rows, gate
+) -> dict:
     lat = settings.latency
     return {
         "schema_version": SCHEMA_VERSION,
@@ -116,8 +116,8 @@ def assemble(settings, export_dir: Path, manifest: dict, ds, threads, reference,
         "edgebench_version": __version__,
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "export_dir": str(export_dir),
-        "manifest_sha256": sha256_file(export_dir / MANIFEST_NAME),
-        "source_model": manifest["source_model"],
+        "manifest_sha256": sha256_file(manifest.path),
+        "source_model": manifest.source_model,
         "dataset": {
             "source": ds.source,
             "split": ds.split,

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgebench import __version__, environment, runtime
-from edgebench.bench import artifacts as arts
 from edgebench.bundle import native
 from edgebench.bundle.figures import check_gate, read_figures
 from edgebench.bundle.folder import check_replaceable, replace
@@ -30,6 +29,7 @@ from edgebench.bundle.readme import render_readme
 from edgebench.bundle.samples import choose_samples, write_samples
 from edgebench.bundle.target import cpu_spec, native_define
 from edgebench.errors import EdgebenchError
+from edgebench.export.manifest import ArtifactEntry, ExportManifest
 from edgebench.export.registry import FORMATS
 from edgebench.fileio import ensure_dir, sha256_file
 
@@ -105,18 +105,17 @@ def requirements(runtime_name: str) -> list[str]:
     return lines
 
 
-def select_artifact(manifest: dict, fmt: str) -> dict:
+def select_artifact(manifest: ExportManifest, fmt: str) -> ArtifactEntry:
     """The manifest's ``ok`` entry for ``fmt`` whose runtime can be bundled; one-line errors otherwise."""
-    entries = {a["format"]: a for a in manifest["artifacts"]}
-    if fmt not in entries:
-        known = ", ".join(entries) or "none"
+    artifact = manifest.entry(fmt)
+    if artifact is None:
+        known = ", ".join(manifest.formats) or "none"
         hint = "" if fmt in FORMATS else f"; known formats: {', '.join(FORMATS)}"
         raise EdgebenchError(f"format '{fmt}' is not in the export manifest (exported: {known}){hint}")
-    artifact = entries[fmt]
-    if artifact["status"] != "ok":
+    if not artifact.ok:
         raise EdgebenchError(
-            f"format '{fmt}' cannot be bundled: its export is {artifact['status']} "
-            f"({artifact['reason']}: {artifact['message']})"
+            f"format '{fmt}' cannot be bundled: its export is {artifact.status} "
+            f"({artifact.reason}: {artifact.message})"
         )
     check_bundlable(artifact)
     return artifact
@@ -126,22 +125,22 @@ def artifact_is_quantized(fmt: str) -> bool:
     return fmt in FORMATS and FORMATS[fmt].quantized
 
 
-def calibration_of(manifest: dict, artifact: dict) -> dict | None:
+def calibration_of(manifest: ExportManifest, artifact: ArtifactEntry) -> dict | None:
     """Where a quantized artifact's scales came from: a tuned winner's own calibration set (its options;
     only where its activations are int8), else the export's; None for a float artifact."""
-    options = artifact.get("options") or {}
+    options = artifact.options or {}
     if options.get("tuned"):
-        activations = ((artifact.get("precision") or {}).get("activations")) or {}
+        activations = ((artifact.precision or {}).get("activations")) or {}
         return options.get("calibration") if activations.get("int8", 0) > 0 else None
-    return manifest["calibration"] if artifact_is_quantized(artifact["format"]) else None
+    return manifest.calibration if artifact_is_quantized(artifact.format) else None
 
 
-def check_bundlable(artifact: dict) -> None:
-    name = artifact["runtime"]
+def check_bundlable(artifact: ArtifactEntry) -> None:
+    name = artifact.runtime
     row = runtime.RUNTIMES.get(name)
     if row is None or not row.portable:
         why = row.not_portable if row else runtime.Runtime.not_portable
-        raise EdgebenchError(f"format '{artifact['format']}' ({name}) cannot be bundled: {why}")
+        raise EdgebenchError(f"format '{artifact.format}' ({name}) cannot be bundled: {why}")
 
 
 # ---------------------------------------------------------------- the bundle
@@ -167,9 +166,9 @@ def build_bundle(
     export_dir = Path(export_dir)
     if samples < 1:
         raise EdgebenchError(f"--samples must be at least 1 (got {samples})")
-    manifest = arts.read_manifest(export_dir)
+    manifest = ExportManifest.read(export_dir)
     artifact = select_artifact(manifest, fmt)
-    model_path = arts.verified_path(export_dir, artifact)
+    model_path = manifest.verify(artifact)
     out = Path(out_dir) if out_dir is not None else Path("dist") / f"{export_dir.resolve().parent.name}-{fmt}"
     check_replaceable(out)
     ensure_dir(out.parent)  # an unwritable destination is found before any work
@@ -179,64 +178,62 @@ def build_bundle(
     cpu = cpu_spec(manifest, artifact, figures, target, warnings)
     # infer.py and the C runner default to the thread count the recorded latency was measured with.
     threads = figures["latency"]["threads"] if figures and figures["latency"] else None
-    pins = requirements(artifact["runtime"])
+    pins = requirements(artifact.runtime)
 
     from edgebench.train.data import align_classes, load_dataset
 
-    contract = runtime.Contract.read(manifest)
-    source = data or (manifest.get("parity_set") or manifest["calibration"])["source"]
-    split = (manifest.get("parity_set") or {}).get("split", "test")
+    contract = manifest.model_contract()
+    source = data or (manifest.parity_set or manifest.calibration)["source"]
+    split = (manifest.parity_set or {}).get("split", "test")
     ds = load_dataset(source, cache_dir, contract.size, contract.channels, split)
     ds = align_classes(ds, contract.classes)
     class_names = list(contract.classes)
 
     options = {"contract": contract.to_dict()}
-    with runtime.open_runner(
-        runtime.RunnerSpec(artifact["runtime"], str(model_path), None, options)
-    ) as runner:
+    with runtime.open_runner(runtime.RunnerSpec(artifact.runtime, str(model_path), None, options)) as runner:
         indices, probs = choose_samples(runner, ds.y_test, ds.x_test, samples, seed)
 
     tmp = Path(tempfile.mkdtemp(prefix=f".partial-{out.name}-", dir=out.parent))
     try:
-        runtime.copy_artifact(model_path, tmp / artifact["file"], artifact["runtime"])  # + an IR's .bin
+        runtime.copy_artifact(model_path, tmp / artifact.file, artifact.runtime)  # + an IR's .bin
         copy_runtime(tmp)
         (tmp / "labels.txt").write_text("\n".join(class_names) + "\n", encoding="utf-8")
         (tmp / "requirements.txt").write_text("\n".join(pins) + "\n", encoding="utf-8")
-        if artifact["runtime"] == "litert":
+        if artifact.runtime == "litert":
             requires = native_define(cpu["requires"])
-            native_spec = native.add_native_runner(tmp, artifact["file"], threads, warnings, requires)
+            native_spec = native.add_native_runner(tmp, artifact.file, threads, warnings, requires)
         else:
-            native_spec = {"binary": None, "reason": native.NO_C_RUNNER[artifact["runtime"]]}
+            native_spec = {"binary": None, "reason": native.NO_C_RUNNER[artifact.runtime]}
         spec = {
             "schema_version": 1,
             "kind": runtime.BUNDLE_KIND,
             "edgebench_version": __version__,
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "format": fmt,
-            "runtime": artifact["runtime"],
-            "description": artifact["options"].get("description", "") if artifact["options"] else "",
+            "runtime": artifact.runtime,
+            "description": (artifact.options or {}).get("description", ""),
             "model": {
-                "file": artifact["file"],
-                "sha256": artifact["sha256"],
-                "bytes": artifact["bytes"],
-                **({"sidecars": artifact["sidecars"]} if artifact.get("sidecars") else {}),
+                "file": artifact.file,
+                "sha256": artifact.sha256,
+                "bytes": artifact.bytes,
+                **({"sidecars": artifact.sidecars} if artifact.sidecars else {}),
             },
-            "inputs": artifact["inputs"],
-            "outputs": artifact["outputs"],
-            "dynamic_batch": artifact["dynamic_batch"],
-            "precision": artifact["precision"]["label"],
+            "inputs": artifact.inputs,
+            "outputs": artifact.outputs,
+            "dynamic_batch": artifact.dynamic_batch,
+            "precision": artifact.label,
             "preprocessing": {
                 "input": contract.describe(),
                 "image_files": image_files_text(contract),
-                "in_graph": manifest["preprocessing"],
+                "in_graph": manifest.preprocessing,
             },
             "class_names": class_names,
             "contract": contract.to_dict(),
-            "source_model": manifest["source_model"],
+            "source_model": manifest.source_model,
             "export": {
-                "manifest_sha256": sha256_file(export_dir / arts.MANIFEST_NAME),
-                "parity": artifact["parity"],
-                "options": artifact["options"],
+                "manifest_sha256": sha256_file(manifest.path),
+                "parity": artifact.parity,
+                "options": artifact.options,
                 "calibration": calibration_of(manifest, artifact),
             },
             "measured": figures,

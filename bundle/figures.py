@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgebench import cpu
-from edgebench.bench import artifacts as arts
 from edgebench.errors import EdgebenchError, StrictFailure
 from edgebench.fileio import read_json, sha256_file
 
@@ -74,7 +73,7 @@ def measured_figures(report_path: Path, report: dict, fmt: str, manifest_sha256:
     }
 
 
-def read_figures(export_dir: Path, report, manifest: dict, fmt: str, warnings: list[str]) -> dict | None:
+def read_figures(export_dir: Path, report, manifest, fmt: str, warnings: list[str]) -> dict | None:
     from edgebench.bench.report import validate as validate_report
 
     path, explicit = find_report(export_dir, report)
@@ -84,22 +83,22 @@ def read_figures(export_dir: Path, report, manifest: dict, fmt: str, warnings: l
     if not isinstance(data, dict) or data.get("kind") != "edgebench-bench-report":
         raise EdgebenchError(f"{path} is not an edgebench bench report")
     validate_report(data, what=str(path))
-    if data["source_model"]["sha256"] != manifest["source_model"]["sha256"]:
+    if data["source_model"]["sha256"] != manifest.source_model["sha256"]:
         msg = f"bench report {path} measured a different model than this export (source_model sha256 differs)"
         if explicit:
             raise EdgebenchError(msg)
         warnings.append(msg + "; its figures are left out")
         return None
     row = report_row(data, fmt) or {}
-    entry = next((a for a in manifest["artifacts"] if a["format"] == fmt), None)
+    entry = manifest.entry(fmt)
     # rows record the file they measured (reports before that do not): e.g. another export folder's file
-    if entry and row.get("sha256") and row["sha256"] != entry["sha256"]:
+    if entry and row.get("sha256") and row["sha256"] != entry.sha256:
         msg = f"bench report {path} measured another {fmt} file than this export's (sha256 differs)"
         if explicit:
             raise EdgebenchError(msg)
         warnings.append(msg + "; its figures are left out")
         return None
-    figures = measured_figures(path, data, fmt, sha256_file(export_dir / arts.MANIFEST_NAME))
+    figures = measured_figures(path, data, fmt, sha256_file(manifest.path))
     if figures is None:
         warnings.append(f"bench report {path} has no row for {fmt}; no measured figures in the bundle")
     elif not figures["matches_export"]:

@@ -10,33 +10,36 @@ from __future__ import annotations
 
 from edgebench import cpu, targets
 from edgebench.errors import EdgebenchError
+from edgebench.export.manifest import ArtifactEntry, ExportManifest
 from edgebench.export.quant_recipe import cpu_requirements
 from edgebench.runtime.cpuflags import unmet
 
 
-def requirements(artifact: dict) -> tuple[list[dict], str]:
+def requirements(artifact: ArtifactEntry) -> tuple[list[dict], str]:
     """(rules, why): the CPU rules of ``artifact`` (a manifest entry) and the one line they come from."""
-    recipe = artifact.get("recipe") if artifact["runtime"] == "onnxruntime" else None
+    recipe = artifact.recipe if artifact.runtime == "onnxruntime" else None
     if not recipe:
         return (
             [],
-            f"{artifact['runtime']} artifact without an int8 recipe: no CPU flag beyond its architecture",
+            f"{artifact.runtime} artifact without an int8 recipe: no CPU flag beyond its architecture",
         )
     rules = cpu_requirements(recipe)
     weights = "7-bit" if recipe.get("reduce_range") else "full-range"
-    return rules, f"{artifact['format']} recipe: {weights} int8 weights ({recipe['reason']})"
+    return rules, f"{artifact.format} recipe: {weights} int8 weights ({recipe['reason']})"
 
 
-def exported_for(manifest: dict, artifact: dict) -> dict | None:
+def exported_for(manifest: ExportManifest, artifact: ArtifactEntry) -> dict | None:
     """The target the export recorded (None: an export from before targets, or an import)."""
-    recorded = manifest.get("target")
-    named = (artifact.get("recipe") or {}).get("target")
+    recorded = manifest.target
+    named = (artifact.recipe or {}).get("target")
     if named and (not recorded or recorded["name"] != named):
         return targets.describe(named)  # a tuned winner built for another target than the export's
     return recorded
 
 
-def cpu_spec(manifest: dict, artifact: dict, figures: dict | None, target: str | None, warnings) -> dict:
+def cpu_spec(
+    manifest: ExportManifest, artifact: ArtifactEntry, figures: dict | None, target: str | None, warnings
+) -> dict:
     """model.json's ``cpu``; ``target`` (a profile, None: the export's) must meet the artifact's rules."""
     rules, why = requirements(artifact)
     exported = exported_for(manifest, artifact)
@@ -46,20 +49,18 @@ def cpu_spec(manifest: dict, artifact: dict, figures: dict | None, target: str |
     if missing:
         needs = " or ".join(missing[0]["any_of"])
         raise EdgebenchError(
-            f"format '{artifact['format']}' needs {needs} ({missing[0]['why']}), which target "
+            f"format '{artifact.format}' needs {needs} ({missing[0]['why']}), which target "
             f"{aimed['name']} lacks: export it with --target {aimed['name']}"
         )
     if exported and aimed and aimed["name"] != exported["name"]:
-        warnings.append(
-            f"{artifact['format']} was exported for target {exported['name']}, not {aimed['name']}"
-        )
-    host = manifest.get("host")
+        warnings.append(f"{artifact.format} was exported for target {exported['name']}, not {aimed['name']}")
+    host = manifest.host
     env = (figures or {}).get("environment") or {}
     return {
         "requires": rules,
         "requires_basis": why,
         "target": aimed,
-        "exported_on": cpu.summary(host) if host else (artifact.get("recipe") or {}).get("cpu"),
+        "exported_on": cpu.summary(host) if host else (artifact.recipe or {}).get("cpu"),
         "measured_on": env.get("cpu_features") or env.get("cpu"),
     }
 

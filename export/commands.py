@@ -7,6 +7,7 @@ import click
 from edgebench import cpu
 from edgebench.errors import EdgebenchError, StrictFailure
 from edgebench.export.context import CALIB_METHODS
+from edgebench.export.manifest import ArtifactEntry
 from edgebench.export.pipeline import ExportSettings
 from edgebench.export.quant_recipe import ACTIVATION_TYPES, QUANT_FORMATS
 from edgebench.export.registry import FORMATS
@@ -35,23 +36,21 @@ def _list_formats() -> None:
         click.echo(f"{fmt.name:15s} {fmt.runtime:12s} {fmt.filename:22s} {status:30s} {fmt.description}")
 
 
-def _print_row(name: str, entry: dict) -> None:
-    if entry["status"] == "ok":
-        parity, precision = entry["parity"], entry["precision"]
-        diff = parity["max_abs_diff"]
-        cov = entry.get("coverage")
+def _print_row(name: str, entry: ArtifactEntry) -> None:
+    if entry.ok:
+        diff, cov = entry.parity["max_abs_diff"], entry.coverage
         click.echo(
-            f"{name:15s} ok          {entry['bytes'] / 1e6:8.2f} MB  max-abs-diff {diff:.2e}  "
-            f"top-1 {parity['top1_agreement']:.1%}  {precision['label']}"
+            f"{name:15s} ok          {entry.bytes / 1e6:8.2f} MB  max-abs-diff {diff:.2e}  "
+            f"top-1 {entry.parity['top1_agreement']:.1%}  {entry.label}"
             + (_coverage(cov) if cov and _quantized(name, cov) else "")
-            + (f"  {entry['wall_time_s']:.1f}s" if entry.get("wall_time_s") is not None else "")
+            + (f"  {entry.wall_time_s:.1f}s" if entry.wall_time_s is not None else "")
         )
-        if entry.get("recipe"):
-            click.echo(f"{'':15s} recipe: {entry['recipe']['reason']}")
-        for warning in entry.get("warnings") or ():
+        if entry.recipe:
+            click.echo(f"{'':15s} recipe: {entry.recipe['reason']}")
+        for warning in entry.warnings or ():
             click.echo(f"warning: {warning}", err=True)
     else:
-        click.echo(f"{name:15s} {entry['status']:11s} {entry['reason']}: {entry['message']}")
+        click.echo(f"{name:15s} {entry.status:11s} {entry.reason}: {entry.message}")
 
 
 def _quantized(name: str, cov: dict) -> bool:
@@ -201,14 +200,14 @@ def export(
         model_path, out_dir, formats or None, data_source, settings=settings, on_format=_print_row
     )
     if target != DEFAULTS.target:
-        click.echo(f"target: {result.manifest['target']['summary']} (built on {cpu.summary()})")
+        click.echo(f"target: {result.manifest.target['summary']} (built on {cpu.summary()})")
     _summary(result, strict)
 
 
 def _summary(result, strict: bool) -> None:
     for name in result.skipped:
         click.echo(f"{name}: up to date, not rebuilt")
-    click.echo(f"manifest: {result.manifest_path}")
+    click.echo(f"manifest: {result.manifest.path}")
     problems = result.failed + (result.unavailable if strict else [])
     if problems:
         error = ExportIncomplete if result.failed else StrictFailure  # both exit 1

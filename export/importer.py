@@ -148,20 +148,21 @@ def import_artifacts(
         "seed": parity_seed,
         "indices_sha256": indices_sha256(idx),
     }
-    manifest = mf.new_manifest(source, contract, None, parity_set)
-    manifest["imported"] = True
-    result = ExportResult(manifest, out_dir / mf.MANIFEST_NAME)
+    manifest = mf.new_manifest(out_dir, source, contract, None, parity_set, imported=True)
+    entries = []
+    result = ExportResult(manifest)
     for item in items:
         entry = _import_one(item, out_dir, images, reference, contract, ref["name"], ds.source)
-        manifest["artifacts"].append(entry)
-        (result.built if entry["status"] == "ok" else result.failed).append(item["name"])
+        entries.append(entry)
+        (result.built if entry.ok else result.failed).append(item["name"])
         if on_format:
             on_format(item["name"], entry)
-    mf.write(out_dir, manifest)
+    result.manifest = manifest.replace(artifacts=tuple(entries))
+    result.manifest.write()
     return result
 
 
-def _import_one(item, out_dir: Path, images, reference, contract, ref_name: str, data_source: str) -> dict:
+def _import_one(item, out_dir: Path, images, reference, contract, ref_name: str, data_source: str):
     name, runtime, info = item["name"], item["runtime"], item["info"]
     known = FORMATS.get(name)
     quantized = "int8" in item["label"]
@@ -204,8 +205,7 @@ def _import_one(item, out_dir: Path, images, reference, contract, ref_name: str,
         return mf.entry(
             name, runtime, "failed", exc.reason, str(exc), options=options, wall_time_s=_since(start)
         )
-    entry["wall_time_s"] = _since(start)
-    return entry
+    return entry.replace(wall_time_s=_since(start))
 
 
 def _since(start: float) -> float:

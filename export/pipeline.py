@@ -94,8 +94,7 @@ class ExportSettings:
 
 @dataclass
 class ExportResult:
-    manifest: dict
-    manifest_path: Path
+    manifest: mf.ExportManifest
     built: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # up to date
     failed: list[str] = field(default_factory=list)
@@ -160,11 +159,18 @@ def export_model(
         "onnx_recipe": recipe.quant_options(),
         "trt_recipe": TRT_RECIPE.quant_options(),
     }
-    previous = mf.read_previous(out_dir)
-    manifest = mf.new_manifest(source, contract, calibration.describe(), parity_set)
+    previous = mf.ExportManifest.read_if_valid(out_dir)
     # The CPU the artifacts are for and the one that built them: they differ when exporting for a device.
-    manifest.update(target=targets.describe(settings.target, target_fp), host=cpu.fingerprint())
-    result = ExportResult(manifest, out_dir / mf.MANIFEST_NAME)
+    manifest = mf.new_manifest(
+        out_dir,
+        source,
+        contract,
+        calibration.describe(),
+        parity_set,
+        target=targets.describe(settings.target, target_fp),
+        host=cpu.fingerprint(),
+    )
+    result = ExportResult(manifest)
 
     def options_for(fmt: ExportFormat) -> dict:
         keys = (*fmt.option_keys, "data_source", "parity_images", "parity_seed")
@@ -179,19 +185,15 @@ def export_model(
 
     # Entries: earlier, still valid artifacts of formats not requested now; then the requested ones.
     requested = {f.name for f in fmts}
-    entries: dict[str, dict] = {}
-    if previous and previous["source_model"]["sha256"] == source["sha256"]:
-        for old in previous["artifacts"]:
-            if old["format"] not in requested and (old["status"] != "ok" or mf.file_matches(out_dir, old)):
-                entries[old["format"]] = old
+    entries: dict[str, mf.ArtifactEntry] = {}
+    if previous and previous.source_model["sha256"] == source["sha256"]:
+        for old in previous.artifacts:
+            if old.format not in requested and (not old.ok or previous.matches_file(old)):
+                entries[old.format] = old
     todo: list[ExportFormat] = []
     for fmt in fmts:
         ok, reason, message = fmt.available()
-        current = (
-            None
-            if settings.force
-            else mf.up_to_date(previous, out_dir, source["sha256"], fmt, options_for(fmt))
-        )
+        current = None if settings.force else mf.up_to_date(previous, source["sha256"], fmt, options_for(fmt))
         if not ok:
             entries[fmt.name] = mf.entry(
                 fmt.name, fmt.runtime, "unavailable", reason, message, options=options_for(fmt)
@@ -212,8 +214,8 @@ def export_model(
             todo.append(fmt)
 
     def save():
-        manifest["artifacts"] = list(entries.values())
-        mf.write(out_dir, manifest)
+        result.manifest = manifest.replace(artifacts=tuple(entries.values()))
+        result.manifest.write()
 
     ctx = BuildContext(
         model_path,
@@ -233,7 +235,7 @@ def export_model(
                 on_format(name, entries[name])
         for fmt in todo:
             entries[fmt.name] = _export_one(fmt, ctx, out_dir, parity_images, reference, options_for(fmt))
-            (result.built if entries[fmt.name]["status"] == "ok" else result.failed).append(fmt.name)
+            (result.built if entries[fmt.name].ok else result.failed).append(fmt.name)
             save()
             if on_format:
                 on_format(fmt.name, entries[fmt.name])
@@ -249,7 +251,7 @@ def _export_one(
     images: np.ndarray,
     reference: np.ndarray,
     options: dict,
-) -> dict:
+) -> mf.ArtifactEntry:
     final = out_dir / fmt.filename
     start = time.perf_counter()
     try:
@@ -286,12 +288,13 @@ def _export_one(
     except ArtifactError as exc:
         return _failed(fmt, exc, final, options, start)
     done = time.perf_counter()
-    entry["wall_time_s"] = round(done - start, 3)
-    entry["timings"] = {"build_s": round(built - start, 3), "verify_s": round(done - built, 3)}
-    return entry
+    return entry.replace(
+        wall_time_s=round(done - start, 3),
+        timings={"build_s": round(built - start, 3), "verify_s": round(done - built, 3)},
+    )
 
 
-def _failed(fmt: ExportFormat, exc: ArtifactError, final: Path, options: dict, start: float) -> dict:
+def _failed(fmt: ExportFormat, exc: ArtifactError, final: Path, options: dict, start: float):
     for path in artifact_files(final, fmt.runtime):
         if path.is_file():
             path.unlink()  # a stale file of an earlier export must not outlive its failed rebuild

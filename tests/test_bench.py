@@ -462,19 +462,18 @@ def test_results_doc_and_readme_table_come_from_the_report(bench_result, run_dir
 def test_the_reference_reuses_its_training_runs_test_pass_only_for_the_same_model_and_test_set(
     run_dir, cifar_folder, cache_dir, tmp_path
 ):
-    from edgebench.bench.artifacts import read_manifest
     from edgebench.bench.benchmark import BenchSettings, load_test_set
-    from edgebench.runtime import Contract
+    from edgebench.export.manifest import ExportManifest
     from edgebench.train.evaluation import load_test_predictions, save_test_predictions, sha256_of_test_set
 
     run = tmp_path / "run"
     shutil.copytree(run_dir / "export", run / "export")
     shutil.copy(run_dir / "model.keras", run / "model.keras")
-    manifest = read_manifest(run / "export")
+    manifest = ExportManifest.read(run / "export")
     settings = BenchSettings(
         export_dir=run / "export", data=cifar_folder, cache_dir=cache_dir, test_per_class=10
     )
-    ds = load_test_set(settings, Contract.read(manifest), manifest)
+    ds = load_test_set(settings, manifest.model_contract(), manifest)
     # Planted: "class 0 for every image", which the model itself would not say; bench must take it.
     planted = np.zeros((len(ds.y_test), 10), np.float32)
     planted[:, 0] = 1

@@ -71,7 +71,7 @@ AVAILABLE = [name for name, f in FORMATS.items() if f.available()[0]]
 @pytest.mark.parametrize("name", AVAILABLE)
 def test_available_format_converts_loads_and_matches_keras(exported, reference, name):
     out, result = exported
-    entry = _by_format(result.manifest)[name]
+    entry = _by_format(result.manifest.to_dict())[name]
     assert entry["status"] == "ok", entry["message"]
     path = out / entry["file"]
     assert path.stat().st_size == entry["bytes"] and sha256_file(path) == entry["sha256"]
@@ -104,14 +104,14 @@ def test_manifest_validates_against_the_schema(exported):
 
 def test_schema_rejects_an_ok_entry_without_a_file(exported):
     _, result = exported
-    broken = json.loads(json.dumps(result.manifest))
+    broken = json.loads(json.dumps(result.manifest.to_dict()))
     broken["artifacts"][0]["file"] = None
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, SCHEMA, cls=jsonschema.Draft202012Validator)
 
 
 def test_precision_is_read_from_the_artifacts(exported):
-    entries = _by_format(exported[1].manifest)
+    entries = _by_format(exported[1].manifest.to_dict())
     fp32 = entries["tflite-fp32"]["precision"]
     assert fp32["weights"]["fp32"] == 1.0 and fp32["activations"]["fp32"] == 1.0 and fp32["label"] == "fp32"
     assert entries["tflite-fp16"]["precision"]["weights"]["fp16"] == 1.0
@@ -126,7 +126,7 @@ def test_precision_is_read_from_the_artifacts(exported):
 
 
 def test_int8_tflite_takes_raw_uint8_pixels(exported):
-    entry = _by_format(exported[1].manifest)["tflite-int8"]
+    entry = _by_format(exported[1].manifest.to_dict())["tflite-int8"]
     assert entry["inputs"][0]["dtype"] == "uint8"
     # Either no input quantization (pixels cast inside) or one that maps pixels onto themselves.
     q = entry["inputs"][0]["quantization"]
@@ -139,7 +139,7 @@ def test_int8_tflite_takes_raw_uint8_pixels(exported):
 @pytest.mark.parametrize("name", [n for n, f in FORMATS.items() if f.runtime == "tensorrt"])
 def test_tensorrt_engine(exported, reference, name):
     ok, reason, message = FORMATS[name].available()
-    entry = _by_format(exported[1].manifest)[name]
+    entry = _by_format(exported[1].manifest.to_dict())[name]
     if not ok:
         assert entry["status"] == "unavailable" and entry["reason"] == reason and entry["file"] is None
         pytest.skip(f"{reason}: {message}")
@@ -217,7 +217,7 @@ def test_one_failing_format_does_not_stop_the_others(tmp_path, tiny_model_path, 
         cache_dir,
         settings=_settings(),
     )
-    entries = _by_format(result.manifest)
+    entries = _by_format(result.manifest.to_dict())
     assert entries["onnx"]["status"] == "failed" and entries["onnx"]["reason"] == "write-error"
     assert entries["onnx"]["file"] is None and "\n" not in entries["onnx"]["message"]
     assert entries["tflite-fp32"]["status"] == "ok" and entries["onnx-int8"]["status"] == "ok"
@@ -498,7 +498,7 @@ def test_coverage_below_90_percent_is_labelled_and_warned(tmp_path):
 
 
 def test_coverage_is_read_from_the_graph_the_runtime_runs(exported):
-    entries = _by_format(exported[1].manifest)
+    entries = _by_format(exported[1].manifest.to_dict())
     fp32 = entries["onnx"]["coverage"]  # the tiny model: two convolutions and one dense layer
     assert (fp32["convolutions"], fp32["int8_convolutions"], fp32["int8_fraction"]) == (3, 0, 0.0)
     assert fp32["quantize_nodes"] == 0 and "CPUExecutionProvider, ORT_ENABLE_ALL" in fp32["runtime_graph"]
@@ -519,7 +519,7 @@ def test_onnx_int8_entry_carries_the_recipe_of_this_cpu(exported):
     from edgebench.export.quant_recipe import ort_recipe
 
     out, result = exported
-    entry = _by_format(result.manifest)["onnx-int8"]
+    entry = _by_format(result.manifest.to_dict())["onnx-int8"]
     expected = ort_recipe(cpu.fingerprint())
     assert entry["recipe"] == expected.describe() and entry["recipe"]["cpu"] == cpu.summary()
     assert entry["options"]["onnx_recipe"] == expected.quant_options()
@@ -581,7 +581,7 @@ def custom_export(tmp_path_factory, tiny_model_path, cifar_folder, cache_dir):
 
 def test_float_artifact_outside_its_tolerance_fails_export(custom_export):
     out, result = custom_export
-    entries = _by_format(result.manifest)
+    entries = _by_format(result.manifest.to_dict())
     bad = entries["onnx-perturbed"]
     assert bad["status"] == "failed" and bad["reason"] == "parity-error" and bad["file"] is None
     assert "max-abs-diff" in bad["message"] and f"> {FORMATS['onnx'].tolerance:g}" in bad["message"]
@@ -595,14 +595,14 @@ def test_float_artifact_outside_its_tolerance_fails_export(custom_export):
 def test_partly_int8_artifact_is_labelled_from_coverage_and_warned(custom_export, capsys):
     from edgebench.export.commands import _print_row
 
-    entry = _by_format(custom_export[1].manifest)["onnx-int8-partly"]
+    entry = _by_format(custom_export[1].manifest.to_dict())["onnx-int8-partly"]
     assert entry["status"] == "ok", entry["message"]
     cov = entry["coverage"]
     assert (cov["int8_convolutions"], cov["convolutions"]) == (2, 3)
     assert entry["precision"]["weights"]["int8"] > 0.9  # stored tensors alone would say int8 ...
     assert entry["precision"]["label"] == "int8 (67% of convs; rest float)"  # ... coverage says what runs
     assert len(entry["warnings"]) == 1 and "2 of 3 convolutions" in entry["warnings"][0]
-    _print_row(entry["format"], entry)
+    _print_row(entry["format"], custom_export[1].manifest.entry("onnx-int8-partly"))
     printed = capsys.readouterr()
     assert "int8 convs 2/3" in printed.out and "recipe: " in printed.out
     assert printed.err.startswith("warning: onnx-int8-partly: only 2 of 3")

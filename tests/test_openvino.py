@@ -95,18 +95,19 @@ def test_describe_reports_the_precision_the_compiled_model_uses(run_dir):
 
 
 def test_a_missing_bin_is_a_one_line_error(run_dir, tmp_path):
-    from edgebench.bench.artifacts import verified_path
+    from edgebench.export.manifest import ArtifactEntry, ExportManifest
 
+    manifest = ExportManifest.read(run_dir / "export").replace(folder=tmp_path)
     entry = _entries(run_dir)["openvino"]
     shutil.copy(run_dir / "export" / entry["file"], tmp_path / entry["file"])
     with pytest.raises(InferenceError, match="weights file not found"):
         open_runner(tmp_path / entry["file"]).load()
     with pytest.raises(ArtifactError, match="is missing") as err:
-        verified_path(tmp_path, entry)
+        manifest.verify(ArtifactEntry.from_dict(entry))
     assert err.value.reason == "missing-file"
     (tmp_path / entry["sidecars"][0]["file"]).write_bytes(b"not the weights")
     with pytest.raises(ArtifactError) as err:
-        verified_path(tmp_path, entry)
+        manifest.verify(ArtifactEntry.from_dict(entry))
     assert err.value.reason == "sha256-mismatch"
 
 
@@ -118,7 +119,7 @@ def test_import_takes_an_ir_with_its_bin_and_refuses_a_lone_xml(run_dir, cifar_f
     files = [export / _entries(run_dir)[f]["file"] for f in ("openvino", "openvino-int8")]
     result = import_artifacts(files, tmp_path / "imp", cifar_folder, parity_images=20, cache_dir=cache_dir)
     assert result.built == ["openvino", "openvino-int8"] and not result.failed
-    for entry in result.manifest["artifacts"]:
+    for entry in result.manifest.to_dict()["artifacts"]:
         (side,) = entry["sidecars"]
         assert sha256_file(tmp_path / "imp" / side["file"]) == side["sha256"]
     assert not list((tmp_path / "imp").glob(".partial-*"))

@@ -30,10 +30,8 @@ def tuned_name(family: str) -> str:
     return f"{family}-tuned"
 
 
-def install(t, winner: dict) -> dict:
+def install(t, winner: dict) -> mf.ArtifactEntry:
     """Copy the winner into ``t.export_dir`` and enter it in the manifest (replacing an earlier tuned one)."""
-    from edgebench.bench.artifacts import read_manifest
-
     name = tuned_name(winner["family"])
     filename = f"model.{name}{SUFFIX[winner['runtime']]}"
     sidecars = RUNTIMES[winner["runtime"]].sidecars  # an OpenVINO IR's .bin goes with it
@@ -76,19 +74,18 @@ def install(t, winner: dict) -> dict:
         wall_time_s=built["build_s"],
         **built["info"],
         parity=parity,
+        recipe=(built.get("extra") or {}).get("recipe"),
     )
-    if (built.get("extra") or {}).get("recipe"):
-        entry["recipe"] = built["extra"]["recipe"]
-    manifest = read_manifest(t.export_dir)  # fresh: keep what others wrote meanwhile
+    manifest = mf.ExportManifest.read(t.export_dir)  # fresh: keep what others wrote meanwhile
     kept = []
-    for old in manifest["artifacts"]:
-        if (old.get("options") or {}).get("tuned"):  # one tuned winner per export
-            if old.get("file") and old["file"] != filename:
-                (t.export_dir / old["file"]).unlink(missing_ok=True)
+    for old in manifest.artifacts:
+        if (old.options or {}).get("tuned"):  # one tuned winner per export
+            path = manifest.path_of(old)  # confined to the export folder
+            if path is not None and old.file != filename:
+                path.unlink(missing_ok=True)
             continue
         kept.append(old)
-    manifest["artifacts"] = [*kept, entry]
-    mf.write(t.export_dir, manifest)
+    manifest.replace(artifacts=(*kept, entry)).write()
     return entry
 
 

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from edgebench import cpu, targets
-from edgebench.bench.artifacts import read_manifest, verified_path
 from edgebench.bench.benchmark import data_source
 from edgebench.bench.measure import Measurer, Target
 from edgebench.errors import ArtifactError, EdgebenchError
 from edgebench.export.context import indices_sha256
+from edgebench.export.manifest import ExportManifest
 from edgebench.fileio import ensure_dir, read_json, sha256_file, write_json
-from edgebench.runtime import Contract, sidecar_entries, sidecar_problem
+from edgebench.runtime import sidecar_entries, sidecar_problem
 from edgebench.train.data import align_classes, load_dataset
 from edgebench.tune import report, second_pass
 from edgebench.tune.build import candidate_task, run_build
@@ -60,9 +60,9 @@ class _Tuner:
         self.s, self.log = s, log
         self.model = Path(s.model)
         self.export_dir = Path(s.export_dir or self.model.parent / "export")
-        self.manifest = read_manifest(self.export_dir)
+        self.manifest = ExportManifest.read(self.export_dir)
         self.model_sha = sha256_file(self.model)
-        if self.manifest["source_model"]["sha256"] != self.model_sha:
+        if self.manifest.source_model["sha256"] != self.model_sha:
             raise EdgebenchError(f"{self.model} is not the model {self.export_dir} was exported from")
         self.out = ensure_dir(s.out_dir or self.model.parent / "tune")
         self.work = ensure_dir(self.out / "work")
@@ -77,14 +77,14 @@ class _Tuner:
             [self.s.threads],
             [],  # no throughput sweep: batch-1 p50 decides
             100,
-            len(self.manifest["class_names"]),
+            len(self.manifest.class_names),
             log or self.log,
         )
 
     def prepare(self) -> None:
         """Validation and calibration images, and the state of an earlier run if it still applies."""
         # Only the train split is read, at the model contract's input size, labels in the model's class order.
-        contract = Contract.read(self.manifest)
+        contract = self.manifest.model_contract()
         source = data_source(self.s.data, self.manifest)
         ds = load_dataset(source, self.s.cache_dir, contract.size, contract.channels)
         ds = align_classes(ds, contract.classes)
@@ -158,11 +158,11 @@ class _Tuner:
         return None
 
     def build(self, cand: Candidate, exclude=()) -> tuple[Path, dict]:
-        export = next((a for a in self.manifest["artifacts"] if a["format"] == cand.family), None)
-        if not cand.quantized and export and export["status"] == "ok":  # the export's own float artifact
-            info = {k: export[k] for k in _EXPORT_FIELDS}
-            built = {"build_s": 0.0, "source": "export", "coverage": export["coverage"], "info": info}
-            return verified_path(self.export_dir, export), built
+        export = self.manifest.entry(cand.family)
+        if not cand.quantized and export and export.ok:  # the export's own float artifact
+            info = {k: getattr(export, k) for k in _EXPORT_FIELDS}
+            built = {"build_s": 0.0, "source": "export", "coverage": export.coverage, "info": info}
+            return self.manifest.verify(export), built
         prepared = {"onnx-int8": self.prepared, "openvino-int8": self.float_onnx}.get(cand.family)
         prepared = prepared() if prepared else None
         task = candidate_task(cand, self.model, self.work, prepared, exclude, self.s.target)
@@ -171,9 +171,9 @@ class _Tuner:
     def float_onnx(self) -> Path:
         """The float ONNX file NNCF quantizes: the export's ``onnx`` artifact (the same model: checked at
         start), else one built here once. Not a candidate: tuning OpenVINO alone ranks no ONNX file."""
-        export = next((a for a in self.manifest["artifacts"] if a["format"] == "onnx"), None)
-        if export and export["status"] == "ok":
-            return verified_path(self.export_dir, export)
+        export = self.manifest.entry("onnx")
+        if export and export.ok:
+            return self.manifest.verify(export)
         path = self.work / "model.float.onnx"
         if not path.is_file():
             cand = Candidate("onnx", "onnxruntime", False, {"precision": "fp32"})
