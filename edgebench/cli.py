@@ -11,7 +11,7 @@ import importlib
 import click
 
 from edgebench import __version__
-from edgebench.errors import EdgebenchError
+from edgebench.errors import EdgebenchError, storage_error
 from edgebench.runtime import InferenceError
 
 # name -> "module:attribute" of the click command
@@ -50,6 +50,12 @@ class LazyGroup(click.Group):
         except (EdgebenchError, InferenceError) as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
+        except Exception as exc:
+            full = storage_error(exc)  # a full disk, a quota, a read-only folder: the user's to fix
+            if full is None:
+                raise
+            click.echo(f"error: {full}", err=True)
+            ctx.exit(EdgebenchError.exit_code)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

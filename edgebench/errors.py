@@ -1,5 +1,7 @@
 """User-facing errors: the CLI prints them as one line and exits with their code, never a traceback."""
 
+import errno
+
 
 class EdgebenchError(Exception):
     """A problem with the user's input or environment, explained in one line."""
@@ -33,3 +35,25 @@ def check_settings(problems) -> None:
     for bad, message in problems:
         if bad:
             raise EdgebenchError(message)
+
+
+# What a command cannot finish for lack of room or write permission where it writes: bad input (exit 2), not
+# a failed check (exit 1) and not a bug (a traceback).
+STORAGE_ERRNOS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "the file system is read-only",
+}
+
+
+def storage_error(exc: BaseException) -> str | None:
+    """One line for an ``OSError`` of ``STORAGE_ERRNOS`` in ``exc`` or the exceptions it was raised from
+    (libraries wrap them: h5py, numpy, TensorFlow), else None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+            where = f" while writing {exc.filename}" if exc.filename else ""
+            return f"{STORAGE_ERRNOS[exc.errno]}{where} (free some space or write elsewhere)"
+        exc = exc.__cause__ or exc.__context__
+    return None

@@ -151,14 +151,20 @@ def import_artifacts(
     manifest = mf.new_manifest(out_dir, source, contract, None, parity_set, imported=True)
     entries = []
     result = ExportResult(manifest)
-    for item in items:
-        entry = _import_one(item, out_dir, images, reference, contract, ref["name"], ds.source)
-        entries.append(entry)
-        (result.built if entry.ok else result.failed).append(item["name"])
-        if on_format:
-            on_format(item["name"], entry)
-    result.manifest = manifest.replace(artifacts=tuple(entries))
-    result.manifest.write()
+    try:
+        for item in items:
+            entry = _import_one(item, out_dir, images, reference, contract, ref["name"], ds.source)
+            entries.append(entry)
+            (result.built if entry.ok else result.failed).append(item["name"])
+            if on_format:
+                on_format(item["name"], entry)
+        result.manifest = manifest.replace(artifacts=tuple(entries))
+        result.manifest.write()
+    except BaseException:  # e.g. a full disk: no imported file is left without the manifest naming it
+        for entry in entries:
+            for path in artifact_files(out_dir / entry.file, entry.runtime) if entry.file else ():
+                path.unlink(missing_ok=True)
+        raise
     return result
 
 

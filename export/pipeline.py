@@ -87,7 +87,7 @@ class ExportSettings:
             quant_format=self.onnx_quant_format,
             activation_type=self.onnx_activation_type,
             reduce_range=self.onnx_reduce_range,
-            # host recipes stay as they were before targets: the name only where it is a profile
+            # a host build names no profile: its recipe is this CPU's own
             target=None if fingerprint or self.target == targets.HOST else self.target,
         )
 
@@ -108,7 +108,7 @@ def export_model(
     data_source=None,
     cache_dir=None,
     settings: ExportSettings | None = None,
-    on_format: Callable[[str, dict], None] | None = None,
+    on_format: Callable[[str, mf.ArtifactEntry], None] | None = None,
 ) -> ExportResult:
     """Export ``model_path`` to ``formats`` (all registered formats by default) in ``out_dir``.
 
@@ -120,128 +120,157 @@ def export_model(
     model_path = Path(model_path)
     if not model_path.is_file():
         raise EdgebenchError(f"model file not found: {model_path}")
-
-    from edgebench.export.contract import model_and_data
-
-    # A missing or corrupt model, or data that is not the model's, is found before anything is written.
-    keras_model, contract, ds = model_and_data(model_path, data_source, cache_dir, settings)
+    inputs = _ExportInputs.load(model_path, data_source, cache_dir, settings)
     out_dir = ensure_dir(out_dir if out_dir is not None else model_path.parent / "export")
-    calib_idx = stratified_sample(ds.y_train, settings.calib_size, settings.calib_seed)
-    if len(calib_idx) == 0:
-        raise EdgebenchError(f"calibration set is empty: no training images in {ds.source}")
-    parity_idx = stratified_sample(ds.y_test, settings.parity_images, settings.parity_seed)
-    if len(parity_idx) == 0:
-        raise EdgebenchError(f"no test images for the parity check in {ds.source}")
-    calib_images = contract.model_input(ds.x_train[calib_idx])  # model inputs: preprocessing applied
-    calibration = Calibration(calib_images, calib_idx, ds.source, settings.calib_seed, settings.calib_method)
-    parity_images = ds.x_test[parity_idx]
-    target_fp = targets.fingerprint(settings.target)
-    recipe = settings.ort_recipe()
-
-    source = {
-        "path": os.fspath(model_path),
-        "sha256": sha256_file(model_path),
-        "bytes": model_path.stat().st_size,
-    }
-    parity_set = {
-        "source": ds.source,
-        "split": ds.split,
-        "size": int(len(parity_idx)),
-        "seed": settings.parity_seed,
-        "indices_sha256": indices_sha256(parity_idx),
-    }
-    option_values = {
-        **asdict(settings),
-        "data_source": ds.source,
-        "calib_size": int(len(calib_idx)),
-        "calib_indices_sha256": indices_sha256(calib_idx),
-        # the resolved int8 recipes: a new CPU or override that changes them rebuilds their artifacts
-        "onnx_recipe": recipe.quant_options(),
-        "trt_recipe": TRT_RECIPE.quant_options(),
-    }
     previous = mf.ExportManifest.read_if_valid(out_dir)
     # The CPU the artifacts are for and the one that built them: they differ when exporting for a device.
     manifest = mf.new_manifest(
         out_dir,
-        source,
-        contract,
-        calibration.describe(),
-        parity_set,
-        target=targets.describe(settings.target, target_fp),
+        inputs.source,
+        inputs.contract,
+        inputs.calibration.describe(),
+        inputs.parity_set,
+        target=targets.describe(settings.target, targets.fingerprint(settings.target)),
         host=cpu.fingerprint(),
     )
     result = ExportResult(manifest)
+    entries, todo = _plan_entries(fmts, previous, inputs, settings, result)
+    _build_all(todo, entries, inputs, settings, result, on_format)
+    return result
 
-    def options_for(fmt: ExportFormat) -> dict:
-        keys = (*fmt.option_keys, "data_source", "parity_images", "parity_seed")
-        # only when set, so that exports from before contracts stay up to date
-        extra = {
-            k: option_values[k] for k in ("preprocessing", "split") if option_values[k] not in (None, "test")
+
+@dataclass
+class _ExportInputs:
+    """What every format of one export is built and checked from."""
+
+    model_path: Path
+    keras_model: object
+    contract: object
+    calibration: Calibration
+    parity_images: np.ndarray
+    source: dict  # the manifest's source_model
+    parity_set: dict
+    option_values: dict  # every setting an artifact's options may record
+
+    @classmethod
+    def load(cls, model_path: Path, data_source, cache_dir, settings: ExportSettings) -> _ExportInputs:
+        from edgebench.export.contract import model_and_data
+
+        # A missing or corrupt model, or data that is not the model's, is found before anything is written.
+        keras_model, contract, ds = model_and_data(model_path, data_source, cache_dir, settings)
+        calib_idx = stratified_sample(ds.y_train, settings.calib_size, settings.calib_seed)
+        if len(calib_idx) == 0:
+            raise EdgebenchError(f"calibration set is empty: no training images in {ds.source}")
+        parity_idx = stratified_sample(ds.y_test, settings.parity_images, settings.parity_seed)
+        if len(parity_idx) == 0:
+            raise EdgebenchError(f"no test images for the parity check in {ds.source}")
+        calib_images = contract.model_input(ds.x_train[calib_idx])  # model inputs: preprocessing applied
+        method = settings.calib_method
+        option_values = {
+            **asdict(settings),
+            "data_source": ds.source,
+            "calib_size": int(len(calib_idx)),
+            "calib_indices_sha256": indices_sha256(calib_idx),
+            # the resolved int8 recipes: a new CPU or override that changes them rebuilds their artifacts
+            "onnx_recipe": settings.ort_recipe().quant_options(),
+            "trt_recipe": TRT_RECIPE.quant_options(),
         }
-        # a CPU-dependent artifact is another artifact for another target, even where the recipe agrees
-        if "onnx_recipe" in fmt.option_keys and settings.target != targets.HOST:
-            extra["target"] = settings.target
-        return {"description": fmt.description, **{k: option_values[k] for k in keys}, **extra}
+        return cls(
+            model_path=model_path,
+            keras_model=keras_model,
+            contract=contract,
+            calibration=Calibration(calib_images, calib_idx, ds.source, settings.calib_seed, method),
+            parity_images=ds.x_test[parity_idx],
+            source={
+                "path": os.fspath(model_path),
+                "sha256": sha256_file(model_path),
+                "bytes": model_path.stat().st_size,
+            },
+            parity_set={
+                "source": ds.source,
+                "split": ds.split,
+                "size": int(len(parity_idx)),
+                "seed": settings.parity_seed,
+                "indices_sha256": indices_sha256(parity_idx),
+            },
+            option_values=option_values,
+        )
 
-    # Entries: earlier, still valid artifacts of formats not requested now; then the requested ones.
+    def options_for(self, fmt: ExportFormat, target: str) -> dict:
+        """The options an artifact of ``fmt`` records: what rebuilds it when changed."""
+        values = self.option_values
+        keys = (*fmt.option_keys, "data_source", "parity_images", "parity_seed")
+        # recorded only when set: an unset contract part changes no artifact, so it must not rebuild one
+        extra = {k: values[k] for k in ("preprocessing", "split") if values[k] not in (None, "test")}
+        # a CPU-dependent artifact is another artifact for another target, even where the recipe agrees
+        if "onnx_recipe" in fmt.option_keys and target != targets.HOST:
+            extra["target"] = target
+        return {"description": fmt.description, **{k: values[k] for k in keys}, **extra}
+
+
+def _plan_entries(fmts, previous, inputs: _ExportInputs, settings: ExportSettings, result: ExportResult):
+    """(entries by format, formats to build): earlier, still valid artifacts of formats not requested
+    now, then the requested ones (unavailable, up to date, or entered as interrupted until built)."""
     requested = {f.name for f in fmts}
+    source_sha256 = inputs.source["sha256"]
     entries: dict[str, mf.ArtifactEntry] = {}
-    if previous and previous.source_model["sha256"] == source["sha256"]:
+    if previous and previous.source_model["sha256"] == source_sha256:
         for old in previous.artifacts:
             if old.format not in requested and (not old.ok or previous.matches_file(old)):
                 entries[old.format] = old
     todo: list[ExportFormat] = []
     for fmt in fmts:
         ok, reason, message = fmt.available()
-        current = None if settings.force else mf.up_to_date(previous, source["sha256"], fmt, options_for(fmt))
+        options = inputs.options_for(fmt, settings.target)
+        current = None if settings.force else mf.up_to_date(previous, source_sha256, fmt, options)
         if not ok:
             entries[fmt.name] = mf.entry(
-                fmt.name, fmt.runtime, "unavailable", reason, message, options=options_for(fmt)
+                fmt.name, fmt.runtime, "unavailable", reason, message, options=options
             )
             result.unavailable.append(fmt.name)
         elif current is not None:
             entries[fmt.name] = current
             result.skipped.append(fmt.name)
         else:
-            entries[fmt.name] = mf.entry(
-                fmt.name,
-                fmt.runtime,
-                "failed",
-                "interrupted",
-                "export started but did not finish",
-                options=options_for(fmt),
-            )
+            why = "export started but did not finish"
+            entries[fmt.name] = mf.entry(fmt.name, fmt.runtime, "failed", "interrupted", why, options=options)
             todo.append(fmt)
+    return entries, todo
+
+
+def _build_all(todo, entries: dict, inputs: _ExportInputs, settings: ExportSettings, result, on_format):
+    """Build and verify each format of ``todo``, rewriting the manifest after each."""
 
     def save():
-        result.manifest = manifest.replace(artifacts=tuple(entries.values()))
+        result.manifest = result.manifest.replace(artifacts=tuple(entries.values()))
         result.manifest.write()
 
     ctx = BuildContext(
-        model_path,
-        calibration,
+        inputs.model_path,
+        inputs.calibration,
         opset=settings.opset,
         trt_max_batch=settings.trt_max_batch,
-        ort_recipe=recipe,
-        contract=contract,
-        keras_model=keras_model,
+        ort_recipe=settings.ort_recipe(),
+        contract=inputs.contract,
+        keras_model=inputs.keras_model,
     )
+    out_dir = result.manifest.folder
     try:
-        parity_inputs = contract.model_input(parity_images)
+        parity_inputs = inputs.contract.model_input(inputs.parity_images)
         reference = ctx.model.predict(parity_inputs, batch_size=50, verbose=0) if todo else None
         save()
         for name in (*result.unavailable, *result.skipped):
             if on_format:
                 on_format(name, entries[name])
         for fmt in todo:
-            entries[fmt.name] = _export_one(fmt, ctx, out_dir, parity_images, reference, options_for(fmt))
+            options = inputs.options_for(fmt, settings.target)
+            entries[fmt.name] = _export_one(fmt, ctx, out_dir, inputs.parity_images, reference, options)
             (result.built if entries[fmt.name].ok else result.failed).append(fmt.name)
             save()
             if on_format:
                 on_format(fmt.name, entries[fmt.name])
     finally:
         shutil.rmtree(ctx.workdir, ignore_errors=True)
-    return result
 
 
 def _export_one(

@@ -4,7 +4,10 @@ imported artifacts without a Keras model."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +16,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from edgebench.cli import cli
-from edgebench.errors import EdgebenchError
+from edgebench.errors import EdgebenchError, storage_error
 from edgebench.runtime import CIFAR10_CLASSES, Contract, ContractError, open_runner
 from tests.conftest import JPEG_ROOT, make_image_folder
 
@@ -297,3 +300,101 @@ def test_predict_uses_the_contract_the_export_recorded(run_dir, tmp_path):
     four.write_text("a\nb\nc\nd\n")
     with pytest.raises(EdgebenchError, match="has 4 class names, but the model outputs 5"):
         predict_files(run_dir / "export" / "model.onnx", image, labels=four)
+
+
+# ---------------------------------------------------------------- a full disk
+# A full disk, a quota or a read-only folder is one ``error:`` line and exit 2 in every command, with no
+# half-written file and no imported model left without the manifest that names it: on a real small tmpfs
+# where the suite runs as root, and through one faked write elsewhere.
+
+
+def _storage_line(res) -> str:
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output, res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, res.output
+    return errors[0]
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A tmpfs of a few pages, mounted for the test (root only: the suite runs as root in CI)."""
+    mount = tmp_path / "full"
+    mount.mkdir()
+
+    def make(size_bytes: int):
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(mount)], capture_output=True
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+        return mount
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root (the faked-write test covers this machine)")
+    yield make
+    subprocess.run(["umount", str(mount)], capture_output=True, check=False)
+
+
+def test_import_onto_a_full_disk_leaves_no_model_without_a_manifest(run_dir, folder, small_tmpfs):
+    export = run_dir / "export"
+    first = export / "model.fp32.tflite"
+    # room for the first model and a little more: the second copy runs out of space
+    mount = small_tmpfs(first.stat().st_size + 3 * 4096)
+    out = mount / "imported"
+    res = CliRunner().invoke(
+        cli,
+        [
+            *("import", f"fp32={first}", str(export / "model.onnx")),
+            *("--out", str(out), "--data", str(folder), "--parity-images", "10", *PRE_ARGS),
+        ],
+    )
+    assert "no space left on the device" in _storage_line(res)
+    assert not out.exists() or sorted(p.name for p in out.iterdir()) == []
+
+
+def test_a_faked_full_disk_is_one_line_in_bench_and_import(run_dir, folder, tmp_path, monkeypatch):
+    real_replace = os.replace
+
+    def full(src, dst, *args, **kwargs):
+        if str(dst).startswith(str(tmp_path)):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dst))
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", full)
+    export = run_dir / "export"
+    res = CliRunner().invoke(
+        cli,
+        [
+            *("import", f"fp32={export / 'model.fp32.tflite'}", "--out", str(tmp_path / "imp")),
+            *("--data", str(folder), "--parity-images", "10", *PRE_ARGS),
+        ],
+    )
+    assert "no space left on the device while writing" in _storage_line(res)
+    assert [p for p in (tmp_path / "imp").iterdir()] == []
+    res = CliRunner().invoke(
+        cli,
+        [
+            *("bench", "--export", str(export), "--data", str(folder), "--out", str(tmp_path / "bench")),
+            *("--formats", "tflite-int8", "--no-time-reference", "--test-per-class", "2", "--threads", "1"),
+            *("--batch-sizes", "1", "--rounds", "1", "--min-samples", "5", "--latency-time-cap", "0.05"),
+            *("--throughput-time-cap", "0.05", "--no-plots", "--max-drop", "100"),
+        ],
+    )
+    assert "no space left on the device" in _storage_line(res)
+    assert not [p for p in (tmp_path / "bench").rglob("*") if p.name.startswith(".partial")]
+
+
+def test_storage_errors_are_found_through_the_exceptions_that_wrap_them():
+    try:
+        try:
+            raise OSError(errno.EDQUOT, "Disk quota exceeded", "/x/model.keras")
+        except OSError as inner:
+            raise RuntimeError("h5py: Unable to synchronously create file") from inner
+    except RuntimeError as outer:
+        assert (
+            storage_error(outer)
+            == "disk quota exceeded while writing /x/model.keras (free some space or write elsewhere)"
+        )
+    assert storage_error(OSError(errno.EACCES, "Permission denied")) is None
+    assert storage_error(ValueError("x")) is None

@@ -57,11 +57,10 @@ def test_runtime_modules_are_imported_only_by_the_runtime_package():
 
 
 def test_stages_import_downward_only():
-    """core -> train -> export -> bench -> tune -> bundle: no stage imports a later one (the bundle once
-    lived in export/ and imported bench, so export and bench depended on each other; tune reads bench's
-    measurements, bundle reads tune's output files only), and the core package (``edgebench/``: runtime,
-    environment, CLI) imports no stage (the CLI and the runner registry name stage modules as strings,
-    loaded on use)."""
+    """core -> train -> export -> bench -> tune -> bundle: no stage imports a later one (a cycle would make
+    every stage depend on every other; tune reads bench's measurements, bundle reads tune's output files
+    only), and the core package (``edgebench/``: runtime, environment, CLI) imports no stage (the CLI and
+    the runner registry name stage modules as strings, loaded on use)."""
     order = ["edgebench", "train", "export", "bench", "tune", "bundle"]
     offenders = [
         f"{path.relative_to(REPO)}: edgebench.{later}"

@@ -244,7 +244,7 @@ def test_tune_tries_openvino_fp32_and_both_nncf_presets(run_dir, cifar_folder, t
         (side,) = rec["sidecars"]
         assert sha256_file(Path(rec["path"]).with_suffix(".bin")) == side["sha256"]
     # The winner is installed with its .bin, and the manifest checks both.
-    entry = result.entry
+    entry = result.entry.to_dict()
     assert entry["runtime"] == "openvino" and entry["sidecars"]
     export = run_dir / "export"
     assert sha256_file(export / entry["sidecars"][0]["file"]) == entry["sidecars"][0]["sha256"]

@@ -131,3 +131,43 @@ def test_pack_over_an_unreadable_pack_is_refused(packed, tmp_path):
     assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
     assert "packed model manifest is not valid JSON" in result.output
     assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+
+
+def _rewrite_parts(copy, manifest: dict, parts: list[tuple[str, bytes]]) -> None:
+    for old in manifest["parts"]:
+        (copy / old["file"]).unlink()
+    for name, data in parts:
+        (copy / name).write_bytes(data)
+    entries = [{"file": n, "bytes": len(d), "sha256": hashlib.sha256(d).hexdigest()} for n, d in parts]
+    (copy / MANIFEST).write_text(json.dumps({**manifest, "parts": entries}))
+
+
+def test_a_decompression_bomb_is_refused_at_the_declared_size(packed, tmp_path):
+    """A part whose sha256 matches but which inflates far past the tensors the manifest declares (here
+    256 MiB from a few dozen KB) is refused once decompression passes the declared size."""
+    import lzma
+
+    root, manifest = packed
+    copy = tmp_path / "models" / "tiny"
+    shutil.copytree(root / "models" / "tiny", copy)
+    squeezer = lzma.LZMACompressor(preset=1)
+    bomb = b"".join(squeezer.compress(bytes(1 << 24)) for _ in range(16)) + squeezer.flush()
+    assert len(bomb) < 1 << 20
+    _rewrite_parts(copy, manifest, [("weights.xz.000", bomb)])
+    result = _fetch(tmp_path, tmp_path / "out" / "model.keras")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
+    assert "inflates past the" in result.output and "bytes its manifest declares" in result.output
+
+
+@pytest.mark.parametrize("name", ["../weights.xz.000", "/etc/hostname"])
+def test_a_pack_part_outside_the_pack_is_refused(packed, tmp_path, name):
+    root, manifest = packed
+    copy = tmp_path / "models" / "tiny"
+    shutil.copytree(root / "models" / "tiny", copy)
+    parts = [{**p, "file": name if i == 0 else p["file"]} for i, p in enumerate(manifest["parts"])]
+    (copy / MANIFEST).write_text(json.dumps({**manifest, "parts": parts}))
+    result = _fetch(tmp_path, tmp_path / "out" / "model.keras")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
+    assert "absolute path" in result.output or "leaves its folder" in result.output

@@ -25,12 +25,16 @@ import numpy as np
 
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import atomic_path, ensure_dir, read_json, sha256_file, write_bytes, write_json
+from edgebench.runtime.paths import confined
 
 FORMAT = "edgebench-packed-model/1"
 MANIFEST = "MANIFEST.json"
 PART_BYTES = 16 * 2**20
 SMALL = 4096  # tensors with fewer elements stay float32
 LZMA_PRESET = 9 | lzma.PRESET_EXTREME
+# The largest stream a pack may declare: a ResNet50 is 0.1 GiB; 4 GiB is past any model this tool trains
+# and still within a 24-GiB machine.
+MAX_UNPACKED_BYTES = 4 << 30
 
 
 def weights_digest(arrays: list[np.ndarray]) -> str:
@@ -193,9 +197,11 @@ def read_parts(src: Path, manifest: dict) -> bytes:
     """The packed stream, each part checked against its sha256 first."""
     chunks = []
     for part in manifest.get("parts", []):
-        path = src / part["file"]
+        path = confined(src, part.get("file"), "packed model part")
         if not path.is_file():
             raise EdgebenchError(f"packed model part missing: {path}")
+        if path.stat().st_size != part.get("bytes"):  # read no more than the manifest declares
+            raise EdgebenchError(f"packed model part {path} is not the size {src / MANIFEST} declares")
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != part["sha256"]:
             raise EdgebenchError(f"packed model part {path} does not match its sha256 in {src / MANIFEST}")
@@ -213,16 +219,52 @@ def read_manifest(src: str | os.PathLike) -> dict:
     return manifest
 
 
+def _stored_dtype(tensor: dict) -> np.dtype:
+    return np.dtype(ml_dtypes.bfloat16) if tensor["stored"] == "bfloat16" else np.dtype(tensor["stored"])
+
+
+def unpacked_bytes(manifest: dict) -> int:
+    """The stream's size the manifest declares: what decompression may produce, and no more."""
+    try:
+        total = 0
+        for t in manifest["tensors"]:
+            shape = [int(d) for d in t["shape"]]
+            if any(d < 0 for d in shape):
+                raise ValueError(f"negative dimension in {t['path']}")
+            total += int(np.prod(shape, dtype=object)) * _stored_dtype(t).itemsize
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EdgebenchError(f"packed model manifest has a malformed tensor list ({exc})") from None
+    if total > MAX_UNPACKED_BYTES:
+        raise EdgebenchError(
+            f"packed model manifest declares {total / 2**30:.1f} GiB of weights "
+            f"(more than {MAX_UNPACKED_BYTES / 2**30:.0f} GiB: not a model this tool packs)"
+        )
+    return total
+
+
+def bounded_decompress(data: bytes, limit: int, what: str) -> bytes:
+    """``data`` (one lzma stream) decompressed, refused as soon as it inflates past ``limit`` bytes: a
+    small part whose sha256 matches can still inflate to gigabytes."""
+    inflater = lzma.LZMADecompressor()
+    try:
+        raw = inflater.decompress(data, max_length=limit + 1)
+    except lzma.LZMAError as exc:
+        raise EdgebenchError(f"{what} cannot be decompressed: {exc}") from None
+    if len(raw) > limit:
+        raise EdgebenchError(f"{what} inflates past the {limit} bytes its manifest declares")
+    if not inflater.eof:
+        raise EdgebenchError(f"{what} cannot be decompressed: the stream is cut short")
+    return raw
+
+
 def unpack_weights(src: str | os.PathLike, manifest: dict) -> list[np.ndarray]:
     """The weights in the manifest's order, restored to their original dtypes."""
     src = Path(src)
-    try:
-        raw = lzma.decompress(read_parts(src, manifest))
-    except lzma.LZMAError as exc:
-        raise EdgebenchError(f"packed model in {src} cannot be decompressed: {exc}") from None
+    declared = unpacked_bytes(manifest)
+    raw = bounded_decompress(read_parts(src, manifest), declared, f"packed model in {src}")
     arrays, offset = [], 0
     for t in manifest["tensors"]:
-        stored = np.dtype(ml_dtypes.bfloat16) if t["stored"] == "bfloat16" else np.dtype(t["stored"])
+        stored = _stored_dtype(t)
         n = int(np.prod(t["shape"], dtype=np.int64)) * stored.itemsize
         if offset + n > len(raw):
             raise EdgebenchError(f"packed model in {src} is shorter than its manifest says")

@@ -24,7 +24,7 @@ import numpy as np
 
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import atomic_path, ensure_dir, sha256_file, write_json
-from edgebench.train.packing import LZMA_PRESET, _restored, _stored
+from edgebench.train.packing import LZMA_PRESET, MAX_UNPACKED_BYTES, _restored, _stored, bounded_decompress
 
 IMAGES_KIND = "edgebench-image-payload/1"
 WEIGHTS_KIND = "edgebench-weights-payload/1"
@@ -46,10 +46,7 @@ def _read_stream(path: str | os.PathLike, kind: str) -> tuple[dict, memoryview]:
     path = Path(path)
     if not path.is_file():
         raise EdgebenchError(f"payload file not found: {path}")
-    try:
-        raw = lzma.decompress(path.read_bytes())
-    except lzma.LZMAError as exc:
-        raise EdgebenchError(f"payload {path} cannot be decompressed: {exc}") from None
+    raw = bounded_decompress(path.read_bytes(), MAX_UNPACKED_BYTES, f"payload {path}")
     if raw[:4] != b"EBP1" or len(raw) < 12:
         raise EdgebenchError(f"{path} is not an edgebench payload")
     (n,) = struct.unpack("<Q", raw[4:12])

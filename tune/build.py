@@ -111,7 +111,7 @@ def candidate_task(
         fp = targets.fingerprint(target)
         fields = {k: cand.settings[k] for k in ort_recipe(fp).quant_options()}
         reason = f"edgebench tune candidate: {label(cand.family, cand.settings)}"
-        named = {} if target == targets.HOST else {"target": target}  # host: the recipe as before targets
+        named = {} if target == targets.HOST else {"target": target}  # host: no profile to name
         return {
             **task,
             "kind": "onnx-int8",

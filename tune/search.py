@@ -24,7 +24,7 @@ from edgebench.bench.benchmark import data_source
 from edgebench.bench.measure import Measurer, Target
 from edgebench.errors import ArtifactError, EdgebenchError
 from edgebench.export.context import indices_sha256
-from edgebench.export.manifest import ExportManifest
+from edgebench.export.manifest import ArtifactEntry, ExportManifest
 from edgebench.fileio import ensure_dir, read_json, sha256_file, write_json
 from edgebench.runtime import sidecar_entries, sidecar_problem
 from edgebench.train.data import align_classes, load_dataset
@@ -51,7 +51,7 @@ class TuneResult:
     path: Path
     export_dir: Path
     winner: dict | None
-    entry: dict | None  # the winner's manifest entry
+    entry: ArtifactEntry | None  # the winner's manifest entry
     plot: Path | None
 
 
@@ -270,7 +270,7 @@ def run_tune(settings: TuneSettings, log: Callable[[str], None] = print) -> Tune
     log(f"decision: {why}")
     t.state.update(decision=why, winner=winner and winner["key"])
     entry = report.install(t, winner) if winner else None
-    t.state["winner_format"] = entry and entry["format"]
+    t.state["winner_format"] = entry and entry.format
     t.state["wall_time_s"] = round(time.perf_counter() - started, 1)
     t.save()
     plot = report.pareto_plot(
