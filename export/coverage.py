@@ -22,7 +22,6 @@ between DQ and Q (slower than the float model). So coverage is read from the gra
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -103,17 +102,17 @@ def runtime_graph(path: Path):
     last = None
     # ALL adds layout (NCHWc/NHWC) rewrites specific to this CPU; EXTENDED only if ALL cannot be saved.
     for level in ("ORT_ENABLE_ALL", "ORT_ENABLE_EXTENDED"):
-        fd, tmp = tempfile.mkstemp(suffix=".onnx")
-        os.close(fd)
-        try:
-            # log level 3: the "hardware specific optimizations" warning is the point here
-            opts = dict(graph_optimization_level=level, optimized_model_filepath=tmp, log_severity_level=3)
-            session(path, 1, **opts)
-            return onnx.load(tmp), level
-        except Exception as exc:  # onnxruntime raises its own exception types
-            last = exc
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            optimized = Path(tmp) / "optimized.onnx"
+            # a model with external data is saved with its own beside it, not pointing back at the source's
+            config = {"session.optimized_model_external_initializers_file_name": "optimized.data"}
+            try:
+                # log level 3: the "hardware specific optimizations" warning is the point here
+                opts = dict(graph_optimization_level=level, optimized_model_filepath=str(optimized))
+                session(path, 1, config=config, log_severity_level=3, **opts)
+                return onnx.load(optimized), level
+            except Exception as exc:  # onnxruntime raises its own exception types
+                last = exc
     raise last
 
 

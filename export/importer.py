@@ -34,6 +34,7 @@ from edgebench.runtime import (
     portable_runtimes,
     runtime_for_path,
 )
+from edgebench.runtime.paths import confined
 
 # runtime -> the name stem of a file of it (``tflite``, ``onnx``): the runtimes whose files travel
 IMPORTABLE = {rt.name: rt.suffixes[0].lstrip(".") for rt in portable_runtimes()}
@@ -70,6 +71,8 @@ def inspect_file(item: str) -> dict:
     missing = [p for p in artifact_files(path, runtime)[1:] if not p.is_file()]
     if missing:
         raise EdgebenchError(f"cannot import {path}: {missing[0].name} is not beside it (its weights)")
+    if runtime == "onnxruntime":
+        _onnx_external_data(path)  # confined to the file's folder before any parser follows it
     try:
         info = artifact_info.describe(runtime, path)
         cov = coverage.describe(runtime, path)
@@ -184,7 +187,7 @@ def _import_one(item, out_dir: Path, images, reference, contract, ref_name: str,
     try:
         sidecars = RUNTIMES[runtime].sidecars
         with atomic_path(out_dir / filename, sidecars) as tmp:
-            copy_artifact(item["path"], tmp, runtime)
+            _copy_in(item["path"], tmp, runtime)
             try:
                 probs = run_artifact(runtime, tmp, images, contract)
             except EdgebenchError as exc:
@@ -212,6 +215,36 @@ def _import_one(item, out_dir: Path, images, reference, contract, ref_name: str,
             name, runtime, "failed", exc.reason, str(exc), options=options, wall_time_s=_since(start)
         )
     return entry.replace(wall_time_s=_since(start))
+
+
+def _onnx_external_data(path: Path) -> list[str]:
+    """The tensors of an ONNX file stored in external data files, each file confined to its folder."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception as exc:  # protobuf raises its own types on a damaged file
+        raise EdgebenchError(f"cannot inspect {path}: {first_line(exc)}") from None
+    external = [t for t in proto.graph.initializer if uses_external_data(t)]
+    for tensor in external:
+        location = {e.key: e.value for e in tensor.external_data}.get("location")
+        confined(path.parent, location, f"external data of {tensor.name}")
+    return [t.name for t in external]
+
+
+def _copy_in(src: Path, dest: Path, runtime: str) -> None:
+    """Copy the artifact (and its sidecars) to ``dest``; an ONNX file whose tensors live in external data
+    files is stored as one file, its tensors inlined: the export folder then holds every byte it runs,
+    under the manifest's sha256 (protobuf's 2-GB limit applies)."""
+    if runtime != "onnxruntime" or not _onnx_external_data(src):
+        return copy_artifact(src, dest, runtime)
+    import onnx
+
+    try:
+        onnx.save(onnx.load(src), dest)
+    except ValueError as exc:  # over 2 GB: protobuf cannot hold it in one file
+        raise ArtifactError("load-error", f"cannot inline the external data of {src}: {exc}") from None
 
 
 def _since(start: float) -> float:

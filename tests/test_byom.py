@@ -398,3 +398,29 @@ def test_storage_errors_are_found_through_the_exceptions_that_wrap_them():
         )
     assert storage_error(OSError(errno.EACCES, "Permission denied")) is None
     assert storage_error(ValueError("x")) is None
+
+
+def test_import_inlines_onnx_external_data_from_its_own_folder_only(run_dir, folder, tmp_path):
+    import onnx
+
+    src = tmp_path / "src"
+    src.mkdir()
+    model = onnx.load(run_dir / "export" / "model.onnx")
+    onnx.save_model(
+        model, src / "model.onnx", save_as_external_data=True, location="model.weights", size_threshold=1024
+    )
+    args = ("--data", folder, "--parity-images", "10", *PRE_ARGS)
+    res = _invoke("import", src / "model.onnx", "--out", tmp_path / "imp", *args)
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (tmp_path / "imp").iterdir()) == ["manifest.json", "model.onnx"]
+    assert _manifest(tmp_path / "imp")["artifacts"][0]["parity"]["max_abs_diff"] == 0
+
+    moved = onnx.load(src / "model.onnx", load_external_data=False)
+    for tensor in moved.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../model.weights"
+    (tmp_path / "model.weights").write_bytes((src / "model.weights").read_bytes())
+    onnx.save_model(moved, src / "outside.onnx")
+    res = _invoke("import", src / "outside.onnx", "--out", tmp_path / "imp2", *args)
+    _one_line_error(res, "leaves its folder")

@@ -29,15 +29,20 @@ def version() -> str:
     return ort.__version__
 
 
-def session(model: str | Path | bytes, threads: int | None = None, providers=(CPU,), **options):
+def session(
+    model: str | Path | bytes, threads: int | None = None, providers=(CPU,), config=None, **options
+):
     """An ``InferenceSession`` over a file or its bytes: ``threads`` intra-op threads (one inter-op thread),
-    other ``SessionOptions`` attributes by keyword (``optimized_model_filepath=...``)."""
+    ``config`` session config entries, other ``SessionOptions`` attributes by keyword
+    (``optimized_model_filepath=...``)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+    for key, value in (config or {}).items():
+        opts.add_session_config_entry(key, str(value))
     for name, value in options.items():
         if name == "graph_optimization_level":
             value = getattr(ort.GraphOptimizationLevel, value)
