@@ -1,0 +1,157 @@
+"""The devices a bench runs on: this machine (``local``) or one reached with the user's own OpenSSH client
+(``ssh://[user@]host[:port]``), so ~/.ssh/config, keys, agents and jump hosts work as they do for ``ssh``.
+
+A device takes a folder (``put``: shipped as one tar stream into a temporary folder there, renamed at the
+end, so a dropped connection leaves no half-shipped folder under the final name), runs a command in it
+(``run``, with a timeout), and gives back one file of bounded size (``get``). Every failure is a
+``DeviceError``: one line naming the device.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgebench.errors import EdgebenchError
+
+_SSH_URL = re.compile(
+    r"^ssh://(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>\d{1,5}))?/?$"
+)
+CONNECT_TIMEOUT_S = 10
+MAX_RESULT_BYTES = 64 << 20  # a device's answer larger than this is not a bench result
+
+
+class DeviceError(EdgebenchError):
+    """A device could not be reached, refused us, or answered something unusable."""
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where a bench runs: ``url`` is ``local`` or ``ssh://[user@]host[:port]``."""
+
+    url: str
+    user: str | None = None
+    host: str | None = None
+    port: int | None = None
+    ssh_config: str | None = None  # an ssh_config(5) file passed as ``-F`` (default: the user's)
+    options: tuple = field(default=())  # extra ``-o Key=Value`` for ssh
+
+    @classmethod
+    def parse(cls, url: str, ssh_config: str | None = None) -> Device:
+        if url == "local":
+            return cls("local")
+        match = _SSH_URL.match(url or "")
+        if not match:
+            raise DeviceError(f"device {url!r} is not 'local' or ssh://[user@]host[:port]")
+        port = int(match["port"]) if match["port"] else None
+        if port is not None and not 0 < port < 65536:
+            raise DeviceError(f"device {url}: port {port} is out of range")
+        return cls(url, match["user"], match["host"].strip("[]"), port, ssh_config)
+
+    @property
+    def local(self) -> bool:
+        return self.url == "local"
+
+    @property
+    def name(self) -> str:
+        """A file-name-safe name for the device's report folder: ``local``, ``root@127.0.0.1-2222``."""
+        if self.local:
+            return "local"
+        who = f"{self.user}@" if self.user else ""
+        return re.sub(r"[^A-Za-z0-9@._-]", "_", f"{who}{self.host}" + (f"-{self.port}" if self.port else ""))
+
+    def ssh_argv(self, remote_command: str) -> list[str]:
+        """``ssh ... -- COMMAND`` in batch mode: no password prompt can hang a bench."""
+        argv = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}"]
+        argv += ["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
+        if self.ssh_config:
+            argv += ["-F", self.ssh_config]
+        for option in self.options:
+            argv += ["-o", option]
+        if self.port:
+            argv += ["-p", str(self.port)]
+        target = f"{self.user}@{self.host}" if self.user else self.host
+        return [*argv, "--", target, remote_command]
+
+    def _argv(self, command: list[str], cwd: str | None) -> list[str]:
+        """``command`` (argv) as this device runs it: as is locally, as one quoted line through ssh."""
+        if self.local:
+            return command
+        line = shlex.join(command)
+        return self.ssh_argv(f"cd {shlex.quote(cwd)} && {line}" if cwd else line)
+
+    def run(self, command: list[str], timeout: float, stdin=None, stdout=subprocess.PIPE, cwd=None):
+        """Run ``command`` there (in ``cwd``); a device that cannot be reached, or a command killed at
+        ``timeout``, is a ``DeviceError``. The command's own failures come back in the returned process."""
+        argv = self._argv(command, None if cwd is None else str(cwd))
+        if shutil.which(argv[0]) is None:
+            raise DeviceError(f"{self.url}: {argv[0]} is not installed here")
+        try:
+            done = subprocess.run(
+                argv,
+                stdin=stdin,
+                stdout=stdout,
+                stderr=subprocess.PIPE,
+                timeout=timeout,
+                cwd=cwd if self.local else None,
+            )
+        except subprocess.TimeoutExpired:
+            raise DeviceError(f"{self.url}: no answer within {timeout:g} s (--device-timeout)") from None
+        if not self.local and done.returncode == 255:
+            raise DeviceError(f"{self.url}: {_ssh_problem(done.stderr)}")
+        return done
+
+    def put(self, folder: Path, remote: str, timeout: float) -> None:
+        """Ship ``folder`` to ``remote`` (a path there, relative to the login folder or absolute)."""
+        partial = f"{remote}.partial"
+        script = (
+            f"rm -rf {shlex.quote(partial)} && mkdir -p {shlex.quote(partial)} && "
+            f"tar -xf - -C {shlex.quote(partial)} && rm -rf {shlex.quote(remote)} && "
+            f"mv {shlex.quote(partial)} {shlex.quote(remote)}"
+        )
+        with tempfile.TemporaryFile() as stream:
+            with tarfile.open(fileobj=stream, mode="w") as tar:
+                tar.add(folder, arcname=".")
+            stream.seek(0)
+            done = self.run(["sh", "-c", script], timeout, stdin=stream)
+        if done.returncode != 0:
+            raise DeviceError(f"{self.url}: cannot ship {folder.name} there: {_last_line(done.stderr)}")
+
+    def get(self, remote: str, timeout: float, limit: int = MAX_RESULT_BYTES) -> bytes:
+        """The bytes of the file ``remote`` there, refused past ``limit`` bytes."""
+        with tempfile.TemporaryFile() as out:
+            done = self.run(["head", "-c", str(limit + 1), remote], timeout, stdout=out)
+            if done.returncode != 0:
+                raise DeviceError(f"{self.url}: cannot read {remote} there: {_last_line(done.stderr)}")
+            if out.tell() > limit:
+                raise DeviceError(f"{self.url}: {remote} is larger than {limit} bytes: not a bench result")
+            out.seek(0)
+            return out.read()
+
+    def remove(self, remote: str, timeout: float) -> None:
+        self.run(["rm", "-rf", remote], timeout)
+
+
+def _last_line(stderr: bytes) -> str:
+    lines = [line.strip() for line in stderr.decode(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if lines else "no message"
+
+
+def _ssh_problem(stderr: bytes) -> str:
+    """What ssh's own failure (exit 255) means, in the words a user acts on."""
+    text = _last_line(stderr)
+    if "Permission denied" in text:
+        return f"the key was refused ({text}); check the user, the key and the agent"
+    if "Connection refused" in text or "No route to host" in text or "timed out" in text:
+        return f"unreachable ({text})"
+    if "Could not resolve hostname" in text:
+        return f"unknown host ({text})"
+    if "Host key verification failed" in text:
+        return f"its host key is not known or has changed ({text}); connect once with ssh to accept it"
+    return f"ssh failed: {text}"
