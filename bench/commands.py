@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from edgebench.bench import crosscheck as xc
+from edgebench.bench.console import print_table
 from edgebench.bench.gate import GateSettings
 from edgebench.bench.latency import LatencySettings
 from edgebench.bench.settings import BenchSettings
@@ -20,16 +21,6 @@ from edgebench.options import (
     seed_option,
     threads_option,
 )
-
-
-def _print_table(header, rows, title: str | None = None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(*header, title=title, show_lines=False)
-    for row in rows:
-        table.add_row(*[str(c) for c in row])
-    Console(width=max(200, Console().width)).print(table)
 
 
 def _row_line(row: dict) -> None:
@@ -197,7 +188,7 @@ def bench(
         time_reference=time_reference,
     )
     result = run_bench(settings, log=lambda msg: click.echo(msg, err=True), on_row=_row_line)
-    _print_table(
+    print_table(
         *summary_table(result.report), title=f"edgebench bench · {result.report['dataset']['images']} images"
     )
     click.echo(f"report: {result.paths['json']}  {result.paths['md']}", err=True)

@@ -115,9 +115,9 @@ def tune(
         raise TuneInterrupted(
             "interrupted: finished candidates are in tune.json; run the same command to resume"
         ) from None
-    from edgebench.bench.commands import _print_table
+    from edgebench.bench.console import print_table
 
-    _print_table(*summary_rows(result.state), title=f"edgebench tune · max drop {max_drop:g} pp")
+    print_table(*summary_rows(result.state), title=f"edgebench tune · max drop {max_drop:g} pp")
     click.echo(f"decision: {result.state['decision']}")
     click.echo(f"tune.json: {result.path}" + (f"  plot: {result.plot}" if result.plot else ""))
     if result.entry is None:
