@@ -1,53 +1,18 @@
-"""Environment fingerprint of every report: hardware, OS, Python, runtime versions, edgebench commit."""
+"""Environment fingerprint of every report: hardware, OS, Python, runtime versions, edgebench commit.
+
+The CPU and the git commit are read by the core (``edgebench.cpu``, ``edgebench.environment``), the one
+reader of each, so a report and a model's provenance cannot disagree on them."""
 
 from __future__ import annotations
 
 import os
 import platform
-import subprocess
-from pathlib import Path
 
 import psutil
 
 from edgebench import __version__, cpu
-from edgebench.environment import versions
+from edgebench.environment import git_state, versions
 from edgebench.runtime import onnxrt
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit() -> dict:
-    """The edgebench source commit and whether the work tree had uncommitted changes."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = (
-            subprocess.run(
-                ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=True,
-            ).stdout.strip()
-            != ""
-        )
-        return {"commit": commit, "dirty": dirty}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
 
 
 def fingerprint(threads: list[int]) -> dict:
@@ -56,7 +21,7 @@ def fingerprint(threads: list[int]) -> dict:
     except AttributeError:
         usable = os.cpu_count()
     return {
-        "cpu": cpu_model(),
+        "cpu": cpu.model_name(),
         "cpu_features": cpu.fingerprint(),
         "machine": platform.machine(),
         "logical_cores": os.cpu_count(),
@@ -68,5 +33,5 @@ def fingerprint(threads: list[int]) -> dict:
         "python": platform.python_version(),
         "versions": versions(),
         "onnxruntime_providers": onnxrt.available_providers(),
-        "edgebench": {"version": __version__, **git_commit()},
+        "edgebench": {"version": __version__, **git_state()},
     }

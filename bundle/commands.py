@@ -2,28 +2,31 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from edgebench.bench.commands import export_dir_option
 from edgebench.bundle.build import SAMPLES, SEED
-from edgebench.options import data_option, out_option, seed_option, strict_option, target_option
+from edgebench.options import (
+    data_option,
+    export_option,
+    out_option,
+    path_option,
+    seed_option,
+    shown,
+    strict_option,
+    target_option,
+)
 
 
 @click.command()
-@export_dir_option
-@click.option("--format", "fmt", default="tflite-int8", show_default=True, help="The artifact to bundle.")
+@export_option(required=True)
+@shown("--format", "fmt", default="tflite-int8", help="The artifact to bundle.")
 @out_option("[default: dist/<run>-<format>]")
-@click.option(
+@path_option(
     "--report",
     default=None,
-    type=click.Path(path_type=Path),
     help="bench report.json for the expected figures [default: <export>/../bench/report.json if present].",
 )
-@click.option(
-    "--samples", default=SAMPLES, show_default=True, help="Real test images for infer.py --selftest."
-)
+@shown("--samples", default=SAMPLES, help="Real test images for infer.py --selftest.")
 @data_option("Labelled images for the samples", default="the export's")
 @seed_option(SEED, "Sample selection seed.")
 @strict_option(
@@ -32,12 +35,12 @@ from edgebench.options import data_option, out_option, seed_option, strict_optio
 @target_option(
     None, "The device's CPU, which must have the flags the artifact needs [default: its export's]."
 )
-def bundle(export_dir, fmt, out_dir, report, samples, data_source, seed, strict, target):
+def bundle(export_dir, fmt, out_dir, report, samples, data, seed, strict, target):
     """Package one artifact with labels, model.json, infer.py, the C runner and pinned requirements."""
     from edgebench.bundle.build import build_bundle
 
     result = build_bundle(
-        export_dir, fmt, out_dir, report, samples, data_source, seed=seed, strict=strict, target=target
+        export_dir, fmt, out_dir, report, samples, data, seed=seed, strict=strict, target=target
     )
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)

@@ -49,13 +49,19 @@ def flags() -> set[str]:
     return set(cpuflags.host_flags(lambda: _info().get("flags", [])))
 
 
+def model_name() -> str:
+    """The processor's name (py-cpuinfo's brand string, the one /proc/cpuinfo calls ``model name``), else
+    what the platform says."""
+    return _info().get("brand_raw") or platform.processor() or architecture()
+
+
 def fingerprint() -> dict:
     """Model name, architecture and the inference-relevant flags (present: true/false)."""
     info, have = _info(), flags()
     arch = architecture()
     wanted = X86_FLAGS if arch == "x86_64" else ARM_FLAGS if arch == "arm64" else ()
     return {
-        "model": info.get("brand_raw") or platform.processor() or arch,
+        "model": model_name(),
         "vendor": info.get("vendor_id_raw"),
         "arch": arch,
         "family": info.get("family"),

@@ -8,6 +8,7 @@ import json
 import subprocess
 from collections.abc import Callable
 from importlib import resources
+from pathlib import Path
 
 from edgebench.errors import EdgebenchError
 from edgebench.runtime import RUNTIMES, missing_modules
@@ -47,24 +48,32 @@ def versions(*keys: str) -> dict[str, str | None]:
     return {key: installed_version(*DISTRIBUTIONS[key]) for key in keys or DISTRIBUTIONS}
 
 
-def code_commit() -> str | None:
-    """The git commit of the edgebench checkout running this code (``+dirty`` with local changes), or None
-    outside a git checkout (an installed wheel)."""
-    from pathlib import Path
-
+def git_state() -> dict:
+    """``{"commit", "dirty"}`` of the edgebench checkout running this code: HEAD, and whether tracked files
+    have uncommitted changes; both None outside a git checkout (an installed wheel) or where git fails."""
     root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True)
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
+
+    def git(*args: str) -> str:
+        run = subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True
         )
-    except OSError:
+        return run.stdout.strip()
+
+    try:
+        return {
+            "commit": git("rev-parse", "HEAD"),
+            "dirty": git("status", "--porcelain", "--untracked-files=no") != "",
+        }
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def code_commit() -> str | None:
+    """``git_state`` in one word: the commit, ``+dirty`` with local changes; None outside a git checkout."""
+    state = git_state()
+    if state["commit"] is None:
         return None
-    if head.returncode != 0:
-        return None
-    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    return state["commit"] + ("+dirty" if state["dirty"] else "")
 
 
 def modules_present(*modules: str, reason: str) -> Probe:

@@ -16,6 +16,8 @@ from edgebench.options import (
     formats_option,
     list_option,
     out_option,
+    shown,
+    split_option,
     strict_option,
     target_option,
 )
@@ -88,89 +90,52 @@ def contract_options(fn):
     return fn
 
 
+def choice_option(decl: str, choices, default: str, help: str):
+    """A word among ``choices`` (any case; the command gets it as listed)."""
+    return shown(decl, type=click.Choice(choices, case_sensitive=False), default=default, help=help)
+
+
 @click.command()
 @click.option("--model", "model_path", default=None, help="Trained model (.keras).")
 @formats_option("Formats to export [default: all].")
 @out_option("Output folder [default: <model dir>/export].")
 @data_option("Calibration and parity images", default="env EDGEBENCH_DATA, else keras")
-@click.option(
+@shown(
     "--calib-size",
     default=DEFAULTS.calib_size,
-    show_default=True,
     help="Calibration images (stratified sample of the train split).",
 )
 @click.option("--calib-seed", default=DEFAULTS.calib_seed, show_default=True)
-@click.option(
-    "--calib-method",
-    type=click.Choice(CALIB_METHODS, case_sensitive=False),
-    default=DEFAULTS.calib_method,
-    show_default=True,
-    help="ONNX static quantization calibration method.",
+@choice_option(
+    "--calib-method", CALIB_METHODS, DEFAULTS.calib_method, "ONNX static quantization calibration method."
 )
-@click.option("--opset", default=DEFAULTS.opset, show_default=True, help="ONNX opset.")
-@click.option(
-    "--parity-images",
-    default=DEFAULTS.parity_images,
-    show_default=True,
-    help="Test images for the parity check.",
-)
-@click.option(
-    "--trt-max-batch",
-    default=DEFAULTS.trt_max_batch,
-    show_default=True,
-    help="TensorRT optimization profile max batch.",
-)
+@shown("--opset", default=DEFAULTS.opset, help="ONNX opset.")
+@shown("--parity-images", default=DEFAULTS.parity_images, help="Test images for the parity check.")
+@shown("--trt-max-batch", default=DEFAULTS.trt_max_batch, help="TensorRT optimization profile max batch.")
 @click.option(
     "--onnx-reduce-range/--onnx-full-range",
     default=None,
     help="7-bit / full-range weights in onnx-int8 [default: 7-bit only on x86 targets without VNNI].",
 )
-@click.option(
+@choice_option(
     "--onnx-quant-format",
-    type=click.Choice(("auto", *QUANT_FORMATS), case_sensitive=False),
-    default=DEFAULTS.onnx_quant_format,
-    show_default=True,
-    help="onnx-int8 graph format (auto: QDQ).",
+    ("auto", *QUANT_FORMATS),
+    DEFAULTS.onnx_quant_format,
+    "onnx-int8 graph format (auto: QDQ).",
 )
-@click.option(
+@choice_option(
     "--onnx-activation-type",
-    type=click.Choice(("auto", *ACTIVATION_TYPES), case_sensitive=False),
-    default=DEFAULTS.onnx_activation_type,
-    show_default=True,
-    help="onnx-int8 activations (auto: uint8 on x86, int8 on ARM).",
+    ("auto", *ACTIVATION_TYPES),
+    DEFAULTS.onnx_activation_type,
+    "onnx-int8 activations (auto: uint8 on x86, int8 on ARM).",
 )
 @target_option(DEFAULTS.target, "The CPU the onnx-int8 recipe is chosen for (host: this one).")
 @contract_options
-@click.option(
-    "--split", default=DEFAULTS.split, show_default=True, help="Image folder split of the parity images."
-)
+@split_option(DEFAULTS.split, "Image folder split of the parity images.")
 @strict_option("when a requested format is unavailable here")
 @click.option("--force", is_flag=True, help="Rebuild artifacts even when they are up to date.")
 @click.option("--list-formats", is_flag=True, help="List the registered formats and exit.")
-def export(
-    model_path,
-    formats,
-    out_dir,
-    data_source,
-    calib_size,
-    calib_seed,
-    calib_method,
-    opset,
-    parity_images,
-    trt_max_batch,
-    onnx_reduce_range,
-    onnx_quant_format,
-    onnx_activation_type,
-    target,
-    labels,
-    scale,
-    mean,
-    std,
-    split,
-    strict,
-    force,
-    list_formats,
-):
+def export(model_path, formats, out_dir, data, scale, mean, std, strict, list_formats, **fields):
     """Export a trained model to every edge format, verify each artifact and write manifest.json."""
     if list_formats:
         _list_formats()
@@ -180,26 +145,9 @@ def export(
     from edgebench.export.contract import parse_preprocessing
     from edgebench.export.pipeline import export_model
 
-    settings = ExportSettings(
-        calib_size=calib_size,
-        calib_seed=calib_seed,
-        calib_method=calib_method.lower(),
-        opset=opset,
-        parity_images=parity_images,
-        trt_max_batch=trt_max_batch,
-        onnx_reduce_range=onnx_reduce_range,
-        onnx_quant_format=onnx_quant_format.lower(),
-        onnx_activation_type=onnx_activation_type.lower(),
-        target=target,
-        force=force,
-        labels=labels,
-        preprocessing=parse_preprocessing(scale, mean, std),
-        split=split,
-    )
-    result = export_model(
-        model_path, out_dir, formats or None, data_source, settings=settings, on_format=_print_row
-    )
-    if target != DEFAULTS.target:
+    settings = ExportSettings(preprocessing=parse_preprocessing(scale, mean, std), **fields)
+    result = export_model(model_path, out_dir, formats or None, data, settings=settings, on_format=_print_row)
+    if settings.target != DEFAULTS.target:
         click.echo(f"target: {result.manifest.target['summary']} (built on {cpu.summary()})")
     _summary(result, strict)
 
@@ -219,13 +167,9 @@ def _summary(result, strict: bool) -> None:
 @out_option("Export folder to create.", required=True)
 @data_option("Labelled images for parity and class names", required=True)
 @contract_options
-@click.option(
-    "--split", default=DEFAULTS.split, show_default=True, help="Image folder split of the parity images."
-)
-@click.option(
-    "--parity-images", default=DEFAULTS.parity_images, show_default=True, help="Images for the parity check."
-)
-def import_files(files, out_dir, data_source, labels, scale, mean, std, split, parity_images):
+@split_option(DEFAULTS.split, "Image folder split of the parity images.")
+@shown("--parity-images", default=DEFAULTS.parity_images, help="Images for the parity check.")
+def import_files(files, out_dir, data, labels, scale, mean, std, split, parity_images):
     """Make an export folder from existing .tflite, .onnx or OpenVINO .xml (+ .bin) files (FILE or
     NAME=FILE): inspection, parity against the fp32 file, manifest.json; then bench it with
     --reference-format."""
@@ -235,7 +179,7 @@ def import_files(files, out_dir, data_source, labels, scale, mean, std, split, p
     result = import_artifacts(
         files,
         out_dir,
-        data_source,
+        data,
         labels=labels,
         preprocessing=parse_preprocessing(scale, mean, std),
         parity_images=parity_images,

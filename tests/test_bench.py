@@ -401,11 +401,26 @@ def test_latency_throughput_memory_and_environment(bench_result):
     assert row["runner"]["threads"] == 2 and row["runner"]["runtime"].startswith("ai-edge-litert")
     env = report["environment"]
     assert env["cpu"] and env["logical_cores"] >= 1 and env["threads"] == [1, 2]
-    assert set(env["cpu_features"]["flags"]) >= (
-        {"avx2", "avx512_vnni"} if env["machine"] == "x86_64" else set()
-    )
+    assert env["cpu_features"]["model"] == env["cpu"]  # the flags: test_environment_reads_the_faked_cpu
     assert env["versions"]["onnxruntime"] and env["versions"]["ai_edge_litert"] and env["python"]
     assert len(env["edgebench"]["commit"] or "") in (0, 40)
+
+
+@pytest.mark.parametrize(
+    "fake, vnni", [("x86_64:avx2,fma", False), ("x86_64:avx2,fma,avx512f,avx512_vnni", True)]
+)
+def test_environment_reads_the_faked_cpu(monkeypatch, fake, vnni):
+    """The report's CPU fields come from the core's one reader of the flags (faked here, as in
+    test_targets), not from whatever machine runs the tests."""
+    from edgebench import cpu
+    from edgebench.bench import env
+    from edgebench.runtime import cpuflags
+
+    monkeypatch.setenv(cpuflags.FAKE_ENV, fake)
+    features = env.fingerprint([1, 2])["cpu_features"]
+    assert features["arch"] == "x86_64" and set(features["flags"]) == set(cpu.X86_FLAGS)
+    assert features["flags"]["avx2"] and features["flags"]["avx512_vnni"] is vnni
+    assert cpu.has_vnni(features) is vnni and not features["flags"]["amx_int8"]
 
 
 def test_report_files_validate_and_show_the_table(bench_result):

@@ -9,10 +9,12 @@ import click
 from edgebench.errors import EdgebenchError, GateFailure
 from edgebench.options import (
     data_option,
+    export_option,
     list_option,
     max_drop_option,
     out_option,
     seed_option,
+    shown,
     target_option,
     threads_option,
 )
@@ -24,14 +26,8 @@ class TuneInterrupted(EdgebenchError):
 
 
 @click.command()
-@click.option("--model", "model_path", required=True, type=click.Path(path_type=Path), help="Trained .keras.")
-@click.option(
-    "--export",
-    "export_dir",
-    default=None,
-    type=click.Path(path_type=Path),
-    help="Export folder (manifest.json) that receives the winner [default: <model dir>/export].",
-)
+@click.option("--model", required=True, type=click.Path(path_type=Path), help="Trained .keras.")
+@export_option("Export folder (manifest.json) that receives the winner [default: <model dir>/export].")
 @data_option(
     "Labelled images whose train split gives validation and calibration",
     default="env EDGEBENCH_DATA, else the export's calibration source, else keras",
@@ -43,81 +39,39 @@ class TuneInterrupted(EdgebenchError):
     default=DEFAULT_RUNTIMES,
     help=f"Runtimes to tune for (known: {', '.join(TUNABLE_RUNTIMES)}).",
 )
-@click.option(
+@shown(
     "--val-images",
     default=TuneSettings.val_images,
-    show_default=True,
     help="Validation images: a stratified sample of the hold-out edgebench train kept out of training.",
 )
-@click.option(
-    "--calib-size",
-    default=TuneSettings.calib_size,
-    show_default=True,
-    help="Calibration images (other train images).",
-)
+@shown("--calib-size", default=TuneSettings.calib_size, help="Calibration images (other train images).")
 @threads_option((default_threads(),), "The one thread count to time at.", single=True)
 @seed_option(TuneSettings.seed, "Seed of the validation and calibration samples.")
-@click.option(
-    "--max-exclude",
-    default=TuneSettings.max_exclude,
-    show_default=True,
-    help="Most layers the fallback keeps in float.",
-)
-@click.option(
-    "--memory-mb", default=TuneSettings.memory_mb, show_default=True, help="RSS limit of each build worker."
-)
+@shown("--max-exclude", default=TuneSettings.max_exclude, help="Most layers the fallback keeps in float.")
+@shown("--memory-mb", default=TuneSettings.memory_mb, help="RSS limit of each build worker.")
 @target_option(TuneSettings.target, "The CPU the int8 candidates are for (host: this one).")
-@click.option(
+@shown(
     "--confirm/--no-confirm",
     default=True,
-    show_default=True,
     help="Bench the winner on the full test set afterwards (gate: --max-drop).",
 )
-def tune(
-    model_path,
-    export_dir,
-    data_source,
-    out_dir,
-    max_drop,
-    runtimes,
-    val_images,
-    calib_size,
-    threads,
-    seed,
-    max_exclude,
-    memory_mb,
-    target,
-    confirm,
-):
+def tune(threads, confirm, **fields):
     """The fastest int8 (or float) artifact that keeps accuracy on this machine, chosen on validation
     images and written into the export folder as <family>-tuned. Resumable: rerun the same command."""
     from edgebench.tune.report import summary_rows
     from edgebench.tune.search import run_tune
 
-    settings = TuneSettings(
-        model=model_path,
-        export_dir=export_dir,
-        data=data_source,
-        out_dir=out_dir,
-        max_drop=max_drop,
-        runtimes=runtimes,
-        val_images=val_images,
-        calib_size=calib_size,
-        threads=threads[0],  # single=True: exactly one
-        seed=seed,
-        max_exclude=max_exclude,
-        memory_mb=memory_mb,
-        target=target,
-    )
+    (threads,) = threads  # single=True: exactly one
+    settings = TuneSettings(threads=threads, **fields)
     try:
         result = run_tune(settings, log=lambda msg: click.echo(msg, err=True))
     except KeyboardInterrupt:
         raise TuneInterrupted(
             "interrupted: finished candidates are in tune.json; run the same command to resume"
         ) from None
-    from edgebench.bench.commands import _print_table
+    from edgebench.bench.console import print_table
 
-    _print_table(*summary_rows(result.state), title=f"edgebench tune · max drop {max_drop:g} pp")
+    print_table(*summary_rows(result.state), title=f"edgebench tune · max drop {settings.max_drop:g} pp")
     click.echo(f"decision: {result.state['decision']}")
     click.echo(f"tune.json: {result.path}" + (f"  plot: {result.plot}" if result.plot else ""))
     if result.entry is None:
