@@ -9,7 +9,6 @@ import click
 from edgebench.bench import crosscheck as xc
 from edgebench.bench.console import print_table
 from edgebench.bench.gate import GateSettings
-from edgebench.bench.latency import LatencySettings
 from edgebench.bench.settings import BenchSettings
 from edgebench.errors import EdgebenchError, GateFailure
 from edgebench.options import (
@@ -29,6 +28,7 @@ from edgebench.options import (
     threads_option,
     timing_options,
 )
+from edgebench.runtime.timing import LatencySettings
 
 
 def _row_line(row: dict) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from edgebench import cpu
-from edgebench.bench.latency import p99_text
 from edgebench.bench.report import all_rows
 
 COLUMNS = (
@@ -22,6 +21,10 @@ COLUMNS = (
     "Best img/s (batch, threads)",
     "Status",
 )
+
+
+def p99_text(batch1: dict) -> str:
+    return f"{batch1['p99_ms']:.2f}" if batch1.get("p99_ms") is not None else f"n/a (n={batch1['runs']})"
 
 
 def _f(x, fmt: str, missing: str = "–") -> str:

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from edgebench.bench.isolation import run_worker
-from edgebench.bench.latency import LatencySettings, spread, summarize
 from edgebench.runtime import RunnerSpec
+from edgebench.runtime.timing import LatencySettings, spread, summarize
 
 
 @dataclass

@@ -6,10 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgebench.bench.accuracy import EVAL_BATCH
 from edgebench.bench.gate import GateSettings
-from edgebench.bench.latency import LatencySettings
 from edgebench.errors import check_settings
+from edgebench.runtime.timing import EVAL_BATCH, LatencySettings
 
 
 @dataclass

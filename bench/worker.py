@@ -27,36 +27,20 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench.bench.accuracy import predict
-from edgebench.bench.latency import LatencySettings, harness_overhead, timed_samples, warm_up
 from edgebench.runtime import RUNTIMES, InferenceError, RunnerSpec, open_runner
+from edgebench.runtime.timing import (
+    LatencySettings,
+    predict,
+    reset_peak,
+    status_kb,
+    tile,
+    time_runner,
+    timed_samples,
+    warm_up,
+)
 
 # Heavy modules a worker must not have loaded besides its own runtime: every runtime's, and frameworks.
 RUNTIME_MODULES = tuple(sorted({m for rt in RUNTIMES.values() for m in rt.modules} | {"torch", "jax"}))
-
-
-def _status_kb(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak() -> bool:
-    """Reset the kernel's peak-RSS mark (VmHWM) so the peak counts from now on (Linux only)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def tile(images: np.ndarray, n: int) -> np.ndarray:
-    """``n`` real test images (repeated when the test set is smaller), contiguous."""
-    return np.ascontiguousarray(np.resize(images, (n, *images.shape[1:])) if len(images) < n else images[:n])
 
 
 def loaded_runtimes() -> list[str]:
@@ -67,47 +51,25 @@ def time_task(task: dict, spec: RunnerSpec, images: np.ndarray) -> tuple[dict, n
     s = LatencySettings(**task["settings"])
     RUNTIMES[spec.runtime].runner_class().import_runtime(spec.threads)
     gc.collect()
-    baseline_kb = _status_kb("VmRSS")
-    reset = _reset_peak()
+    baseline_kb = status_kb("VmRSS")
+    reset = reset_peak()
     runner = open_runner(spec)
     t0 = time.perf_counter()
     runner.load()
     load_s = time.perf_counter() - t0
     try:
         fixed = task.get("fixed_batch")
-        run = runner.bind(tile(images, fixed or 1))
-        t0 = time.perf_counter_ns()
-        run()
-        cold_ms = (time.perf_counter_ns() - t0) / 1e6
-        warm = warm_up(run, s.warmup_runs, s.warmup_cap_s)
-        samples = timed_samples(run, s.min_samples, s.time_cap_s, min_runs=10)
-        # The harness overhead belongs to runner and clock, not to the round: the first round measures it.
-        overhead = harness_overhead(run, samples, s.overhead_block_s) if task.get("overhead", True) else None
-        throughput = []
-        for b in task["batch_sizes"]:
-            fn = runner.bind(tile(images, b))
-            fn()  # one untimed call: a new batch size resizes or allocates
-            t = timed_samples(fn, 10**6, s.throughput_time_cap_s, min_runs=s.min_throughput_runs)
-            median_s = float(np.median(t)) / 1e9
-            throughput.append(
-                {"batch": b, "images_per_s": b / median_s, "median_ms": median_s * 1e3, "runs": len(t)}
-            )
-        describe = runner.describe()
+        overhead = task.get("overhead", True)
+        result, samples = time_runner(runner, images, s, fixed, task["batch_sizes"], overhead)
     finally:
         runner.close()
-    peak_kb = _status_kb("VmHWM") if reset else None
-    result = {
-        "runner": describe,
-        "batch": fixed or 1,
-        "load_time_s": load_s,
-        "cold_ms": cold_ms,
-        "warmup": warm,
-        "overhead": overhead,
-        "throughput": throughput,
-        "baseline_rss_mb": baseline_kb / 1024 if baseline_kb else None,
-        "peak_memory_mb": (peak_kb - baseline_kb) / 1024 if peak_kb and baseline_kb else None,
-        "worker_modules": loaded_runtimes(),
-    }
+    peak_kb = status_kb("VmHWM") if reset else None
+    result.update(
+        load_time_s=load_s,
+        baseline_rss_mb=baseline_kb / 1024 if baseline_kb else None,
+        peak_memory_mb=(peak_kb - baseline_kb) / 1024 if peak_kb and baseline_kb else None,
+        worker_modules=loaded_runtimes(),
+    )
     return result, samples
 
 

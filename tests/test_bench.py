@@ -14,11 +14,11 @@ from click.testing import CliRunner
 
 from edgebench.bench import stats
 from edgebench.bench.gate import GateSettings
-from edgebench.bench.latency import LatencySettings, median_ci
 from edgebench.cli import cli
 from edgebench.environment import runtime_available
 from edgebench.fileio import sha256_file
 from edgebench.runtime import open_runner
+from edgebench.runtime.timing import LatencySettings, median_ci
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = json.loads((REPO / "edgebench" / "schemas" / "report.schema.json").read_text())
@@ -224,7 +224,7 @@ def test_float_runner_matches_the_keras_runner(run_dir, small_dataset, name):
 
 
 def test_fixed_batch_prediction_pads_and_trims(run_dir, small_dataset):
-    from edgebench.bench.accuracy import predict
+    from edgebench.runtime.timing import predict
 
     images = small_dataset.x_test[:23]
     with open_runner(run_dir / "export" / "model.fp32.tflite") as runner:
@@ -289,7 +289,8 @@ def test_round_orders_rotate():
 
 
 def test_p99_only_from_enough_samples():
-    from edgebench.bench.latency import P99_MIN_SAMPLES, p99_text, summarize
+    from edgebench.bench.markdown import p99_text
+    from edgebench.runtime.timing import P99_MIN_SAMPLES, summarize
 
     few = summarize(np.linspace(1, 2, P99_MIN_SAMPLES - 1))
     assert few["p99_ms"] is None and p99_text(few) == f"n/a (n={P99_MIN_SAMPLES - 1})"
@@ -298,7 +299,7 @@ def test_p99_only_from_enough_samples():
 
 
 def test_harness_overhead_is_measured_on_the_real_call():
-    from edgebench.bench.latency import harness_overhead, timed_samples
+    from edgebench.runtime.timing import harness_overhead, timed_samples
 
     def call():
         return sum(range(2000))

@@ -18,7 +18,6 @@ import numpy as np
 
 from edgebench import targets
 from edgebench.bench.gate import GateSettings
-from edgebench.bench.latency import LatencySettings
 from edgebench.environment import runtime_available
 from edgebench.errors import EdgebenchError, check_settings
 from edgebench.export.context import stratified_sample
@@ -26,6 +25,7 @@ from edgebench.export.pipeline import ExportSettings
 from edgebench.export.quant_recipe import cpu_requirements, ort_recipe
 from edgebench.runtime import RUNTIMES
 from edgebench.runtime.cpuflags import unmet
+from edgebench.runtime.timing import LatencySettings
 from edgebench.train.data import split_validation, stratified_indices
 
 TUNABLE_RUNTIMES = ("litert", "onnxruntime", "openvino")  # the runtimes search_space has candidates for
