@@ -16,7 +16,7 @@ import numpy as np
 
 from edgebench.bench.isolation import run_worker
 from edgebench.runtime import RunnerSpec
-from edgebench.runtime.timing import LatencySettings, spread, summarize
+from edgebench.runtime.timing import LatencySettings, aggregate, clamp_batches
 
 
 @dataclass
@@ -37,67 +37,10 @@ class Target:
         return RunnerSpec(self.runtime, str(self.path), threads, dict(self.options))
 
 
-def clamp_batches(sizes, max_batch: int | None) -> list[int]:
-    """Batch sizes an artifact can take: sizes above ``max_batch`` become ``max_batch`` (deduplicated)."""
-    if not max_batch:
-        return list(dict.fromkeys(sizes))
-    return list(dict.fromkeys(min(b, max_batch) for b in sizes))
-
-
 def round_orders(names: list[str], rounds: int) -> list[list[str]]:
     """Round ``r`` starts at row ``r``: every row is measured early, late and in between."""
     n = len(names)
     return [names[r % n :] + names[: r % n] for r in range(rounds)] if n else [[] for _ in range(rounds)]
-
-
-def aggregate(
-    threads: int | None, rounds: list[dict], samples_ns: list[np.ndarray], s: LatencySettings
-) -> dict:
-    """One thread setting of one row over its rounds: pooled percentiles, round medians and their spread."""
-    round_p50 = [float(np.median(x)) / 1e6 for x in samples_ns]
-    pooled = np.concatenate(samples_ns) / 1e6
-    batch1 = summarize(pooled)
-    between = spread(round_p50)
-    batch1.update(
-        batch=rounds[0]["batch"], round_p50_ms=round_p50, spread=between, stable=between <= s.unstable_spread
-    )
-    measured = [r["overhead"] for r in rounds if r["overhead"]]
-    overhead_us = float(np.median([o["overhead_us"] for o in measured]))
-    throughput = []
-    for i, first in enumerate(rounds[0]["throughput"]):
-        rates = [r["throughput"][i]["images_per_s"] for r in rounds]
-        throughput.append(
-            {
-                "batch": first["batch"],
-                "images_per_s": float(np.median(rates)),
-                "round_images_per_s": rates,
-                "spread": spread(rates),
-                "runs": int(sum(r["throughput"][i]["runs"] for r in rounds)),
-            }
-        )
-    rates = [t["images_per_s"] for t in throughput]
-    memory = [r["peak_memory_mb"] for r in rounds if r["peak_memory_mb"] is not None]
-    return {
-        "threads": threads,
-        "rounds": len(rounds),
-        "load_time_s": float(np.median([r["load_time_s"] for r in rounds])),
-        "cold_ms": float(np.median([r["cold_ms"] for r in rounds])),
-        "warmup_runs": int(rounds[0]["warmup"]["runs"]),
-        "batch1": batch1,
-        "overhead": {
-            "overhead_us": overhead_us,
-            "overhead_pct": overhead_us / 1e3 / batch1["p50_ms"] * 100,
-            "block_mean_us": float(np.median([o["block_mean_us"] for o in measured])),
-            "rounds": len(measured),
-            "method": "per-call timed loop mean - block-timed loop mean, same call, 5 interleaved pairs",
-        },
-        "throughput": throughput,
-        "best_images_per_s": max(rates) if rates else None,
-        "peak_memory_mb": max(memory) if memory else None,
-        "baseline_rss_mb": rounds[0]["baseline_rss_mb"],
-        "worker_modules": sorted({m for r in rounds for m in r["worker_modules"]}),
-        "runner": rounds[0]["runner"],
-    }
 
 
 class Measurer:

@@ -18,10 +18,8 @@ The result (or a one-line error) goes to ``<out>.json``; the parent reads nothin
 
 from __future__ import annotations
 
-import gc
 import json
 import sys
-import time
 import traceback
 from pathlib import Path
 
@@ -30,47 +28,19 @@ import numpy as np
 from edgebench.runtime import RUNTIMES, InferenceError, RunnerSpec, open_runner
 from edgebench.runtime.timing import (
     LatencySettings,
+    loaded_runtimes,
     predict,
-    reset_peak,
-    status_kb,
     tile,
-    time_runner,
+    time_fresh,
     timed_samples,
     warm_up,
 )
 
-# Heavy modules a worker must not have loaded besides its own runtime: every runtime's, and frameworks.
-RUNTIME_MODULES = tuple(sorted({m for rt in RUNTIMES.values() for m in rt.modules} | {"torch", "jax"}))
-
-
-def loaded_runtimes() -> list[str]:
-    return sorted(m for m in RUNTIME_MODULES if m in sys.modules)
-
 
 def time_task(task: dict, spec: RunnerSpec, images: np.ndarray) -> tuple[dict, np.ndarray]:
     s = LatencySettings(**task["settings"])
-    RUNTIMES[spec.runtime].runner_class().import_runtime(spec.threads)
-    gc.collect()
-    baseline_kb = status_kb("VmRSS")
-    reset = reset_peak()
-    runner = open_runner(spec)
-    t0 = time.perf_counter()
-    runner.load()
-    load_s = time.perf_counter() - t0
-    try:
-        fixed = task.get("fixed_batch")
-        overhead = task.get("overhead", True)
-        result, samples = time_runner(runner, images, s, fixed, task["batch_sizes"], overhead)
-    finally:
-        runner.close()
-    peak_kb = status_kb("VmHWM") if reset else None
-    result.update(
-        load_time_s=load_s,
-        baseline_rss_mb=baseline_kb / 1024 if baseline_kb else None,
-        peak_memory_mb=(peak_kb - baseline_kb) / 1024 if peak_kb and baseline_kb else None,
-        worker_modules=loaded_runtimes(),
-    )
-    return result, samples
+    fixed, overhead = task.get("fixed_batch"), task.get("overhead", True)
+    return time_fresh(spec, images, s, fixed=fixed, batches=task["batch_sizes"], overhead=overhead)
 
 
 def predict_task(task: dict, spec: RunnerSpec, images: np.ndarray) -> tuple[dict, np.ndarray]:

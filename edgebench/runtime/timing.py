@@ -10,6 +10,8 @@ block-timed loops of the same call, interleaved (overhead = per-call mean - bloc
 
 from __future__ import annotations
 
+import gc
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import Runner
+from .base import RUNTIMES, Runner, RunnerSpec, open_runner
+
+# Heavy modules a measuring process must not have loaded besides its own runtime: every runtime's, frameworks.
+RUNTIME_MODULES = tuple(sorted({m for rt in RUNTIMES.values() for m in rt.modules} | {"torch", "jax"}))
 
 P99_MIN_SAMPLES = 1000
 
@@ -232,3 +237,90 @@ def time_runner(runner: Runner, images: np.ndarray, s: LatencySettings, fixed_ba
         )
     result = {"runner": runner.describe(), "batch": fixed_batch or 1, "cold_ms": cold_ms, "warmup": warm}
     return {**result, "overhead": over, "throughput": throughput}, samples
+
+
+def clamp_batches(sizes, max_batch: int | None) -> list[int]:
+    """Batch sizes an artifact can take: sizes above ``max_batch`` become ``max_batch`` (deduplicated)."""
+    if not max_batch:
+        return list(dict.fromkeys(sizes))
+    return list(dict.fromkeys(min(b, max_batch) for b in sizes))
+
+
+def aggregate(
+    threads: int | None, rounds: list[dict], samples_ns: list[np.ndarray], s: LatencySettings
+) -> dict:
+    """One thread setting of one row over its rounds: pooled percentiles, round medians and their spread."""
+    round_p50 = [float(np.median(x)) / 1e6 for x in samples_ns]
+    pooled = np.concatenate(samples_ns) / 1e6
+    batch1 = summarize(pooled)
+    between = spread(round_p50)
+    batch1.update(
+        batch=rounds[0]["batch"], round_p50_ms=round_p50, spread=between, stable=between <= s.unstable_spread
+    )
+    measured = [r["overhead"] for r in rounds if r["overhead"]]
+    overhead_us = float(np.median([o["overhead_us"] for o in measured]))
+    throughput = []
+    for i, first in enumerate(rounds[0]["throughput"]):
+        rates = [r["throughput"][i]["images_per_s"] for r in rounds]
+        throughput.append(
+            {
+                "batch": first["batch"],
+                "images_per_s": float(np.median(rates)),
+                "round_images_per_s": rates,
+                "spread": spread(rates),
+                "runs": int(sum(r["throughput"][i]["runs"] for r in rounds)),
+            }
+        )
+    rates = [t["images_per_s"] for t in throughput]
+    memory = [r["peak_memory_mb"] for r in rounds if r["peak_memory_mb"] is not None]
+    return {
+        "threads": threads,
+        "rounds": len(rounds),
+        "load_time_s": float(np.median([r["load_time_s"] for r in rounds])),
+        "cold_ms": float(np.median([r["cold_ms"] for r in rounds])),
+        "warmup_runs": int(rounds[0]["warmup"]["runs"]),
+        "batch1": batch1,
+        "overhead": {
+            "overhead_us": overhead_us,
+            "overhead_pct": overhead_us / 1e3 / batch1["p50_ms"] * 100,
+            "block_mean_us": float(np.median([o["block_mean_us"] for o in measured])),
+            "rounds": len(measured),
+            "method": "per-call timed loop mean - block-timed loop mean, same call, 5 interleaved pairs",
+        },
+        "throughput": throughput,
+        "best_images_per_s": max(rates) if rates else None,
+        "peak_memory_mb": max(memory) if memory else None,
+        "baseline_rss_mb": rounds[0]["baseline_rss_mb"],
+        "worker_modules": sorted({m for r in rounds for m in r["worker_modules"]}),
+        "runner": rounds[0]["runner"],
+    }
+
+
+def loaded_runtimes() -> list[str]:
+    return sorted(m for m in RUNTIME_MODULES if m in sys.modules)
+
+
+def time_fresh(spec: RunnerSpec, images: np.ndarray, s: LatencySettings, *, fixed, batches, overhead: bool):
+    """``time_runner`` on a runner loaded here and now, with its load time and peak memory: the process's
+    peak RSS (VmHWM, reset first) minus its RSS with only the runtime imported, like benchmark_model's
+    memory footprint."""
+    RUNTIMES[spec.runtime].runner_class().import_runtime(spec.threads)
+    gc.collect()
+    baseline_kb = status_kb("VmRSS")
+    reset = reset_peak()
+    runner = open_runner(spec)
+    t0 = time.perf_counter()
+    runner.load()
+    load_s = time.perf_counter() - t0
+    try:
+        result, samples = time_runner(runner, images, s, fixed, batches, overhead)
+    finally:
+        runner.close()
+    peak_kb = status_kb("VmHWM") if reset else None
+    result.update(
+        load_time_s=load_s,
+        baseline_rss_mb=baseline_kb / 1024 if baseline_kb else None,
+        peak_memory_mb=(peak_kb - baseline_kb) / 1024 if peak_kb and baseline_kb else None,
+        worker_modules=loaded_runtimes(),
+    )
+    return result, samples

@@ -1,0 +1,99 @@
+"""The bench a bundle runs on its device (``python infer.py --bench``): top-1 on the evaluation set shipped
+in the bundle, batch-1 latency over rounds, throughput, load time, first inference and peak RSS, with the
+device's fingerprint, by the same code as the host's bench worker (``timing``).
+
+Each round loads the model afresh (as each host round is a fresh worker): the load time and first call are
+the round medians; the peak RSS is the process's peak (VmHWM, reset at the round's start) minus its RSS
+before the load, like the host's. The result is one JSON document (``RESULT_KIND``, ``PROTOCOL``) whose
+``rows`` hold latency entries in the bench report's format; the host checks the sha256s it names against
+what it shipped and judges accuracy itself from ``predictions``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import device_info
+from .base import RUNTIMES, RunnerSpec, open_runner
+from .timing import (
+    EVAL_BATCH,
+    LatencySettings,
+    aggregate,
+    clamp_batches,
+    predict,
+    time_fresh,
+)
+
+RESULT_KIND = "edgebench-device-result"
+PROTOCOL = 1  # the host refuses a result of another protocol version
+THROUGHPUT_BATCHES = (1, 8, 32)
+
+
+def latency_entries(
+    spec: RunnerSpec, images: np.ndarray, threads: list[int], s: LatencySettings, *, fixed, log
+):
+    """One latency entry per thread count, each over ``s.rounds`` rounds (bench's ``aggregate``)."""
+    batches = [fixed] if fixed else clamp_batches(THROUGHPUT_BATCHES, spec.options.get("max_batch"))
+    runs: dict[int, list] = {t: [] for t in threads}
+    for r in range(s.rounds):
+        for t in threads:
+            one = RunnerSpec(spec.runtime, spec.path, t, spec.options)
+            result, samples = time_fresh(one, images, s, fixed=fixed, batches=batches, overhead=r == 0)
+            runs[t].append((result, samples))
+            p50 = np.median(samples) / 1e6
+            log(f"round {r + 1}/{s.rounds} {t}t: p50 {p50:.3f} ms ({len(samples)} samples)")
+    entries = []
+    for t in threads:
+        rounds, samples = zip(*runs[t], strict=True)
+        entries.append(aggregate(t, list(rounds), list(samples), s))
+    return entries
+
+
+def evaluate(spec: RunnerSpec, images: np.ndarray, labels: np.ndarray, num_classes: int, fixed) -> dict:
+    """Top-1 and each image's predicted class on the evaluation set, at the largest thread count."""
+    with open_runner(spec) as runner:
+        probs = predict(runner, images, EVAL_BATCH, fixed, num_classes=num_classes)
+        described = runner.describe()
+    predictions = probs.argmax(axis=1)
+    return {
+        "images": int(len(labels)),
+        "top1": float((predictions == labels).mean()) if len(labels) else None,
+        "predictions": predictions.astype(int).tolist(),
+        "runner": described,
+    }
+
+
+def run(
+    spec: RunnerSpec, eval_set: dict, threads: list[int], s: LatencySettings, *, shipped: dict, log=print
+):
+    """The device result: ``eval_set`` holds ``images``, ``labels``, ``num_classes``, ``sha256`` and the
+    model's ``fixed_batch``; ``shipped`` names the model file and sha256 the bundle says it runs (the host
+    checks both against what it shipped)."""
+    fixed = eval_set.get("fixed_batch")
+    top = RunnerSpec(spec.runtime, spec.path, max(threads), spec.options)
+    accuracy = evaluate(top, eval_set["images"], eval_set["labels"], eval_set["num_classes"], fixed)
+    log(f"top-1 {accuracy['top1']:.2%} on {accuracy['images']} images")
+    entries = latency_entries(spec, eval_set["images"], threads, s, fixed=fixed, log=log)
+    versions = {m: _version(m) for m in RUNTIMES[spec.runtime].modules}
+    return {
+        "kind": RESULT_KIND,
+        "protocol": PROTOCOL,
+        "model": shipped,
+        "eval": {"sha256": eval_set["sha256"], "images": int(len(eval_set["labels"]))},
+        "environment": device_info.fingerprint(versions),
+        "settings": {"threads": threads, "latency": s.to_dict()},
+        "accuracy": accuracy,
+        "latency": entries,
+    }
+
+
+def _version(module: str) -> str | None:
+    from importlib import metadata
+
+    row = next((r for r in RUNTIMES.values() if module in r.modules), None)
+    for dist in row.distributions if row else (module,):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
