@@ -71,7 +71,8 @@ class Runner:
     """Base runner. Subclasses implement ``_load``, ``prepare``, ``run`` and ``fetch``.
 
     ``contract`` (a ``Contract`` or its dict, e.g. from the export manifest): the input size, dtype and
-    preprocessing ``infer``/``bind`` apply to 0..255 pixel batches; default the CIFAR-10 one.
+    preprocessing ``infer``/``bind`` apply to 0..255 pixel batches; default the CIFAR-10 one. ``untrusted``
+    (a file the user named): ``load`` runs it once in a child process first (``probe``).
     """
 
     name = "runner"  # its row of RUNTIMES holds the suffixes, modules and distributions
@@ -82,6 +83,7 @@ class Runner:
 
         self.path = Path(path)
         self.threads = threads
+        self.untrusted = bool(options.pop("untrusted", False))
         self.options = options
         self.contract_given = contract is not None
         if isinstance(contract, dict):
@@ -106,6 +108,10 @@ class Runner:
         if not self.path.is_file():
             raise InferenceError(f"model file not found: {self.path}")
         try:
+            if self.untrusted:
+                from .probe import probe_model
+
+                probe_model(self.path, self.name)
             self._load()
         except ImportError as exc:  # a device without the runtime this format needs
             raise InferenceError(
