@@ -32,6 +32,7 @@ from edgebench.runtime import (
     artifact_files,
     copy_artifact,
     portable_runtimes,
+    probe_model,
     runtime_for_path,
 )
 
@@ -70,6 +71,10 @@ def inspect_file(item: str) -> dict:
     missing = [p for p in artifact_files(path, runtime)[1:] if not p.is_file()]
     if missing:
         raise EdgebenchError(f"cannot import {path}: {missing[0].name} is not beside it (its weights)")
+    try:
+        probe_model(path, runtime)  # a file LiteRT would crash on: one line, before it is inspected here
+    except InferenceError as exc:
+        raise EdgebenchError(str(exc)) from None
     try:
         info = artifact_info.describe(runtime, path)
         cov = coverage.describe(runtime, path)

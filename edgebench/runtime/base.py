@@ -105,7 +105,9 @@ class Runner:
             importlib.import_module(module)
 
     def load(self) -> None:
-        if not self.path.is_file():
+        if not self.path.is_file():  # a device such as /dev/zero, a FIFO or a folder is never read
+            if self.path.exists():
+                raise InferenceError(f"model file {self.path} is not a regular file")
             raise InferenceError(f"model file not found: {self.path}")
         try:
             if self.untrusted:
