@@ -1,6 +1,6 @@
-"""Untrusted .tflite files: a crafted or damaged model is refused in one line (exit 2) on every path that hands
-it to LiteRT (the Python loader, ``edgebench predict``, ``edgebench import``, ``infer.py --model``, the C
-runner), never a crash, a traceback or a gigabyte allocation.
+"""Untrusted .tflite files: a crafted or damaged model is refused in one line (exit 2) on every path that
+hands it to LiteRT (the Python loader, ``edgebench predict``, ``edgebench import``, ``infer.py --model``,
+the C runner), never a crash, a traceback or a gigabyte allocation.
 
 A seeded mutation test of a small int8 model built here (no TensorFlow): edits aimed at the values LiteRT
 trusts (operator and subgraph tensor indices, dimensions, quantization scales, zero points, quantized
@@ -240,7 +240,7 @@ def _one_line_or_ok(rc: int, stdout: str, stderr: str, case: str) -> None:
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
-    """The model, a labels file, a PNG (Python) and the same pixels raw (C runner), and a folder for import."""
+    """The model, a labels file, a PNG (Python), the same pixels raw (C runner), a folder for import."""
     where = tmp_path_factory.mktemp("untrusted")
     (where / "model.tflite").write_bytes(small_int8_model())
     (where / "labels.txt").write_text("\n".join(runtime.CIFAR10_CLASSES) + "\n")
@@ -253,7 +253,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def c_runner(files, tmp_path_factory) -> Path:
-    """The C runner as a bundle builds it: default model ``model.tflite`` beside it, its sha256 compiled in."""
+    """The C runner as a bundle builds it: model.tflite beside it by default, its sha256 compiled in."""
     cc = native.find_compiler()
     if cc is None:
         pytest.skip("no C compiler here")
@@ -300,7 +300,7 @@ def test_the_small_model_runs_everywhere(files, c_runner, infer_py):
 def test_seeded_mutants_never_crash_the_c_runner_or_the_python_loader(files, c_runner, tmp_path):
     """Each mutant: the Python check and the C runner's give the same verdict (the same line when refused);
     the C runner exits 0 or 2 with one line, under 1 GiB; a mutant the check passes goes through the probed
-    Python loader (one inference on zeros), which ends in results or an ``InferenceError``, in this process."""
+    Python loader (one inference on zeros), which ends in results or an ``InferenceError`` here."""
     path = tmp_path / "mutant.tflite"
     refused, loaded, failed_in_litert = 0, 0, 0
     for case, data in mutants(files["model"].read_bytes(), MUTANTS, SEED):
@@ -466,7 +466,7 @@ def test_named_cases_the_c_and_python_checks_agree_on(case, files, c_runner, tmp
 
 def test_c_runner_checks_its_models_sha256_options_and_device_files(files, c_runner, tmp_path):
     """The bundle's own model must be the file whose sha256 model.json records (compiled in); --model runs
-    any file; integer options are range-checked; /dev/zero as image, model or labels is refused in one line."""
+    any file; integer options are range-checked; /dev/zero as image, model or labels is one line."""
     where = c_runner.parent
     assert run_measured([c_runner, files["raw"]])[0] == 0
     original = (where / "model.tflite").read_bytes()
