@@ -28,7 +28,7 @@ from edgebench.bundle import native
 from edgebench.bundle.build import copy_runtime
 from edgebench.runtime.tflite_check import TFLiteError, verify_model
 
-SEED, MUTANTS, SUBPROCESS_SAMPLE = 39, 260, 8
+SEED, MUTANTS, SUBPROCESS_SAMPLE = 39, 260, 12
 GIB_KB = 1 << 20  # ru_maxrss is in KiB
 INVALID = "is not a valid TFLite model: "
 
@@ -522,3 +522,22 @@ def test_python_tools_refuse_device_files(files, infer_py):
     link.symlink_to("/dev/zero")
     rc, stdout, stderr, _ = run_measured([*edgebench, "predict", png, "--model", link], timeout=60)
     assert rc == 2 and "is not a regular file" in stderr, stderr
+
+
+def test_a_probe_that_dies_is_one_line(files):
+    """A file the check passes but the runtime dies on: the probe's child dies, the caller gets one line.
+    Here the child dies of an address-space limit too small for Python and LiteRT (the hard limit it
+    inherits), as it would of a crash: the caller's exception says the trial run failed."""
+    script = (
+        "import resource, sys\n"
+        "from edgebench.runtime import InferenceError, probe_model\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (120 << 20, 120 << 20))\n"
+        "try:\n"
+        "    probe_model(sys.argv[1], 'litert')\n"
+        "except InferenceError as exc:\n"
+        "    print(f'error: {exc}', file=sys.stderr)\n"
+        "    sys.exit(2)\n"
+    )
+    rc, stdout, stderr, _ = run_measured([sys.executable, "-c", script, files["model"]])
+    _one_line_or_ok(rc, stdout, stderr, "a probe out of memory")
+    assert rc == 2 and "in a trial run (corrupt or crafted model file?)" in stderr, stderr

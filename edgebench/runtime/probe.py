@@ -21,16 +21,17 @@ from pathlib import Path
 from .base import RUNTIMES, InferenceError
 
 PROBE_TIMEOUT_S = 120  # one load and one inference of an edge model take seconds
-# Address space of the child: Python, numpy and LiteRT map ~1.5 GiB of it before loading anything; the
-# model's tensors are bounded to 256 MiB by the check (tflite_check.MAX_TENSOR_BYTES), so a file that needs
-# more than this forged what the check cannot see.
-PROBE_MEMORY_BYTES = 3 << 30
+# Address space of the child: Python, numpy and LiteRT peak at ~170 MiB of it for a small model at one thread
+# (VmPeak), the model's non-constant tensors are bounded to 256 MiB by the check (MAX_TENSOR_BYTES) and its
+# weights are held at most ~3 times (the bytes read, LiteRT's and XNNPACK's packed copies): a file that needs
+# more than this base plus 4x its size forged what the check cannot see.
+PROBE_BASE_BYTES = 1 << 30
 _SMOKE = {"litert": ".litert"}  # runtime -> module (of this package) with smoke(path)
 
 
 def probe_model(path: str | os.PathLike, runtime: str) -> None:
     """Raise ``InferenceError`` (one line) unless the model at ``path`` loads and runs once on zeros in a
-    child process within ``PROBE_MEMORY_BYTES`` and ``PROBE_TIMEOUT_S``."""
+    child process within ``probe_memory(path)`` bytes of address space and ``PROBE_TIMEOUT_S``."""
     if runtime not in _SMOKE:
         return
     if runtime == "litert":  # the cheap check first: its one line says what is wrong
@@ -44,7 +45,7 @@ def probe_model(path: str | os.PathLike, runtime: str) -> None:
     )
     try:
         res = subprocess.run(
-            [sys.executable, "-c", code, str(path), runtime],
+            [sys.executable, "-c", code, str(path), runtime, str(probe_memory(path))],
             capture_output=True,
             text=True,
             timeout=PROBE_TIMEOUT_S,
@@ -65,6 +66,11 @@ def probe_model(path: str | os.PathLike, runtime: str) -> None:
     )
 
 
+def probe_memory(path: str | os.PathLike) -> int:
+    """The probe child's address-space limit for the model at ``path``."""
+    return PROBE_BASE_BYTES + 4 * os.stat(path).st_size
+
+
 def _death(returncode: int) -> str:
     if returncode < 0:
         try:
@@ -75,13 +81,13 @@ def _death(returncode: int) -> str:
 
 
 def child() -> None:
-    """The probe's child: ``argv``: path, runtime. Exit 0 (ran), 2 with an ``error:`` line (refused)."""
+    """The probe's child: ``argv``: path, runtime, memory limit. Exit 0 (ran), 2 with an ``error:`` line."""
     import importlib
     import resource
 
-    path, runtime = sys.argv[1], sys.argv[2]
+    path, runtime, memory = sys.argv[1], sys.argv[2], int(sys.argv[3])
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    limit = PROBE_MEMORY_BYTES if hard == resource.RLIM_INFINITY else min(hard, PROBE_MEMORY_BYTES)
+    limit = memory if hard == resource.RLIM_INFINITY else min(hard, memory)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     module = importlib.import_module(_SMOKE[runtime], package=__package__)
     try:
