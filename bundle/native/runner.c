@@ -102,7 +102,8 @@ typedef struct {
   float scale, mean[MAX_CHANNELS], std[MAX_CHANNELS];
 } Args;
 
-static int parse_int(const char *opt, const char *s, long lo, long hi) { /* an int in [lo, hi], not a wrapped long */
+/* An int in [lo, hi]: a long outside it is refused, not wrapped. */
+static int parse_int(const char *opt, const char *s, long lo, long hi) {
   char *end;
   errno = 0;
   long v = strtol(s, &end, 10);
@@ -412,18 +413,20 @@ static void sha256_hex(const unsigned char *d, size_t n, char hex[65]) {
     unsigned char chunk[64];
     uint32_t w[64], v[8];
     for (unsigned i = 0; i < 64; i++) { /* the message, 0x80, zeros, its length in bits (big-endian) */
-      uint64_t at = block * 64 + i, tail = blocks * 64 - 8;
-      chunk[i] = at < n ? d[at] : at == n ? 0x80 : at >= tail ? (unsigned char)((uint64_t)n * 8 >> (8 * (7 - (at - tail)))) : 0;
+      uint64_t at = block * 64 + i, end = blocks * 64, bits = (uint64_t)n * 8;
+      chunk[i] = at < n ? d[at] : at == n ? 0x80 : at + 8 >= end ? (unsigned char)(bits >> (8 * (end - 1 - at))) : 0;
     }
     for (unsigned i = 0; i < 64; i++) {
-      w[i] = i < 16 ? (uint32_t)chunk[4 * i] << 24 | (uint32_t)chunk[4 * i + 1] << 16 | (uint32_t)chunk[4 * i + 2] << 8 | chunk[4 * i + 3]
+      const unsigned char *c = chunk + 4 * (i % 16);
+      w[i] = i < 16 ? (uint32_t)c[0] << 24 | (uint32_t)c[1] << 16 | (uint32_t)c[2] << 8 | c[3]
                     : (ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ w[i - 2] >> 10) + w[i - 7] +
                           (ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ w[i - 15] >> 3) + w[i - 16];
     }
     memcpy(v, h, sizeof v);
     for (unsigned i = 0; i < 64; i++) {
-      uint32_t t1 = v[7] + (ROR(v[4], 6) ^ ROR(v[4], 11) ^ ROR(v[4], 25)) + ((v[4] & v[5]) ^ (~v[4] & v[6])) + k[i] + w[i];
-      uint32_t t2 = (ROR(v[0], 2) ^ ROR(v[0], 13) ^ ROR(v[0], 22)) + ((v[0] & v[1]) ^ (v[0] & v[2]) ^ (v[1] & v[2]));
+      uint32_t ch = (v[4] & v[5]) ^ (~v[4] & v[6]), maj = (v[0] & v[1]) ^ (v[0] & v[2]) ^ (v[1] & v[2]);
+      uint32_t t1 = v[7] + (ROR(v[4], 6) ^ ROR(v[4], 11) ^ ROR(v[4], 25)) + ch + k[i] + w[i];
+      uint32_t t2 = (ROR(v[0], 2) ^ ROR(v[0], 13) ^ ROR(v[0], 22)) + maj;
       memmove(v + 1, v, 7 * sizeof *v);
       v[4] += t1, v[0] = t1 + t2;
     }
@@ -772,7 +775,8 @@ int main(int argc, char **argv) {
   if (a.top_k > n_classes) fail("--top-k must be between 1 and %d (got %d)", n_classes, a.top_k);
   Model m = {0};
   /* The bundle's own model is the file model.json describes, as infer.py checks; --model runs any file. */
-  open_model(&m, a.model, a.threads, n_classes, a.model_given || !RUNNER_MODEL_SHA256[0] ? NULL : RUNNER_MODEL_SHA256);
+  const char *expected = a.model_given || !RUNNER_MODEL_SHA256[0] ? NULL : RUNNER_MODEL_SHA256;
+  open_model(&m, a.model, a.threads, n_classes, expected);
 
   guard("running model", a.model);
   /* Every image is read and checked before the first result is printed: bad input prints nothing else. */

@@ -143,7 +143,8 @@ static void indices(Fb *v, const FbTable *t, unsigned slot, uint64_t limit, cons
   uint64_t at = vec(v, t, slot, 4, 0, what, &n), x;
   for (uint32_t i = 0; i < n; i++, step(v)) {
     if ((x = le(v, at + 4 * (uint64_t)i, 4)) != 0xFFFFFFFFu) in_range(v, x, limit, what, kind);
-    else if (op < 0 || !optional_input(op, i)) bad(v, "%s leaves out %s %u (-1), which is not optional", what, kind, i);
+    else if (op < 0 || !optional_input(op, i))
+      bad(v, "%s leaves out %s %u (-1), which is not optional", what, kind, i);
   }
 }
 
@@ -181,7 +182,8 @@ static void quantization(Fb *v, const FbTable *q, uint64_t type, uint64_t shape,
   if (sub(v, q, 5, w, &u)) vec(v, &u, 0, 1, 0, w, NULL); /* details: CustomQuantization's bytes */
   if (!n_scales) return;
   if (n_zeros != n_scales) bad(v, "%s has %u quantization scales and %u zero points", w, n_scales, n_zeros);
-  if (dim < 0 || (rank && dim >= rank)) bad(v, "%s is quantized along dimension %lld of %u", w, (long long)dim, rank);
+  if (dim < 0 || (rank && dim >= rank))
+    bad(v, "%s is quantized along dimension %lld of %u", w, (long long)dim, rank);
   if (n_scales > 1 && (!rank || le(v, shape + 4 * (uint64_t)dim, 4) != n_scales))
     bad(v, "%s has %u quantization scales for dimension %lld of another size", w, n_scales, (long long)dim);
   int ranged = zero_point_range(type, &lo, &hi);
@@ -193,7 +195,8 @@ static void quantization(Fb *v, const FbTable *q, uint64_t type, uint64_t shape,
       bad(v, "%s has quantization scale %g (not in %g..%g)", w, (double)scale, MIN_SCALE, MAX_SCALE);
     int64_t zero = (int64_t)le(v, zeros + 8 * (uint64_t)i, 8);
     if (ranged && (zero < lo || zero > hi))
-      bad(v, "%s has zero point %lld outside its type's %lld..%lld", w, (long long)zero, (long long)lo, (long long)hi);
+      bad(v, "%s has zero point %lld outside its type's %lld..%lld", w, (long long)zero, (long long)lo,
+          (long long)hi);
   }
 }
 
@@ -209,7 +212,8 @@ static uint64_t buffer_bytes(Fb *v, uint64_t bufs, uint64_t b, const char *w) {
  * quantization (above); the non-constant tensors' bytes are added to *activations. */
 static void tensor_values(Fb *v, const FbTable *t, uint64_t bufs, const char *w, uint64_t *activations) {
   uint32_t rank, n_sig;
-  uint64_t shape = vec(v, t, 0, 4, 0, w, &rank), sig = vec(v, t, 7, 4, 0, w, &n_sig), type = num(v, t, 1, 1, w);
+  uint64_t shape = vec(v, t, 0, 4, 0, w, &rank), sig = vec(v, t, 7, 4, 0, w, &n_sig);
+  uint64_t type = num(v, t, 1, 1, w);
   uint64_t elements = 1, size = element_bytes(type), data = buffer_bytes(v, bufs, num(v, t, 2, 4, w), w);
   for (uint32_t i = 0; i < n_sig; i++, step(v))
     if (sint(le(v, sig + 4 * (uint64_t)i, 4), 4) < -1) bad(v, "%s has a dimension below -1 in its signature", w);
@@ -223,7 +227,8 @@ static void tensor_values(Fb *v, const FbTable *t, uint64_t bufs, const char *w,
         (unsigned long long)data);
   if (!data) *activations += elements * (size ? size : 1);
   if (*activations > MAX_TENSOR_BYTES)
-    bad(v, "%s takes the tensors past %llu MiB (a forged shape?)", w, (unsigned long long)(MAX_TENSOR_BYTES >> 20));
+    bad(v, "%s takes the tensors past %llu MiB (a forged shape?)", w,
+        (unsigned long long)(MAX_TENSOR_BYTES >> 20));
   FbTable u;
   if (sub(v, t, 4, w, &u)) { /* quantization: min, max, then the values */
     vec(v, &u, 0, 4, 0, w, NULL);
@@ -252,7 +257,8 @@ static void check_operator(Fb *v, const FbTable *t, uint64_t codes, uint32_t n_c
   uint64_t code = num(v, t, 0, 4, w), x;
   in_range(v, code, n_codes, w, "operator code");
   FbTable c = nth(v, codes, (uint32_t)code, w), u;
-  int64_t op = sint(num(v, &c, 0, 1, w), 1), builtin = sint(num(v, &c, 3, 4, w), 4); /* as TFLite's GetBuiltinCode */
+  /* the larger of deprecated_builtin_code and builtin_code, as TFLite's GetBuiltinCode */
+  int64_t op = sint(num(v, &c, 0, 1, w), 1), builtin = sint(num(v, &c, 3, 4, w), 4);
   op = builtin > op ? builtin : op;
   indices(v, t, 1, n_tensors, w, "tensor", op); /* inputs, outputs, intermediates */
   indices(v, t, 2, n_tensors, w, "tensor", -1);
