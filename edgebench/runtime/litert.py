@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import InferenceError, Runner, dequantize, quantize
-from .tflite_check import check_file, verify_model
+from .tflite_check import TFLiteError, check_file, verify_model
 
 
 def interpreter(model: str | Path | bytes, threads: int | None = None):
@@ -48,6 +48,8 @@ class LiteRTRunner(Runner):
         try:
             self._interp = interpreter(self.path, self.threads)
             self._interp.allocate_tensors()
+        except TFLiteError as exc:  # refused before LiteRT saw it
+            raise InferenceError(f"cannot load TFLite model: {exc}") from None
         except (ValueError, RuntimeError) as exc:
             raise InferenceError(
                 f"cannot load TFLite model {self.path}: {str(exc).splitlines()[0]}"

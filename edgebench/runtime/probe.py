@@ -35,9 +35,12 @@ def probe_model(path: str | os.PathLike, runtime: str) -> None:
     if runtime not in _SMOKE:
         return
     if runtime == "litert":  # the cheap check first: its one line says what is wrong
-        from .tflite_check import check_file
+        from .tflite_check import TFLiteError, check_file
 
-        check_file(path)
+        try:
+            check_file(path)
+        except TFLiteError as exc:
+            raise InferenceError(f"cannot load TFLite model: {exc}") from None
     package_root = Path(__file__).resolve().parents[len(__package__.split("."))]
     code = (
         f"import sys; sys.path.insert(0, {str(package_root)!r}); "
