@@ -54,13 +54,17 @@ def find_compiler() -> str | None:
     return None
 
 
-def build_flags(model_file: str, threads: int | None, requires: str | None = None) -> list[str]:
+def build_flags(
+    model_file: str, threads: int | None, requires: str | None = None, sha256: str | None = None
+) -> list[str]:
     """Everything but the compiler: the Makefile and build_runner use the same list. ``requires``: the CPU
-    rules the runner checks at start (``arch:flag|flag;...``, ``bundle.target.native_define``)."""
+    rules the runner checks at start (``arch:flag|flag;...``, ``bundle.target.native_define``); ``sha256``:
+    model.json's digest of the model, which the runner checks its default model against."""
     return [
         *WARNINGS,
         "-O2",
         f'-DRUNNER_DEFAULT_MODEL="{model_file}"',
+        *([f'-DRUNNER_MODEL_SHA256="{sha256}"'] if sha256 else []),
         f"-DRUNNER_DEFAULT_THREADS={threads or 0}",
         *([f'-DRUNNER_CPU_REQUIRES="{requires}"'] if requires else []),
         "-o",
@@ -73,15 +77,19 @@ def build_flags(model_file: str, threads: int | None, requires: str | None = Non
     ]
 
 
-def cc_line(model_file: str, threads: int | None, requires: str | None = None) -> str:
+def cc_line(
+    model_file: str, threads: int | None, requires: str | None = None, sha256: str | None = None
+) -> str:
     """The one shell line that builds the runner in the bundle folder (for the READMEs)."""
-    flags = build_flags(model_file, threads, requires)
+    flags = build_flags(model_file, threads, requires, sha256)
     quoted = [f"'{f}'" if any(c in f for c in ' "$|;') else f for f in flags]
     return "cc " + " ".join(quoted)
 
 
-def render_makefile(model_file: str, threads: int | None, requires: str | None = None) -> str:
-    flags = build_flags(model_file, threads, requires)
+def render_makefile(
+    model_file: str, threads: int | None, requires: str | None = None, sha256: str | None = None
+) -> str:
+    flags = build_flags(model_file, threads, requires, sha256)
     flags = [f"'{f}'".replace("$", "$$") if any(c in f for c in ' "$|;') else f for f in flags]
     return (
         "# Builds the C runner against the bundled libLiteRt.so; needs only a C compiler: `make`.\n"
@@ -101,11 +109,18 @@ def _compiler_version(cc: str) -> str:
     return out.splitlines()[0].strip() if out.strip() else Path(cc).name
 
 
-def build_runner(dest: Path, cc: str, model_file: str, threads: int | None, requires: str | None = None):
+def build_runner(
+    dest: Path,
+    cc: str,
+    model_file: str,
+    threads: int | None,
+    requires: str | None = None,
+    sha256: str | None = None,
+):
     """Compile ``runner`` in ``dest`` (warnings are errors); a failure is one line."""
     try:
         res = subprocess.run(
-            [cc, *build_flags(model_file, threads, requires)],
+            [cc, *build_flags(model_file, threads, requires, sha256)],
             cwd=dest,
             capture_output=True,
             text=True,
@@ -122,17 +137,18 @@ def add_native_runner(
     dest: Path, model_file: str, threads: int | None, warnings: list[str], requires: str | None = None
 ) -> dict:
     """Sources, Makefile and library into ``dest`` and ``runner`` built there (checking the CPU rules
-    ``requires`` at start); model.json's ``native``."""
+    ``requires`` and the sha256 of ``dest / model_file`` at start); model.json's ``native``."""
+    digest = sha256_file(dest / model_file)
     for name in SOURCES:
         shutil.copyfile(NATIVE_DIR / name, dest / name)
     lib = litert_library()
     shutil.copyfile(lib, dest / LIBRARY)
-    (dest / "Makefile").write_text(render_makefile(model_file, threads, requires), encoding="utf-8")
+    (dest / "Makefile").write_text(render_makefile(model_file, threads, requires, digest), encoding="utf-8")
     cc = find_compiler()
     if cc is None:
         warnings.append("no C compiler (cc, gcc, clang, $CC): the C runner ships as source; `make` builds it")
     else:
-        build_runner(dest, cc, model_file, threads, requires)
+        build_runner(dest, cc, model_file, threads, requires, digest)
     return {
         "api": "LiteRT C API (CompiledModel)",
         "sources": [*SOURCES, "Makefile"],
@@ -141,6 +157,6 @@ def add_native_runner(
         "binary": RUNNER if cc else None,
         "built_for": f"{platform.machine()} {platform.system()}" if cc else None,
         "compiler": _compiler_version(cc) if cc else None,
-        "build": cc_line(model_file, threads, requires),
+        "build": cc_line(model_file, threads, requires, digest),
         "default_threads": threads,
     }

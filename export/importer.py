@@ -32,6 +32,7 @@ from edgebench.runtime import (
     artifact_files,
     copy_artifact,
     portable_runtimes,
+    probe_model,
     runtime_for_path,
 )
 from edgebench.runtime.paths import confined
@@ -73,6 +74,10 @@ def inspect_file(item: str) -> dict:
         raise EdgebenchError(f"cannot import {path}: {missing[0].name} is not beside it (its weights)")
     if runtime == "onnxruntime":
         _onnx_external_data(path)  # confined to the file's folder before any parser follows it
+    try:
+        probe_model(path, runtime)  # a file LiteRT would crash on: one line, before it is inspected here
+    except InferenceError as exc:
+        raise EdgebenchError(str(exc)) from None
     try:
         info = artifact_info.describe(runtime, path)
         cov = coverage.describe(runtime, path)

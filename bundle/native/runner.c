@@ -48,8 +48,15 @@
 #else
 #define RUNNER_ARCH "other"
 #endif
+#ifndef RUNNER_MODEL_SHA256
+#define RUNNER_MODEL_SHA256 "" /* model.json's model.sha256: the default model must be that file */
+#endif
 #define MAX_CLASSES 4096
 #define MAX_CHANNELS 4
+#define MAX_THREADS 1024
+#define MAX_RUNS 100000000          /* --bench and --warmup: the timings array stays under 1 GB */
+#define MAX_LABELS_BYTES (1u << 20) /* a labels file is class names: thousands fit in 1 MiB */
+#define MAX_IMAGE_BYTES (64u << 20) /* an image at the model's input size: 4096x4096x4 fits */
 
 static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void fail(const char *fmt, ...) {
@@ -91,16 +98,18 @@ static void guard(const char *what, const char *path) {
 typedef struct {
   const char *model, *labels;
   const char **images;
-  int n_images, top_k, json, threads, bench, warmup, allow_cpu;
+  int n_images, top_k, json, threads, bench, warmup, allow_cpu, model_given;
   float scale, mean[MAX_CHANNELS], std[MAX_CHANNELS];
 } Args;
 
-static long parse_int(const char *opt, const char *s, long lo) {
+/* An int in [lo, hi]: a long outside it is refused, not wrapped. */
+static int parse_int(const char *opt, const char *s, long lo, long hi) {
   char *end;
   errno = 0;
   long v = strtol(s, &end, 10);
-  if (errno || *end || end == s || v < lo) fail("%s must be an integer >= %ld (got '%s')", opt, lo, s);
-  return v;
+  if (errno || *end || end == s || v < lo || v > hi)
+    fail("%s must be an integer from %ld to %ld (got '%s')", opt, lo, hi, s);
+  return (int)v;
 }
 
 static float parse_float(const char *opt, const char *s) {
@@ -171,13 +180,13 @@ static Args parse_args(int argc, char **argv) {
     } else if (!strcmp(o, "--labels")) {
       a.labels = VALUE();
     } else if (!strcmp(o, "--top-k")) {
-      a.top_k = (int)parse_int(o, VALUE(), 1);
+      a.top_k = parse_int(o, VALUE(), 1, MAX_CLASSES);
     } else if (!strcmp(o, "--threads")) {
-      a.threads = (int)parse_int(o, VALUE(), 1);
+      a.threads = parse_int(o, VALUE(), 1, MAX_THREADS);
     } else if (!strcmp(o, "--bench")) {
-      a.bench = (int)parse_int(o, VALUE(), 1);
+      a.bench = parse_int(o, VALUE(), 1, MAX_RUNS);
     } else if (!strcmp(o, "--warmup")) {
-      a.warmup = (int)parse_int(o, VALUE(), 0);
+      a.warmup = parse_int(o, VALUE(), 0, MAX_RUNS);
     } else if (!strcmp(o, "--scale")) {
       a.scale = parse_float(o, VALUE());
     } else if (!strcmp(o, "--mean")) {
@@ -195,6 +204,7 @@ static Args parse_args(int argc, char **argv) {
     if (a.std[c] == 0.0f) fail("--std values must not be 0");
   if (!a.bench && a.n_images == 0) fail("give image files or --bench N (see --help)");
   if (a.bench && a.n_images > 1) fail("--bench times one image (got %d)", a.n_images);
+  a.model_given = a.model != NULL;
   if (!a.model) a.model = beside_exe(RUNNER_DEFAULT_MODEL);
   if (!a.labels) a.labels = beside_exe("labels.txt");
   return a;
@@ -273,14 +283,22 @@ static void check_cpu(int allow) {
 
 /* ------------------------------------------------------------------ files */
 
-static unsigned char *read_file(const char *path, size_t *size, const char *what) {
+/* A file into one buffer. A regular one of at most `limit` bytes (0: no limit) is read at its size (a model
+ * can be 100 MB); anything else (a FIFO, /dev/zero) only where `limit` is set and only up to it, so that no
+ * input is read without end. */
+static unsigned char *read_file(const char *path, size_t *size, const char *what, size_t limit) {
   FILE *f = fopen(path, "rb");
   if (!f) fail("%s not found or unreadable: %s (%s)", what, path, strerror(errno));
-  struct stat st; /* a regular file is read into one buffer of its size (a model can be 100 MB) */
-  size_t n = 0, cap = !fstat(fileno(f), &st) && S_ISREG(st.st_mode) ? (size_t)st.st_size + 1 : 1 << 16;
+  struct stat st;
+  int regular = !fstat(fileno(f), &st) && S_ISREG(st.st_mode);
+  if (!regular && !limit) fail("%s %s is not a regular file (a device, FIFO or folder)", what, path);
+  if (regular && limit && (uint64_t)st.st_size > limit)
+    fail("%s %s has %lld bytes; at most %zu are read", what, path, (long long)st.st_size, limit);
+  size_t n = 0, cap = regular ? (size_t)st.st_size + 1 : 1 << 16;
   unsigned char *data = malloc(cap);
   if (!data) fail("out of memory reading %s", path);
   for (;;) {
+    if (limit && n > limit) fail("%s %s has more than %zu bytes", what, path, limit);
     if (n == cap) {
       cap *= 2;
       unsigned char *grown = realloc(data, cap);
@@ -300,7 +318,7 @@ static unsigned char *read_file(const char *path, size_t *size, const char *what
 
 static int read_labels(const char *path, char ***names) {
   size_t size;
-  char *text = (char *)read_file(path, &size, "labels file");
+  char *text = (char *)read_file(path, &size, "labels file", MAX_LABELS_BYTES);
   char *grown = realloc(text, size + 1);
   if (!grown) fail("out of memory");
   text = grown;
@@ -345,7 +363,7 @@ static long pnm_int(const unsigned char *d, size_t size, size_t *pos, const char
 /* The image's pixels as H*W*C uint8, checked against the model's input size. */
 static unsigned char *read_image(const char *path, int h, int w, int c) {
   size_t size, want = (size_t)h * w * c;
-  unsigned char *d = read_file(path, &size, "image");
+  unsigned char *d = read_file(path, &size, "image", MAX_IMAGE_BYTES);
   if (has_suffix(path, ".ppm") || has_suffix(path, ".pgm") || has_suffix(path, ".pnm")) {
     if (size < 2 || d[0] != 'P' || (d[1] != '6' && d[1] != '5'))
       fail("%s is not a binary PPM (P6) or PGM (P5) file", path);
@@ -377,6 +395,54 @@ static unsigned char *read_image(const char *path, int h, int w, int c) {
 /* ------------------------------------------------------------------ checking the model file */
 
 #include "tflite_check.h" /* verify_model: bounds and indices of the flatbuffer, before LiteRT reads it */
+
+/* SHA-256 (FIPS 180-4) of the model's bytes, for the bundle's own model: model.json's digest. */
+static void sha256_hex(const unsigned char *d, size_t n, char hex[65]) {
+  static const uint32_t k[64] = {
+      0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5, 0xd807aa98,
+      0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174, 0xe49b69c1, 0xefbe4786,
+      0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da, 0x983e5152, 0xa831c66d, 0xb00327c8,
+      0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967, 0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13,
+      0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85, 0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819,
+      0xd6990624, 0xf40e3585, 0x106aa070, 0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a,
+      0x5b9cca4f, 0x682e6ff3, 0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7,
+      0xc67178f2};
+  uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+#define ROR(x, r) ((x) >> (r) | (x) << (32 - (r)))
+  for (uint64_t block = 0, blocks = ((uint64_t)n + 8) / 64 + 1; block < blocks; block++) {
+    unsigned char chunk[64];
+    uint32_t w[64], v[8];
+    for (unsigned i = 0; i < 64; i++) { /* the message, 0x80, zeros, its length in bits (big-endian) */
+      uint64_t at = block * 64 + i, end = blocks * 64, bits = (uint64_t)n * 8;
+      chunk[i] = at < n ? d[at] : at == n ? 0x80 : at + 8 >= end ? (unsigned char)(bits >> (8 * (end - 1 - at))) : 0;
+    }
+    for (unsigned i = 0; i < 64; i++) {
+      const unsigned char *c = chunk + 4 * (i % 16);
+      w[i] = i < 16 ? (uint32_t)c[0] << 24 | (uint32_t)c[1] << 16 | (uint32_t)c[2] << 8 | c[3]
+                    : (ROR(w[i - 2], 17) ^ ROR(w[i - 2], 19) ^ w[i - 2] >> 10) + w[i - 7] +
+                          (ROR(w[i - 15], 7) ^ ROR(w[i - 15], 18) ^ w[i - 15] >> 3) + w[i - 16];
+    }
+    memcpy(v, h, sizeof v);
+    for (unsigned i = 0; i < 64; i++) {
+      uint32_t ch = (v[4] & v[5]) ^ (~v[4] & v[6]), maj = (v[0] & v[1]) ^ (v[0] & v[2]) ^ (v[1] & v[2]);
+      uint32_t t1 = v[7] + (ROR(v[4], 6) ^ ROR(v[4], 11) ^ ROR(v[4], 25)) + ch + k[i] + w[i];
+      uint32_t t2 = (ROR(v[0], 2) ^ ROR(v[0], 13) ^ ROR(v[0], 22)) + maj;
+      memmove(v + 1, v, 7 * sizeof *v);
+      v[4] += t1, v[0] = t1 + t2;
+    }
+    for (unsigned i = 0; i < 8; i++) h[i] += v[i];
+  }
+#undef ROR
+  for (unsigned i = 0; i < 8; i++) snprintf(hex + 8 * i, 9, "%08x", (unsigned)h[i]);
+}
+
+static void check_sha256(const char *path, const unsigned char *d, size_t n, const char *expected) {
+  char actual[65];
+  sha256_hex(d, n, actual);
+  if (strcasecmp(actual, expected))
+    fail("model file %s is not the one in model.json: sha256 %.16s... != %.16s... (tampered or corrupted)", path,
+         actual, expected);
+}
 
 /* ------------------------------------------------------------------ the model */
 
@@ -453,9 +519,11 @@ static void tensor_info(LiteRtTensor t, LiteRtRankedTensorType *type, LiteRtQuan
     fail("%s has element type %d; this runner handles float32, uint8 and int8", what, (int)type->element_type);
 }
 
-static void open_model(Model *m, const char *path, int threads, int n_classes) {
+/* `expected_sha256`: the digest the model must have (the bundle's own model), or NULL (--model). */
+static void open_model(Model *m, const char *path, int threads, int n_classes, const char *expected_sha256) {
   size_t size;
-  m->bytes = read_file(path, &size, "model file");
+  m->bytes = read_file(path, &size, "model file", 0);
+  if (expected_sha256) check_sha256(path, m->bytes, size, expected_sha256);
   if (size < 8 || memcmp(m->bytes + 4, "TFL3", 4))
     fail("%s is not a TFLite model (no TFL3 flatbuffer identifier)", path);
   verify_model(path, m->bytes, size);
@@ -706,7 +774,9 @@ int main(int argc, char **argv) {
   int n_classes = read_labels(a.labels, &names);
   if (a.top_k > n_classes) fail("--top-k must be between 1 and %d (got %d)", n_classes, a.top_k);
   Model m = {0};
-  open_model(&m, a.model, a.threads, n_classes);
+  /* The bundle's own model is the file model.json describes, as infer.py checks; --model runs any file. */
+  const char *expected = a.model_given || !RUNNER_MODEL_SHA256[0] ? NULL : RUNNER_MODEL_SHA256;
+  open_model(&m, a.model, a.threads, n_classes, expected);
 
   guard("running model", a.model);
   /* Every image is read and checked before the first result is printed: bad input prints nothing else. */

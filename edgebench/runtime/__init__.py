@@ -45,6 +45,8 @@ from .images import (
     resize_pixels,
     top_k,
 )
+from .probe import probe_model
+from .tflite_check import TFLiteError, verify_model
 
 __all__ = [
     "BUNDLE_KIND",
@@ -72,6 +74,7 @@ __all__ = [
     "missing_modules",
     "open_runner",
     "portable_runtimes",
+    "probe_model",
     "quantize",
     "read_labels",
     "resize_pixels",
@@ -81,4 +84,6 @@ __all__ = [
     "sidecar_entries",
     "sidecar_problem",
     "top_k",
+    "TFLiteError",
+    "verify_model",
 ]

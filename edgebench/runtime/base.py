@@ -71,7 +71,8 @@ class Runner:
     """Base runner. Subclasses implement ``_load``, ``prepare``, ``run`` and ``fetch``.
 
     ``contract`` (a ``Contract`` or its dict, e.g. from the export manifest): the input size, dtype and
-    preprocessing ``infer``/``bind`` apply to 0..255 pixel batches; default the CIFAR-10 one.
+    preprocessing ``infer``/``bind`` apply to 0..255 pixel batches; default the CIFAR-10 one. ``untrusted``
+    (a file the user named): ``load`` runs it once in a child process first (``probe``).
     """
 
     name = "runner"  # its row of RUNTIMES holds the suffixes, modules and distributions
@@ -82,6 +83,7 @@ class Runner:
 
         self.path = Path(path)
         self.threads = threads
+        self.untrusted = bool(options.pop("untrusted", False))
         self.options = options
         self.contract_given = contract is not None
         if isinstance(contract, dict):
@@ -103,9 +105,15 @@ class Runner:
             importlib.import_module(module)
 
     def load(self) -> None:
-        if not self.path.is_file():
+        if not self.path.is_file():  # a device such as /dev/zero, a FIFO or a folder is never read
+            if self.path.exists():
+                raise InferenceError(f"model file {self.path} is not a regular file")
             raise InferenceError(f"model file not found: {self.path}")
         try:
+            if self.untrusted:
+                from .probe import probe_model
+
+                probe_model(self.path, self.name)
             self._load()
         except ImportError as exc:  # a device without the runtime this format needs
             raise InferenceError(

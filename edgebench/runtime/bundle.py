@@ -129,10 +129,12 @@ class Bundle:
         )
 
 
-def check_classes(probs: np.ndarray, class_names) -> None:
-    if probs.ndim != 2 or probs.shape[1] != len(class_names):
+def check_classes(probs: np.ndarray, class_names, batch: int | None = None) -> None:
+    """One row of ``len(class_names)`` probabilities per image (``batch``: how many were given)."""
+    rows = "N" if batch is None else batch
+    if probs.ndim != 2 or probs.shape[1] != len(class_names) or probs.shape[0] != (batch or probs.shape[0]):
         raise InferenceError(
-            f"model outputs shape {probs.shape}, expected (N, {len(class_names)}) probabilities"
+            f"model outputs shape {probs.shape}, expected ({rows}, {len(class_names)}) probabilities"
         )
 
 
@@ -155,7 +157,7 @@ def selftest(
     batch = load_images([bundle.root / s["file"] for s in samples], contract.size, contract.channels)
     with bundle.runner(threads) as runner:
         probs = runner.infer(batch)
-    check_classes(probs, bundle.class_names)
+    check_classes(probs, bundle.class_names, len(batch))
     lines, mismatches, drift = [], 0, 0.0
     for sample, p in zip(samples, probs, strict=True):
         got = bundle.class_names[int(np.argmax(p))]

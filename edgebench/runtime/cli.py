@@ -66,7 +66,7 @@ def model_runner(bundle_dir, model: str | None, threads: int | None):
     bundle = Bundle(bundle_dir) if (Path(bundle_dir) / MODEL_JSON).is_file() else None
     contract = bundle.contract if bundle else Contract.cifar10()
     threads = threads or (bundle.threads if bundle else None)
-    return contract, open_runner(model, threads=threads, contract=contract)
+    return contract, open_runner(model, threads=threads, contract=contract, untrusted=True)
 
 
 class CpuMismatch(InferenceError):
@@ -106,7 +106,7 @@ def main(argv=None, bundle_dir: str | Path | None = None) -> int:
             parser.error(f"--top-k must be between 1 and {len(class_names)} (got {args.top_k})")
         with runner:
             probs = runner.infer(batch)
-        check_classes(probs, class_names)
+        check_classes(probs, class_names, len(batch))
     except InferenceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -170,10 +170,16 @@ def preprocessing(scale, mean, std) -> Preprocessing:
 
 def read_labels(path: str | os.PathLike) -> list[str]:
     """Class names from a labels file: one per line, in output order (blank lines ignored)."""
+    from .base import InferenceError
+    from .files import MAX_LABELS_BYTES, read_regular
+
     path = Path(path)
     try:
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    except (OSError, UnicodeDecodeError) as exc:
+        text = read_regular(path, "labels file", MAX_LABELS_BYTES).decode("utf-8")
+        names = [line.strip() for line in text.splitlines()]
+    except InferenceError as exc:
+        raise ContractError(str(exc)) from None
+    except UnicodeDecodeError as exc:
         raise ContractError(f"cannot read labels file {path} ({type(exc).__name__})") from None
     names = [n for n in names if n]
     if not names:

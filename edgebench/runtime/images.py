@@ -50,8 +50,9 @@ def load_image(path: str | os.PathLike, size=INPUT_SIZE, channels: int = 3) -> n
     from .base import InferenceError
 
     path = Path(path)
-    if not path.is_file():
-        raise InferenceError(f"image not found: {path}")
+    if not path.is_file():  # a device such as /dev/zero, a FIFO or a folder is never opened
+        kind = "not a regular file" if path.exists() else "not found"
+        raise InferenceError(f"image {kind}: {path}")
     try:
         # Pillow's decompression-bomb guard warns above MAX_IMAGE_PIXELS and raises above twice that: both
         # are a refused input here, never a warning line or a traceback.

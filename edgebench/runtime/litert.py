@@ -8,15 +8,29 @@ from pathlib import Path
 import numpy as np
 
 from .base import InferenceError, Runner, dequantize, quantize
+from .tflite_check import TFLiteError, check_file, verify_model
 
 
 def interpreter(model: str | Path | bytes, threads: int | None = None):
-    """A LiteRT ``Interpreter`` over a file or its bytes, tensors not allocated yet."""
+    """A LiteRT ``Interpreter`` over a file or its bytes, tensors not allocated yet. LiteRT trusts the
+    flatbuffer it is given: it gets the bytes ``tflite_check`` passed (``TFLiteError``, one line, otherwise),
+    read once, so the file cannot change between the check and the load."""
     from ai_edge_litert.interpreter import Interpreter
 
     if isinstance(model, bytes):
-        return Interpreter(model_content=model, num_threads=threads)
-    return Interpreter(model_path=str(model), num_threads=threads)
+        verify_model(model, "the model")
+    else:
+        model = check_file(model)
+    return Interpreter(model_content=model, num_threads=threads)
+
+
+def smoke(path: str | Path) -> None:
+    """Load the model at ``path`` and run it once on zero inputs: the probe's child process (``probe``)."""
+    interp = interpreter(path, 1)
+    interp.allocate_tensors()
+    for detail in interp.get_input_details():
+        interp.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+    interp.invoke()
 
 
 def flatbuffer_schema():
@@ -34,6 +48,8 @@ class LiteRTRunner(Runner):
         try:
             self._interp = interpreter(self.path, self.threads)
             self._interp.allocate_tensors()
+        except TFLiteError as exc:  # refused before LiteRT saw it
+            raise InferenceError(f"cannot load TFLite model: {exc}") from None
         except (ValueError, RuntimeError) as exc:
             raise InferenceError(
                 f"cannot load TFLite model {self.path}: {str(exc).splitlines()[0]}"
