@@ -28,7 +28,7 @@ from edgebench.options import (
     threads_option,
     timing_options,
 )
-from edgebench.runtime.timing import LatencySettings
+from edgebench.runtime.latency_stats import LatencySettings
 
 
 def _row_line(row: dict) -> None:

@@ -92,7 +92,7 @@ def polygraphy_loop(path: Path, threads: int, tensor: Path, log: Path) -> Served
 def edgebench_loop(spec, image: Path, workdir: Path, log: Path) -> Served:
     """edgebench's own timing worker on the same file (``serve`` task: batch 1, no throughput)."""
     from edgebench.bench.isolation import worker_command
-    from edgebench.runtime.timing import LatencySettings
+    from edgebench.runtime.latency_stats import LatencySettings
 
     out = workdir / ("serve-" + Path(spec.path).name.replace(".", "_"))
     cmd, env = worker_command("serve", spec, image, out, settings=LatencySettings().to_dict())

@@ -16,7 +16,8 @@ import numpy as np
 
 from edgebench.bench.isolation import run_worker
 from edgebench.runtime import RunnerSpec
-from edgebench.runtime.timing import LatencySettings, aggregate, clamp_batches
+from edgebench.runtime.latency_stats import aggregate
+from edgebench.runtime.timing import LatencySettings, clamp_batches
 
 
 @dataclass

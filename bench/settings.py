@@ -8,7 +8,8 @@ from pathlib import Path
 
 from edgebench.bench.gate import GateSettings
 from edgebench.errors import check_settings
-from edgebench.runtime.timing import EVAL_BATCH, LatencySettings
+from edgebench.runtime.latency_stats import LatencySettings
+from edgebench.runtime.timing import EVAL_BATCH
 
 
 @dataclass

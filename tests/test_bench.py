@@ -18,7 +18,7 @@ from edgebench.cli import cli
 from edgebench.environment import runtime_available
 from edgebench.fileio import sha256_file
 from edgebench.runtime import open_runner
-from edgebench.runtime.timing import LatencySettings, median_ci
+from edgebench.runtime.latency_stats import LatencySettings, median_ci
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = json.loads((REPO / "edgebench" / "schemas" / "report.schema.json").read_text())
@@ -290,7 +290,7 @@ def test_round_orders_rotate():
 
 def test_p99_only_from_enough_samples():
     from edgebench.bench.markdown import p99_text
-    from edgebench.runtime.timing import P99_MIN_SAMPLES, summarize
+    from edgebench.runtime.latency_stats import P99_MIN_SAMPLES, summarize
 
     few = summarize(np.linspace(1, 2, P99_MIN_SAMPLES - 1))
     assert few["p99_ms"] is None and p99_text(few) == f"n/a (n={P99_MIN_SAMPLES - 1})"

@@ -55,7 +55,7 @@ def run_dir(tmp_path_factory, tiny_model_path, cifar_folder, cache_dir) -> Path:
     """runs/<name>-like folder: model.keras, export/ (tiny model) and bench/report.json for two formats."""
     from edgebench.bench.benchmark import BenchSettings, run_bench
     from edgebench.export.pipeline import ExportSettings, export_model
-    from edgebench.runtime.timing import LatencySettings
+    from edgebench.runtime.latency_stats import LatencySettings
 
     run = tmp_path_factory.mktemp("run")
     shutil.copy(tiny_model_path, run / "model.keras")

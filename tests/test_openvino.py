@@ -187,7 +187,7 @@ def test_bench_rows_show_the_precision_actually_used(run_dir, cifar_folder, cach
     import openvino as ov
 
     from edgebench.bench.benchmark import BenchSettings, run_bench
-    from edgebench.runtime.timing import LatencySettings
+    from edgebench.runtime.latency_stats import LatencySettings
 
     settings = BenchSettings(
         export_dir=run_dir / "export",
@@ -220,7 +220,7 @@ def test_bench_rows_show_the_precision_actually_used(run_dir, cifar_folder, cach
 
 
 def test_tune_tries_openvino_fp32_and_both_nncf_presets(run_dir, cifar_folder, tmp_path):
-    from edgebench.runtime.timing import LatencySettings
+    from edgebench.runtime.latency_stats import LatencySettings
     from edgebench.tune.search import run_tune
     from edgebench.tune.space import TuneSettings
 

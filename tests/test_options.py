@@ -164,7 +164,7 @@ def test_bench_defaults_are_bench_settings_defaults(monkeypatch):
 def test_bench_options_fill_bench_settings(monkeypatch):
     from edgebench.bench.gate import GateSettings
     from edgebench.bench.settings import BenchSettings
-    from edgebench.runtime.timing import LatencySettings
+    from edgebench.runtime.latency_stats import LatencySettings
 
     args = "--export e --reference r.keras --data d --split val --out o --max-drop 1 --min-accuracy 90"
     args += " --threads 1,4 --batch-sizes 8 --batch-sizes 16 --throughput-threads 4 --rounds 2"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from edgebench.runtime.timing import _binomial_half_ppf, median_ci
+from edgebench.runtime.latency_stats import _binomial_half_ppf, median_ci
 
 
 @pytest.mark.parametrize("confidence", [0.9, 0.95, 0.99])

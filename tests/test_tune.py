@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from edgebench.bench.measure import Measurer
 from edgebench.cli import cli
 from edgebench.export.context import indices_sha256
-from edgebench.runtime.timing import LatencySettings
+from edgebench.runtime.latency_stats import LatencySettings
 from edgebench.train.data import split_validation
 from edgebench.tune.space import (
     Candidate,

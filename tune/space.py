@@ -25,7 +25,7 @@ from edgebench.export.pipeline import ExportSettings
 from edgebench.export.quant_recipe import cpu_requirements, ort_recipe
 from edgebench.runtime import RUNTIMES
 from edgebench.runtime.cpuflags import unmet
-from edgebench.runtime.timing import LatencySettings
+from edgebench.runtime.latency_stats import LatencySettings
 from edgebench.train.data import split_validation, stratified_indices
 
 TUNABLE_RUNTIMES = ("litert", "onnxruntime", "openvino")  # the runtimes search_space has candidates for

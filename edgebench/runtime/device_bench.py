@@ -15,14 +15,8 @@ import numpy as np
 
 from . import device_info
 from .base import RUNTIMES, RunnerSpec, open_runner
-from .timing import (
-    EVAL_BATCH,
-    LatencySettings,
-    aggregate,
-    clamp_batches,
-    predict,
-    time_fresh,
-)
+from .latency_stats import aggregate
+from .timing import EVAL_BATCH, LatencySettings, clamp_batches, predict, time_fresh
 
 RESULT_KIND = "edgebench-device-result"
 PROTOCOL = 1  # the host refuses a result of another protocol version

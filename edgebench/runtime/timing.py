@@ -14,37 +14,15 @@ import gc
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from .base import RUNTIMES, Runner, RunnerSpec, open_runner
+from .latency_stats import LatencySettings
 
 # Heavy modules a measuring process must not have loaded besides its own runtime: every runtime's, frameworks.
 RUNTIME_MODULES = tuple(sorted({m for rt in RUNTIMES.values() for m in rt.modules} | {"torch", "jax"}))
-
-P99_MIN_SAMPLES = 1000
-
-
-@dataclass
-class LatencySettings:
-    rounds: int = 3  # passes over all artifacts, order rotated each pass
-    min_samples: int = 1000  # batch-1 samples per row and round (stops earlier only at the time cap)
-    # Batch-1 timing per row and round: a 4 ms model gets its 1,000 samples; a 10 ms one 400, 1,200 pooled
-    # over 3 rounds. (6 s before: the timing took 9.6 of bench's 19.5 minutes on a slow 2-core machine.)
-    time_cap_s: float = 4.0
-    warmup_runs: int = 10
-    warmup_cap_s: float = 2.0
-    throughput_time_cap_s: float = 1.0  # per batch size and round
-    min_throughput_runs: int = 2
-    overhead_block_s: float = 0.5  # length of the block-timed loop
-    unstable_spread: float = 1.10  # max/min of the round medians above this marks the row unstable
-    worker_timeout_s: float = 900.0
-
-    def to_dict(self) -> dict:
-        return dict(vars(self))
 
 
 def warm_up(fn: Callable[[], object], runs: int, cap_s: float) -> dict:
@@ -108,52 +86,6 @@ def harness_overhead(
         "overhead_us": over / 1e3,
         "overhead_pct": over / median * 100 if median else None,
     }
-
-
-def _binomial_half_ppf(q: float, n: int) -> int:
-    """The smallest k with P(Binomial(n, 1/2) <= k) >= q (scipy's ``binom.ppf(q, n, 0.5)``), in exact
-    integers: a device has numpy but not scipy, and both sides of a comparison must use the same rule."""
-    target = Fraction(q).limit_denominator(10**12)
-    total, cumulative, k = 1 << n, 1, 0  # C(n, 0)
-    term = 1
-    while cumulative * target.denominator < target.numerator * total:
-        term = term * (n - k) // (k + 1)
-        k += 1
-        cumulative += term
-    return k
-
-
-def median_ci(samples, confidence: float = 0.95) -> tuple[float, float]:
-    """Distribution-free confidence interval of the median: sorted samples x(j) .. x(n-j+1)."""
-    xs = np.sort(np.asarray(samples, dtype=float))
-    n = len(xs)
-    if n == 0:
-        raise ValueError("no samples")
-    j = max(_binomial_half_ppf((1 - confidence) / 2, n), 1)  # 1-based
-    return float(xs[j - 1]), float(xs[n - j])
-
-
-def summarize(samples_ms) -> dict:
-    """Pooled statistics of latency samples in ms; ``p99_ms`` is None below ``P99_MIN_SAMPLES``."""
-    ms = np.asarray(samples_ms, dtype=float)
-    lo, hi = median_ci(ms)
-    return {
-        "runs": int(len(ms)),
-        "mean_ms": float(ms.mean()),
-        "std_ms": float(ms.std(ddof=1)) if len(ms) > 1 else 0.0,
-        "p50_ms": float(np.median(ms)),
-        "p90_ms": float(np.percentile(ms, 90)),
-        "p99_ms": float(np.percentile(ms, 99)) if len(ms) >= P99_MIN_SAMPLES else None,
-        "min_ms": float(ms.min()),
-        "max_ms": float(ms.max()),
-        "median_ci95_ms": [lo, hi],
-    }
-
-
-def spread(round_medians) -> float:
-    """Between-round spread: largest over smallest round median (1.0 = identical rounds)."""
-    values = [float(v) for v in round_medians if v]
-    return max(values) / min(values) if values else float("nan")
 
 
 EVAL_BATCH = 128
@@ -244,56 +176,6 @@ def clamp_batches(sizes, max_batch: int | None) -> list[int]:
     if not max_batch:
         return list(dict.fromkeys(sizes))
     return list(dict.fromkeys(min(b, max_batch) for b in sizes))
-
-
-def aggregate(
-    threads: int | None, rounds: list[dict], samples_ns: list[np.ndarray], s: LatencySettings
-) -> dict:
-    """One thread setting of one row over its rounds: pooled percentiles, round medians and their spread."""
-    round_p50 = [float(np.median(x)) / 1e6 for x in samples_ns]
-    pooled = np.concatenate(samples_ns) / 1e6
-    batch1 = summarize(pooled)
-    between = spread(round_p50)
-    batch1.update(
-        batch=rounds[0]["batch"], round_p50_ms=round_p50, spread=between, stable=between <= s.unstable_spread
-    )
-    measured = [r["overhead"] for r in rounds if r["overhead"]]
-    overhead_us = float(np.median([o["overhead_us"] for o in measured]))
-    throughput = []
-    for i, first in enumerate(rounds[0]["throughput"]):
-        rates = [r["throughput"][i]["images_per_s"] for r in rounds]
-        throughput.append(
-            {
-                "batch": first["batch"],
-                "images_per_s": float(np.median(rates)),
-                "round_images_per_s": rates,
-                "spread": spread(rates),
-                "runs": int(sum(r["throughput"][i]["runs"] for r in rounds)),
-            }
-        )
-    rates = [t["images_per_s"] for t in throughput]
-    memory = [r["peak_memory_mb"] for r in rounds if r["peak_memory_mb"] is not None]
-    return {
-        "threads": threads,
-        "rounds": len(rounds),
-        "load_time_s": float(np.median([r["load_time_s"] for r in rounds])),
-        "cold_ms": float(np.median([r["cold_ms"] for r in rounds])),
-        "warmup_runs": int(rounds[0]["warmup"]["runs"]),
-        "batch1": batch1,
-        "overhead": {
-            "overhead_us": overhead_us,
-            "overhead_pct": overhead_us / 1e3 / batch1["p50_ms"] * 100,
-            "block_mean_us": float(np.median([o["block_mean_us"] for o in measured])),
-            "rounds": len(measured),
-            "method": "per-call timed loop mean - block-timed loop mean, same call, 5 interleaved pairs",
-        },
-        "throughput": throughput,
-        "best_images_per_s": max(rates) if rates else None,
-        "peak_memory_mb": max(memory) if memory else None,
-        "baseline_rss_mb": rounds[0]["baseline_rss_mb"],
-        "worker_modules": sorted({m for r in rounds for m in r["worker_modules"]}),
-        "runner": rounds[0]["runner"],
-    }
 
 
 def loaded_runtimes() -> list[str]:
