@@ -195,7 +195,7 @@ def crosscheck(
     from edgebench.bench.artifacts import read_manifest
     from edgebench.bench.measure import round_orders
     from edgebench.runtime import Contract
-    from edgebench.train.data import load_dataset
+    from edgebench.train.data.dataset import load_dataset
 
     report = load(report_path)
     if threads not in report["settings"]["threads"]:

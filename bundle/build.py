@@ -181,7 +181,7 @@ def build_bundle(
     threads = figures["latency"]["threads"] if figures and figures["latency"] else None
     pins = requirements(artifact["runtime"])
 
-    from edgebench.train.data import align_classes, load_dataset
+    from edgebench.train.data.dataset import align_classes, load_dataset
 
     contract = runtime.Contract.read(manifest)
     source = data or (manifest.get("parity_set") or manifest["calibration"])["source"]

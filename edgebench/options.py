@@ -77,7 +77,8 @@ def formats_option(help: str):
 
 
 def data_option(purpose: str, default: str | None = None, required: bool = False):
-    """``--data`` (parameter ``data_source``): an image source, as ``edgebench.train.data`` reads it."""
+    """``--data`` (parameter ``data_source``): an image source, as ``edgebench.train.data.dataset``
+    reads it."""
     note = f" [default: {default}]" if default else ""
     return click.option(
         "--data", "data_source", default=None, required=required, help=f"{purpose} ({DATA_SOURCES}){note}."

@@ -102,7 +102,7 @@ def import_artifacts(
     on_format: Callable[[str, dict], None] | None = None,
 ) -> ExportResult:
     """Copy ``files`` (paths or ``NAME=PATH``) into the export folder ``out_dir`` with a manifest."""
-    from edgebench.train.data import align_classes, load_dataset
+    from edgebench.train.data.dataset import align_classes, load_dataset
 
     if not files:
         raise EdgebenchError("no files to import")

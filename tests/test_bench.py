@@ -200,7 +200,7 @@ def test_every_caller_opens_artifacts_through_open_runner():
         if c in p.read_text()
     ]
     assert offenders == []
-    for caller in ("export/parity.py", "train/predict.py", "bundle/build.py", "bench/worker.py"):
+    for caller in ("export/parity.py", "train/reference/predict.py", "bundle/build.py", "bench/worker.py"):
         assert "open_runner(" in (REPO / caller).read_text(), caller
 
 
@@ -465,7 +465,11 @@ def test_the_reference_reuses_its_training_runs_test_pass_only_for_the_same_mode
     from edgebench.bench.artifacts import read_manifest
     from edgebench.bench.benchmark import BenchSettings, load_test_set
     from edgebench.runtime import Contract
-    from edgebench.train.evaluation import load_test_predictions, save_test_predictions, sha256_of_test_set
+    from edgebench.train.reference.evaluation import (
+        load_test_predictions,
+        save_test_predictions,
+        sha256_of_test_set,
+    )
 
     run = tmp_path / "run"
     shutil.copytree(run_dir / "export", run / "export")

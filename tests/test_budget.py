@@ -14,9 +14,13 @@ from click.testing import CliRunner
 
 from edgebench.cli import cli
 from edgebench.errors import EdgebenchError
-from edgebench.train import extractor as extractors
-from edgebench.train import features
-from edgebench.train.budget import (
+from edgebench.train.data import extractor as extractors
+from edgebench.train.data import features
+from edgebench.train.data.extractor import cache_runtimes, make_extractor
+from edgebench.train.data.features import ArrayBatches, FeatureFile, cached_features
+from edgebench.train.model import build_tiny_model, load_model
+from edgebench.train.packing import provenance, weights_digest
+from edgebench.train.recipe.budget import (
     TimeCosine,
     _train_rate,
     pick_precision,
@@ -24,15 +28,11 @@ from edgebench.train.budget import (
     precision_modes,
     xla_modes,
 )
-from edgebench.train.extractor import cache_runtimes, make_extractor
-from edgebench.train.features import ArrayBatches, FeatureFile, cached_features
-from edgebench.train.fitting import training_loss
-from edgebench.train.fresh_phases import fixed_plan
-from edgebench.train.model import build_tiny_model, load_model
-from edgebench.train.packing import provenance, weights_digest
-from edgebench.train.planner import Plan, Throughput, Workload, make_plan, should_measure_more
-from edgebench.train.presets import get_preset
-from edgebench.train.recipe import Trainer
+from edgebench.train.recipe.fitting import training_loss
+from edgebench.train.recipe.fresh_phases import fixed_plan
+from edgebench.train.recipe.planner import Plan, Throughput, Workload, make_plan, should_measure_more
+from edgebench.train.recipe.presets import get_preset
+from edgebench.train.recipe.trainer import Trainer
 from tests.conftest import WEIGHTS, run_cli
 
 # 1,000 train / 100 val / 100 test images; 50 s already spent measuring.

@@ -12,13 +12,13 @@ from click.testing import CliRunner
 from edgebench.cli import cli
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import sha256_file
-from edgebench.train.data import load_dataset, subset
-from edgebench.train.evaluation import sha256_of_test_set
-from edgebench.train.features import ArrayBatches
-from edgebench.train.fitting import RunDir, fit_phase
+from edgebench.train.data.dataset import load_dataset, subset
+from edgebench.train.data.features import ArrayBatches
 from edgebench.train.model import build_tiny_model, load_model
-from edgebench.train.presets import get_preset
-from edgebench.train.recipe import Trainer, inference_copy
+from edgebench.train.recipe.fitting import RunDir, fit_phase
+from edgebench.train.recipe.presets import get_preset
+from edgebench.train.recipe.trainer import Trainer, inference_copy
+from edgebench.train.reference.evaluation import sha256_of_test_set
 from tests.conftest import WEIGHTS, run_cli
 
 TINY = dict(train_per_class=8, test_per_class=4, val_fraction=0.25, ablation_train_per_class=4)
@@ -201,7 +201,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, cifar_folder, extra, message):
 def test_every_preset_field_is_an_option_with_its_own_help():
     import dataclasses
 
-    from edgebench.train.presets import PRESETS, tunable_fields
+    from edgebench.train.recipe.presets import PRESETS, tunable_fields
 
     result = CliRunner().invoke(cli, ["train", "--help"], terminal_width=1000, max_content_width=1000)
     text = " ".join(result.output.split())

@@ -27,7 +27,7 @@ from edgebench.errors import ArtifactError, EdgebenchError
 from edgebench.export.context import indices_sha256
 from edgebench.fileio import ensure_dir, read_json, sha256_file, write_json
 from edgebench.runtime import Contract, sidecar_entries, sidecar_problem
-from edgebench.train.data import align_classes, load_dataset
+from edgebench.train.data.dataset import align_classes, load_dataset
 from edgebench.tune import report, second_pass
 from edgebench.tune.build import candidate_task, run_build
 from edgebench.tune.space import (

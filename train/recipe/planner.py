@@ -15,7 +15,7 @@ Phase 2 runs in one of two modes, each a candidate per (resolution, unfrozen blo
 The planner spends what the budget leaves after the fixed stages (measurement, ablation, caches, phase 1,
 validation passes, the final test pass) on phase-2 images and picks a candidate by a stated rule
 (``make_plan``). Its epochs are an estimate at the measured rates: phase 2 itself trains until the deadline
-(train/budget.py ``Deadline``, ``TimeCosine``).
+(train/recipe/budget.py ``Deadline``, ``TimeCosine``).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class Throughput:
     top_forward: float | None = None  # conv5 + head on cached conv4 features: inference ...
     top_train: float | None = None  # ... and one training step (in ``xla``'s mode); None: no cached mode
     cache: float | None = None  # filling the conv4 cache: augmentation + the trunk on ``cache_runtime``
-    cache_runtime: str = "keras"  # the faster runtime measured for the trunk (train/extractor.py)
+    cache_runtime: str = "keras"  # the faster runtime measured for the trunk (train/data/extractor.py)
     precision: str = "float32"  # phase 2's training precision; ``train`` is this precision's step
     train_bf16: float | None = None  # the fresh training step in bfloat16, where it was measured
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from edgebench.train.model import set_phase
 from edgebench.train.packing import PART_BYTES
-from edgebench.train.twin_pack import PackEveryEpoch, float32_twin, model_config
+from edgebench.train.portable.twin_pack import PackEveryEpoch, float32_twin, model_config
 
 
 @dataclass(frozen=True)

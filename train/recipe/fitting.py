@@ -13,8 +13,8 @@ import numpy as np
 from edgebench import __version__
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import read_json
-from edgebench.train.features import predict_batches
-from edgebench.train.presets import Preset
+from edgebench.train.data.features import predict_batches
+from edgebench.train.recipe.presets import Preset
 
 
 class RunDir:
@@ -28,7 +28,7 @@ class RunDir:
         self.state = self.root / "state.json"
         self.plots = self.root / "plots"
         self.checkpoints = self.root / "checkpoints"
-        self.test_predictions = self.root / "test_predictions.npz"  # train/evaluation.py
+        self.test_predictions = self.root / "test_predictions.npz"  # train/reference/evaluation.py
 
 
 def versions() -> dict:

@@ -12,11 +12,11 @@ import numpy as np
 
 from edgebench.errors import EdgebenchError
 from edgebench.runtime.cpuflags import host_flags
-from edgebench.train.extractor import cache_runtimes, make_extractor
-from edgebench.train.features import augment_uint8, augmenter
+from edgebench.train.data.extractor import cache_runtimes, make_extractor
+from edgebench.train.data.features import augment_uint8, augmenter
 from edgebench.train.model import UNFREEZE, build_model, build_model_in, set_phase, split_model
-from edgebench.train.planner import MODES, Throughput
-from edgebench.train.presets import Preset
+from edgebench.train.recipe.planner import MODES, Throughput
+from edgebench.train.recipe.presets import Preset
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # CPUs with bfloat16 arithmetic; elsewhere it is emulated
 BF16_MIN_GAIN = 1.15  # bfloat16 rounds every activation: it must buy this much speed to be chosen

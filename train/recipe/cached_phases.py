@@ -10,10 +10,9 @@ import time
 import keras
 import numpy as np
 
-from edgebench.train.budget import phase2_schedule
-from edgebench.train.data import Dataset
-from edgebench.train.extractor import make_extractor
-from edgebench.train.features import (
+from edgebench.train.data.dataset import Dataset
+from edgebench.train.data.extractor import make_extractor
+from edgebench.train.data.features import (
     ArrayBatches,
     array_key,
     augment_uint8,
@@ -21,15 +20,16 @@ from edgebench.train.features import (
     cached_features,
     predict_batches,
 )
-from edgebench.train.fitting import evaluate, fit_phase
 from edgebench.train.model import SPLIT_LAYER, set_phase
+from edgebench.train.recipe.budget import phase2_schedule
+from edgebench.train.recipe.fitting import evaluate, fit_phase
 
 
 class CachedPhases:
     """Mixin of ``Trainer``: uses its preset, run_dir, state, callbacks, jit, clock and bookkeeping."""
 
     def _conv4_features(self, trunk, x_tr, x_val, x_test, y_tr, size: int, copies: int, runtime: str) -> dict:
-        """Frozen-trunk features at ``size`` px, computed on ``runtime`` (train/extractor.py): ``copies``
+        """Frozen-trunk features at ``size`` px, computed on ``runtime`` (train/data/extractor.py): ``copies``
         train copies (the original first with ``keep_original``, the rest augmented), validation, test."""
         p = self.preset
         weights_id = array_key(*[w.numpy() for w in trunk.weights[:2]])  # identifies the frozen weights

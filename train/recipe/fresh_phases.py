@@ -15,9 +15,8 @@ import numpy as np
 
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import sha256_file, write_json
-from edgebench.train.budget import measure_candidate, phase2_schedule, plan_candidates
-from edgebench.train.data import Dataset, stratified_indices
-from edgebench.train.features import (
+from edgebench.train.data.dataset import Dataset, stratified_indices
+from edgebench.train.data.features import (
     ArrayBatches,
     array_key,
     augment_uint8,
@@ -25,11 +24,12 @@ from edgebench.train.features import (
     cached_features,
     free_bytes,
 )
-from edgebench.train.fitting import evaluate, fit_phase
 from edgebench.train.model import UNFREEZE, build_model_in, load_model, set_phase, trained_size
 from edgebench.train.packing import weights_digest
-from edgebench.train.planner import SAVE_S, Plan, Throughput, Workload, make_plan, should_measure_more
-from edgebench.train.presets import Preset
+from edgebench.train.recipe.budget import measure_candidate, phase2_schedule, plan_candidates
+from edgebench.train.recipe.fitting import evaluate, fit_phase
+from edgebench.train.recipe.planner import SAVE_S, Plan, Throughput, Workload, make_plan, should_measure_more
+from edgebench.train.recipe.presets import Preset
 
 
 def fixed_plan(p: Preset, n_train: int) -> Plan:

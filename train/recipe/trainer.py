@@ -29,10 +29,7 @@ from edgebench.cpu import fingerprint
 from edgebench.environment import code_commit
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import atomic_path, sha256_file, write_json
-from edgebench.train import plots
-from edgebench.train.budget import peak_rss_mb, plan_candidates, precision_modes, xla_modes
-from edgebench.train.cached_phases import CachedPhases
-from edgebench.train.data import (
+from edgebench.train.data.dataset import (
     Dataset,
     default_cache_dir,
     load_dataset,
@@ -40,13 +37,16 @@ from edgebench.train.data import (
     stratified_indices,
     subset,
 )
-from edgebench.train.evaluation import save_test_predictions
-from edgebench.train.extractor import cache_runtimes
-from edgebench.train.features import ArrayBatches, array_key, cached_features
-from edgebench.train.fitting import RunDir, evaluate, fit_phase, load_state, run_dir_backups, versions
-from edgebench.train.fresh_phases import FreshPhases, check_init_from, fixed_plan
+from edgebench.train.data.extractor import cache_runtimes
+from edgebench.train.data.features import ArrayBatches, array_key, cached_features
 from edgebench.train.model import build_model, resolve_weights, split_model
-from edgebench.train.presets import Preset
+from edgebench.train.recipe import plots
+from edgebench.train.recipe.budget import peak_rss_mb, plan_candidates, precision_modes, xla_modes
+from edgebench.train.recipe.cached_phases import CachedPhases
+from edgebench.train.recipe.fitting import RunDir, evaluate, fit_phase, load_state, run_dir_backups, versions
+from edgebench.train.recipe.fresh_phases import FreshPhases, check_init_from, fixed_plan
+from edgebench.train.recipe.presets import Preset
+from edgebench.train.reference.evaluation import save_test_predictions
 
 PHASES = ("ablation", "phase1", "phase2")
 

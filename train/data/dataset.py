@@ -25,7 +25,7 @@ import numpy as np
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import atomic_path
 from edgebench.runtime import CIFAR10_CLASSES, INPUT_SIZE, InferenceError, load_image, resize_pixels
-from edgebench.train.progress import progress
+from edgebench.train.data.progress import progress
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 # A source whose smallest class has less than this fraction of the largest one is refused.

@@ -48,7 +48,7 @@ class Preset:
     time_budget: float | None = _opt(
         None,
         "minutes for the whole run (0: the fixed epochs); measures throughput and plans size, unfrozen "
-        "blocks, mode and epochs among the plan-* candidates (train/planner.py)",
+        "blocks, mode and epochs among the plan-* candidates (train/recipe/planner.py)",
     )
     xla: str = _opt(
         "auto", "XLA training steps: auto (timed against TensorFlow's kernels with a budget), on, off"
@@ -92,9 +92,10 @@ PRESETS = {
         ablation_val_per_class=None,
     ),
     # 40 minutes of training on the CPU it runs on: measured throughput plans 96-128 px, conv5 or conv4+conv5
-    # unfrozen, fresh augmentation or cached copies, and the epochs that fit (train/planner.py). 40, not 45:
-    # on a slow 2-core machine export + bench take ~19 minutes and `make all` is to end within an hour.
-    # Without a budget (--time-budget 0): 96 px, cached conv4 features of one augmented copy, conv5 trained.
+    # unfrozen, fresh augmentation or cached copies, and the epochs that fit (train/recipe/planner.py). 40,
+    # not 45: on a slow 2-core machine export + bench take ~19 minutes and `make all` is to end within an
+    # hour. Without a budget (--time-budget 0): 96 px, cached conv4 features of one augmented copy, conv5
+    # trained.
     # (At 64 px TensorFlow's CPU gradient of conv5's 1x1 convolutions on 2x2 maps is ~3x slower than at 96.)
     "cpu": Preset(
         "cpu",
