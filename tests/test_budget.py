@@ -223,9 +223,11 @@ def test_budget_cut_ends_with_a_valid_model_and_a_resume_keeps_the_plan(tmp_path
         plan_modes="fresh",
         precision="bfloat16",
     )
-    resumed = Trainer(preset, str(cifar_folder), str(WEIGHTS), out, cache_dir)
+    resumed = Trainer(preset, str(cifar_folder), str(WEIGHTS), out, cache_dir=cache_dir)
     x = np.zeros((60, 32, 32, 3), np.uint8)
-    assert resumed._plan(x, np.zeros(60, int), 20, 40).to_dict() == state["plan"]  # stored, not re-measured
+    assert (
+        resumed.fresh.plan(x, np.zeros(60, int), 20, 40).to_dict() == state["plan"]
+    )  # stored, not re-measured
 
     result = CliRunner().invoke(cli, [*args, "--time-budget", "10"])
     assert result.exit_code == 2 and "other options" in result.output  # a changed budget is another run

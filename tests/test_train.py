@@ -141,7 +141,9 @@ def test_interrupted_run_resumes_with_its_plan_and_the_budget_cut_saves_a_valid_
     )  # cached only: the whole model's training step is neither measured nor run; ONNX Runtime fills caches
     out = tmp_path / "resume"
     with pytest.raises(KeyboardInterrupt):
-        Trainer(preset, str(cifar_folder), str(WEIGHTS), out, cache_dir, callbacks=[Interrupt()]).run()
+        Trainer(
+            preset, str(cifar_folder), str(WEIGHTS), out, cache_dir=cache_dir, callbacks=[Interrupt()]
+        ).run()
     state = json.loads((out / "state.json").read_text())
     assert list(state["phases"]) == ["phase1"]
     assert (out / "checkpoints" / "phase2.backup").is_dir()
@@ -151,7 +153,7 @@ def test_interrupted_run_resumes_with_its_plan_and_the_budget_cut_saves_a_valid_
     assert plan["throughput"]["cache_runtime"] == "onnxruntime" and plan["throughput"]["cache"] > 0
     assert len(list((cache_dir / "features").glob("conv4-32px-*-onnxruntime-*.npy"))) == 3  # val, test, train
 
-    metrics = Trainer(preset, str(cifar_folder), str(WEIGHTS), out, cache_dir).run()
+    metrics = Trainer(preset, str(cifar_folder), str(WEIGHTS), out, cache_dir=cache_dir).run()
     assert metrics["resumed"] is True and metrics["budget"]["plan"] == plan
     assert metrics["phases"]["phase1"]["wall_time_s"] == phase1_time  # not retrained
     history = json.loads((out / "history.json").read_text())
@@ -163,16 +165,22 @@ def test_interrupted_run_resumes_with_its_plan_and_the_budget_cut_saves_a_valid_
     assert probs.shape == (2, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
 
     with pytest.raises(EdgebenchError, match="other options"):
-        Trainer(get_preset("smoke", **TINY, ablation=False), str(cifar_folder), str(WEIGHTS), out, cache_dir)
+        Trainer(
+            get_preset("smoke", **TINY, ablation=False),
+            str(cifar_folder),
+            str(WEIGHTS),
+            out,
+            cache_dir=cache_dir,
+        )
     restarted = Trainer(
         get_preset("smoke", **TINY, ablation=False),
         str(cifar_folder),
         str(WEIGHTS),
         out,
-        cache_dir,
+        cache_dir=cache_dir,
         restart=True,
     )
-    assert restarted.state["phases"] == {}
+    assert restarted.context.state["phases"] == {}
 
 
 @pytest.mark.parametrize(

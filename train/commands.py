@@ -49,7 +49,9 @@ def train(preset, data_source, weights, out_dir, cache_dir, restart, **overrides
     from edgebench.train.summary import print_summary
 
     chosen = get_preset(preset, **overrides)
-    trainer = Trainer(chosen, data_source, weights, out_dir or f"runs/{chosen.name}", cache_dir, restart)
+    trainer = Trainer(
+        chosen, data_source, weights, out_dir or f"runs/{chosen.name}", cache_dir=cache_dir, restart=restart
+    )
     print_summary(trainer.run(), trainer.run_dir)
 
 
