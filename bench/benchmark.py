@@ -94,7 +94,9 @@ def load_test_set(settings: BenchSettings, contract: Contract | None = None, man
 
     contract = contract or Contract.cifar10()
     source = data_source(settings.data, manifest or {})
-    ds = load_dataset(source, settings.cache_dir, contract.size, contract.channels, settings.split)
+    ds = load_dataset(
+        source, settings.cache_dir, size=contract.size, channels=contract.channels, split=settings.split
+    )
     ds = align_classes(ds, contract.classes)
     if settings.test_per_class is not None:
         ds = subset(ds, None, settings.test_per_class, settings.seed)

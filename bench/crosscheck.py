@@ -208,7 +208,9 @@ def crosscheck(
     extra = [load(p, "other report") for p in others]
     contract = Contract.read(read_manifest(export_dir))
     ds = report["dataset"]
-    pixels = load_dataset(ds["source"], None, contract.size, contract.channels, ds["split"]).x_test[:1]
+    pixels = load_dataset(
+        ds["source"], None, size=contract.size, channels=contract.channels, split=ds["split"]
+    ).x_test[:1]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

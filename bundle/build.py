@@ -186,7 +186,7 @@ def build_bundle(
     contract = runtime.Contract.read(manifest)
     source = data or (manifest.get("parity_set") or manifest["calibration"])["source"]
     split = (manifest.get("parity_set") or {}).get("split", "test")
-    ds = load_dataset(source, cache_dir, contract.size, contract.channels, split)
+    ds = load_dataset(source, cache_dir, size=contract.size, channels=contract.channels, split=split)
     ds = align_classes(ds, contract.classes)
     class_names = list(contract.classes)
 

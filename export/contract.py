@@ -100,7 +100,9 @@ def model_and_data(model_path, data_source, cache_dir, settings):
 
     model = load_model(model_path)
     contract = keras_contract(model, settings.labels, settings.preprocessing)
-    ds = load_dataset(data_source, cache_dir, contract.size, contract.channels, settings.split)
+    ds = load_dataset(
+        data_source, cache_dir, size=contract.size, channels=contract.channels, split=settings.split
+    )
     contract = name_classes(contract, ds, settings.labels is not None)
     return model, contract, align_classes(ds, contract.classes)
 

@@ -128,7 +128,7 @@ def import_artifacts(
                 f"{item['path']} takes {shape} and outputs {classes} classes; {ref['path']} takes "
                 f"{[contract.height, contract.width, contract.channels]} and outputs {contract.num_classes}"
             )
-    ds = load_dataset(data_source, cache_dir, contract.size, contract.channels, split)
+    ds = load_dataset(data_source, cache_dir, size=contract.size, channels=contract.channels, split=split)
     contract = name_classes(contract, ds, labels is not None)
     ds = align_classes(ds, contract.classes)
     idx = stratified_sample(ds.y_test, parity_images, parity_seed)

@@ -483,7 +483,9 @@ def test_the_reference_reuses_its_training_runs_test_pass_only_for_the_same_mode
     planted = np.zeros((len(ds.y_test), 10), np.float32)
     planted[:, 0] = 1
     sha = sha256_file(run / "model.keras")
-    stored = save_test_predictions(run / "test_predictions.npz", planted, ds.x_test, ds.y_test, sha)
+    stored = save_test_predictions(
+        run / "test_predictions.npz", planted, ds.x_test, ds.y_test, model_sha256=sha
+    )
     assert load_test_predictions(stored, "0" * 64, sha256_of_test_set(ds.x_test, ds.y_test)) is None
     assert load_test_predictions(stored, sha, sha256_of_test_set(ds.x_test, ds.y_test[::-1])) is None
     assert load_test_predictions(stored, sha, sha256_of_test_set(ds.x_test[:5], ds.y_test[:5])) is None

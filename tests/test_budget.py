@@ -158,7 +158,7 @@ def test_bfloat16_is_measured_where_the_cpu_has_it_and_chosen_only_when_it_pays(
     assert pick_precision("auto", 30.0, None) == "float32"
     assert pick_precision("float32", 30.0, 60.0) == "float32"
     assert pick_precision("bfloat16", 30.0, 20.0) == "bfloat16"
-    bf16 = Throughput(96, "conv5", 100, 50, 12, train_no_xla=10, precision="bfloat16", train_bf16=12)
+    bf16 = Throughput(96, "conv5", 100, 50, train=12, train_no_xla=10, precision="bfloat16", train_bf16=12)
     plan = make_plan([bf16], Workload(budget_s=1000, **WORK))
     assert plan.precision == "bfloat16"
     assert (
@@ -262,7 +262,7 @@ def test_both_compile_modes_are_timed():
     model.trainable = True
     x = np.random.default_rng(0).integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
     y = np.arange(32) % 10
-    rates = {jit: _train_rate(model, x, y, 16, 2, jit) for jit in xla_modes("auto")}
+    rates = {jit: _train_rate(model, x, y, 16, steps=2, jit=jit) for jit in xla_modes("auto")}
     assert set(rates) == {False, True} and min(rates.values()) > 0
 
 

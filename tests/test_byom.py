@@ -69,7 +69,7 @@ def run_dir(tmp_path_factory, folder, cache_dir) -> Path:
     from edgebench.runtime.contract import preprocessing
     from edgebench.train.data.dataset import load_dataset
 
-    ds = load_dataset(folder, cache_dir, (SIZE, SIZE))
+    ds = load_dataset(folder, cache_dir, size=(SIZE, SIZE))
     contract = Contract(SIZE, SIZE, 3, "float32", tuple(ds.class_names), preprocessing(**PRE))
     model = _float_cnn((SIZE, SIZE, 3), len(CLASSES))
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
@@ -146,7 +146,7 @@ def test_keras_runner_applies_the_float_contract(run_dir, folder, cache_dir):
     from edgebench.train.data.dataset import load_dataset
 
     contract = Contract.read(_manifest(run_dir / "export"))
-    pixels = load_dataset(folder, cache_dir, contract.size).x_test[:20]
+    pixels = load_dataset(folder, cache_dir, size=contract.size).x_test[:20]
     with open_runner(run_dir / "model.keras", contract=contract) as keras_runner:
         reference = keras_runner.infer(pixels)
     with open_runner(run_dir / "export" / "model.onnx", contract=contract) as onnx_runner:
@@ -159,11 +159,11 @@ def test_keras_runner_applies_the_float_contract(run_dir, folder, cache_dir):
 def test_dataset_at_the_model_size_any_split_and_class_order(folder, cache_dir, tmp_path):
     from edgebench.train.data.dataset import align_classes, load_dataset
 
-    ds = load_dataset(folder, cache_dir, (40, 56))
+    ds = load_dataset(folder, cache_dir, size=(40, 56))
     assert ds.x_train.shape == (200, 40, 56, 3) and ds.x_test.shape == (100, 40, 56, 3)
     assert ds.class_names == sorted(CLASSES)
     (tmp_path / "val").symlink_to(folder / "test")  # an evaluation-only folder with another split name
-    val = load_dataset(tmp_path, cache_dir, SIZE, split="val")
+    val = load_dataset(tmp_path, cache_dir, size=SIZE, split="val")
     assert val.split == "val" and len(val.y_train) == 0 and val.x_test.shape == (100, SIZE, SIZE, 3)
     reordered = align_classes(val, list(reversed(val.class_names)))
     assert [reordered.class_names[y] for y in reordered.y_test] == [val.class_names[y] for y in val.y_test]

@@ -99,7 +99,17 @@ def test_xla_trains_but_validation_and_prediction_keep_tensorflow_kernels(tmp_pa
     x = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
     y = np.arange(16) % 10
     train = ArrayBatches(x, y, 8)
-    fit_phase("xla", model, train, (x, y), 1, 1e-3, get_preset("smoke"), RunDir(tmp_path), jit_compile=True)
+    fit_phase(
+        "xla",
+        model,
+        train,
+        (x, y),
+        epochs=1,
+        lr=1e-3,
+        preset=get_preset("smoke"),
+        run=RunDir(tmp_path),
+        jit_compile=True,
+    )
     tf_kernels = tf.function(lambda a: model(a, training=False), jit_compile=False)(x).numpy()
     xla = tf.function(lambda a: model(a, training=False), jit_compile=True)(x).numpy()
     assert np.abs(xla - tf_kernels).max() > 1e-4  # the two really differ on this model
@@ -240,10 +250,10 @@ def test_early_stopping_can_be_turned_off_for_a_phase(tmp_path):
             model,
             ArrayBatches(x, y, 16),
             ArrayBatches(x, y, 64, shuffle=False),
-            4,
-            0.0,
-            preset,
-            run,
+            epochs=4,
+            lr=0.0,
+            preset=preset,
+            run=run,
             early_stopping=early_stopping,
         )
         assert len(history["val_accuracy"]) == epochs

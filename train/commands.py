@@ -83,16 +83,16 @@ def predict(images, model_path, top_k, as_json, labels):
 )
 def pack_model(run_dir, out, train_command, code_commit):
     """Pack a trained model for the repository: bfloat16 + lzma weights, sha256s and provenance."""
-    from edgebench.train.packing import MANIFEST, provenance, read_manifest
+    from edgebench.train.packing import PACK_MANIFEST, provenance, read_pack_manifest
     from edgebench.train.packing import pack_model as pack
 
     # The pack this one replaces, the model the run may have continued (its lineage): one that cannot be
     # read is refused rather than packed over, its lineage lost.
-    earlier = read_manifest(out) if Path(out, MANIFEST).is_file() else None
+    earlier = read_pack_manifest(out) if Path(out, PACK_MANIFEST).is_file() else None
     manifest = pack(
         f"{run_dir}/model.keras",
         out,
-        provenance(run_dir, train_command, code_commit, earlier, Path(out).name),
+        provenance(run_dir, command=train_command, commit=code_commit, previous=earlier, name=Path(out).name),
     )
     click.echo(
         f"packed {manifest['source']['file']} into {out}: {len(manifest['parts'])} part(s), "

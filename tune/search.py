@@ -86,7 +86,7 @@ class _Tuner:
         # Only the train split is read, at the model contract's input size, labels in the model's class order.
         contract = Contract.read(self.manifest)
         source = data_source(self.s.data, self.manifest)
-        ds = load_dataset(source, self.s.cache_dir, contract.size, contract.channels)
+        ds = load_dataset(source, self.s.cache_dir, size=contract.size, channels=contract.channels)
         ds = align_classes(ds, contract.classes)
         hold_out, origin = training_hold_out(self.model)
         val, calib = split_indices(ds.y_train, self.s.val_images, self.s.calib_size, self.s.seed, hold_out)

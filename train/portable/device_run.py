@@ -164,7 +164,7 @@ def main(argv=None) -> dict:
         phase2_lr=args.phase2_lr,
         seed=args.seed,
     )
-    record = provenance_record(argv, args, info, r, len(x_tr), len(x_val))
+    record = provenance_record(argv, args, info, recipe=r, n_train=len(x_tr), n_val=len(x_val))
     epochs = [0]
 
     def provenance():
@@ -177,13 +177,13 @@ def main(argv=None) -> dict:
         build,
         twin_build,
         (x_tr, y_tr, x_val, y_val),
-        r,
-        deadline,
-        out / args.name,
-        provenance,
-        args.xz_preset,
-        len(classes),
-        part_bytes,
+        r=r,
+        deadline=deadline,
+        dest=out / args.name,
+        provenance=provenance,
+        preset=args.xz_preset,
+        classes=len(classes),
+        part_bytes=part_bytes,
     )
     shipped, named = twin_pack.shipped_model(twin_build, done.model, done.order)
     scores = training.predict(shipped, x_te, args.batch_size)
@@ -199,7 +199,9 @@ def main(argv=None) -> dict:
         stopped_by_deadline=done.stopped,
         epochs={phase: len(h.get("loss", [])) for phase, h in done.history.items()},
     )
-    manifest = twin_pack.write_pack(named, done.config, out / args.name, record, args.xz_preset, part_bytes)
+    manifest = twin_pack.write_pack(
+        named, done.config, out / args.name, provenance=record, preset=args.xz_preset, part_bytes=part_bytes
+    )
     with atomic_path(out / "test_scores.npy") as tmp:
         np.save(tmp, scores.astype("float32"))  # the rebuilt model's scores at home are compared with these
     metrics = {**record, "history": done.history, "weights_sha256": manifest["weights_sha256"]}
@@ -208,7 +210,7 @@ def main(argv=None) -> dict:
     return metrics
 
 
-def provenance_record(argv, args, info: dict, recipe, n_train: int, n_val: int) -> dict:
+def provenance_record(argv, args, info: dict, *, recipe, n_train: int, n_val: int) -> dict:
     """What the pack's MANIFEST.json and metrics.json say of the run (the final one adds the test)."""
     from dataclasses import asdict
     from datetime import UTC, datetime

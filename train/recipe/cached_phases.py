@@ -33,7 +33,9 @@ class CachedPhases:
     def __init__(self, context: RunContext):
         self.context = context
 
-    def conv4_features(self, trunk, x_tr, x_val, x_test, y_tr, size: int, copies: int, runtime: str) -> dict:
+    def conv4_features(
+        self, trunk, x_tr, x_val, x_test, *, y_tr, size: int, copies: int, runtime: str
+    ) -> dict:
         """Frozen-trunk features at ``size`` px, computed on ``runtime`` (train/data/extractor.py): ``copies``
         train copies (the original first with ``keep_original``, the rest augmented), validation, test."""
         c = self.context
@@ -64,7 +66,7 @@ class CachedPhases:
         out["train_labels"] = np.tile(y_tr, len(parts))
         return out
 
-    def phase1(self, model, top, feats, y_val, y_test) -> None:
+    def phase1(self, model, top, feats, y_val, *, y_test) -> None:
         c, t0 = self.context, time.time()
         p = c.preset
         set_phase(model, 1)
@@ -77,11 +79,11 @@ class CachedPhases:
             head,
             ArrayBatches(pooled["train"], feats["train_labels"], 256, seed=p.seed),
             (pooled["val"], y_val),
-            p.phase1_epochs,
-            p.phase1_lr,
-            p,
-            c.run_dir,
-            c.callbacks,  # the head alone: XLA made its epochs 13x slower (8.5 s vs 0.65 s)
+            epochs=p.phase1_epochs,
+            lr=p.phase1_lr,
+            preset=p,
+            run=c.run_dir,
+            callbacks=c.callbacks,  # the head alone: XLA made its epochs 13x slower (8.5 s vs 0.65 s)
         )
         acc, _ = evaluate(head, pooled["test"], y_test, 512)
         c.finish_phase(
@@ -93,7 +95,7 @@ class CachedPhases:
             model=model,
         )
 
-    def phase2(self, model, top, feats, y_val, ds: Dataset, budgeted: bool) -> None:
+    def phase2(self, model, top, feats, y_val, *, ds: Dataset, budgeted: bool) -> None:
         """conv5 + head on the cached features: the preset's epochs under a cosine decay over their steps,
         or with a budget until the deadline under a cosine over the time left (as the fresh mode's)."""
         c, t0 = self.context, time.time()
@@ -102,19 +104,19 @@ class CachedPhases:
         net, train = top, ArrayBatches(feats["train"], feats["train_labels"], p.batch_size, seed=p.seed)
         val, x_test = ArrayBatches(feats["val"], y_val, p.batch_size, shuffle=False), feats["test"]
         lr, epochs, extra, deadline = phase2_schedule(
-            p.phase2_lr, t0, c.deadline, budgeted, p.phase2_epochs, len(train)
+            p.phase2_lr, t0, c.deadline, budgeted=budgeted, epochs=p.phase2_epochs, steps_per_epoch=len(train)
         )
         history = fit_phase(
             "phase2",
             net,
             train,
             val,
-            epochs,
-            lr,
-            p,
-            c.run_dir,
-            [*c.callbacks, *extra],
-            c.jit,
+            epochs=epochs,
+            lr=lr,
+            preset=p,
+            run=c.run_dir,
+            callbacks=[*c.callbacks, *extra],
+            jit_compile=c.jit,
         )
         acc, _ = evaluate(net, x_test, ds.y_test, 256)
         c.finish_phase(

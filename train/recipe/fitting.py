@@ -90,6 +90,7 @@ def fit_phase(
     model: keras.Model,
     train,
     val,
+    *,
     epochs: int,
     lr,
     preset: Preset,

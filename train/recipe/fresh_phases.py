@@ -41,10 +41,10 @@ def fixed_plan(p: Preset, n_train: int) -> Plan:
         "conv5",
         n_train,
         p.phase2_epochs,
-        n_train,
-        {},
-        ["fixed epochs (no budget)"],
-        {},
+        images_per_epoch=n_train,
+        estimate_s={},
+        reasons=["fixed epochs (no budget)"],
+        throughput={},
         precision="bfloat16" if p.precision == "bfloat16" else "float32",
     )
 
@@ -104,7 +104,9 @@ class FreshPhases:
             measured: list[Throughput] = []
             for size in sizes:
                 for choice in unfreeze:
-                    measured += measure_candidate(p, c.weights, size, [choice], x_tr[idx], y_tr[idx], modes)
+                    measured += measure_candidate(
+                        p, c.weights, size, [choice], x=x_tr[idx], y=y_tr[idx], modes=modes
+                    )
                     print(f"measured {measured[-1]}", flush=True)
                     if not should_measure_more(measured, self._workload(len(x_tr), n_val, n_test, 0)):
                         break
@@ -156,7 +158,7 @@ class FreshPhases:
             in_memory_bytes=self.context.preset.cache_in_memory_mb << 20,
         )
 
-    def phase1_pooled(self, model, plan: Plan, x_tr, y_tr, x_val, y_val, ds: Dataset) -> None:
+    def phase1_pooled(self, model, plan: Plan, x_tr, y_tr, *, x_val, y_val, ds: Dataset) -> None:
         """Phase 1 of the budgeted recipe: the head on pooled frozen features of ``plan.phase1_images``."""
         c, t0 = self.context, time.time()
         p = c.preset
@@ -180,11 +182,11 @@ class FreshPhases:
             head,
             ArrayBatches(f_tr, y_tr[idx], 256, seed=p.seed),
             ArrayBatches(f_val, y_val, 512, shuffle=False),
-            p.phase1_epochs,
-            p.phase1_lr,
-            p,
-            c.run_dir,
-            c.callbacks,  # the head alone: XLA made its epochs 13x slower (8.5 s vs 0.65 s)
+            epochs=p.phase1_epochs,
+            lr=p.phase1_lr,
+            preset=p,
+            run=c.run_dir,
+            callbacks=c.callbacks,  # the head alone: XLA made its epochs 13x slower (8.5 s vs 0.65 s)
         )
         acc, _ = evaluate(head, f_te, ds.y_test, 512)
         c.finish_phase(
@@ -235,7 +237,7 @@ class FreshPhases:
             forward_images_per_s=round(forward, 1),
         )
 
-    def phase2(self, model, plan: Plan, x_tr, y_tr, x_val, y_val, ds: Dataset, size: int):
+    def phase2(self, model, plan: Plan, x_tr, y_tr, *, x_val, y_val, ds: Dataset, size: int):
         """Phase 2 of the fresh-augmentation recipe: every batch freshly augmented, through the frozen trunk,
         trains the unfrozen blocks; stops at the deadline with the best checkpoint.
 
@@ -266,19 +268,19 @@ class FreshPhases:
             limit=None if budgeted else plan.images_per_epoch,
         )
         lr, epochs, extra, deadline = phase2_schedule(
-            p.phase2_lr, t0, c.deadline, budgeted, plan.epochs, len(train)
+            p.phase2_lr, t0, c.deadline, budgeted=budgeted, epochs=plan.epochs, steps_per_epoch=len(train)
         )
         history = fit_phase(
             "phase2",
             trained,
             train,
             (x_val, y_val),
-            epochs,
-            lr,
-            p,
-            c.run_dir,
-            [*c.callbacks, *extra],
-            c.jit,
+            epochs=epochs,
+            lr=lr,
+            preset=p,
+            run=c.run_dir,
+            callbacks=[*c.callbacks, *extra],
+            jit_compile=c.jit,
         )
         if trained is not model:
             model.set_weights(trained.get_weights())

@@ -140,14 +140,14 @@ class Trainer:
         c.jit = plan.throughput.get("xla", False) if plan and p.time_budget else XLA_FLAG[p.xla]
 
         if p.ablation and "ablation" not in c.state["phases"]:
-            self._ablation(ds, x_tr, y_tr, x_val, y_val, size)
+            self._ablation(ds, x_tr, y_tr, x_val, y_val=y_val, size=size)
 
         model = build_model(size, c.weights, p.dropout)
         splits = (x_tr, y_tr, x_val, y_val)
         if plan and plan.mode == "fresh":
-            evaluated = self._run_fresh(model, plan, splits, ds, size)
+            evaluated = self._run_fresh(model, plan, splits, ds, size=size)
             return self._finalise(model, ds, time.time() - c.started, evaluated)
-        self._run_cached(model, plan, splits, ds, size)
+        self._run_cached(model, plan, splits, ds, size=size)
         return self._finalise(model, ds, time.time() - c.started)
 
     def _finished(self, model: keras.Model, phase: str) -> bool:
@@ -157,19 +157,19 @@ class Trainer:
         model.load_weights(self.context.run_dir.checkpoints / f"{phase}.weights.h5")
         return True
 
-    def _run_fresh(self, model: keras.Model, plan, splits: tuple, ds: Dataset, size: int):
+    def _run_fresh(self, model: keras.Model, plan, splits: tuple, ds: Dataset, *, size: int):
         """Phases 1 and 2 of the fresh mode; returns phase 2's test pass (None when it finished before)."""
         x_tr, y_tr, x_val, y_val = splits
         if not self._finished(model, "phase1"):
             if self.preset.init_from:
                 self.fresh.phase1_continued(model, ds, size, len(x_val))
             else:
-                self.fresh.phase1_pooled(model, plan, x_tr, y_tr, x_val, y_val, ds)
+                self.fresh.phase1_pooled(model, plan, x_tr, y_tr, x_val=x_val, y_val=y_val, ds=ds)
         if self._finished(model, "phase2"):
             return None
-        return self.fresh.phase2(model, plan, x_tr, y_tr, x_val, y_val, ds, size)
+        return self.fresh.phase2(model, plan, x_tr, y_tr, x_val=x_val, y_val=y_val, ds=ds, size=size)
 
-    def _run_cached(self, model: keras.Model, plan, splits: tuple, ds: Dataset, size: int) -> None:
+    def _run_cached(self, model: keras.Model, plan, splits: tuple, ds: Dataset, *, size: int) -> None:
         """Phases 1 and 2 of the cached mode, on conv4 features of the frozen trunk."""
         p = self.preset
         x_tr, y_tr, x_val, y_val = splits
@@ -181,13 +181,15 @@ class Trainer:
             runtime = plan.throughput.get("cache_runtime", "keras")
         else:
             runtime = "keras" if p.cache_runtime == "auto" else p.cache_runtime
-        feats = self.cached.conv4_features(trunk, x_tr, x_val, ds.x_test, y_tr, size, copies, runtime)
+        feats = self.cached.conv4_features(
+            trunk, x_tr, x_val, ds.x_test, y_tr=y_tr, size=size, copies=copies, runtime=runtime
+        )
         if not self._finished(model, "phase1"):
-            self.cached.phase1(model, top, feats, y_val, ds.y_test)
+            self.cached.phase1(model, top, feats, y_val, y_test=ds.y_test)
         if not self._finished(model, "phase2"):
-            self.cached.phase2(model, top, feats, y_val, ds, budgeted=bool(plan))
+            self.cached.phase2(model, top, feats, y_val, ds=ds, budgeted=bool(plan))
 
-    def _ablation(self, ds: Dataset, x_tr, y_tr, x_val, y_val, size: int) -> None:
+    def _ablation(self, ds: Dataset, x_tr, y_tr, x_val, *, y_val, size: int) -> None:
         """The known failure: a frozen ImageNet base fed 0-1 scaled pixels instead of its preprocessing."""
         c, t0 = self.context, time.time()
         p = c.preset
@@ -222,11 +224,11 @@ class Trainer:
             head,
             ArrayBatches(f_tr, y_tr[idx], 256, seed=p.seed),
             ArrayBatches(f_val, y_val[vidx], 512, shuffle=False),
-            p.phase1_epochs,
-            p.phase1_lr,
-            p,
-            c.run_dir,
-            c.callbacks,  # the head alone: XLA made its epochs 13x slower (8.5 s vs 0.65 s)
+            epochs=p.phase1_epochs,
+            lr=p.phase1_lr,
+            preset=p,
+            run=c.run_dir,
+            callbacks=c.callbacks,  # the head alone: XLA made its epochs 13x slower (8.5 s vs 0.65 s)
             # Every epoch: pooled features of 0-1 inputs barely differ between images (std 0.0025 per
             # feature), validation stays near chance for epochs, and stopping on it left the head at 10-20%
             # by the seed; all epochs (best-on-validation kept) give 22-26%, the known ~22.6%.
@@ -260,11 +262,15 @@ class Trainer:
             acc, probs, eval_s = evaluated
         with atomic_path(run.model) as tmp:
             inference_copy(model).save(tmp)
-        save_test_predictions(run.test_predictions, probs, ds.x_test, ds.y_test, sha256_file(run.model))
+        save_test_predictions(
+            run.test_predictions, probs, ds.x_test, ds.y_test, model_sha256=sha256_file(run.model)
+        )
         pred = probs.argmax(axis=1)
         plots.curves(c.state["history"], run.plots / "curves.png")
         plots.confusion(ds.y_test, pred, ds.class_names, run.plots / "confusion.png")
-        plots.predictions(ds.x_test, ds.y_test, probs, ds.class_names, run.plots / "predictions.png", p.seed)
+        plots.predictions(
+            ds.x_test, ds.y_test, probs, ds.class_names, path=run.plots / "predictions.png", seed=p.seed
+        )
         phases = c.state["phases"]
         metrics = {
             "kind": "edgebench-train-metrics",
