@@ -6,6 +6,7 @@ import hashlib
 import math
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -14,7 +15,9 @@ from edgebench.errors import EdgebenchError
 from edgebench.fileio import atomic_path
 from edgebench.train.data.extractor import KerasExtractor
 from edgebench.train.data.progress import progress
-from edgebench.train.recipe.presets import Preset
+
+if TYPE_CHECKING:  # the augmentation options only: data/ imports nothing of the recipe at run time
+    from edgebench.train.recipe.presets import Preset
 
 CHUNK = 1024  # images per predict() call when filling a feature cache
 

@@ -119,8 +119,8 @@ def fit_phase(
     )
     if jit_compile is True:
         # XLA for the training step only: validation and prediction keep TensorFlow's own kernels, the
-        # semantics the exported artifacts have. XLA's CPU bilinear resize differs from TensorFlow's (up
-        # to 154 in pixel units at 32 -> 96 px), which moved test accuracy by 3.5 pp on 2,000 images.
+        # semantics the exported artifacts have; XLA's CPU bilinear resize differs enough to move test
+        # accuracy (docs/design/planner.md, XLA).
         model.make_train_function()  # reads jit_compile now; the test/predict functions read it lazily
         model.jit_compile = False
     stop = (

@@ -186,7 +186,7 @@ class FreshPhases:
             lr=p.phase1_lr,
             preset=p,
             run=c.run_dir,
-            callbacks=c.callbacks,  # the head alone: XLA made its epochs 13x slower (8.5 s vs 0.65 s)
+            callbacks=c.callbacks,  # the head alone: never XLA, slower there (planner.md)
         )
         acc, _ = evaluate(head, f_te, ds.y_test, 512)
         c.finish_phase(

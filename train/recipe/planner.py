@@ -8,9 +8,8 @@ Phase 2 runs in one of two modes, each a candidate per (resolution, unfrozen blo
 - ``cached`` (conv5 only): the frozen trunk's conv4 features of ``copies`` augmented train copies are cached
   once (``Throughput.cache``: augmentation + the trunk, in the faster runtime measured), then conv5 + head
   train on them (``Throughput.top_train``), several times faster per image. A copy is memorised when
-  reused: one copy reached 93.5% train accuracy after 3 epochs here and 98% after 4 on a faster machine,
-  with test accuracy flattening near 86.5%. So the planner adds copies once a copy would be trained more
-  than ``REUSE_MAX`` times.
+  reused (docs/design/planner.md), so the planner adds copies once a copy would be trained more than
+  ``REUSE_MAX`` times.
 
 The planner spends what the budget leaves after the fixed stages (measurement, ablation, caches, phase 1,
 validation passes, the final test pass) on phase-2 images and picks a candidate by a stated rule
@@ -34,7 +33,7 @@ POOLED_BYTES = 2048 * 2  # one float16 pooled feature vector
 UNFREEZE_ORDER = ("conv5", "conv4", "conv3", "conv2")  # fewer to more trainable blocks
 MODES = ("cached", "fresh")  # at the same resolution and blocks, fresh augmentation is worth more per image
 REUSE_MAX = 3  # passes over one cached augmented copy before another copy pays (see above)
-MAX_COPIES = 10  # a bound on the search; a copy of 45,000 images: ~13 min on TensorFlow here, ~7.7 on ORT
+MAX_COPIES = 10  # a bound on the search: each copy costs minutes to fill (docs/design/planner.md)
 
 
 def conv4_bytes(image_size: int) -> int:

@@ -228,10 +228,9 @@ class Trainer:
             lr=p.phase1_lr,
             preset=p,
             run=c.run_dir,
-            callbacks=c.callbacks,  # the head alone: XLA made its epochs 13x slower (8.5 s vs 0.65 s)
-            # Every epoch: pooled features of 0-1 inputs barely differ between images (std 0.0025 per
-            # feature), validation stays near chance for epochs, and stopping on it left the head at 10-20%
-            # by the seed; all epochs (best-on-validation kept) give 22-26%, the known ~22.6%.
+            callbacks=c.callbacks,  # the head alone: never XLA, slower there (planner.md)
+            # Every epoch: this head's validation sits near chance for epochs, and early stopping would
+            # stop on that noise (docs/design/training.md, ablation).
             early_stopping=False,
         )
         acc, _ = evaluate(head, f_te, y_te, 512)
