@@ -77,7 +77,7 @@ gpu-payload: setup
 
 # The device script on this CPU under Keras/JAX, on 200 train and 100 test images at 64 px (minutes).
 gpu-rehearsal: setup
-	KERAS_BACKEND=jax $(BIN)/python train/device_run.py --payload $(GPU_PAYLOAD) --out runs/gpu-rehearsal \
+	KERAS_BACKEND=jax $(BIN)/python train/portable/device_run.py --payload $(GPU_PAYLOAD) --out runs/gpu-rehearsal \
 		--image-size 64 --batch-size 16 --train-per-class 20 --test-per-class 10 --phase2-epochs 1 --minutes 20
 
 # The dated results page of a benched run and the README's headline table (the released model's by default).

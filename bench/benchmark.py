@@ -26,7 +26,7 @@ from edgebench.errors import ArtifactError, EdgebenchError
 from edgebench.export.manifest import ArtifactEntry, ExportManifest
 from edgebench.fileio import ensure_dir, sha256_file
 from edgebench.runtime import Contract
-from edgebench.train.evaluation import sha256_of_test_set
+from edgebench.train.reference.evaluation import sha256_of_test_set
 
 
 @dataclass
@@ -88,11 +88,13 @@ def data_source(explicit: str | None, manifest: ExportManifest | None) -> str | 
 
 def load_test_set(settings: BenchSettings, contract: Contract | None = None, manifest=None):
     """The evaluation split at the model contract's input size, labels in its class order."""
-    from edgebench.train.data import align_classes, load_dataset, subset
+    from edgebench.train.data.dataset import align_classes, load_dataset, subset
 
     contract = contract or Contract.cifar10()
     source = data_source(settings.data, manifest)
-    ds = load_dataset(source, settings.cache_dir, contract.size, contract.channels, settings.split)
+    ds = load_dataset(
+        source, settings.cache_dir, size=contract.size, channels=contract.channels, split=settings.split
+    )
     ds = align_classes(ds, contract.classes)
     if settings.test_per_class is not None:
         ds = subset(ds, None, settings.test_per_class, settings.seed)
@@ -167,10 +169,10 @@ def _classify(artifact: ArtifactEntry, manifest: ExportManifest, providers, cont
 
 
 def _training_pass(target: Target, manifest: ExportManifest, test_set_sha256: str):
-    """The Keras reference's test predictions from its training run's final pass (train/evaluation.py),
-    when they are of this very file (the manifest's source sha256, checked against the file before) and
-    of this very test set: the same computation, not repeated."""
-    from edgebench.train.evaluation import FILE, load_test_predictions
+    """The Keras reference's test predictions from its training run's final pass
+    (train/reference/evaluation.py), when they are of this very file (the manifest's source sha256, checked
+    against the file before) and of this very test set: the same computation, not repeated."""
+    from edgebench.train.reference.evaluation import FILE, load_test_predictions
 
     stored = target.path.parent / FILE
     probs = load_test_predictions(stored, manifest.source_model["sha256"], test_set_sha256)

@@ -194,7 +194,7 @@ def crosscheck(
     """
     from edgebench.bench.measure import round_orders
     from edgebench.export.manifest import ExportManifest
-    from edgebench.train.data import load_dataset
+    from edgebench.train.data.dataset import load_dataset
 
     report = load(report_path)
     if threads not in report["settings"]["threads"]:
@@ -207,7 +207,9 @@ def crosscheck(
     extra = [load(p, "other report") for p in others]
     contract = ExportManifest.read(export_dir).model_contract()
     ds = report["dataset"]
-    pixels = load_dataset(ds["source"], None, contract.size, contract.channels, ds["split"]).x_test[:1]
+    pixels = load_dataset(
+        ds["source"], None, size=contract.size, channels=contract.channels, split=ds["split"]
+    ).x_test[:1]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -180,12 +180,12 @@ def build_bundle(
     threads = figures["latency"]["threads"] if figures and figures["latency"] else None
     pins = requirements(artifact.runtime)
 
-    from edgebench.train.data import align_classes, load_dataset
+    from edgebench.train.data.dataset import align_classes, load_dataset
 
     contract = manifest.model_contract()
     source = data or (manifest.parity_set or manifest.calibration)["source"]
     split = (manifest.parity_set or {}).get("split", "test")
-    ds = load_dataset(source, cache_dir, contract.size, contract.channels, split)
+    ds = load_dataset(source, cache_dir, size=contract.size, channels=contract.channels, split=split)
     ds = align_classes(ds, contract.classes)
     class_names = list(contract.classes)
 

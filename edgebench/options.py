@@ -195,7 +195,7 @@ def formats_option(help: str):
 
 
 def data_option(purpose: str, default: str | None = None, required: bool = False):
-    """``--data`` (parameter ``data``): an image source, as ``edgebench.train.data`` reads it."""
+    """``--data`` (parameter ``data``): an image source, as ``edgebench.train.data.dataset`` reads it."""
     note = f" [default: {default}]" if default else ""
     return click.option("--data", default=None, required=required, help=f"{purpose} ({DATA_SOURCES}){note}.")
 

@@ -24,7 +24,7 @@ CALIB_METHODS = ("minmax", "entropy", "percentile")
 
 def stratified_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
     """``size`` seeded indices spread evenly over the classes (fewer if the split is smaller), sorted."""
-    from edgebench.train.data import stratified_indices
+    from edgebench.train.data.dataset import stratified_indices
 
     if size <= 0 or len(labels) == 0:
         return np.zeros(0, dtype=np.int64)

@@ -95,12 +95,14 @@ def name_classes(contract: Contract, ds, labels_given: bool) -> Contract:
 def model_and_data(model_path, data_source, cache_dir, settings):
     """(Keras model, contract, dataset at the model's input size with labels in its class order) for an
     export; ``settings``: ``ExportSettings`` (labels, preprocessing, split)."""
-    from edgebench.train.data import align_classes, load_dataset
+    from edgebench.train.data.dataset import align_classes, load_dataset
     from edgebench.train.model import load_model
 
     model = load_model(model_path)
     contract = keras_contract(model, settings.labels, settings.preprocessing)
-    ds = load_dataset(data_source, cache_dir, contract.size, contract.channels, settings.split)
+    ds = load_dataset(
+        data_source, cache_dir, size=contract.size, channels=contract.channels, split=settings.split
+    )
     contract = name_classes(contract, ds, settings.labels is not None)
     return model, contract, align_classes(ds, contract.classes)
 

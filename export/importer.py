@@ -110,7 +110,7 @@ def import_artifacts(
     on_format: Callable[[str, dict], None] | None = None,
 ) -> ExportResult:
     """Copy ``files`` (paths or ``NAME=PATH``) into the export folder ``out_dir`` with a manifest."""
-    from edgebench.train.data import align_classes, load_dataset
+    from edgebench.train.data.dataset import align_classes, load_dataset
 
     if not files:
         raise EdgebenchError("no files to import")
@@ -136,7 +136,7 @@ def import_artifacts(
                 f"{item['path']} takes {shape} and outputs {classes} classes; {ref['path']} takes "
                 f"{[contract.height, contract.width, contract.channels]} and outputs {contract.num_classes}"
             )
-    ds = load_dataset(data_source, cache_dir, contract.size, contract.channels, split)
+    ds = load_dataset(data_source, cache_dir, size=contract.size, channels=contract.channels, split=split)
     contract = name_classes(contract, ds, labels is not None)
     ds = align_classes(ds, contract.classes)
     idx = stratified_sample(ds.y_test, parity_images, parity_seed)

@@ -50,7 +50,7 @@ def cifar_folder(tmp_path_factory, cache_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def small_dataset(cifar_folder, cache_dir):
-    from edgebench.train.data import load_dataset
+    from edgebench.train.data.dataset import load_dataset
 
     return load_dataset(cifar_folder, cache_dir)
 

@@ -200,7 +200,7 @@ def test_every_caller_opens_artifacts_through_open_runner():
         if c in p.read_text()
     ]
     assert offenders == []
-    for caller in ("export/parity.py", "train/predict.py", "bundle/build.py", "bench/worker.py"):
+    for caller in ("export/parity.py", "train/reference/predict.py", "bundle/build.py", "bench/worker.py"):
         assert "open_runner(" in (REPO / caller).read_text(), caller
 
 
@@ -480,7 +480,11 @@ def test_the_reference_reuses_its_training_runs_test_pass_only_for_the_same_mode
 ):
     from edgebench.bench.benchmark import BenchSettings, load_test_set
     from edgebench.export.manifest import ExportManifest
-    from edgebench.train.evaluation import load_test_predictions, save_test_predictions, sha256_of_test_set
+    from edgebench.train.reference.evaluation import (
+        load_test_predictions,
+        save_test_predictions,
+        sha256_of_test_set,
+    )
 
     run = tmp_path / "run"
     shutil.copytree(run_dir / "export", run / "export")
@@ -494,7 +498,9 @@ def test_the_reference_reuses_its_training_runs_test_pass_only_for_the_same_mode
     planted = np.zeros((len(ds.y_test), 10), np.float32)
     planted[:, 0] = 1
     sha = sha256_file(run / "model.keras")
-    stored = save_test_predictions(run / "test_predictions.npz", planted, ds.x_test, ds.y_test, sha)
+    stored = save_test_predictions(
+        run / "test_predictions.npz", planted, ds.x_test, ds.y_test, model_sha256=sha
+    )
     assert load_test_predictions(stored, "0" * 64, sha256_of_test_set(ds.x_test, ds.y_test)) is None
     assert load_test_predictions(stored, sha, sha256_of_test_set(ds.x_test, ds.y_test[::-1])) is None
     assert load_test_predictions(stored, sha, sha256_of_test_set(ds.x_test[:5], ds.y_test[:5])) is None

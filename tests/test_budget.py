@@ -14,9 +14,13 @@ from click.testing import CliRunner
 
 from edgebench.cli import cli
 from edgebench.errors import EdgebenchError
-from edgebench.train import extractor as extractors
-from edgebench.train import features
-from edgebench.train.budget import (
+from edgebench.train.data import extractor as extractors
+from edgebench.train.data import features
+from edgebench.train.data.extractor import cache_runtimes, make_extractor
+from edgebench.train.data.features import ArrayBatches, FeatureFile, cached_features
+from edgebench.train.model import build_tiny_model, load_model
+from edgebench.train.packing import provenance, weights_digest
+from edgebench.train.recipe.budget import (
     TimeCosine,
     _train_rate,
     pick_precision,
@@ -24,15 +28,11 @@ from edgebench.train.budget import (
     precision_modes,
     xla_modes,
 )
-from edgebench.train.extractor import cache_runtimes, make_extractor
-from edgebench.train.features import ArrayBatches, FeatureFile, cached_features
-from edgebench.train.fitting import training_loss
-from edgebench.train.fresh_phases import fixed_plan
-from edgebench.train.model import build_tiny_model, load_model
-from edgebench.train.packing import provenance, weights_digest
-from edgebench.train.planner import Plan, Throughput, Workload, make_plan, should_measure_more
-from edgebench.train.presets import get_preset
-from edgebench.train.recipe import Trainer
+from edgebench.train.recipe.fitting import training_loss
+from edgebench.train.recipe.fresh_phases import fixed_plan
+from edgebench.train.recipe.planner import Plan, Throughput, Workload, make_plan, should_measure_more
+from edgebench.train.recipe.presets import get_preset
+from edgebench.train.recipe.trainer import Trainer
 from tests.conftest import WEIGHTS, run_cli
 
 # 1,000 train / 100 val / 100 test images; 50 s already spent measuring.
@@ -158,7 +158,7 @@ def test_bfloat16_is_measured_where_the_cpu_has_it_and_chosen_only_when_it_pays(
     assert pick_precision("auto", 30.0, None) == "float32"
     assert pick_precision("float32", 30.0, 60.0) == "float32"
     assert pick_precision("bfloat16", 30.0, 20.0) == "bfloat16"
-    bf16 = Throughput(96, "conv5", 100, 50, 12, train_no_xla=10, precision="bfloat16", train_bf16=12)
+    bf16 = Throughput(96, "conv5", 100, 50, train=12, train_no_xla=10, precision="bfloat16", train_bf16=12)
     plan = make_plan([bf16], Workload(budget_s=1000, **WORK))
     assert plan.precision == "bfloat16"
     assert (
@@ -223,9 +223,11 @@ def test_budget_cut_ends_with_a_valid_model_and_a_resume_keeps_the_plan(tmp_path
         plan_modes="fresh",
         precision="bfloat16",
     )
-    resumed = Trainer(preset, str(cifar_folder), str(WEIGHTS), out, cache_dir)
+    resumed = Trainer(preset, str(cifar_folder), str(WEIGHTS), out, cache_dir=cache_dir)
     x = np.zeros((60, 32, 32, 3), np.uint8)
-    assert resumed._plan(x, np.zeros(60, int), 20, 40).to_dict() == state["plan"]  # stored, not re-measured
+    assert (
+        resumed.fresh.plan(x, np.zeros(60, int), 20, 40).to_dict() == state["plan"]
+    )  # stored, not re-measured
 
     result = CliRunner().invoke(cli, [*args, "--time-budget", "10"])
     assert result.exit_code == 2 and "other options" in result.output  # a changed budget is another run
@@ -260,7 +262,7 @@ def test_both_compile_modes_are_timed():
     model.trainable = True
     x = np.random.default_rng(0).integers(0, 256, (32, 32, 32, 3), dtype=np.uint8)
     y = np.arange(32) % 10
-    rates = {jit: _train_rate(model, x, y, 16, 2, jit) for jit in xla_modes("auto")}
+    rates = {jit: _train_rate(model, x, y, 16, steps=2, jit=jit) for jit in xla_modes("auto")}
     assert set(rates) == {False, True} and min(rates.values()) > 0
 
 

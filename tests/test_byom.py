@@ -70,9 +70,9 @@ def run_dir(tmp_path_factory, folder, cache_dir) -> Path:
 
     from edgebench.export.pipeline import ExportSettings, export_model
     from edgebench.runtime.contract import preprocessing
-    from edgebench.train.data import load_dataset
+    from edgebench.train.data.dataset import load_dataset
 
-    ds = load_dataset(folder, cache_dir, (SIZE, SIZE))
+    ds = load_dataset(folder, cache_dir, size=(SIZE, SIZE))
     contract = Contract(SIZE, SIZE, 3, "float32", tuple(ds.class_names), preprocessing(**PRE))
     model = _float_cnn((SIZE, SIZE, 3), len(CLASSES))
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
@@ -146,10 +146,10 @@ def test_export_records_the_contract_with_the_folder_classes(run_dir):
 
 def test_keras_runner_applies_the_float_contract(run_dir, folder, cache_dir):
     """The .keras reference and the ONNX file, both given 0..255 pixels, agree: the runner normalises."""
-    from edgebench.train.data import load_dataset
+    from edgebench.train.data.dataset import load_dataset
 
     contract = Contract.read(_manifest(run_dir / "export"))
-    pixels = load_dataset(folder, cache_dir, contract.size).x_test[:20]
+    pixels = load_dataset(folder, cache_dir, size=contract.size).x_test[:20]
     with open_runner(run_dir / "model.keras", contract=contract) as keras_runner:
         reference = keras_runner.infer(pixels)
     with open_runner(run_dir / "export" / "model.onnx", contract=contract) as onnx_runner:
@@ -160,13 +160,13 @@ def test_keras_runner_applies_the_float_contract(run_dir, folder, cache_dir):
 
 
 def test_dataset_at_the_model_size_any_split_and_class_order(folder, cache_dir, tmp_path):
-    from edgebench.train.data import align_classes, load_dataset
+    from edgebench.train.data.dataset import align_classes, load_dataset
 
-    ds = load_dataset(folder, cache_dir, (40, 56))
+    ds = load_dataset(folder, cache_dir, size=(40, 56))
     assert ds.x_train.shape == (200, 40, 56, 3) and ds.x_test.shape == (100, 40, 56, 3)
     assert ds.class_names == sorted(CLASSES)
     (tmp_path / "val").symlink_to(folder / "test")  # an evaluation-only folder with another split name
-    val = load_dataset(tmp_path, cache_dir, SIZE, split="val")
+    val = load_dataset(tmp_path, cache_dir, size=SIZE, split="val")
     assert val.split == "val" and len(val.y_train) == 0 and val.x_test.shape == (100, SIZE, SIZE, 3)
     reordered = align_classes(val, list(reversed(val.class_names)))
     assert [reordered.class_names[y] for y in reordered.y_test] == [val.class_names[y] for y in val.y_test]
@@ -288,7 +288,7 @@ def test_bench_from_imported_artifacts_without_keras(run_dir, folder, tmp_path):
 
 def test_predict_uses_the_contract_the_export_recorded(run_dir, tmp_path):
     """predict finds the contract: the manifest beside an artifact, <dir>/export/manifest.json for .keras."""
-    from edgebench.train.predict import predict_files
+    from edgebench.train.reference.predict import predict_files
 
     image = [str(JPEG_ROOT / "test" / "frog" / "0001.jpg")]
     onnx = predict_files(run_dir / "export" / "model.onnx", image, k=9)[0]["top_k"]

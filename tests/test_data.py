@@ -10,7 +10,7 @@ import pytest
 
 from edgebench.errors import EdgebenchError
 from edgebench.runtime import CIFAR10_CLASSES
-from edgebench.train import data
+from edgebench.train.data import dataset as data
 from tests.conftest import make_image_folder
 
 

@@ -42,7 +42,8 @@ def test_runtime_modules_are_imported_only_by_the_runtime_package():
     ``edgebench/runtime`` only, where the runners and the loaders other stages call live; elsewhere only as
     a build tool (``BUILD_TOOLS``). A second place that opens a model would be a second implementation to
     keep in step (two once disagreed on LiteRT's module name)."""
-    # Keras' row is the training framework's own reference runner (train/keras_runner.py), not a runtime
+    # Keras' row is the training framework's own reference runner (train/reference/keras_runner.py), not
+    # a runtime
     runtime_modules = {m for row in RUNTIMES.values() if row.entry.startswith(".") for m in row.modules}
     offenders = [
         f"{path.relative_to(REPO)}: {name}"

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from edgebench.cli import cli
 from edgebench.train.model import load_model
-from edgebench.train.packing import MANIFEST, pack_model
+from edgebench.train.packing import PACK_MANIFEST, pack_model
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def packed(tmp_path_factory, tiny_model_path):
     )
     assert result.exit_code == 0, result.output
     # The CLI packs into one part (the tiny model is small); repack through the function into three.
-    manifest = json.loads((root / "models" / "tiny" / MANIFEST).read_text())
+    manifest = json.loads((root / "models" / "tiny" / PACK_MANIFEST).read_text())
     small = pack_model(
         run / "model.keras",
         root / "models" / "tiny",
@@ -105,7 +105,7 @@ def test_damaged_pack_is_refused(packed, tmp_path, damage):
     elif damage == "missing":
         part.unlink()
     else:
-        (copy / MANIFEST).write_text((copy / MANIFEST).read_text()[:100])
+        (copy / PACK_MANIFEST).write_text((copy / PACK_MANIFEST).read_text()[:100])
     out = tmp_path / "out" / "model.keras"
     result = _fetch(tmp_path, out)
     assert result.exit_code == 2, result.output
@@ -122,7 +122,7 @@ def test_pack_over_an_unreadable_pack_is_refused(packed, tmp_path):
     root, _ = packed
     target = tmp_path / "models" / "tiny"
     shutil.copytree(root / "models" / "tiny", target)
-    (target / MANIFEST).write_text((target / MANIFEST).read_text()[:100])
+    (target / PACK_MANIFEST).write_text((target / PACK_MANIFEST).read_text()[:100])
     before = {p.name: p.read_bytes() for p in target.iterdir()}
     result = CliRunner().invoke(
         cli, ["pack-model", "--run", str(root / "runs" / "tiny"), "--out", str(target)]
@@ -139,7 +139,7 @@ def _rewrite_parts(copy, manifest: dict, parts: list[tuple[str, bytes]]) -> None
     for name, data in parts:
         (copy / name).write_bytes(data)
     entries = [{"file": n, "bytes": len(d), "sha256": hashlib.sha256(d).hexdigest()} for n, d in parts]
-    (copy / MANIFEST).write_text(json.dumps({**manifest, "parts": entries}))
+    (copy / PACK_MANIFEST).write_text(json.dumps({**manifest, "parts": entries}))
 
 
 def test_a_decompression_bomb_is_refused_at_the_declared_size(packed, tmp_path):
@@ -166,7 +166,7 @@ def test_a_pack_part_outside_the_pack_is_refused(packed, tmp_path, name):
     copy = tmp_path / "models" / "tiny"
     shutil.copytree(root / "models" / "tiny", copy)
     parts = [{**p, "file": name if i == 0 else p["file"]} for i, p in enumerate(manifest["parts"])]
-    (copy / MANIFEST).write_text(json.dumps({**manifest, "parts": parts}))
+    (copy / PACK_MANIFEST).write_text(json.dumps({**manifest, "parts": parts}))
     result = _fetch(tmp_path, tmp_path / "out" / "model.keras")
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1

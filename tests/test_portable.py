@@ -21,7 +21,7 @@ from PIL import Image
 
 from edgebench.cli import cli
 from edgebench.errors import EdgebenchError
-from edgebench.train.payload import (
+from edgebench.train.portable.payload import (
     build_payload,
     check_payload,
     pack_images,
@@ -144,7 +144,7 @@ def test_schedule_decays_and_stops_at_the_deadline():
     import keras
 
     from edgebench.train.model import build_tiny_model
-    from edgebench.train.portable import Schedule
+    from edgebench.train.portable.training import Schedule
 
     s = Schedule(1e-3, total_steps=100, deadline=None, warmup=0.1)
     rates = []
@@ -164,7 +164,7 @@ def test_schedule_decays_and_stops_at_the_deadline():
 # The device script, as the device runs it: Keras on JAX in a fresh process with two virtual CPU devices.
 DEVICE_RUN = """
 import json, sys
-from edgebench.train import device_run
+from edgebench.train.portable import device_run
 metrics = device_run.main(sys.argv[1:])
 import keras
 from edgebench.train.model import build_tiny_model
@@ -235,7 +235,7 @@ def test_device_script_cut_off_by_its_deadline_still_packs_a_model(folder, tiny_
     args = (
         f"--payload {payload} --out {out} --tiny --image-size 32 --batch-size 16 --minutes 0.001 --reserve 0"
     )
-    cmd = [sys.executable, "-m", "edgebench.train.device_run", *args.split()]
+    cmd = [sys.executable, "-m", "edgebench.train.portable.device_run", *args.split()]
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -253,7 +253,14 @@ def test_device_script_refuses_a_damaged_payload_in_one_line(folder, tiny_weight
     build_payload(folder, tiny_weights, payload)
     (payload / "images.xz").write_bytes(b"not the packed images")
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
-    cmd = [sys.executable, "train/device_run.py", "--payload", str(payload), "--out", str(tmp_path / "o")]
+    cmd = [
+        sys.executable,
+        "train/portable/device_run.py",
+        "--payload",
+        str(payload),
+        "--out",
+        str(tmp_path / "o"),
+    ]
     proc = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith("error: payload file ")

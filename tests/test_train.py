@@ -12,13 +12,13 @@ from click.testing import CliRunner
 from edgebench.cli import cli
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import sha256_file
-from edgebench.train.data import load_dataset, subset
-from edgebench.train.evaluation import sha256_of_test_set
-from edgebench.train.features import ArrayBatches
-from edgebench.train.fitting import RunDir, fit_phase
+from edgebench.train.data.dataset import load_dataset, subset
+from edgebench.train.data.features import ArrayBatches
 from edgebench.train.model import build_tiny_model, load_model
-from edgebench.train.presets import get_preset
-from edgebench.train.recipe import Trainer, inference_copy
+from edgebench.train.recipe.fitting import RunDir, fit_phase
+from edgebench.train.recipe.presets import get_preset
+from edgebench.train.recipe.trainer import Trainer, inference_copy
+from edgebench.train.reference.evaluation import sha256_of_test_set
 from tests.conftest import WEIGHTS, run_cli
 
 TINY = dict(train_per_class=8, test_per_class=4, val_fraction=0.25, ablation_train_per_class=4)
@@ -99,7 +99,17 @@ def test_xla_trains_but_validation_and_prediction_keep_tensorflow_kernels(tmp_pa
     x = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
     y = np.arange(16) % 10
     train = ArrayBatches(x, y, 8)
-    fit_phase("xla", model, train, (x, y), 1, 1e-3, get_preset("smoke"), RunDir(tmp_path), jit_compile=True)
+    fit_phase(
+        "xla",
+        model,
+        train,
+        (x, y),
+        epochs=1,
+        lr=1e-3,
+        preset=get_preset("smoke"),
+        run=RunDir(tmp_path),
+        jit_compile=True,
+    )
     tf_kernels = tf.function(lambda a: model(a, training=False), jit_compile=False)(x).numpy()
     xla = tf.function(lambda a: model(a, training=False), jit_compile=True)(x).numpy()
     assert np.abs(xla - tf_kernels).max() > 1e-4  # the two really differ on this model
@@ -141,7 +151,9 @@ def test_interrupted_run_resumes_with_its_plan_and_the_budget_cut_saves_a_valid_
     )  # cached only: the whole model's training step is neither measured nor run; ONNX Runtime fills caches
     out = tmp_path / "resume"
     with pytest.raises(KeyboardInterrupt):
-        Trainer(preset, str(cifar_folder), str(WEIGHTS), out, cache_dir, callbacks=[Interrupt()]).run()
+        Trainer(
+            preset, str(cifar_folder), str(WEIGHTS), out, cache_dir=cache_dir, callbacks=[Interrupt()]
+        ).run()
     state = json.loads((out / "state.json").read_text())
     assert list(state["phases"]) == ["phase1"]
     assert (out / "checkpoints" / "phase2.backup").is_dir()
@@ -151,7 +163,7 @@ def test_interrupted_run_resumes_with_its_plan_and_the_budget_cut_saves_a_valid_
     assert plan["throughput"]["cache_runtime"] == "onnxruntime" and plan["throughput"]["cache"] > 0
     assert len(list((cache_dir / "features").glob("conv4-32px-*-onnxruntime-*.npy"))) == 3  # val, test, train
 
-    metrics = Trainer(preset, str(cifar_folder), str(WEIGHTS), out, cache_dir).run()
+    metrics = Trainer(preset, str(cifar_folder), str(WEIGHTS), out, cache_dir=cache_dir).run()
     assert metrics["resumed"] is True and metrics["budget"]["plan"] == plan
     assert metrics["phases"]["phase1"]["wall_time_s"] == phase1_time  # not retrained
     history = json.loads((out / "history.json").read_text())
@@ -163,16 +175,22 @@ def test_interrupted_run_resumes_with_its_plan_and_the_budget_cut_saves_a_valid_
     assert probs.shape == (2, 10) and np.allclose(probs.sum(axis=1), 1, atol=1e-4)
 
     with pytest.raises(EdgebenchError, match="other options"):
-        Trainer(get_preset("smoke", **TINY, ablation=False), str(cifar_folder), str(WEIGHTS), out, cache_dir)
+        Trainer(
+            get_preset("smoke", **TINY, ablation=False),
+            str(cifar_folder),
+            str(WEIGHTS),
+            out,
+            cache_dir=cache_dir,
+        )
     restarted = Trainer(
         get_preset("smoke", **TINY, ablation=False),
         str(cifar_folder),
         str(WEIGHTS),
         out,
-        cache_dir,
+        cache_dir=cache_dir,
         restart=True,
     )
-    assert restarted.state["phases"] == {}
+    assert restarted.context.state["phases"] == {}
 
 
 @pytest.mark.parametrize(
@@ -201,7 +219,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, cifar_folder, extra, message):
 def test_every_preset_field_is_an_option_with_its_own_help():
     import dataclasses
 
-    from edgebench.train.presets import PRESETS, tunable_fields
+    from edgebench.train.recipe.presets import PRESETS, tunable_fields
 
     result = CliRunner().invoke(cli, ["train", "--help"], terminal_width=1000, max_content_width=1000)
     text = " ".join(result.output.split())
@@ -232,10 +250,10 @@ def test_early_stopping_can_be_turned_off_for_a_phase(tmp_path):
             model,
             ArrayBatches(x, y, 16),
             ArrayBatches(x, y, 64, shuffle=False),
-            4,
-            0.0,
-            preset,
-            run,
+            epochs=4,
+            lr=0.0,
+            preset=preset,
+            run=run,
             early_stopping=early_stopping,
         )
         assert len(history["val_accuracy"]) == epochs

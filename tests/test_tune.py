@@ -19,7 +19,7 @@ from edgebench.bench.measure import Measurer
 from edgebench.cli import cli
 from edgebench.export.context import indices_sha256
 from edgebench.runtime.latency_stats import LatencySettings
-from edgebench.train.data import split_validation
+from edgebench.train.data.dataset import split_validation
 from edgebench.tune.space import (
     Candidate,
     TuneSettings,
@@ -160,7 +160,7 @@ class Counter:
 
 
 def tune_data(*args, **kwargs):
-    from edgebench.train.data import load_dataset
+    from edgebench.train.data.dataset import load_dataset
 
     return load_dataset(*args, **kwargs)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from edgebench.options import data_option, out_option
-from edgebench.train.presets import PRESETS, tunable_fields
+from edgebench.train.recipe.presets import PRESETS, tunable_fields
 
 
 def _preset_options(func):
@@ -44,12 +44,14 @@ def _preset_options(func):
 @_preset_options
 def train(preset, data_source, weights, out_dir, cache_dir, restart, **overrides):
     """Fine-tune ImageNet ResNet50 on CIFAR-10 (resumes an interrupted run in --out)."""
-    from edgebench.train.presets import get_preset
-    from edgebench.train.recipe import Trainer
+    from edgebench.train.recipe.presets import get_preset
+    from edgebench.train.recipe.trainer import Trainer
     from edgebench.train.summary import print_summary
 
     chosen = get_preset(preset, **overrides)
-    trainer = Trainer(chosen, data_source, weights, out_dir or f"runs/{chosen.name}", cache_dir, restart)
+    trainer = Trainer(
+        chosen, data_source, weights, out_dir or f"runs/{chosen.name}", cache_dir=cache_dir, restart=restart
+    )
     print_summary(trainer.run(), trainer.run_dir)
 
 
@@ -62,7 +64,7 @@ def train(preset, data_source, weights, out_dir, cache_dir, restart, **overrides
 def predict(images, model_path, top_k, as_json, labels):
     """Classify image files of any size or mode (resized to the model's input, per its contract)."""
     from edgebench.runtime import format_results
-    from edgebench.train.predict import predict_files
+    from edgebench.train.reference.predict import predict_files
 
     results = predict_files(model_path, images, top_k, labels)
     click.echo(json.dumps(results, indent=2) if as_json else format_results(results))
@@ -81,16 +83,16 @@ def predict(images, model_path, top_k, as_json, labels):
 )
 def pack_model(run_dir, out, train_command, code_commit):
     """Pack a trained model for the repository: bfloat16 + lzma weights, sha256s and provenance."""
-    from edgebench.train.packing import MANIFEST, provenance, read_manifest
+    from edgebench.train.packing import PACK_MANIFEST, provenance, read_pack_manifest
     from edgebench.train.packing import pack_model as pack
 
     # The pack this one replaces, the model the run may have continued (its lineage): one that cannot be
     # read is refused rather than packed over, its lineage lost.
-    earlier = read_manifest(out) if Path(out, MANIFEST).is_file() else None
+    earlier = read_pack_manifest(out) if Path(out, PACK_MANIFEST).is_file() else None
     manifest = pack(
         f"{run_dir}/model.keras",
         out,
-        provenance(run_dir, train_command, code_commit, earlier, Path(out).name),
+        provenance(run_dir, command=train_command, commit=code_commit, previous=earlier, name=Path(out).name),
     )
     click.echo(
         f"packed {manifest['source']['file']} into {out}: {len(manifest['parts'])} part(s), "
@@ -125,8 +127,8 @@ def fetch_model(name, models_dir, out):
 @click.option("--out", "out_dir", required=True, help="payload folder, e.g. runs/gpu-payload")
 def gpu_payload(data_dir, weights, out_dir):
     """Pack the train and test JPEGs and the base weights for a remote trainer: one xz file each, and
-    payload.json with their sizes and sha256s (train/device_run.py reads them)."""
-    from edgebench.train.payload import build_payload
+    payload.json with their sizes and sha256s (train/portable/device_run.py reads them)."""
+    from edgebench.train.portable.payload import build_payload
 
     summary = build_payload(data_dir, weights, out_dir)
     sizes = ", ".join(f"{name} {meta['bytes'] / 2**20:.1f} MiB" for name, meta in summary["files"].items())

@@ -28,7 +28,7 @@ from edgebench.fileio import atomic_path, ensure_dir, read_json, sha256_file, wr
 from edgebench.runtime.paths import confined
 
 FORMAT = "edgebench-packed-model/1"
-MANIFEST = "MANIFEST.json"
+PACK_MANIFEST = "MANIFEST.json"  # the pack's, beside its parts
 PART_BYTES = 16 * 2**20
 SMALL = 4096  # tensors with fewer elements stay float32
 LZMA_PRESET = 9 | lzma.PRESET_EXTREME
@@ -48,7 +48,7 @@ def weights_digest(arrays: list[np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def _stored(a: np.ndarray) -> np.ndarray:
+def stored_array(a: np.ndarray) -> np.ndarray:
     """bfloat16 for large float32 tensors, unless rounding would turn a finite value infinite (bfloat16's
     largest value is just below float32's); small ones and every other dtype as they are."""
     if a.dtype == np.float32 and a.size >= SMALL:
@@ -58,7 +58,8 @@ def _stored(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _restored(a: np.ndarray, dtype: str) -> np.ndarray:
+def restored_array(a: np.ndarray, dtype: str) -> np.ndarray:
+    """``a`` (as ``stored_array`` left it) back in its original ``dtype``."""
     return a.astype(np.dtype(dtype)) if a.dtype != np.dtype(dtype) else a
 
 
@@ -69,6 +70,7 @@ def _archive_config(model_path: Path) -> dict:
 
 def provenance(
     run_dir: str | os.PathLike,
+    *,
     command: str | None = None,
     commit: str | None = None,
     previous: dict | None = None,
@@ -133,13 +135,16 @@ def pack_model(
     model = load_model(model_path)
     named = [(v.path, np.asarray(v.numpy())) for v in model.weights]
     source = {"file": model_path.name, "sha256": sha256_file(model_path)}
-    return pack_arrays(named, _archive_config(model_path), dest, source, provenance, part_bytes)
+    return pack_arrays(
+        named, _archive_config(model_path), dest, source=source, provenance=provenance, part_bytes=part_bytes
+    )
 
 
 def pack_arrays(
     named: list[tuple[str, np.ndarray]],
     config: dict,
     dest: str | os.PathLike,
+    *,
     source: dict | None = None,
     provenance: dict | None = None,
     part_bytes: int = PART_BYTES,
@@ -158,12 +163,12 @@ def pack_arrays(
         raise EdgebenchError(f"cannot pack into {dest}: the weights' paths are not unique")
     tensors, blobs, restored = [], [], []
     for path, value in named:
-        stored = _stored(value)
+        stored = stored_array(value)
         tensors.append(
             {"path": path, "shape": list(value.shape), "dtype": str(value.dtype), "stored": str(stored.dtype)}
         )
         blobs.append(np.ascontiguousarray(stored).tobytes())
-        restored.append(_restored(stored, str(value.dtype)))
+        restored.append(restored_array(stored, str(value.dtype)))
     stream = lzma.compress(b"".join(blobs), preset=preset)
     for old in dest.glob("weights.xz.*"):
         old.unlink()
@@ -183,14 +188,14 @@ def pack_arrays(
         "weights_sha256": weights_digest(restored),
         "provenance": provenance or {},
     }
-    write_json(dest / MANIFEST, manifest)
+    write_json(dest / PACK_MANIFEST, manifest)
     write_bytes(dest / "SHA256SUMS", "".join(f"{p['sha256']}  {p['file']}\n" for p in parts).encode())
     return manifest
 
 
 def restored_values(named: list[tuple[str, np.ndarray]]) -> list[np.ndarray]:
     """What a rebuild restores of each value: bfloat16-rounded where the pack stores bfloat16."""
-    return [_restored(_stored(value), str(value.dtype)) for _, value in named]
+    return [restored_array(stored_array(value), str(value.dtype)) for _, value in named]
 
 
 def read_parts(src: Path, manifest: dict) -> bytes:
@@ -201,20 +206,23 @@ def read_parts(src: Path, manifest: dict) -> bytes:
         if not path.is_file():
             raise EdgebenchError(f"packed model part missing: {path}")
         if path.stat().st_size != part.get("bytes"):  # read no more than the manifest declares
-            raise EdgebenchError(f"packed model part {path} is not the size {src / MANIFEST} declares")
+            raise EdgebenchError(f"packed model part {path} is not the size {src / PACK_MANIFEST} declares")
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != part["sha256"]:
-            raise EdgebenchError(f"packed model part {path} does not match its sha256 in {src / MANIFEST}")
+            raise EdgebenchError(
+                f"packed model part {path} does not match its sha256 in {src / PACK_MANIFEST}"
+            )
         chunks.append(data)
     return b"".join(chunks)
 
 
-def read_manifest(src: str | os.PathLike) -> dict:
+def read_pack_manifest(src: str | os.PathLike) -> dict:
+    """The pack's MANIFEST.json in ``src`` (not an export folder's manifest), refused unless it is one."""
     src = Path(src)
-    manifest = read_json(src / MANIFEST, "packed model manifest")
+    manifest = read_json(src / PACK_MANIFEST, "packed model manifest")
     if manifest.get("kind") != FORMAT:
         raise EdgebenchError(
-            f"{src / MANIFEST} is not an edgebench packed model (kind {manifest.get('kind')!r})"
+            f"{src / PACK_MANIFEST} is not an edgebench packed model (kind {manifest.get('kind')!r})"
         )
     return manifest
 
@@ -269,7 +277,7 @@ def unpack_weights(src: str | os.PathLike, manifest: dict) -> list[np.ndarray]:
         if offset + n > len(raw):
             raise EdgebenchError(f"packed model in {src} is shorter than its manifest says")
         a = np.frombuffer(raw, stored, count=n // stored.itemsize, offset=offset).reshape(t["shape"])
-        arrays.append(_restored(a, t["dtype"]))
+        arrays.append(restored_array(a, t["dtype"]))
         offset += n
     if offset != len(raw):
         raise EdgebenchError(f"packed model in {src} is longer than its manifest says")
@@ -283,7 +291,7 @@ def rebuild_model(src: str | os.PathLike, out: str | os.PathLike) -> dict:
     import edgebench.train.model  # noqa: F401  (registers edgebench's layers for deserialisation)
 
     src = Path(src)
-    manifest = read_manifest(src)
+    manifest = read_pack_manifest(src)
     arrays = unpack_weights(src, manifest)
     if weights_digest(arrays) != manifest["weights_sha256"]:
         raise EdgebenchError(f"weights rebuilt from {src} do not match the manifest's weights_sha256")

@@ -27,7 +27,7 @@ from edgebench.export.context import indices_sha256
 from edgebench.export.manifest import ArtifactEntry, ExportManifest
 from edgebench.fileio import ensure_dir, read_json, sha256_file, write_json
 from edgebench.runtime import sidecar_entries, sidecar_problem
-from edgebench.train.data import align_classes, load_dataset
+from edgebench.train.data.dataset import align_classes, load_dataset
 from edgebench.tune import report, second_pass
 from edgebench.tune.build import candidate_task, run_build
 from edgebench.tune.space import (
@@ -86,7 +86,7 @@ class _Tuner:
         # Only the train split is read, at the model contract's input size, labels in the model's class order.
         contract = self.manifest.model_contract()
         source = data_source(self.s.data, self.manifest)
-        ds = load_dataset(source, self.s.cache_dir, contract.size, contract.channels)
+        ds = load_dataset(source, self.s.cache_dir, size=contract.size, channels=contract.channels)
         ds = align_classes(ds, contract.classes)
         hold_out, origin = training_hold_out(self.model)
         val, calib = split_indices(ds.y_train, self.s.val_images, self.s.calib_size, self.s.seed, hold_out)

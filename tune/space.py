@@ -26,7 +26,7 @@ from edgebench.export.quant_recipe import cpu_requirements, ort_recipe
 from edgebench.runtime import RUNTIMES
 from edgebench.runtime.cpuflags import unmet
 from edgebench.runtime.latency_stats import LatencySettings
-from edgebench.train.data import split_validation, stratified_indices
+from edgebench.train.data.dataset import split_validation, stratified_indices
 
 TUNABLE_RUNTIMES = ("litert", "onnxruntime", "openvino")  # the runtimes search_space has candidates for
 DEFAULT_RUNTIMES = ("litert", "onnxruntime")  # what tune tries unless --runtimes names more

@@ -231,7 +231,7 @@ RUNTIMES: dict[str, Runtime] = {
         # The fp32 reference lives with the train stage (it needs the model's custom layers).
         Runtime(
             "keras",
-            "edgebench.train.keras_runner:KerasRunner",
+            "edgebench.train.reference.keras_runner:KerasRunner",
             (".keras",),
             ("keras", "tensorflow"),
             ("keras",),

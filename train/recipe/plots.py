@@ -92,6 +92,7 @@ def predictions(
     y: np.ndarray | None,
     probs: np.ndarray,
     class_names,
+    *,
     path: Path,
     seed: int = 0,
     n: int = 24,

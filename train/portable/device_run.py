@@ -1,13 +1,14 @@
 """The prepared device call: unpack the payload, train the gpu recipe on Keras/JAX, evaluate, pack.
 
 Runs where only Python, JAX, numpy, h5py, Pillow and ml_dtypes are installed, as a plain file from the
-repository root (``KERAS_BACKEND=jax python train/device_run.py --payload runs/gpu-payload --out $OUT``;
-``--wheels`` unpacks carried keras wheels first) or as ``python -m edgebench.train.device_run``. Writes to
-``--out``: the packed model (``<name>/``: MANIFEST.json, SHA256SUMS, parts of at most 15 MiB; rewritten after
-every epoch, so a cut-off run still brings a model home), ``metrics.json`` and ``test_scores.npy``. The test
-accuracy is that of the float32 model holding the bfloat16-rounded weights: what ``fetch-model`` rebuilds.
-Defaults (224 px, conv2: every residual block, batch 128, 1 + up to 30 epochs in 8 minutes) are the
-gpu recipe of docs/design/gpu.md; ``--tiny`` and the size options rehearse it on a CPU.
+repository root (``KERAS_BACKEND=jax python train/portable/device_run.py --payload runs/gpu-payload --out
+$OUT``; ``--wheels`` unpacks carried keras wheels first) or as ``python -m
+edgebench.train.portable.device_run``. Writes to ``--out``: the packed model (``<name>/``: MANIFEST.json,
+SHA256SUMS, parts of at most 15 MiB; rewritten after every epoch, so a cut-off run still brings a model home),
+``metrics.json`` and ``test_scores.npy``. The test accuracy is that of the float32 model holding the
+bfloat16-rounded weights: what ``fetch-model`` rebuilds. Defaults (224 px, conv2: every residual block, batch
+128, 1 + up to 30 epochs in 8 minutes) are the gpu recipe of docs/design/gpu.md; ``--tiny`` and the size
+options rehearse it on a CPU.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _bootstrap(wheels: str | None) -> None:
@@ -26,8 +27,10 @@ def _bootstrap(wheels: str | None) -> None:
     importable from carried wheels, when they are not installed."""
     import importlib.util
 
-    if sys.path and Path(sys.path[0]).resolve() == REPO / "train":
-        sys.path.pop(0)  # run as a file: train/'s modules (data, model, ...) must not shadow others
+    if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+        sys.path.pop(
+            0
+        )  # run as a file: this folder's modules (training, payload, ...) must not shadow others
     if importlib.util.find_spec("keras") is None and wheels:
         sys.path.insert(0, str(unzip_wheels(Path(wheels), Path("/tmp/edgebench-pylib"))))
     if importlib.util.find_spec("edgebench") is None:
@@ -109,7 +112,7 @@ def load_data(payload: Path, args):
     """(classes, x_train, y_train, x_val, y_val, x_test, y_test) decoded from the checked payload."""
     import numpy as np
 
-    from edgebench.train.payload import IMAGES_FILE, check_payload, read_images
+    from edgebench.train.portable.payload import IMAGES_FILE, check_payload, read_images
 
     check_payload(payload)
     classes, splits = read_images(payload / IMAGES_FILE)
@@ -136,15 +139,15 @@ def main(argv=None) -> dict:
     import numpy as np
 
     from edgebench.fileio import atomic_path, write_json
-    from edgebench.train import portable, twin_pack
     from edgebench.train.model import build_model, build_tiny_model
-    from edgebench.train.payload import WEIGHTS_FILE, unpack_weights_h5
+    from edgebench.train.portable import training, twin_pack
+    from edgebench.train.portable.payload import WEIGHTS_FILE, unpack_weights_h5
 
     payload, out = Path(args.payload), Path(args.out)
     classes, x_tr, y_tr, x_val, y_val, x_te, y_te = load_data(payload, args)
     elapsed = lambda: f"[{time.time() - start:.0f} s]"  # noqa: E731  (where a device call's minutes went)
     print(f"{elapsed()} data: {len(x_tr)} train, {len(x_val)} val, {len(x_te)} test, {len(classes)} classes")
-    info = portable.setup_devices(args.precision)
+    info = training.setup_devices(args.precision)
     print(f"{elapsed()} devices: {info}; keras {keras.__version__} on {keras.backend.backend()}", flush=True)
     if args.tiny:
         build = twin_build = lambda: build_tiny_model(args.image_size, len(classes), args.seed)  # noqa: E731
@@ -152,7 +155,7 @@ def main(argv=None) -> dict:
         h5 = unpack_weights_h5(payload / WEIGHTS_FILE, Path(tempfile.mkdtemp()) / "base.weights.h5")
         build = lambda: build_model(args.image_size, str(h5), args.dropout, num_classes=len(classes))  # noqa: E731
         twin_build = lambda: build_model(args.image_size, None, args.dropout, num_classes=len(classes))  # noqa: E731
-    r = portable.Recipe(
+    r = training.Recipe(
         unfreeze=args.unfreeze,
         batch_size=args.batch_size,
         phase1_epochs=args.phase1_epochs,
@@ -161,7 +164,7 @@ def main(argv=None) -> dict:
         phase2_lr=args.phase2_lr,
         seed=args.seed,
     )
-    record = provenance_record(argv, args, info, r, len(x_tr), len(x_val))
+    record = provenance_record(argv, args, info, recipe=r, n_train=len(x_tr), n_val=len(x_val))
     epochs = [0]
 
     def provenance():
@@ -170,20 +173,20 @@ def main(argv=None) -> dict:
 
     part_bytes = int(args.part_mib * 2**20)
     deadline = start + args.minutes * 60 - args.reserve
-    done = portable.train(
+    done = training.train(
         build,
         twin_build,
         (x_tr, y_tr, x_val, y_val),
-        r,
-        deadline,
-        out / args.name,
-        provenance,
-        args.xz_preset,
-        len(classes),
-        part_bytes,
+        r=r,
+        deadline=deadline,
+        dest=out / args.name,
+        provenance=provenance,
+        preset=args.xz_preset,
+        classes=len(classes),
+        part_bytes=part_bytes,
     )
     shipped, named = twin_pack.shipped_model(twin_build, done.model, done.order)
-    scores = portable.predict(shipped, x_te, args.batch_size)
+    scores = training.predict(shipped, x_te, args.batch_size)
     acc = float(np.mean(scores.argmax(1) == y_te))
     record.update(
         test_images=len(x_te),
@@ -196,7 +199,9 @@ def main(argv=None) -> dict:
         stopped_by_deadline=done.stopped,
         epochs={phase: len(h.get("loss", [])) for phase, h in done.history.items()},
     )
-    manifest = twin_pack.write_pack(named, done.config, out / args.name, record, args.xz_preset, part_bytes)
+    manifest = twin_pack.write_pack(
+        named, done.config, out / args.name, provenance=record, preset=args.xz_preset, part_bytes=part_bytes
+    )
     with atomic_path(out / "test_scores.npy") as tmp:
         np.save(tmp, scores.astype("float32"))  # the rebuilt model's scores at home are compared with these
     metrics = {**record, "history": done.history, "weights_sha256": manifest["weights_sha256"]}
@@ -205,7 +210,7 @@ def main(argv=None) -> dict:
     return metrics
 
 
-def provenance_record(argv, args, info: dict, recipe, n_train: int, n_val: int) -> dict:
+def provenance_record(argv, args, info: dict, *, recipe, n_train: int, n_val: int) -> dict:
     """What the pack's MANIFEST.json and metrics.json say of the run (the final one adds the test)."""
     from dataclasses import asdict
     from datetime import UTC, datetime
@@ -221,7 +226,7 @@ def provenance_record(argv, args, info: dict, recipe, n_train: int, n_val: int) 
     return {
         "trained": datetime.now(UTC).isoformat(timespec="seconds"),
         "preset": "gpu",
-        "command": "KERAS_BACKEND=jax python train/device_run.py " + " ".join(map(str, words)),
+        "command": "KERAS_BACKEND=jax python train/portable/device_run.py " + " ".join(map(str, words)),
         "code_commit": args.code_commit,
         "trainer": "edgebench.train.portable (Keras on JAX)",
         "device": kinds,

@@ -12,11 +12,11 @@ import numpy as np
 
 from edgebench.errors import EdgebenchError
 from edgebench.runtime.cpuflags import host_flags
-from edgebench.train.extractor import cache_runtimes, make_extractor
-from edgebench.train.features import augment_uint8, augmenter
+from edgebench.train.data.extractor import cache_runtimes, make_extractor
+from edgebench.train.data.features import augment_uint8, augmenter
 from edgebench.train.model import UNFREEZE, build_model, build_model_in, set_phase, split_model
-from edgebench.train.planner import MODES, Throughput
-from edgebench.train.presets import Preset
+from edgebench.train.recipe.planner import MODES, Throughput
+from edgebench.train.recipe.presets import Preset
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # CPUs with bfloat16 arithmetic; elsewhere it is emulated
 BF16_MIN_GAIN = 1.15  # bfloat16 rounds every activation: it must buy this much speed to be chosen
@@ -63,7 +63,7 @@ def pick_precision(choice: str, fp32: float, bf16: float | None) -> str:
     return "float32"
 
 
-def _train_rate(model: keras.Model, x, y, b: int, steps: int, jit: bool) -> float:
+def _train_rate(model: keras.Model, x, y, b: int, *, steps: int, jit: bool) -> float:
     """Images/s of ``steps`` training steps, after one untimed step that traces (and with XLA compiles)."""
     model.compile(
         optimizer=keras.optimizers.AdamW(1e-5), loss="sparse_categorical_crossentropy", jit_compile=jit
@@ -77,14 +77,14 @@ def _train_rate(model: keras.Model, x, y, b: int, steps: int, jit: bool) -> floa
     return _rate(timed_steps, steps * b)
 
 
-def _top_rates(model, trunk, x, y, b: int, steps: int, jits) -> tuple[float, dict[bool, float]]:
+def _top_rates(model, trunk, x, y, *, b: int, steps: int, jits) -> tuple[float, dict[bool, float]]:
     """The cached mode's rates: conv5 + head on the trunk's conv4 features, inference and a training step in
     each compile mode of ``jits``."""
     _, top = split_model(model, UNFREEZE["conv5"][1])
     f = trunk.predict(x, batch_size=b, verbose=0)
     top.predict(f[:b], batch_size=b, verbose=0)
     forward = _rate(lambda: top.predict(f, batch_size=b, verbose=0), len(f))
-    return forward, {jit: _train_rate(top, f, y, b, steps, jit) for jit in jits}
+    return forward, {jit: _train_rate(top, f, y, b, steps=steps, jit=jit) for jit in jits}
 
 
 def _cache_rate(preset: Preset, trunk, x) -> tuple[float, str]:
@@ -105,6 +105,7 @@ def measure_candidate(
     weights,
     image_size: int,
     unfreeze: list[str],
+    *,
     x: np.ndarray,
     y: np.ndarray,
     modes: tuple[str, ...] = ("fresh",),
@@ -130,10 +131,10 @@ def measure_candidate(
         trunk_rate = _rate(lambda t=trunk: t.predict(x, batch_size=b, verbose=0), len(x))
         rates, top = {}, {}
         if "fresh" in modes:
-            rates = {jit: _train_rate(model, x, y, b, steps, jit) for jit in xla_modes(preset.xla)}
+            rates = {jit: _train_rate(model, x, y, b, steps=steps, jit=jit) for jit in xla_modes(preset.xla)}
         if "cached" in modes and choice == "conv5":
             jits = [max(rates, key=rates.get)] if rates else xla_modes(preset.xla)
-            top_forward, top_train = _top_rates(model, trunk, x, y, b, steps, jits)
+            top_forward, top_train = _top_rates(model, trunk, x, y, b=b, steps=steps, jits=jits)
             cache, runtime = _cache_rate(preset, trunk, x)
             top = {"top_forward": round(top_forward, 1), "cache": round(cache, 1), "cache_runtime": runtime}
             rates = rates or top_train  # cached only: its own step decides the compile mode
@@ -145,7 +146,7 @@ def measure_candidate(
         if "fresh" in modes and "bfloat16" in precision_modes(preset.precision):
             twin = build_model_in("bfloat16", image_size, weights, preset.dropout)
             set_phase(twin, 2, choice)
-            bf16 = round(_train_rate(twin, x, y, b, steps, xla), 1)
+            bf16 = round(_train_rate(twin, x, y, b, steps=steps, jit=xla), 1)
             del twin
         precision = pick_precision(preset.precision, rates[xla], bf16)
         out.append(
@@ -154,7 +155,9 @@ def measure_candidate(
                 choice,
                 round(forward, 1),
                 round(trunk_rate, 1),
-                (bf16 if precision == "bfloat16" else round(rates[xla], 1)) if "fresh" in modes else None,
+                train=(bf16 if precision == "bfloat16" else round(rates[xla], 1))
+                if "fresh" in modes
+                else None,
                 xla=xla,
                 train_no_xla=round(rates[False], 1) if False in rates else None,
                 train_xla=round(rates[True], 1) if True in rates else None,
@@ -231,7 +234,7 @@ class TimeCosine(keras.callbacks.Callback):
 
 
 def phase2_schedule(
-    peak: float, start: float, deadline: float, budgeted: bool, epochs: int, steps_per_epoch: int
+    peak: float, start: float, deadline: float, *, budgeted: bool, epochs: int, steps_per_epoch: int
 ) -> tuple[object, int, list[keras.callbacks.Callback], Deadline]:
     """Phase 2's learning rate, epochs and callbacks: with a budget, until ``deadline`` under a cosine over
     the time left (``TimeCosine``); without, ``epochs`` under a cosine over their steps. The returned

@@ -8,14 +8,13 @@ Phase 2 runs in one of two modes, each a candidate per (resolution, unfrozen blo
 - ``cached`` (conv5 only): the frozen trunk's conv4 features of ``copies`` augmented train copies are cached
   once (``Throughput.cache``: augmentation + the trunk, in the faster runtime measured), then conv5 + head
   train on them (``Throughput.top_train``), several times faster per image. A copy is memorised when
-  reused: one copy reached 93.5% train accuracy after 3 epochs here and 98% after 4 on a faster machine,
-  with test accuracy flattening near 86.5%. So the planner adds copies once a copy would be trained more
-  than ``REUSE_MAX`` times.
+  reused (docs/design/planner.md), so the planner adds copies once a copy would be trained more than
+  ``REUSE_MAX`` times.
 
 The planner spends what the budget leaves after the fixed stages (measurement, ablation, caches, phase 1,
 validation passes, the final test pass) on phase-2 images and picks a candidate by a stated rule
 (``make_plan``). Its epochs are an estimate at the measured rates: phase 2 itself trains until the deadline
-(train/budget.py ``Deadline``, ``TimeCosine``).
+(train/recipe/budget.py ``Deadline``, ``TimeCosine``).
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ POOLED_BYTES = 2048 * 2  # one float16 pooled feature vector
 UNFREEZE_ORDER = ("conv5", "conv4", "conv3", "conv2")  # fewer to more trainable blocks
 MODES = ("cached", "fresh")  # at the same resolution and blocks, fresh augmentation is worth more per image
 REUSE_MAX = 3  # passes over one cached augmented copy before another copy pays (see above)
-MAX_COPIES = 10  # a bound on the search; a copy of 45,000 images: ~13 min on TensorFlow here, ~7.7 on ORT
+MAX_COPIES = 10  # a bound on the search: each copy costs minutes to fill (docs/design/planner.md)
 
 
 def conv4_bytes(image_size: int) -> int:
@@ -57,7 +56,7 @@ class Throughput:
     top_forward: float | None = None  # conv5 + head on cached conv4 features: inference ...
     top_train: float | None = None  # ... and one training step (in ``xla``'s mode); None: no cached mode
     cache: float | None = None  # filling the conv4 cache: augmentation + the trunk on ``cache_runtime``
-    cache_runtime: str = "keras"  # the faster runtime measured for the trunk (train/extractor.py)
+    cache_runtime: str = "keras"  # the faster runtime measured for the trunk (train/data/extractor.py)
     precision: str = "float32"  # phase 2's training precision; ``train`` is this precision's step
     train_bf16: float | None = None  # the fresh training step in bfloat16, where it was measured
 

@@ -25,7 +25,7 @@ class PackEveryEpoch(keras.callbacks.Callback):
     values are copied to the host at once and packed on a thread while training goes on (lzma releases
     the GIL); one pack at a time, each written beside ``dest`` and swapped in (``write_pack``)."""
 
-    def __init__(self, model, order, config, dest, provenance, preset=1, part_bytes=PART_BYTES):
+    def __init__(self, model, order, config, dest, *, provenance, preset=1, part_bytes=PART_BYTES):
         super().__init__()
         self.inner, self.order, self.config, self.dest = model, order, config, Path(dest)
         self.provenance, self.preset, self.part_bytes = provenance, preset, part_bytes
@@ -35,8 +35,15 @@ class PackEveryEpoch(keras.callbacks.Callback):
         self.model  # noqa: B018  (the property syncs the JAX state into the variables)
         named = named_weights(self.inner, self.order)
         self.wait()
-        args = (named, self.config, self.dest, self.provenance(), self.preset, self.part_bytes)
-        self.pending = self.pool.submit(write_pack, *args)
+        self.pending = self.pool.submit(
+            write_pack,
+            named,
+            self.config,
+            self.dest,
+            provenance=self.provenance(),
+            preset=self.preset,
+            part_bytes=self.part_bytes,
+        )
         print(f"checkpoint: packing the weights after epoch {epoch + 1} into {self.dest}", flush=True)
 
     def wait(self) -> None:
@@ -52,13 +59,19 @@ def named_weights(model: keras.Model, order: list[str]) -> list[tuple[str, np.nd
     return [(path, np.array(values[path].numpy())) for path in order]
 
 
-def write_pack(named, config, dest: Path, provenance: dict, preset: int, part_bytes=PART_BYTES) -> dict:
+def write_pack(named, config, dest: Path, *, provenance: dict, preset: int, part_bytes=PART_BYTES) -> dict:
     """Pack into a folder beside ``dest``, then swap it in: no reader sees half of one pack and half of
     another (packing.pack_arrays writes its files one by one)."""
     new, old = dest.with_name(dest.name + ".new"), dest.with_name(dest.name + ".old")
     shutil.rmtree(new, ignore_errors=True)
     manifest = pack_arrays(
-        named, config, new, {"trainer": "edgebench.train.portable"}, provenance, part_bytes, preset
+        named,
+        config,
+        new,
+        source={"trainer": "edgebench.train.portable"},
+        provenance=provenance,
+        part_bytes=part_bytes,
+        preset=preset,
     )
     if dest.exists():
         dest.rename(old)

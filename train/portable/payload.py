@@ -24,7 +24,13 @@ import numpy as np
 
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import atomic_path, ensure_dir, sha256_file, write_json
-from edgebench.train.packing import LZMA_PRESET, MAX_UNPACKED_BYTES, _restored, _stored, bounded_decompress
+from edgebench.train.packing import (
+    LZMA_PRESET,
+    MAX_UNPACKED_BYTES,
+    bounded_decompress,
+    restored_array,
+    stored_array,
+)
 
 IMAGES_KIND = "edgebench-image-payload/1"
 WEIGHTS_KIND = "edgebench-weights-payload/1"
@@ -181,7 +187,7 @@ def pack_weights(h5_path: str | os.PathLike, out: str | os.PathLike, preset: int
                     groups.append({"path": name, "attrs": _attrs(obj, name)})
                     return
                 value = np.asarray(obj[()])
-                stored = _stored(value)
+                stored = stored_array(value)
                 datasets.append(
                     {
                         "path": name,
@@ -213,7 +219,7 @@ def read_weights(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
         if pos + count * stored.itemsize > len(body):
             raise EdgebenchError(f"payload {path} is shorter than its header says")
         a = np.frombuffer(body, stored, count, pos).reshape(d["shape"])
-        arrays[d["path"]] = _restored(a, d["dtype"])
+        arrays[d["path"]] = restored_array(a, d["dtype"])
         pos += count * stored.itemsize
     return header, arrays
 

@@ -13,8 +13,8 @@ import numpy as np
 from edgebench import __version__
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import read_json
-from edgebench.train.features import predict_batches
-from edgebench.train.presets import Preset
+from edgebench.train.data.features import predict_batches
+from edgebench.train.recipe.presets import Preset
 
 
 class RunDir:
@@ -28,7 +28,7 @@ class RunDir:
         self.state = self.root / "state.json"
         self.plots = self.root / "plots"
         self.checkpoints = self.root / "checkpoints"
-        self.test_predictions = self.root / "test_predictions.npz"  # train/evaluation.py
+        self.test_predictions = self.root / "test_predictions.npz"  # train/reference/evaluation.py
 
 
 def versions() -> dict:
@@ -90,6 +90,7 @@ def fit_phase(
     model: keras.Model,
     train,
     val,
+    *,
     epochs: int,
     lr,
     preset: Preset,
@@ -118,8 +119,8 @@ def fit_phase(
     )
     if jit_compile is True:
         # XLA for the training step only: validation and prediction keep TensorFlow's own kernels, the
-        # semantics the exported artifacts have. XLA's CPU bilinear resize differs from TensorFlow's (up
-        # to 154 in pixel units at 32 -> 96 px), which moved test accuracy by 3.5 pp on 2,000 images.
+        # semantics the exported artifacts have; XLA's CPU bilinear resize differs enough to move test
+        # accuracy (docs/design/planner.md, XLA).
         model.make_train_function()  # reads jit_compile now; the test/predict functions read it lazily
         model.jit_compile = False
     stop = (

@@ -23,7 +23,7 @@ import numpy as np
 
 from edgebench.train.model import set_phase
 from edgebench.train.packing import PART_BYTES
-from edgebench.train.twin_pack import PackEveryEpoch, float32_twin, model_config
+from edgebench.train.portable.twin_pack import PackEveryEpoch, float32_twin, model_config
 
 
 @dataclass(frozen=True)
@@ -166,7 +166,7 @@ class Schedule(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def run_phase(model, train, val, r: Recipe, phase: int, epochs: int, lr: float, deadline, callbacks=()):
+def run_phase(model, train, val, *, r: Recipe, phase: int, epochs: int, lr: float, deadline, callbacks=()):
     """Compile and fit one phase; returns (history dict, whether the deadline stopped it)."""
     set_phase(model, phase, r.unfreeze)
     wrapper = training_model(model, augmenter(r) if phase == 2 else None)
@@ -204,6 +204,7 @@ def train(
     build,
     twin_build,
     data,
+    *,
     r: Recipe,
     deadline,
     dest,
@@ -226,19 +227,29 @@ def train(
     if len(x_val) >= r.batch_size:
         keep = len(x_val) // r.batch_size * r.batch_size  # whole batches: divisible over the devices
         val = ArrayBatches(x_val[:keep], one_hot(y_val[:keep], classes), r.batch_size, shuffle=False)
-    pack = PackEveryEpoch(model, order, config, dest, provenance, preset, part_bytes)
+    pack = PackEveryEpoch(
+        model, order, config, dest, provenance=provenance, preset=preset, part_bytes=part_bytes
+    )
     history, seconds, stopped = {}, {}, False
     for phase, epochs, lr in ((1, r.phase1_epochs, r.phase1_lr), (2, r.phase2_epochs, r.phase2_lr)):
         if epochs <= 0 or stopped:
             continue
         t0 = time.time()
         history[f"phase{phase}"], stopped = run_phase(
-            model, train_batches, val, r, phase, epochs, lr, deadline, [pack]
+            model,
+            train_batches,
+            val,
+            r=r,
+            phase=phase,
+            epochs=epochs,
+            lr=lr,
+            deadline=deadline,
+            callbacks=[pack],
         )
         seconds[f"phase{phase}"] = round(time.time() - t0, 1)
     pack.wait()  # no epoch's pack may land after the caller's final one
     pack.pool.shutdown()
-    return Trained(model, order, config, history, seconds, stopped)
+    return Trained(model=model, order=order, config=config, history=history, seconds=seconds, stopped=stopped)
 
 
 def predict(model, x, batch_size) -> np.ndarray:

@@ -45,7 +45,7 @@ class KerasExtractor:
 def _fingerprint(model: keras.Model) -> str:
     """The model's layers and weights: equal fingerprints compute the same function in inference. Layer
     names (Keras numbers them per build) and trainable flags (inference ignores them) are left out."""
-    from edgebench.train.features import array_key  # features imports this module
+    from edgebench.train.data.features import array_key  # features imports this module
 
     skip = ("name", "trainable")
     layers = [

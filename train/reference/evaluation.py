@@ -25,7 +25,7 @@ def sha256_of_test_set(images: np.ndarray, labels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def save_test_predictions(path: Path, probs: np.ndarray, images, labels, model_sha256: str) -> Path:
+def save_test_predictions(path: Path, probs: np.ndarray, images, labels, *, model_sha256: str) -> Path:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to the temporary name
             np.savez(

@@ -25,7 +25,7 @@ import numpy as np
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import atomic_path
 from edgebench.runtime import CIFAR10_CLASSES, INPUT_SIZE, InferenceError, load_image, resize_pixels
-from edgebench.train.progress import progress
+from edgebench.train.data.progress import progress
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 # A source whose smallest class has less than this fraction of the largest one is refused.
@@ -62,6 +62,7 @@ def default_cache_dir() -> Path:
 def load_dataset(
     source: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
+    *,
     size=INPUT_SIZE,
     channels: int = 3,
     split: str = "test",
@@ -85,7 +86,7 @@ def load_dataset(
             ds = _load_batches(path)
         else:
             cache = Path(cache_dir) if cache_dir else default_cache_dir()
-            ds = _load_image_folder(path, cache, size, channels, split)
+            ds = _load_image_folder(path, cache, size, channels, split=split)
     if ds.split != split:
         raise EdgebenchError(f"{source} has no split '{split}': only image folders have named splits")
     ds.x_train = resize_pixels(ds.x_train, size, channels)
@@ -106,7 +107,15 @@ def align_classes(ds: Dataset, classes) -> Dataset:
             f"model's ({len(classes)}: {', '.join(classes)})"
         )
     order = np.asarray([classes.index(n) for n in ds.class_names], dtype=np.int64)
-    return Dataset(ds.x_train, order[ds.y_train], ds.x_test, order[ds.y_test], classes, ds.source, ds.split)
+    return Dataset(
+        ds.x_train,
+        order[ds.y_train],
+        ds.x_test,
+        order[ds.y_test],
+        class_names=classes,
+        source=ds.source,
+        split=ds.split,
+    )
 
 
 def check_classes(ds: Dataset) -> None:
@@ -230,7 +239,7 @@ def _decode_all(files: list[Path], what: str, size: tuple[int, int], channels: i
 
 
 def _load_image_folder(
-    root: Path, cache_dir: Path, size: tuple[int, int], channels: int, split: str = "test"
+    root: Path, cache_dir: Path, size: tuple[int, int], channels: int, *, split: str = "test"
 ) -> Dataset:
     if not (root / split).is_dir():
         raise EdgebenchError(
@@ -251,7 +260,15 @@ def _load_image_folder(
     cache = cache_dir / f"imagefolder-{key}{'' if shape == '32x32x3' else '-' + shape}.npz"
     if cache.is_file():
         with np.load(cache) as npz:
-            return Dataset(npz["x_train"], y_train, npz["x_test"], y_test, names, str(root), split)
+            return Dataset(
+                npz["x_train"],
+                y_train,
+                npz["x_test"],
+                y_test,
+                class_names=names,
+                source=str(root),
+                split=split,
+            )
     x_train = _decode_all(train_files, "train images", size, channels)
     x_test = _decode_all(test_files, f"{split} images", size, channels)
     try:
@@ -259,7 +276,7 @@ def _load_image_folder(
             np.savez(tmp, x_train=x_train, x_test=x_test)
     except (OSError, EdgebenchError):
         pass  # a read-only cache dir only costs the next run a re-decode
-    return Dataset(x_train, y_train, x_test, y_test, names, str(root), split)
+    return Dataset(x_train, y_train, x_test, y_test, class_names=names, source=str(root), split=split)
 
 
 def stratified_indices(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
@@ -290,4 +307,6 @@ def subset(ds: Dataset, train_per_class: int | None, test_per_class: int | None,
 
     x_train, y_train = pick(ds.x_train, ds.y_train, train_per_class)
     x_test, y_test = pick(ds.x_test, ds.y_test, test_per_class)
-    return Dataset(x_train, y_train, x_test, y_test, ds.class_names, ds.source, ds.split)
+    return Dataset(
+        x_train, y_train, x_test, y_test, class_names=ds.class_names, source=ds.source, split=ds.split
+    )

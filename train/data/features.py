@@ -6,15 +6,18 @@ import hashlib
 import math
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import atomic_path
-from edgebench.train.extractor import KerasExtractor
-from edgebench.train.presets import Preset
-from edgebench.train.progress import progress
+from edgebench.train.data.extractor import KerasExtractor
+from edgebench.train.data.progress import progress
+
+if TYPE_CHECKING:  # the augmentation options only: data/ imports nothing of the recipe at run time
+    from edgebench.train.recipe.presets import Preset
 
 CHUNK = 1024  # images per predict() call when filling a feature cache
 
@@ -138,7 +141,7 @@ def cached_features(
 ) -> FeatureFile:
     """``extractor(images)``, computed once into ``cache`` (a ``.npy`` file) and read per batch afterwards.
 
-    ``extractor`` is a frozen ``keras.Model`` or one of ``train/extractor.py``'s (another runtime).
+    ``extractor`` is a frozen ``keras.Model`` or one of ``train/data/extractor.py``'s (another runtime).
 
     ``images`` is a uint8 array or a list of ``(n, fn)`` where ``fn(start, stop)`` returns that slice of
     uint8 images (augmented copies are made chunk by chunk to keep memory flat). The file is written

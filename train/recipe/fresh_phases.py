@@ -1,4 +1,4 @@
-"""Phases of the fresh-augmentation recipe, methods of ``recipe.Trainer``: the time budget's throughput
+"""Phases of the fresh-augmentation recipe, on a ``context.RunContext``: the time budget's throughput
 measurement and plan (both modes'), phase 1 on pooled frozen features, and phase 2 on batches freshly
 augmented every epoch, until the deadline (the CPU recipe with ``time_budget``) or for the preset's epochs
 (the GPU recipe).
@@ -14,10 +14,9 @@ import keras
 import numpy as np
 
 from edgebench.errors import EdgebenchError
-from edgebench.fileio import sha256_file, write_json
-from edgebench.train.budget import measure_candidate, phase2_schedule, plan_candidates
-from edgebench.train.data import Dataset, stratified_indices
-from edgebench.train.features import (
+from edgebench.fileio import sha256_file
+from edgebench.train.data.dataset import Dataset, stratified_indices
+from edgebench.train.data.features import (
     ArrayBatches,
     array_key,
     augment_uint8,
@@ -25,11 +24,13 @@ from edgebench.train.features import (
     cached_features,
     free_bytes,
 )
-from edgebench.train.fitting import evaluate, fit_phase
 from edgebench.train.model import UNFREEZE, build_model_in, load_model, set_phase, trained_size
 from edgebench.train.packing import weights_digest
-from edgebench.train.planner import SAVE_S, Plan, Throughput, Workload, make_plan, should_measure_more
-from edgebench.train.presets import Preset
+from edgebench.train.recipe.budget import measure_candidate, phase2_schedule, plan_candidates
+from edgebench.train.recipe.context import RunContext
+from edgebench.train.recipe.fitting import evaluate, fit_phase
+from edgebench.train.recipe.planner import SAVE_S, Plan, Throughput, Workload, make_plan, should_measure_more
+from edgebench.train.recipe.presets import Preset
 
 
 def fixed_plan(p: Preset, n_train: int) -> Plan:
@@ -40,10 +41,10 @@ def fixed_plan(p: Preset, n_train: int) -> Plan:
         "conv5",
         n_train,
         p.phase2_epochs,
-        n_train,
-        {},
-        ["fixed epochs (no budget)"],
-        {},
+        images_per_epoch=n_train,
+        estimate_s={},
+        reasons=["fixed epochs (no budget)"],
+        throughput={},
         precision="bfloat16" if p.precision == "bfloat16" else "float32",
     )
 
@@ -63,33 +64,39 @@ def check_init_from(p: Preset) -> None:
 
 
 class FreshPhases:
-    """Mixin of ``Trainer``: uses its preset, run_dir, state, callbacks, jit, clock and bookkeeping."""
+    """The fresh path's phases and the budget's plan; what they share with the trainer is ``context``, where
+    the plan and phase 1 set the deadline that phase 2 stops at."""
+
+    def __init__(self, context: RunContext):
+        self.context = context
 
     def _workload(self, n_train: int, n_val: int, n_test: int, spent: float) -> Workload:
-        p = self.preset
+        c = self.context
+        p = c.preset
         abl = 0
-        if p.ablation and "ablation" not in self.state["phases"]:
+        if p.ablation and "ablation" not in c.state["phases"]:
             per = (p.ablation_train_per_class, p.ablation_val_per_class, p.ablation_test_per_class)
             abl = sum(min(k * 10, n) if k else n for k, n in zip(per, (n_train, n_val, n_test), strict=True))
         return Workload(
-            budget_s=p.time_budget * 60 - self.spent_before,
+            budget_s=p.time_budget * 60 - c.spent_before,
             spent_s=spent,
             train_images=n_train,
             val_images=n_val,
             test_images=n_test,
             ablation_images=abl,
-            free_disk_bytes=free_bytes(self.cache_dir),
+            free_disk_bytes=free_bytes(c.cache_dir),
             min_epochs=p.plan_min_epochs,
             batch_size=p.batch_size,
             modes=plan_candidates(p)[2],
             continued=bool(p.init_from),
         )
 
-    def _plan(self, x_tr, y_tr, n_val: int, n_test: int) -> Plan:
+    def plan(self, x_tr, y_tr, n_val: int, n_test: int) -> Plan:
         """Measure throughputs (cheapest candidate first) and plan; a resumed run keeps its stored plan."""
-        p = self.preset
-        if "plan" in self.state:
-            plan = Plan.from_dict(self.state["plan"])
+        c = self.context
+        p = c.preset
+        if "plan" in c.state:
+            plan = Plan.from_dict(c.state["plan"])
         else:
             sizes, unfreeze, modes = plan_candidates(p)
             t0 = time.time()
@@ -98,7 +105,7 @@ class FreshPhases:
             for size in sizes:
                 for choice in unfreeze:
                     measured += measure_candidate(
-                        p, self.weights, size, [choice], x_tr[idx], y_tr[idx], modes
+                        p, c.weights, size, [choice], x=x_tr[idx], y=y_tr[idx], modes=modes
                     )
                     print(f"measured {measured[-1]}", flush=True)
                     if not should_measure_more(measured, self._workload(len(x_tr), n_val, n_test, 0)):
@@ -107,9 +114,8 @@ class FreshPhases:
                     continue
                 break
             plan = make_plan(measured, self._workload(len(x_tr), n_val, n_test, time.time() - t0))
-            self.state["plan"] = plan.to_dict()
-            self.state["budget_spent_s"] = round(self.spent_before + time.time() - self.started, 1)
-            write_json(self.run_dir.state, self.state)
+            c.state["plan"] = plan.to_dict()
+            c.save_state()
         print("plan: " + "; ".join(plan.reasons), flush=True)
         what = (
             f"{plan.images_per_epoch} freshly augmented images"
@@ -138,18 +144,24 @@ class FreshPhases:
             reserve = (n_val + n_test) / top_forward + n_test / forward + SAVE_S
         else:
             reserve = (n_val + n_test) / forward + SAVE_S
-        self.deadline = self.started - self.spent_before + self.preset.time_budget * 60 - reserve
+        c = self.context
+        c.deadline = c.started - c.spent_before + c.preset.time_budget * 60 - reserve
 
     def _pooled(self, pool: keras.Model, x: np.ndarray, what: str):
         weights_id = array_key(*[w.numpy() for w in pool.weights[:2]])
         tag = f"pooled-{pool.name}-{weights_id}"
         return cached_features(
-            pool, x, self._feature_cache(tag, x), what, in_memory_bytes=self.preset.cache_in_memory_mb << 20
+            pool,
+            x,
+            self.context.feature_cache(tag, x),
+            what,
+            in_memory_bytes=self.context.preset.cache_in_memory_mb << 20,
         )
 
-    def _phase1_pooled(self, model, plan: Plan, x_tr, y_tr, x_val, y_val, ds: Dataset) -> None:
+    def phase1_pooled(self, model, plan: Plan, x_tr, y_tr, *, x_val, y_val, ds: Dataset) -> None:
         """Phase 1 of the budgeted recipe: the head on pooled frozen features of ``plan.phase1_images``."""
-        p, t0 = self.preset, time.time()
+        c, t0 = self.context, time.time()
+        p = c.preset
         set_phase(model, 1)
         idx = stratified_indices(y_tr, math.ceil(plan.phase1_images / len(ds.class_names)), p.seed)
         idx = idx[: plan.phase1_images]
@@ -170,28 +182,29 @@ class FreshPhases:
             head,
             ArrayBatches(f_tr, y_tr[idx], 256, seed=p.seed),
             ArrayBatches(f_val, y_val, 512, shuffle=False),
-            p.phase1_epochs,
-            p.phase1_lr,
-            p,
-            self.run_dir,
-            self.callbacks,  # the head alone: XLA made its epochs 13x slower (8.5 s vs 0.65 s)
+            epochs=p.phase1_epochs,
+            lr=p.phase1_lr,
+            preset=p,
+            run=c.run_dir,
+            callbacks=c.callbacks,  # the head alone: never XLA, slower there (planner.md)
         )
         acc, _ = evaluate(head, f_te, ds.y_test, 512)
-        self._finish_phase(
+        c.finish_phase(
             "phase1",
             history,
-            "frozen ImageNet ResNet50 (ImageNet preprocessing) + new head",
-            acc,
-            t0,
-            model,
+            description="frozen ImageNet ResNet50 (ImageNet preprocessing) + new head",
+            test_accuracy=acc,
+            started=t0,
+            model=model,
             train_images=int(len(idx)),
             forward_images_per_s=round(forward, 1),
         )
 
-    def _phase1_continued(self, model, ds: Dataset, size: int, n_val: int) -> None:
+    def phase1_continued(self, model, ds: Dataset, size: int, n_val: int) -> None:
         """Phase 1 of a run that continues a trained model (``init_from``): its weights, and one test pass
         that records where phase 2 starts from."""
-        p, t0 = self.preset, time.time()
+        c, t0 = self.context, time.time()
+        p = c.preset
         source = load_model(p.init_from)
         if trained_size(source) != size or len(source.weights) != len(model.weights):
             raise EdgebenchError(
@@ -211,20 +224,20 @@ class FreshPhases:
         forward = len(ds.y_test) / max(time.time() - f0, 1e-6)
         if p.time_budget:
             self._set_deadline(forward, n_val, len(ds.y_test))
-        self._finish_phase(
+        c.finish_phase(
             "phase1",
             {},
-            f"continued from {p.init_from} (its weights; no training)",
-            acc,
-            t0,
-            model,
+            description=f"continued from {p.init_from} (its weights; no training)",
+            test_accuracy=acc,
+            started=t0,
+            model=model,
             init_from=str(p.init_from),
             init_sha256=sha256_file(p.init_from),
             init_weights_sha256=init_digest,  # a packed model's weights_sha256: the lineage (packing.py)
             forward_images_per_s=round(forward, 1),
         )
 
-    def _phase2_fresh(self, model, plan: Plan, x_tr, y_tr, x_val, y_val, ds: Dataset, size: int):
+    def phase2(self, model, plan: Plan, x_tr, y_tr, *, x_val, y_val, ds: Dataset, size: int):
         """Phase 2 of the fresh-augmentation recipe: every batch freshly augmented, through the frozen trunk,
         trains the unfrozen blocks; stops at the deadline with the best checkpoint.
 
@@ -236,11 +249,12 @@ class FreshPhases:
         throughput measured in the first minutes, and the learning rate still reaches zero at the deadline
         when other work on the machine slows the run down or the estimate was pessimistic.
         """
-        p, t0 = self.preset, time.time()
+        c, t0 = self.context, time.time()
+        p = c.preset
         set_phase(model, 2, plan.unfreeze)
         trained = model
         if plan.precision == "bfloat16":
-            trained = build_model_in("bfloat16", size, self.weights, p.dropout)
+            trained = build_model_in("bfloat16", size, c.weights, p.dropout)
             trained.set_weights(model.get_weights())
             set_phase(trained, 2, plan.unfreeze)
         aug = augmenter(p, p.seed)
@@ -254,33 +268,33 @@ class FreshPhases:
             limit=None if budgeted else plan.images_per_epoch,
         )
         lr, epochs, extra, deadline = phase2_schedule(
-            p.phase2_lr, t0, self.deadline, budgeted, plan.epochs, len(train)
+            p.phase2_lr, t0, c.deadline, budgeted=budgeted, epochs=plan.epochs, steps_per_epoch=len(train)
         )
         history = fit_phase(
             "phase2",
             trained,
             train,
             (x_val, y_val),
-            epochs,
-            lr,
-            p,
-            self.run_dir,
-            [*self.callbacks, *extra],
-            self.jit,
+            epochs=epochs,
+            lr=lr,
+            preset=p,
+            run=c.run_dir,
+            callbacks=[*c.callbacks, *extra],
+            jit_compile=c.jit,
         )
         if trained is not model:
             model.set_weights(trained.get_weights())
         e0 = time.time()
         acc, probs = evaluate(model, ds.x_test, ds.y_test, 128)
         eval_s = time.time() - e0
-        self._finish_phase(
+        c.finish_phase(
             "phase2",
             history,
-            f"{' + '.join(UNFREEZE[plan.unfreeze][0])} blocks + head fine-tuned (BatchNorm frozen) on fresh "
-            "augmentation every epoch",
-            acc,
-            t0,
-            model,
+            description=f"{' + '.join(UNFREEZE[plan.unfreeze][0])} blocks + head fine-tuned (BatchNorm "
+            "frozen) on fresh augmentation every epoch",
+            test_accuracy=acc,
+            started=t0,
+            model=model,
             budget_cut=deadline.cut,
             images_trained=deadline.batches * p.batch_size,
             precision=plan.precision,

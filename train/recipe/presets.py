@@ -48,7 +48,7 @@ class Preset:
     time_budget: float | None = _opt(
         None,
         "minutes for the whole run (0: the fixed epochs); measures throughput and plans size, unfrozen "
-        "blocks, mode and epochs among the plan-* candidates (train/planner.py)",
+        "blocks, mode and epochs among the plan-* candidates (train/recipe/planner.py)",
     )
     xla: str = _opt(
         "auto", "XLA training steps: auto (timed against TensorFlow's kernels with a budget), on, off"
@@ -92,10 +92,10 @@ PRESETS = {
         ablation_val_per_class=None,
     ),
     # 40 minutes of training on the CPU it runs on: measured throughput plans 96-128 px, conv5 or conv4+conv5
-    # unfrozen, fresh augmentation or cached copies, and the epochs that fit (train/planner.py). 40, not 45:
-    # on a slow 2-core machine export + bench take ~19 minutes and `make all` is to end within an hour.
-    # Without a budget (--time-budget 0): 96 px, cached conv4 features of one augmented copy, conv5 trained.
-    # (At 64 px TensorFlow's CPU gradient of conv5's 1x1 convolutions on 2x2 maps is ~3x slower than at 96.)
+    # unfrozen, fresh augmentation or cached copies, and the epochs that fit (train/recipe/planner.py). 40,
+    # not 45: on a slow 2-core machine export + bench take ~19 minutes and `make all` is to end within an
+    # hour. Without a budget (--time-budget 0): 96 px, cached conv4 features of one augmented copy, conv5
+    # trained; not smaller, where TensorFlow's CPU gradient of conv5 gets slower (docs/design/training.md).
     "cpu": Preset(
         "cpu",
         image_size=96,
@@ -108,10 +108,9 @@ PRESETS = {
         plan_unfreeze="conv5,conv4",
     ),
     # The released model (models/, `make release-model`): a long background run on the CPU. Unfreezing
-    # deeper is what pays when time is plentiful: conv5 alone flattens near 86% at 96 px (4 fresh epochs:
-    # 85.80%, docs/results/ablation.md), so the planner may unfreeze down to conv2 (every residual block) and
-    # takes it when it affords 2 fresh epochs; 96 px only (128 px costs 1.8x per image); a lower peak rate
-    # for the larger trained part.
+    # deeper is what pays when time is plentiful (conv5 alone flattens: docs/design/planner.md), so the
+    # planner may unfreeze down to conv2 (every residual block) and takes it when it affords 2 fresh epochs;
+    # 96 px only (128 px costs 1.8x per image); a lower peak rate for the larger trained part.
     "release": Preset(
         "release",
         image_size=96,
@@ -129,8 +128,8 @@ PRESETS = {
     # More epochs for the released model, continuing from it (`make release-model` rebuilds it first): the
     # lever measured to pay next once every residual block trains (validation still rose at the cut,
     # docs/results/ablation.md); one session's worth of CPU added per run, the lineage kept in its provenance.
-    # Restart peak 5e-5: the warm restart at the first run's 1e-4 cost 3 points of validation in its first
-    # epoch, at 5e-5 1.2.
+    # Restart peak 5e-5: a warm restart loses less validation in its first epoch at a lower peak
+    # (docs/design/training.md).
     "release-continue": Preset(
         "release-continue",
         image_size=96,
