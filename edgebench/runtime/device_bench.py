@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import device_info
-from .base import RUNTIMES, RunnerSpec, open_runner
+from .base import RUNTIMES, InferenceError, RunnerSpec, open_runner, sha256_file
 from .latency_stats import aggregate
 from .timing import EVAL_BATCH, LatencySettings, clamp_batches, predict, time_fresh
 
@@ -91,3 +91,34 @@ def _version(module: str) -> str | None:
         except metadata.PackageNotFoundError:
             continue
     return None
+
+
+def load_eval_set(bundle, block: dict | None) -> dict:
+    """The bundle's evaluation set (model.json's ``eval`` block), each file checked against its sha256
+    and its shape against the model contract; one-line errors otherwise."""
+    if not block:
+        raise InferenceError("this bundle carries no evaluation set: build it with edgebench bundle --eval N")
+    arrays = {}
+    for name in ("images", "labels"):
+        path = bundle.path_of(block[name], "evaluation set file")
+        if not path.is_file():
+            raise InferenceError(f"evaluation set file not found: {path}")
+        if sha256_file(path) != block[f"{name}_sha256"]:
+            raise InferenceError(f"{path} is not the one in model.json (sha256 differs): tampered")
+        try:
+            arrays[name] = np.load(path, allow_pickle=False)
+        except ValueError as exc:
+            raise InferenceError(f"{path} is not a plain .npy array ({exc})") from None
+    images, labels, contract = arrays["images"], arrays["labels"], bundle.contract
+    expected = (len(labels), contract.height, contract.width, contract.channels)
+    if images.dtype != np.uint8 or images.shape != expected or labels.ndim != 1:
+        raise InferenceError(f"evaluation set holds {images.dtype} {images.shape}, expected uint8 {expected}")
+    if len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < contract.num_classes:
+        raise InferenceError(f"evaluation set labels lie outside 0..{contract.num_classes - 1}")
+    return {
+        "images": images,
+        "labels": labels.astype(np.int64),
+        "num_classes": contract.num_classes,
+        "sha256": block["images_sha256"],
+        "labels_sha256": block["labels_sha256"],
+    }
