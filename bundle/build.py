@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
+import importlib.resources
 import json
 import os
 import shutil
@@ -46,33 +47,16 @@ def image_files_text(contract: runtime.Contract) -> str:
     )
 
 
-RUNTIME_PACKAGE = "edgebench_runtime"  # the name edgebench.runtime gets inside a bundle
-INFER_PY = f'''#!/usr/bin/env python3
-"""Classify images with this bundle's model, or --selftest it (python infer.py --help)."""
-
-import sys
-from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-try:
-    from {RUNTIME_PACKAGE}.cli import main
-
-    code = main(bundle_dir=HERE)
-except ModuleNotFoundError as exc:  # numpy or Pillow (the runtime itself is reported by main)
-    print(f"error: Python module {{exc.name}} not installed: pip install -r {{HERE / 'requirements.txt'}}",
-          file=sys.stderr)
-    code = 2
-sys.exit(code)
-'''
+RUNTIME_PACKAGE = "edgebench_runtime"  # the name edgebench.runtime gets inside a bundle (infer.py imports it)
+INFER_PY = "templates/infer.py"  # package data: the bundle's command line, copied verbatim
 
 
 def copy_runtime(dest: Path) -> None:
     """``edgebench_runtime/`` (the runtime package verbatim: one implementation, not two) and infer.py."""
     src = Path(runtime.__file__).parent
     shutil.copytree(src, dest / RUNTIME_PACKAGE, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    (dest / "infer.py").write_text(INFER_PY, encoding="utf-8")
+    template = importlib.resources.files("edgebench.bundle").joinpath(INFER_PY)
+    (dest / "infer.py").write_text(template.read_text(encoding="utf-8"), encoding="utf-8")
     os.chmod(dest / "infer.py", 0o755)
 
 
