@@ -12,7 +12,9 @@ try:
 
     code = main(bundle_dir=HERE)
 except ModuleNotFoundError as exc:  # numpy or Pillow (the runtime itself is reported by main)
-    print(f"error: Python module {exc.name} not installed: pip install -r {HERE / 'requirements.txt'}",
-          file=sys.stderr)
+    print(
+        f"error: Python module {exc.name} not installed: pip install -r {HERE / 'requirements.txt'}",
+        file=sys.stderr,
+    )
     code = 2
 sys.exit(code)
