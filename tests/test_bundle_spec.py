@@ -16,6 +16,7 @@ import jsonschema
 import pytest
 from click.testing import CliRunner
 
+from edgebench.bundle.native import build_flags, c_string, cc_line, render_makefile
 from edgebench.cli import cli
 from edgebench.runtime import Bundle, BundleSpec, Contract, InferenceError
 from edgebench.runtime.bundle_spec import migrate
@@ -203,6 +204,48 @@ def test_names_from_files_become_safe_file_names():
     assert safe_name("model.int8.tflite") == "model.int8.tflite"
     assert [safe_name(n) for n in (".hidden", "-rf", "a/../b", "é")] == ["_hidden", "_rf", "a_.._b", "_"]
     assert not any(map(is_safe_name, ("", "a b", "a;b", "../x", ".x", "-x", "a\nb")))
+
+
+def test_a_format_name_outside_the_safe_characters_is_refused_by_import(tmp_path):
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"x")
+    res = CliRunner().invoke(cli, ["import", f"a;b={model}", "--out", tmp_path / "o", "--data", tmp_path])
+    assert res.exit_code == 2 and "format name 'a;b' may hold only" in res.output, res.output
+    assert "Traceback" not in res.output
+
+
+def test_the_makefile_and_readme_line_quote_every_name(tmp_path):
+    """Makefile and README build line run with ``true`` for the compiler: the shell sees each argument
+    whole, so a name holding quotes and ``;`` runs nothing."""
+    for name in ("runner.c", "tflite_check.h", "litert_min.h", "libLiteRt.so"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "Makefile").write_text(render_makefile(EVIL, 2, "x86_64:a|b"))
+    if shutil.which("make"):
+        made = subprocess.run(["make", "-B", "CC=true"], cwd=tmp_path, capture_output=True, text=True)
+        assert made.returncode == 0, made.stderr
+    line = cc_line(EVIL, 2, "x86_64:a|b")
+    assert line.startswith("cc ")
+    ran = subprocess.run(["sh", "-c", "true" + line[2:]], cwd=tmp_path, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="no C compiler")
+def test_the_model_define_is_the_c_string_of_the_name(tmp_path):
+    tricky = EVIL + ' "back\\slash" ??= é\n'
+    src = tmp_path / "show.c"
+    src.write_text("#include <stdio.h>\nint main(void) { fputs(RUNNER_DEFAULT_MODEL, stdout); return 0; }\n")
+    define = next(f for f in build_flags(tricky, 1) if f.startswith("-DRUNNER_DEFAULT_MODEL="))
+    assert define == f"-DRUNNER_DEFAULT_MODEL={c_string(tricky)}"
+    cc = shutil.which("cc") or shutil.which("gcc")
+    built = subprocess.run(
+        [cc, "-std=c11", "-Wall", "-Werror", define, "-o", "show", "show.c"],
+        cwd=tmp_path,
+        capture_output=True,
+    )
+    assert built.returncode == 0, built.stderr
+    shown = subprocess.run([str(tmp_path / "show")], capture_output=True)
+    assert shown.stdout == tricky.encode()
 
 
 # ---------------------------------------------------------------- through import, bundle and make
