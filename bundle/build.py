@@ -12,74 +12,50 @@ runners) and only then renamed into place.
 
 from __future__ import annotations
 
-import datetime as dt
 import importlib.metadata
-import json
+import importlib.resources
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgebench import __version__, environment, runtime
+from edgebench import runtime
 from edgebench.bundle import native
 from edgebench.bundle.figures import check_gate, read_figures
 from edgebench.bundle.folder import check_replaceable, replace
 from edgebench.bundle.readme import render_readme
 from edgebench.bundle.samples import choose_samples, write_samples
+from edgebench.bundle.spec import bundle_spec, model_file, validate
 from edgebench.bundle.target import cpu_spec, native_define
 from edgebench.errors import EdgebenchError
 from edgebench.export.manifest import ArtifactEntry, ExportManifest
 from edgebench.export.registry import FORMATS
-from edgebench.fileio import ensure_dir, sha256_file
+from edgebench.fileio import ensure_dir
+from edgebench.runtime import BundleSpec
+from edgebench.runtime.paths import check_name, safe_name
 
 SAMPLES, SEED = 10, 0  # real test images for infer.py --selftest, and their selection seed
 BASE_REQUIREMENTS = ("numpy", "pillow")  # what the runtime package imports itself
 
 
-def image_files_text(contract: runtime.Contract) -> str:
-    """How infer.py turns an image file into the model's pixels (``runtime.images.fit_image``)."""
-    mode = "RGB" if contract.channels == 3 else "grayscale"
-    return (
-        f"any image file: EXIF-rotated, converted to {mode}, centre-cropped to the aspect ratio and resized "
-        f"to {contract.height}x{contract.width} (Lanczos)"
-    )
-
-
-RUNTIME_PACKAGE = "edgebench_runtime"  # the name edgebench.runtime gets inside a bundle
-INFER_PY = f'''#!/usr/bin/env python3
-"""Classify images with this bundle's model, or --selftest it (python infer.py --help)."""
-
-import sys
-from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-try:
-    from {RUNTIME_PACKAGE}.cli import main
-
-    code = main(bundle_dir=HERE)
-except ModuleNotFoundError as exc:  # numpy or Pillow (the runtime itself is reported by main)
-    print(f"error: Python module {{exc.name}} not installed: pip install -r {{HERE / 'requirements.txt'}}",
-          file=sys.stderr)
-    code = 2
-sys.exit(code)
-'''
+RUNTIME_PACKAGE = "edgebench_runtime"  # the name edgebench.runtime gets inside a bundle (infer.py imports it)
+INFER_PY = "templates/infer.py"  # package data: the bundle's command line, copied verbatim
 
 
 def copy_runtime(dest: Path) -> None:
     """``edgebench_runtime/`` (the runtime package verbatim: one implementation, not two) and infer.py."""
     src = Path(runtime.__file__).parent
     shutil.copytree(src, dest / RUNTIME_PACKAGE, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    (dest / "infer.py").write_text(INFER_PY, encoding="utf-8")
+    template = importlib.resources.files("edgebench.bundle").joinpath(INFER_PY)
+    (dest / "infer.py").write_text(template.read_text(encoding="utf-8"), encoding="utf-8")
     os.chmod(dest / "infer.py", 0o755)
 
 
 @dataclass
 class BundleResult:
     path: Path
-    spec: dict
+    spec: BundleSpec
     files: dict[str, int]  # relative path -> bytes
     selftest: list[str]
     warnings: list[str] = field(default_factory=list)
@@ -87,11 +63,6 @@ class BundleResult:
     @property
     def bytes(self) -> int:
         return sum(self.files.values())
-
-
-def validate(spec: dict) -> None:
-    """Raise EdgebenchError naming the first schema violation of a model.json."""
-    environment.validate(spec, "bundle", "model.json")
 
 
 def requirements(runtime_name: str) -> list[str]:
@@ -121,20 +92,6 @@ def select_artifact(manifest: ExportManifest, fmt: str) -> ArtifactEntry:
     return artifact
 
 
-def artifact_is_quantized(fmt: str) -> bool:
-    return fmt in FORMATS and FORMATS[fmt].quantized
-
-
-def calibration_of(manifest: ExportManifest, artifact: ArtifactEntry) -> dict | None:
-    """Where a quantized artifact's scales came from: a tuned winner's own calibration set (its options;
-    only where its activations are int8), else the export's; None for a float artifact."""
-    options = artifact.options or {}
-    if options.get("tuned"):
-        activations = ((artifact.precision or {}).get("activations")) or {}
-        return options.get("calibration") if activations.get("int8", 0) > 0 else None
-    return manifest.calibration if artifact_is_quantized(artifact.format) else None
-
-
 def check_bundlable(artifact: ArtifactEntry) -> None:
     name = artifact.runtime
     row = runtime.RUNTIMES.get(name)
@@ -144,6 +101,113 @@ def check_bundlable(artifact: ArtifactEntry) -> None:
 
 
 # ---------------------------------------------------------------- the bundle
+
+
+@dataclass
+class Parts:
+    """What a bundle is made of, gathered and checked before anything is written."""
+
+    manifest: ExportManifest
+    artifact: ArtifactEntry
+    model_path: Path  # the artifact in the export folder
+    model_name: str  # its file name inside the bundle: safe characters only
+    figures: dict | None
+    cpu: dict
+    threads: int | None
+    pins: list[str]
+    warnings: list[str]
+
+
+def out_folder(export_dir: Path, fmt: str, out_dir) -> Path:
+    """``out_dir``, else ``dist/<run>-<format>`` (the format name, from the manifest, must be a safe file
+    name there); checked replaceable and its parent created: an unwritable destination is found first."""
+    if out_dir is None:
+        check_name(fmt, "format name")
+    out = Path(out_dir) if out_dir is not None else Path("dist") / f"{export_dir.resolve().parent.name}-{fmt}"
+    check_replaceable(out)
+    ensure_dir(out.parent)
+    return out
+
+
+def gather_parts(manifest: ExportManifest, artifact: ArtifactEntry, *, report, strict, target) -> Parts:
+    """bench's figures (the gate checked), the CPU block, the default threads and the pinned requirements."""
+    warnings: list[str] = []
+    figures = read_figures(manifest.folder, report, manifest, artifact.format, warnings)
+    check_gate(figures, artifact.format, strict, warnings)
+    cpu = cpu_spec(manifest, artifact, figures, target, warnings)
+    # infer.py and the C runner default to the thread count the recorded latency was measured with.
+    threads = figures["latency"]["threads"] if figures and figures["latency"] else None
+    return Parts(
+        manifest=manifest,
+        artifact=artifact,
+        model_path=manifest.path_of(artifact),
+        model_name=safe_name(Path(artifact.file).name),
+        figures=figures,
+        cpu=cpu,
+        threads=threads,
+        pins=requirements(artifact.runtime),
+        warnings=warnings,
+    )
+
+
+def sample_images(parts: Parts, data, cache_dir, count: int, seed: int):
+    """(dataset, indices, probabilities) of the ``count`` test images the bundle ships as samples."""
+    from edgebench.train.data.dataset import align_classes, load_dataset
+
+    manifest, contract = parts.manifest, parts.manifest.model_contract()
+    source = data or (manifest.parity_set or manifest.calibration)["source"]
+    split = (manifest.parity_set or {}).get("split", "test")
+    ds = load_dataset(source, cache_dir, size=contract.size, channels=contract.channels, split=split)
+    ds = align_classes(ds, contract.classes)
+    options = {"contract": contract.to_dict()}
+    spec = runtime.RunnerSpec(parts.artifact.runtime, str(parts.model_path), None, options)
+    with runtime.open_runner(spec) as runner:
+        indices, probs = choose_samples(runner, ds.y_test, ds.x_test, count, seed)
+    return ds, indices, probs
+
+
+def write_bundle(tmp: Path, parts: Parts, chosen) -> BundleSpec:
+    """Every file of the bundle into ``tmp``; its model.json."""
+    artifact, contract = parts.artifact, parts.manifest.model_contract()
+    runtime.copy_artifact(parts.model_path, tmp / parts.model_name, artifact.runtime)  # + an IR's .bin
+    copy_runtime(tmp)
+    (tmp / "labels.txt").write_text("\n".join(contract.classes) + "\n", encoding="utf-8")
+    (tmp / "requirements.txt").write_text("\n".join(parts.pins) + "\n", encoding="utf-8")
+    if artifact.runtime == "litert":
+        requires = native_define(parts.cpu["requires"])
+        native_block = native.add_native_runner(
+            tmp, parts.model_name, parts.threads, parts.warnings, requires
+        )
+    else:
+        native_block = {"binary": None, "reason": native.NO_C_RUNNER[artifact.runtime]}
+    spec = bundle_spec(
+        parts.manifest,
+        artifact,
+        model=model_file(artifact, parts.model_name),
+        figures=parts.figures,
+        threads=parts.threads,
+        cpu=parts.cpu,
+        native=native_block,
+        samples=write_samples(tmp, *chosen, list(contract.classes)),
+        requirements=parts.pins,
+    )
+    validate(spec)
+    spec.write(tmp)
+    (tmp / "README.md").write_text(render_readme(spec), encoding="utf-8")
+    return spec
+
+
+def selftest_new_bundle(tmp: Path, warnings: list[str]) -> list[str]:
+    """The new bundle must pass its own self-test before it replaces anything: on this machine, which need
+    not be its target (a missing flag is the target's business, said as a warning)."""
+    bundle = runtime.Bundle(tmp)
+    if problem := bundle.cpu_mismatch():
+        warnings.append(f"{problem}: the self-test here runs it anyway")
+    mismatches, lines = runtime.selftest(bundle, allow_cpu_mismatch=True)
+    if mismatches:
+        first = next((ln for ln in lines if ln.startswith("FAIL")), lines[-1])
+        raise EdgebenchError(f"the new bundle fails its own self-test: {first}")
+    return lines
 
 
 def build_bundle(
@@ -168,94 +232,14 @@ def build_bundle(
         raise EdgebenchError(f"--samples must be at least 1 (got {samples})")
     manifest = ExportManifest.read(export_dir)
     artifact = select_artifact(manifest, fmt)
-    model_path = manifest.verify(artifact)
-    out = Path(out_dir) if out_dir is not None else Path("dist") / f"{export_dir.resolve().parent.name}-{fmt}"
-    check_replaceable(out)
-    ensure_dir(out.parent)  # an unwritable destination is found before any work
-    warnings: list[str] = []
-    figures = read_figures(export_dir, report, manifest, fmt, warnings)
-    check_gate(figures, fmt, strict, warnings)
-    cpu = cpu_spec(manifest, artifact, figures, target, warnings)
-    # infer.py and the C runner default to the thread count the recorded latency was measured with.
-    threads = figures["latency"]["threads"] if figures and figures["latency"] else None
-    pins = requirements(artifact.runtime)
-
-    from edgebench.train.data.dataset import align_classes, load_dataset
-
-    contract = manifest.model_contract()
-    source = data or (manifest.parity_set or manifest.calibration)["source"]
-    split = (manifest.parity_set or {}).get("split", "test")
-    ds = load_dataset(source, cache_dir, size=contract.size, channels=contract.channels, split=split)
-    ds = align_classes(ds, contract.classes)
-    class_names = list(contract.classes)
-
-    options = {"contract": contract.to_dict()}
-    with runtime.open_runner(runtime.RunnerSpec(artifact.runtime, str(model_path), None, options)) as runner:
-        indices, probs = choose_samples(runner, ds.y_test, ds.x_test, samples, seed)
-
+    manifest.verify(artifact)
+    out = out_folder(export_dir, fmt, out_dir)
+    parts = gather_parts(manifest, artifact, report=report, strict=strict, target=target)
+    chosen = sample_images(parts, data, cache_dir, samples, seed)
     tmp = Path(tempfile.mkdtemp(prefix=f".partial-{out.name}-", dir=out.parent))
     try:
-        runtime.copy_artifact(model_path, tmp / artifact.file, artifact.runtime)  # + an IR's .bin
-        copy_runtime(tmp)
-        (tmp / "labels.txt").write_text("\n".join(class_names) + "\n", encoding="utf-8")
-        (tmp / "requirements.txt").write_text("\n".join(pins) + "\n", encoding="utf-8")
-        if artifact.runtime == "litert":
-            requires = native_define(cpu["requires"])
-            native_spec = native.add_native_runner(tmp, artifact.file, threads, warnings, requires)
-        else:
-            native_spec = {"binary": None, "reason": native.NO_C_RUNNER[artifact.runtime]}
-        spec = {
-            "schema_version": 1,
-            "kind": runtime.BUNDLE_KIND,
-            "edgebench_version": __version__,
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "format": fmt,
-            "runtime": artifact.runtime,
-            "description": (artifact.options or {}).get("description", ""),
-            "model": {
-                "file": artifact.file,
-                "sha256": artifact.sha256,
-                "bytes": artifact.bytes,
-                **({"sidecars": artifact.sidecars} if artifact.sidecars else {}),
-            },
-            "inputs": artifact.inputs,
-            "outputs": artifact.outputs,
-            "dynamic_batch": artifact.dynamic_batch,
-            "precision": artifact.label,
-            "preprocessing": {
-                "input": contract.describe(),
-                "image_files": image_files_text(contract),
-                "in_graph": manifest.preprocessing,
-            },
-            "class_names": class_names,
-            "contract": contract.to_dict(),
-            "source_model": manifest.source_model,
-            "export": {
-                "manifest_sha256": sha256_file(manifest.path),
-                "parity": artifact.parity,
-                "options": artifact.options,
-                "calibration": calibration_of(manifest, artifact),
-            },
-            "measured": figures,
-            "threads": threads,
-            "cpu": cpu,
-            "native": native_spec,
-            "samples": write_samples(tmp, ds, indices, probs, class_names),
-            "requirements": pins,
-        }
-        validate(spec)
-        (tmp / runtime.MODEL_JSON).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
-        (tmp / "README.md").write_text(render_readme(spec), encoding="utf-8")
-
-        # The bundle must pass its own self-test before it replaces anything: on this machine, which need
-        # not be its target (a missing flag is the target's business, said as a warning).
-        bundle = runtime.Bundle(tmp)
-        if problem := bundle.cpu_mismatch():
-            warnings.append(f"{problem}: the self-test here runs it anyway")
-        mismatches, lines = runtime.selftest(bundle, allow_cpu_mismatch=True)
-        if mismatches:
-            first = next((ln for ln in lines if ln.startswith("FAIL")), lines[-1])
-            raise EdgebenchError(f"the new bundle fails its own self-test: {first}")
+        spec = write_bundle(tmp, parts, chosen)
+        lines = selftest_new_bundle(tmp, parts.warnings)
         files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700
         replace(tmp, out)
@@ -265,4 +249,4 @@ def build_bundle(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return BundleResult(out, spec, files, lines, warnings)
+    return BundleResult(out, spec, files, lines, parts.warnings)

@@ -48,7 +48,7 @@ def bundle(export_dir, fmt, out_dir, report, samples, data, seed, strict, target
         click.echo(line)
     for name, size in result.files.items():
         click.echo(f"  {name:32s} {size / 1e6:9.3f} MB")
-    measured = result.spec["measured"]
+    measured = result.spec.measured
     acc = measured and measured["accuracy"]
     lat = measured and measured["latency"]
     figures = (f"  top-1 {acc['top1']:.2%}" if acc else "") + (

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -54,19 +55,30 @@ def find_compiler() -> str | None:
     return None
 
 
+def c_string(text: str) -> str:
+    """``text`` as a C string literal: printable ASCII as itself, ``"``, ``\\`` and ``?`` (trigraphs, which
+    -std=c11 enables) escaped, every other byte of its UTF-8 as an octal escape."""
+    out = []
+    for byte in text.encode("utf-8"):
+        char = chr(byte)
+        out.append("\\" + char if char in '"\\?' else char if 0x20 <= byte < 0x7F else f"\\{byte:03o}")
+    return '"' + "".join(out) + '"'
+
+
 def build_flags(
     model_file: str, threads: int | None, requires: str | None = None, sha256: str | None = None
 ) -> list[str]:
-    """Everything but the compiler: the Makefile and build_runner use the same list. ``requires``: the CPU
-    rules the runner checks at start (``arch:flag|flag;...``, ``bundle.target.native_define``); ``sha256``:
-    model.json's digest of the model, which the runner checks its default model against."""
+    """Everything but the compiler, as arguments (no shell): the Makefile and build_runner use the same
+    list. ``requires``: the CPU rules the runner checks at start (``arch:flag|flag;...``,
+    ``bundle.target.native_define``); ``sha256``: model.json's digest of the model, which the runner checks
+    its default model against. Names from files become C string literals (``c_string``)."""
     return [
         *WARNINGS,
         "-O2",
-        f'-DRUNNER_DEFAULT_MODEL="{model_file}"',
-        *([f'-DRUNNER_MODEL_SHA256="{sha256}"'] if sha256 else []),
-        f"-DRUNNER_DEFAULT_THREADS={threads or 0}",
-        *([f'-DRUNNER_CPU_REQUIRES="{requires}"'] if requires else []),
+        f"-DRUNNER_DEFAULT_MODEL={c_string(model_file)}",
+        *([f"-DRUNNER_MODEL_SHA256={c_string(sha256)}"] if sha256 else []),
+        f"-DRUNNER_DEFAULT_THREADS={int(threads or 0)}",
+        *([f"-DRUNNER_CPU_REQUIRES={c_string(requires)}"] if requires else []),
         "-o",
         RUNNER,
         "runner.c",
@@ -80,17 +92,16 @@ def build_flags(
 def cc_line(
     model_file: str, threads: int | None, requires: str | None = None, sha256: str | None = None
 ) -> str:
-    """The one shell line that builds the runner in the bundle folder (for the READMEs)."""
-    flags = build_flags(model_file, threads, requires, sha256)
-    quoted = [f"'{f}'" if any(c in f for c in ' "$|;') else f for f in flags]
-    return "cc " + " ".join(quoted)
+    """The one shell line that builds the runner in the bundle folder (for the READMEs), every argument
+    quoted for the shell."""
+    return shlex.join(["cc", *build_flags(model_file, threads, requires, sha256)])
 
 
 def render_makefile(
     model_file: str, threads: int | None, requires: str | None = None, sha256: str | None = None
 ) -> str:
-    flags = build_flags(model_file, threads, requires, sha256)
-    flags = [f"'{f}'".replace("$", "$$") if any(c in f for c in ' "$|;') else f for f in flags]
+    # each argument quoted for the shell that runs the recipe, then every $ doubled for make
+    flags = [shlex.quote(f).replace("$", "$$") for f in build_flags(model_file, threads, requires, sha256)]
     return (
         "# Builds the C runner against the bundled libLiteRt.so; needs only a C compiler: `make`.\n"
         "CC ?= cc\n\n"

@@ -1,7 +1,11 @@
-"""The device-side README of a bundle, rendered from its model.json (so the two cannot disagree)."""
+"""The device-side README of a bundle, rendered from its model.json (so the two cannot disagree). Every
+name from a file that lands in a shell line is quoted for the shell."""
 
 from __future__ import annotations
 
+import shlex
+
+from edgebench.runtime import BundleSpec
 from edgebench.runtime.native import preprocessing_args
 
 
@@ -60,9 +64,9 @@ def _measured(m: dict | None) -> list[str]:
     return lines
 
 
-def _cpu(spec: dict) -> list[str]:
+def _cpu(spec: BundleSpec) -> list[str]:
     """What the model needs of the CPU, which infer.py and the C runner check at start."""
-    cpu = spec.get("cpu")
+    cpu = spec.cpu
     if not cpu:
         return []
     needs = "; ".join(" or ".join(r["any_of"]) + f" on {r['arch']}" for r in cpu["requires"])
@@ -75,8 +79,8 @@ def _cpu(spec: dict) -> list[str]:
     ]
 
 
-def _threads(spec: dict) -> str:
-    n = spec.get("threads")
+def _threads(spec: BundleSpec) -> str:
+    n = spec.threads
     return (
         f"{n} (the thread count the latency below was measured with)"
         if n
@@ -84,12 +88,12 @@ def _threads(spec: dict) -> str:
     )
 
 
-def _native(spec: dict) -> list[str]:
-    native = spec.get("native") or {}
+def _native(spec: BundleSpec) -> list[str]:
+    native = spec.native or {}
     if not native.get("library"):
         return ["## C runner", "", f"None in this bundle: {native.get('reason', 'not provided')}.", ""]
     # A float model's contract (model.json "contract") becomes the runner's --scale/--mean/--std.
-    sample = " ".join([spec["samples"][0].get("ppm", "IMAGE.ppm"), *preprocessing_args(spec)])
+    sample = shlex.join([spec.samples[0].ppm or "IMAGE.ppm", *preprocessing_args(spec.contract)])
     built = (
         f"`runner` is prebuilt for {native['built_for']} ({native['compiler']}); `make` rebuilds it."
         if native.get("binary")
@@ -98,7 +102,7 @@ def _native(spec: dict) -> list[str]:
     return [
         "## C runner (no Python)",
         "",
-        f"`runner.c` runs `{spec['model']['file']}` through the LiteRT C API of the bundled `libLiteRt.so`; "
+        f"`runner.c` runs `{spec.model.file}` through the LiteRT C API of the bundled `libLiteRt.so`; "
         f"no Python. {built} It reads binary PPM (P6) or raw HxWxC uint8 files at the model's input size "
         "(nothing is resized: `samples/*.ppm` are the sample images in that form) and prints what "
         "`infer.py` prints.",
@@ -129,8 +133,8 @@ def _native(spec: dict) -> list[str]:
     ]
 
 
-def _title(spec: dict) -> str:
-    classes = spec["class_names"]
+def _title(spec: BundleSpec) -> str:
+    classes = list(spec.class_names)
     cifar = classes == [
         "airplane",
         "automobile",
@@ -146,17 +150,17 @@ def _title(spec: dict) -> str:
     return "CIFAR-10 classifier" if cifar else f"{len(classes)}-class image classifier"
 
 
-def render_readme(spec: dict) -> str:
-    model = spec["model"]
-    req = ", ".join(f"`{r}`" for r in spec["requirements"])
-    sample = spec["samples"][0]["file"]
+def render_readme(spec: BundleSpec) -> str:
+    model = spec.model
+    req = ", ".join(f"`{r}`" for r in spec.requirements)
+    sample = shlex.quote(spec.samples[0].file)
     return "\n".join(
         [
-            f"# {_title(spec)}, {spec['format']} ({spec['precision']})",
+            f"# {_title(spec)}, {spec.format} ({spec.precision})",
             "",
-            f"`{model['file']}` ({model['bytes'] / 1e6:.2f} MB, sha256 `{model['sha256']}`), run by "
-            f"`infer.py` with numpy, Pillow and {spec['runtime']} only: no TensorFlow. Built by edgebench "
-            f"{spec['edgebench_version']} on {spec['created']}.",
+            f"`{model.file}` ({model.bytes / 1e6:.2f} MB, sha256 `{model.sha256}`), run by "
+            f"`infer.py` with numpy, Pillow and {spec.runtime} only: no TensorFlow. Built by edgebench "
+            f"{spec.edgebench_version} on {spec.created}.",
             "",
             "## Run it",
             "",
@@ -177,19 +181,19 @@ def render_readme(spec: dict) -> str:
             *_native(spec),
             "## Contract",
             "",
-            f"- input: {', '.join(_tensor(t) for t in spec['inputs'])}: {spec['preprocessing']['input']}",
-            f"- output: {', '.join(_tensor(t) for t in spec['outputs'])}: probabilities of the classes in "
+            f"- input: {', '.join(_tensor(t) for t in spec.inputs)}: {spec.preprocessing['input']}",
+            f"- output: {', '.join(_tensor(t) for t in spec.outputs)}: probabilities of the classes in "
             "`labels.txt` (one per line, in output order)",
-            f"- inside the graph: {spec['preprocessing']['in_graph']}",
-            f"- image files: {spec['preprocessing']['image_files']}",
+            f"- inside the graph: {spec.preprocessing['in_graph']}",
+            f"- image files: {spec.preprocessing['image_files']}",
             "",
             "## Expected accuracy and latency",
             "",
-            *_measured(spec["measured"]),
+            *_measured(spec.measured),
             "",
             "## Self-test",
             "",
-            f"`samples/` holds {len(spec['samples'])} real test images at the model's input size, saved as "
+            f"`samples/` holds {len(spec.samples)} real test images at the model's input size, saved as "
             "PNG (lossless). "
             "`model.json` stores the top-1 class this model gave each of them when the bundle was built; "
             "`infer.py --selftest` checks the model's sha256 and that every sample still gets that class.",

@@ -9,6 +9,8 @@ import numpy as np
 
 from edgebench import runtime
 from edgebench.fileio import sha256_file
+from edgebench.runtime import Sample
+from edgebench.runtime.paths import safe_name
 
 POOL_PER_SAMPLE = 5  # candidate test images looked at per bundled sample
 
@@ -35,15 +37,16 @@ def choose_samples(runner: runtime.Runner, labels: np.ndarray, images: np.ndarra
     return pool[chosen], probs[chosen]
 
 
-def write_samples(dest: Path, ds, indices, probs, class_names) -> list[dict]:
-    """The chosen test images at the model's input size, as PNG (lossless) and PPM/PGM (for the C runner)."""
+def write_samples(dest: Path, ds, indices, probs, class_names) -> list[Sample]:
+    """The chosen test images at the model's input size, as PNG (lossless) and PPM/PGM (for the C runner),
+    named by their class in safe characters (class names come from the user's labels or folders)."""
     from PIL import Image
 
     (dest / "samples").mkdir()
     samples = []
     for n, (index, p) in enumerate(zip(indices, probs, strict=True)):
         truth = class_names[int(ds.y_test[index])]
-        rel = f"samples/{n:02d}_{truth}.png"
+        rel = f"samples/{n:02d}_{safe_name(truth)}.png"
         pixels = ds.x_test[index]
         pixels = pixels[..., 0] if pixels.shape[-1] == 1 else pixels  # grayscale: PNG L, PGM for the runner
         Image.fromarray(pixels).save(dest / rel, format="PNG")  # lossless: same pixels on device
@@ -51,16 +54,16 @@ def write_samples(dest: Path, ds, indices, probs, class_names) -> list[dict]:
         Image.fromarray(pixels).save(dest / ppm, format="PPM")
         top2 = np.sort(p)[-2:]
         samples.append(
-            {
-                "file": rel,
-                "sha256": sha256_file(dest / rel),
-                "ppm": ppm,
-                "ppm_sha256": sha256_file(dest / ppm),
-                "dataset_index": int(index),
-                "true_label": truth,
-                "expected": class_names[int(np.argmax(p))],
-                "probability": round(float(p.max()), 6),
-                "margin": round(float(top2[1] - top2[0]), 6),
-            }
+            Sample(
+                file=rel,
+                sha256=sha256_file(dest / rel),
+                ppm=ppm,
+                ppm_sha256=sha256_file(dest / ppm),
+                dataset_index=int(index),
+                true_label=truth,
+                expected=class_names[int(np.argmax(p))],
+                probability=round(float(p.max()), 6),
+                margin=round(float(top2[1] - top2[0]), 6),
+            )
         )
     return samples

@@ -35,7 +35,7 @@ from edgebench.runtime import (
     probe_model,
     runtime_for_path,
 )
-from edgebench.runtime.paths import confined
+from edgebench.runtime.paths import check_name, confined, safe_name
 
 # runtime -> the name stem of a file of it (``tflite``, ``onnx``): the runtimes whose files travel
 IMPORTABLE = {rt.name: rt.suffixes[0].lstrip(".") for rt in portable_runtimes()}
@@ -54,7 +54,14 @@ _NAMES = {
 
 def _parse(item: str) -> tuple[str | None, Path]:
     name, sep, path = item.partition("=")
-    return (name.strip(), Path(path)) if sep and not Path(item).is_file() else (None, Path(item))
+    if not sep or Path(item).is_file():
+        return None, Path(item)
+    name = name.strip()
+    try:  # the format name becomes part of file and folder names (a bundle's dist/<run>-<format>)
+        check_name(name, "format name")
+    except InferenceError as exc:
+        raise EdgebenchError(f"{exc} (in {item!r})") from None
+    return name, Path(path)
 
 
 def inspect_file(item: str) -> dict:
@@ -92,9 +99,24 @@ def inspect_file(item: str) -> dict:
         name
         or _NAMES.get((runtime, final))
         or _NAMES.get((runtime, label))
-        or f"{IMPORTABLE[runtime]}-{path.stem}"
+        or f"{IMPORTABLE[runtime]}-{safe_name(path.stem)}"
     )
-    return {"name": name, "path": path, "runtime": runtime, "info": info, "coverage": cov, "label": label}
+    known = FORMATS.get(name)
+    # the user's file name, in safe characters: it lands in shell lines and C defines of a bundle
+    filename = known.filename if known else safe_name(path.name)
+    return dict(
+        name=name, path=path, filename=filename, runtime=runtime, info=info, coverage=cov, label=label
+    )
+
+
+def _check_distinct(items: list[dict]) -> None:
+    """Each file gets its own format name and its own file name in the export folder."""
+    names = [i["name"] for i in items]
+    if len(set(names)) != len(names):
+        raise EdgebenchError(f"two files get the same format name ({', '.join(names)}); name them NAME=PATH")
+    filenames = [i["filename"] for i in items]
+    if len(set(filenames)) != len(filenames):
+        raise EdgebenchError(f"two files get the same file name in the export ({', '.join(filenames)})")
 
 
 def import_artifacts(
@@ -117,9 +139,7 @@ def import_artifacts(
     if parity_images < 1:
         raise EdgebenchError(f"--parity-images must be at least 1 (got {parity_images})")
     items = [inspect_file(str(f)) for f in files]
-    names = [i["name"] for i in items]
-    if len(set(names)) != len(names):
-        raise EdgebenchError(f"two files get the same format name ({', '.join(names)}); name them NAME=PATH")
+    _check_distinct(items)
     fp32 = [i for i in items if i["label"] == "fp32"]
     if not fp32:
         raise EdgebenchError("import needs one fp32 file: the reference for parity and for bench")
@@ -181,7 +201,7 @@ def _import_one(item, out_dir: Path, images, reference, contract, ref_name: str,
     known = FORMATS.get(name)
     quantized = "int8" in item["label"]
     tolerance = known.tolerance if known else (None if quantized else FP32_TOLERANCE)
-    filename = known.filename if known else item["path"].name
+    filename = item["filename"]
     options = {
         "description": f"imported from {item['path']}",
         "imported_from": os.fspath(item["path"]),

@@ -313,9 +313,10 @@ def test_infer_py_without_numpy_says_what_to_install(bundles):
 def test_tensorrt_engines_are_refused_with_the_reason():
     from edgebench.bundle.build import check_bundlable
     from edgebench.errors import EdgebenchError
+    from edgebench.export.manifest import ArtifactEntry
 
     with pytest.raises(EdgebenchError, match="TensorRT engines are built for one GPU"):
-        check_bundlable({"format": "trt-int8", "runtime": "tensorrt"})
+        check_bundlable(ArtifactEntry(format="trt-int8", runtime="tensorrt", status="ok"))
 
 
 # ---------------------------------------------------------------- infer.py, here and in a clean venv

@@ -168,7 +168,7 @@ def test_bundle_of_an_ir_ships_the_bin_and_passes_its_selftest(run_dir, cifar_fo
     result = build_bundle(
         run_dir / "export", "openvino", tmp_path / "b", data=cifar_folder, cache_dir=cache_dir
     )
-    spec = result.spec
+    spec = result.spec.to_dict()  # model.json as written
     assert spec["runtime"] == "openvino" and spec["native"]["binary"] is None
     assert any(line.startswith("openvino==") for line in spec["requirements"])
     assert (tmp_path / "b" / spec["model"]["sidecars"][0]["file"]).is_file()

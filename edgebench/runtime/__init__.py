@@ -4,8 +4,9 @@ The one implementation of opening and running an artifact: ``edgebench predict``
 its timing workers use it, and a bundle ships this package verbatim (as ``edgebench_runtime``, driven by
 ``infer.py``). Modules: ``base`` (runner interface, registry, ``open_runner``), one module per runtime,
 ``contract`` (the model contract: input size, dtype, preprocessing, classes), ``images`` (image files at
-the model's size, result formatting), ``bundle`` (model.json, self-test), ``native`` (the bundle's C runner
-driven from Python) and ``cli`` (infer.py).
+the model's size, result formatting), ``bundle_spec`` (model.json: ``BundleSpec``), ``bundle`` (a bundle
+folder, self-test), ``native`` (the bundle's C runner driven from Python), ``paths`` (file names a document
+gives: confined to its folder, safe characters) and ``cli`` (infer.py).
 """
 
 from .base import (
@@ -24,8 +25,6 @@ from .base import (
     runtime_for_path,
 )
 from .bundle import (
-    BUNDLE_KIND,
-    MODEL_JSON,
     Bundle,
     check_classes,
     selftest,
@@ -33,6 +32,7 @@ from .bundle import (
     sidecar_entries,
     sidecar_problem,
 )
+from .bundle_spec import BUNDLE_KIND, MODEL_JSON, BundleSpec, BundleSpecError, FileRecord, ModelFile, Sample
 from .contract import Contract, ContractError, contract_beside, read_labels
 from .images import (
     CIFAR10_CLASSES,
@@ -55,6 +55,11 @@ __all__ = [
     "MODEL_JSON",
     "RUNTIMES",
     "Bundle",
+    "BundleSpec",
+    "BundleSpecError",
+    "FileRecord",
+    "ModelFile",
+    "Sample",
     "Contract",
     "ContractError",
     "InferenceError",

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
 from . import cpuflags
-from .base import RUNTIMES, InferenceError, Runner, RunnerSpec, artifact_files, open_runner
+from .base import InferenceError, Runner, RunnerSpec, artifact_files, open_runner
+from .bundle_spec import MODEL_JSON, BundleSpec
 from .contract import Contract
 from .images import load_images
 from .native import native_selftest
-
-MODEL_JSON = "model.json"
-BUNDLE_KIND = "edgebench-bundle"
-_SPEC_KEYS = ("model", "runtime", "class_names", "samples")
+from .paths import confined
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -50,33 +47,25 @@ def sidecar_problem(path: str | os.PathLike, recorded) -> tuple[str, str] | None
 
 
 class Bundle:
+    """A bundle folder and its model.json (``BundleSpec``), read on construction: validated, and every file
+    it names confined to the folder."""
+
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
-        path = self.root / MODEL_JSON
-        if not path.is_file():
-            raise InferenceError(f"no {MODEL_JSON} in {self.root} (pass --model to run a bare model file)")
-        try:
-            spec = json.loads(path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InferenceError(f"{path} is not valid JSON ({exc})") from None
-        if not isinstance(spec, dict) or spec.get("kind") != BUNDLE_KIND:
-            raise InferenceError(f"{path} is not an edgebench bundle description (kind {BUNDLE_KIND})")
-        missing = [k for k in _SPEC_KEYS if k not in spec]
-        if missing:
-            raise InferenceError(f"{path} lacks {', '.join(missing)}")
-        if spec["runtime"] not in RUNTIMES:
-            raise InferenceError(f"{path} names runtime '{spec['runtime']}' (known: {', '.join(RUNTIMES)})")
-        self.spec = spec
+        self.spec = BundleSpec.read(self.root)
+
+    def path_of(self, name: str, what: str = "file") -> Path:
+        """``name`` inside the bundle folder (``UnsafePath`` where it leads out)."""
+        return confined(self.root, name, what)
 
     @property
     def model_path(self) -> Path:
-        return self.root / self.spec["model"]["file"]
+        return self.path_of(self.spec.model.file, "model file")
 
     @property
     def contract(self) -> Contract:
-        """The model contract of model.json (the CIFAR-10 one for bundles made before contracts)."""
-        contract = Contract.read(self.spec)
-        return contract if self.spec.get("contract") else contract.with_classes(self.spec["class_names"])
+        """The model contract of model.json (``migrate`` gives older bundles the CIFAR-10 one)."""
+        return self.spec.model_contract
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -85,11 +74,11 @@ class Bundle:
     @property
     def threads(self) -> int | None:
         """Default runtime threads: those the latency in model.json was measured with (None: not measured)."""
-        return self.spec.get("threads")
+        return self.spec.threads
 
     def verify_model(self) -> None:
         """The model file must be the one model.json describes: a flipped bit is an error, not a guess."""
-        path, expected = self.model_path, self.spec["model"]["sha256"]
+        path, expected = self.model_path, self.spec.model.sha256
         if not path.is_file():
             raise InferenceError(f"model file not found: {path}")
         actual = sha256_file(path)
@@ -98,18 +87,18 @@ class Bundle:
                 f"model file {path} is not the one in {MODEL_JSON}: sha256 {actual[:16]}… "
                 f"!= {expected[:16]}… (tampered or corrupted)"
             )
-        problem = sidecar_problem(path, self.spec["model"].get("sidecars"))
+        problem = sidecar_problem(path, [s.to_dict() for s in self.spec.model.sidecars])
         if problem:
             raise InferenceError(f"{problem[1]}: tampered or corrupted")
 
     def cpu_mismatch(self) -> str | None:
         """One line naming the CPU flags model.json says the model needs and this host lacks, or None."""
-        requires = (self.spec.get("cpu") or {}).get("requires") or []
-        return cpuflags.mismatch_line(requires, self.spec["model"]["file"])
+        requires = (self.spec.cpu or {}).get("requires") or []
+        return cpuflags.mismatch_line(requires, self.spec.model.file)
 
     def cpu_lines(self) -> list[str]:
         """Host vs target, for --selftest."""
-        cpu = self.spec.get("cpu") or {}
+        cpu = self.spec.cpu or {}
         target = cpu.get("target")
         needs = "; ".join(" or ".join(r["any_of"]) + f" on {r['arch']}" for r in cpu.get("requires") or [])
         problem = self.cpu_mismatch()
@@ -125,7 +114,7 @@ class Bundle:
         self.verify_model()
         options = {"contract": self.contract.to_dict()}
         return open_runner(
-            RunnerSpec(self.spec["runtime"], str(self.model_path), threads or self.threads, options)
+            RunnerSpec(self.spec.runtime, str(self.model_path), threads or self.threads, options)
         )
 
 
@@ -143,30 +132,29 @@ def selftest(
 ) -> tuple[int, list[str]]:
     """(mismatches, report lines): host vs target CPU, and the bundled samples against the top-1 recorded
     at bundle time through the Python runner and, where the bundle has one, the C runner."""
-    samples = bundle.spec["samples"]
-    if not samples:
-        raise InferenceError(f"{MODEL_JSON} lists no sample images")
+    samples = bundle.spec.samples
     for sample in samples:  # a damaged sample image is an input error, not a model mismatch
-        path = bundle.root / sample["file"]
-        if path.is_file() and sample.get("sha256") and sha256_file(path) != sample["sha256"]:
+        path = bundle.path_of(sample.file, "sample image")
+        if path.is_file() and sha256_file(path) != sample.sha256:
             raise InferenceError(f"sample image {path} is not the one in {MODEL_JSON} (sha256 differs)")
-        ppm = bundle.root / sample.get("ppm", "")
-        if sample.get("ppm") and (not ppm.is_file() or sha256_file(ppm) != sample.get("ppm_sha256")):
+        ppm = bundle.path_of(sample.ppm, "sample image") if sample.ppm else None
+        if ppm and (not ppm.is_file() or sha256_file(ppm) != sample.ppm_sha256):
             raise InferenceError(f"sample image {ppm} is missing or not the one in {MODEL_JSON}")
     contract = bundle.contract
-    batch = load_images([bundle.root / s["file"] for s in samples], contract.size, contract.channels)
+    paths = [bundle.path_of(s.file, "sample image") for s in samples]
+    batch = load_images(paths, contract.size, contract.channels)
     with bundle.runner(threads) as runner:
         probs = runner.infer(batch)
     check_classes(probs, bundle.class_names, len(batch))
     lines, mismatches, drift = [], 0, 0.0
     for sample, p in zip(samples, probs, strict=True):
         got = bundle.class_names[int(np.argmax(p))]
-        ok = got == sample["expected"]
+        ok = got == sample.expected
         mismatches += not ok
-        drift = max(drift, abs(float(p.max()) - sample["probability"]))
+        drift = max(drift, abs(float(p.max()) - sample.probability))
         lines.append(
-            f"{'ok  ' if ok else 'FAIL'} {sample['file']}: expected {sample['expected']}, "
-            f"got {got} ({float(p.max()):.3f}; {sample['probability']:.3f} at bundle time)"
+            f"{'ok  ' if ok else 'FAIL'} {sample.file}: expected {sample.expected}, "
+            f"got {got} ({float(p.max()):.3f}; {sample.probability:.3f} at bundle time)"
         )
     native_mismatches, native_lines = native_selftest(
         bundle.root, bundle.spec, threads or bundle.threads, allow_cpu_mismatch

@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .base import InferenceError
 from .cpuflags import ALLOW_FLAG
+from .paths import confined
+
+if TYPE_CHECKING:
+    from .bundle_spec import BundleSpec
 
 
-def preprocessing_args(spec: dict) -> list[str]:
+def preprocessing_args(contract: dict) -> list[str]:
     """``--scale/--mean/--std`` from model.json's contract; none when the graph takes raw pixels."""
-    pre = (spec.get("contract") or {}).get("preprocessing")
+    pre = contract.get("preprocessing")
     if not pre:
         return []
     return [
@@ -27,20 +32,20 @@ def preprocessing_args(spec: dict) -> list[str]:
 
 def run_native(
     root: Path,
-    spec: dict,
+    spec: BundleSpec,
     images: list[str],
     threads: int | None = None,
     timeout: float = 300,
     allow_cpu_mismatch: bool = False,
 ):
     """The C runner's JSON results for ``images``, or (None, why it cannot run on this machine)."""
-    native = spec.get("native") or {}
+    native = spec.native or {}
     if not native.get("library"):  # ONNX bundles, older bundles
         return None, native.get("reason") or "this bundle has no C runner"
-    exe = (root / (native.get("binary") or "runner")).resolve()  # `make` on the device builds ./runner
+    exe = confined(root, spec.binary, "C runner").resolve()  # `make` on the device builds ./runner
     if not exe.is_file():
         return None, f"{exe.name} is not built (no C compiler where the bundle was made): run make in {root}"
-    args = [str(exe), "--json", "--top-k", "1", *preprocessing_args(spec)]
+    args = [str(exe), "--json", "--top-k", "1", *preprocessing_args(spec.contract)]
     if threads:
         args += ["--threads", str(threads)]
     if allow_cpu_mismatch:
@@ -61,23 +66,23 @@ def run_native(
 
 
 def native_selftest(
-    root: Path, spec: dict, threads: int | None = None, allow_cpu_mismatch: bool = False
+    root: Path, spec: BundleSpec, threads: int | None = None, allow_cpu_mismatch: bool = False
 ) -> tuple[int, list[str]]:
     """(mismatches, lines): every sample's PPM through the C runner against its recorded top-1."""
-    samples = spec["samples"]
-    if any("ppm" not in s for s in samples):
+    samples = spec.samples
+    if any(s.ppm is None for s in samples):
         return 0, ["C runner: skipped (this bundle's samples have no PPM copies)"]
-    ppms = [s["ppm"] for s in samples]
+    ppms = [s.ppm for s in samples]
     results, why = run_native(root, spec, ppms, threads, allow_cpu_mismatch=allow_cpu_mismatch)
     if results is None:
         return 0, [f"C runner: skipped ({why})"]
     lines, mismatches = [], 0
     for sample, result in zip(samples, results, strict=True):
         got = result["top_k"][0]["class"]
-        ok = got == sample["expected"]
+        ok = got == sample.expected
         mismatches += not ok
         if not ok:
-            lines.append(f"FAIL {sample['ppm']} (C runner): expected {sample['expected']}, got {got}")
+            lines.append(f"FAIL {sample.ppm} (C runner): expected {sample.expected}, got {got}")
     verdict = "passed" if not mismatches else "FAILED"
     lines.append(
         f"C runner selftest {verdict}: {len(samples) - mismatches}/{len(samples)} samples give their "

@@ -8,6 +8,7 @@ leads out, would make a reader copy, run, hash or delete a file the user never h
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from .base import InferenceError
@@ -32,3 +33,31 @@ def confined(folder: str | os.PathLike, name, what: str = "file") -> Path:
     if path == root or root not in path.parents:
         raise UnsafePath(f"{what} {name!r} resolves outside its folder ({folder})")
     return Path(folder) / name
+
+
+# What a name from someone's file may hold once it becomes a file name in a bundle or export folder, or a
+# word of a shell line or C define the project writes: nothing a shell, make or a C string gives a meaning.
+SAFE_CHARACTERS = "A-Za-z0-9._-"
+_UNSAFE = re.compile(f"[^{SAFE_CHARACTERS}]")
+
+
+def is_safe_name(name) -> bool:
+    """A non-empty name of ``[A-Za-z0-9._-]`` that starts with neither ``.`` nor ``-`` (no hidden file, no
+    option look-alike)."""
+    return isinstance(name, str) and bool(name) and not _UNSAFE.search(name) and name[0] not in ".-"
+
+
+def safe_name(name: str) -> str:
+    """``name`` with every character outside ``[A-Za-z0-9._-]`` (and a leading ``.`` or ``-``) as ``_``:
+    the file name a user's file gets inside a bundle or export folder."""
+    name = _UNSAFE.sub("_", name) or "_"
+    return "_" + name[1:] if name[0] in ".-" else name
+
+
+def check_name(name, what: str) -> str:
+    """``name`` when it is safe (``is_safe_name``), else UnsafePath naming the allowed characters."""
+    if not is_safe_name(name):
+        raise UnsafePath(
+            f"{what} {name!r} may hold only letters, digits, '.', '_' and '-' (and not start with '.' or '-')"
+        )
+    return name
