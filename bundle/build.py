@@ -22,6 +22,7 @@ from pathlib import Path
 
 from edgebench import runtime
 from edgebench.bundle import native
+from edgebench.bundle.eval_set import DEFAULT_EVAL_IMAGES, write_eval_set
 from edgebench.bundle.figures import check_gate, read_figures
 from edgebench.bundle.folder import check_replaceable, replace
 from edgebench.bundle.readme import render_readme
@@ -166,7 +167,7 @@ def sample_images(parts: Parts, data, cache_dir, count: int, seed: int):
     return ds, indices, probs
 
 
-def write_bundle(tmp: Path, parts: Parts, chosen) -> BundleSpec:
+def write_bundle(tmp: Path, parts: Parts, chosen, eval_images: int) -> BundleSpec:
     """Every file of the bundle into ``tmp``; its model.json."""
     artifact, contract = parts.artifact, parts.manifest.model_contract()
     runtime.copy_artifact(parts.model_path, tmp / parts.model_name, artifact.runtime)  # + an IR's .bin
@@ -190,6 +191,7 @@ def write_bundle(tmp: Path, parts: Parts, chosen) -> BundleSpec:
         native=native_block,
         samples=write_samples(tmp, *chosen, list(contract.classes)),
         requirements=parts.pins,
+        eval_set=write_eval_set(tmp, chosen[0], eval_images),
     )
     validate(spec)
     spec.write(tmp)
@@ -221,6 +223,7 @@ def build_bundle(
     seed: int = SEED,
     strict: bool = False,
     target: str | None = None,
+    eval_images: int = DEFAULT_EVAL_IMAGES,
 ) -> BundleResult:
     """Bundle the ``fmt`` artifact of ``export_dir`` into ``out_dir`` (default ``dist/<run>-<fmt>``) for
     the CPU profile ``target`` (None: the one it was exported for), which must have the flags it needs.
@@ -238,7 +241,7 @@ def build_bundle(
     chosen = sample_images(parts, data, cache_dir, samples, seed)
     tmp = Path(tempfile.mkdtemp(prefix=f".partial-{out.name}-", dir=out.parent))
     try:
-        spec = write_bundle(tmp, parts, chosen)
+        spec = write_bundle(tmp, parts, chosen, eval_images)
         lines = selftest_new_bundle(tmp, parts.warnings)
         files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from edgebench.bundle.build import SAMPLES, SEED
+from edgebench.bundle.eval_set import DEFAULT_EVAL_IMAGES
 from edgebench.options import (
     data_option,
     export_option,
@@ -27,6 +28,12 @@ from edgebench.options import (
     help="bench report.json for the expected figures [default: <export>/../bench/report.json if present].",
 )
 @shown("--samples", default=SAMPLES, help="Real test images for infer.py --selftest.")
+@shown(
+    "--eval",
+    "eval_images",
+    default=DEFAULT_EVAL_IMAGES,
+    help="Stratified test images shipped for the device bench (infer.py --bench); 0 leaves them out.",
+)
 @data_option("Labelled images for the samples", default="the export's")
 @seed_option(SEED, "Sample selection seed.")
 @strict_option(
@@ -35,12 +42,21 @@ from edgebench.options import (
 @target_option(
     None, "The device's CPU, which must have the flags the artifact needs [default: its export's]."
 )
-def bundle(export_dir, fmt, out_dir, report, samples, data, seed, strict, target):
+def bundle(export_dir, fmt, out_dir, report, samples, eval_images, data, seed, strict, target):
     """Package one artifact with labels, model.json, infer.py, the C runner and pinned requirements."""
     from edgebench.bundle.build import build_bundle
 
     result = build_bundle(
-        export_dir, fmt, out_dir, report, samples, data, seed=seed, strict=strict, target=target
+        export_dir,
+        fmt,
+        out_dir,
+        report,
+        samples,
+        data,
+        seed=seed,
+        strict=strict,
+        target=target,
+        eval_images=eval_images,
     )
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)

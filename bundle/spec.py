@@ -58,10 +58,12 @@ def bundle_spec(
     native: dict,
     samples: list[Sample],
     requirements: list[str],
+    eval_set: dict | None = None,
 ) -> BundleSpec:
     """The model.json of a bundle of ``artifact`` (an ``ok`` entry of ``manifest``): ``figures`` bench's
     (``figures.read_figures``), ``cpu`` the CPU block (``target.cpu_spec``), ``native`` the C runner's
-    (``native.add_native_runner``), ``samples`` those written (``samples.write_samples``)."""
+    (``native.add_native_runner``), ``samples`` those written (``samples.write_samples``), ``eval_set`` the
+    device bench's evaluation set (``eval_set.write_eval_set``)."""
     contract = manifest.model_contract()
     return BundleSpec(
         edgebench_version=__version__,
@@ -94,6 +96,7 @@ def bundle_spec(
         native=native,
         samples=tuple(samples),
         requirements=tuple(requirements),
+        eval=eval_set,
     )
 
 

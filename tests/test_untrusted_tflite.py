@@ -204,16 +204,42 @@ def mutants(data: bytes, count: int, seed: int) -> list[tuple[str, bytes]]:
     return out
 
 
+# Linux starts a child's peak RSS at what its parent held when it forked (and an exec keeps that peak), so a
+# child of a pytest worker that already holds a gigabyte "peaks" at a gigabyte. The command runs as the
+# child of a fresh small Python instead, which reports that child's own peak and exit status.
+_MEASURE = """
+import json, os, subprocess, sys
+child = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(child.pid, 0)
+with open(sys.argv[1], "w") as fh:
+    json.dump([os.waitstatus_to_exitcode(status), usage.ru_maxrss], fh)
+"""
+
+
 def run_measured(cmd, cwd=None, timeout: float = 120) -> tuple[int, str, str, int]:
-    """(exit status, stdout, stderr, peak RSS in KiB of the process and the children it waited for)."""
-    with open(os.devnull, "rb") as stdin, _Capture() as out, _Capture() as err:
-        proc = subprocess.Popen([str(c) for c in cmd], cwd=cwd, stdin=stdin, stdout=out.fh, stderr=err.fh)
-        hung = threading.Timer(timeout, proc.kill)  # a hang fails the test as a signal, not by waiting
+    """(exit status, stdout, stderr, peak RSS in KiB of the command and the children it waited for)."""
+    import json
+    import signal
+    import tempfile
+
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        open(os.devnull, "rb") as stdin,
+        _Capture() as out,
+        _Capture() as err,
+    ):
+        report = Path(tmp) / "measured.json"
+        argv = [sys.executable, "-c", _MEASURE, str(report), *(str(c) for c in cmd)]
+        proc = subprocess.Popen(
+            argv, cwd=cwd, stdin=stdin, stdout=out.fh, stderr=err.fh, start_new_session=True
+        )
+        # a hang fails the test as a signal, not by waiting
+        hung = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
         hung.start()
-        _, status, usage = os.wait4(proc.pid, 0)  # reaps it: its rusage, unlike Popen.wait
+        proc.wait()
         hung.cancel()
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, out.text, err.text, usage.ru_maxrss
+        code, peak_kb = json.loads(report.read_text()) if report.is_file() else (-signal.SIGKILL, 0)
+    return code, out.text, err.text, peak_kb
 
 
 class _Capture:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import fields
 from .base import RUNTIMES, InferenceError
+from .bundle_parts import FileRecord, ModelFile, Sample  # noqa: F401  (FileRecord: re-exported)
 from .contract import Contract
 from .fields import FieldError
 from .paths import confined
@@ -29,85 +30,6 @@ DEFAULT_BINARY = "runner"  # what `make` builds where the bundle shipped the C r
 
 class BundleSpecError(FieldError):
     """A model.json this runtime cannot read, said in one line (bad input: exit 2)."""
-
-
-# ---------------------------------------------------------------- the parts
-
-
-@dataclass(frozen=True)
-class FileRecord:
-    """A file with its hash and size: a model's sidecar (an OpenVINO IR's weights .bin)."""
-
-    file: str
-    sha256: str
-    bytes: int
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict, where: str) -> FileRecord:
-        return cls(
-            fields.get(d, "file", str, where=where),
-            fields.sha256(d, "sha256", where),
-            fields.get(d, "bytes", int, where=where),
-        )
-
-
-@dataclass(frozen=True)
-class ModelFile:
-    file: str
-    sha256: str
-    bytes: int
-    sidecars: tuple[FileRecord, ...] = ()
-
-    def to_dict(self) -> dict:
-        out = {"file": self.file, "sha256": self.sha256, "bytes": self.bytes}
-        return {**out, "sidecars": [s.to_dict() for s in self.sidecars]} if self.sidecars else out
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ModelFile:
-        base = FileRecord.from_dict(d, "model.")
-        sides = fields.items(d, "sidecars", dict, where="model.") if "sidecars" in d else []
-        sidecars = tuple(FileRecord.from_dict(s, f"model.sidecars[{n}].") for n, s in enumerate(sides))
-        return cls(base.file, base.sha256, base.bytes, sidecars)
-
-
-@dataclass(frozen=True)
-class Sample:
-    """A bundled test image (PNG, and PPM for the C runner) with the top-1 the model gave it when bundled."""
-
-    file: str
-    sha256: str
-    dataset_index: int
-    true_label: str
-    expected: str
-    probability: float
-    margin: float
-    ppm: str | None = None  # absent in bundles from before the C runner
-    ppm_sha256: str | None = None
-
-    def to_dict(self) -> dict:
-        out = {"file": self.file, "sha256": self.sha256}
-        if self.ppm is not None:
-            out.update(ppm=self.ppm, ppm_sha256=self.ppm_sha256)
-        names = ("dataset_index", "true_label", "expected", "probability", "margin")
-        return {**out, **{name: getattr(self, name) for name in names}}
-
-    @classmethod
-    def from_dict(cls, d: dict, where: str) -> Sample:
-        ppm = fields.get(d, "ppm", str, where=where, optional=True)
-        return cls(
-            file=fields.get(d, "file", str, where=where),
-            sha256=fields.sha256(d, "sha256", where),
-            dataset_index=fields.get(d, "dataset_index", int, where=where),
-            true_label=fields.get(d, "true_label", str, where=where),
-            expected=fields.get(d, "expected", str, where=where),
-            probability=fields.get(d, "probability", float, where=where),
-            margin=fields.get(d, "margin", float, where=where),
-            ppm=ppm,
-            ppm_sha256=fields.sha256(d, "ppm_sha256", where) if ppm is not None else None,
-        )
 
 
 def _cpu(doc: dict) -> dict | None:
@@ -124,6 +46,17 @@ def _cpu(doc: dict) -> dict | None:
         fields.get(target, "name", str, where="cpu.target.")
         fields.get(target, "summary", str, where="cpu.target.")
     return cpu
+
+
+def _eval(doc: dict) -> dict | None:
+    """model.json's ``eval``: the evaluation set's two .npy files, their sha256s and how many images."""
+    block = fields.get(doc, "eval", dict, type(None), optional=True)
+    if block is not None:
+        for name in ("images", "labels"):
+            fields.get(block, name, str, where="eval.")
+            fields.sha256(block, f"{name}_sha256", "eval.")
+        fields.get(block, "count", int, where="eval.")
+    return block
 
 
 def _native(doc: dict) -> dict | None:
@@ -162,6 +95,7 @@ class BundleSpec:
     native: dict | None  # None: a bundle from before the C runner
     samples: tuple[Sample, ...]
     requirements: tuple[str, ...]
+    eval: dict | None = None  # the evaluation set of the device bench (None: built with --eval 0 or before)
     extra: dict = field(default_factory=dict)  # fields a newer edgebench wrote: kept, not interpreted
 
     @property
@@ -178,6 +112,11 @@ class BundleSpec:
         names = [("model file", self.model.file), *(("model sidecar", s.file) for s in self.model.sidecars)]
         for sample in self.samples:
             names += [("sample image", sample.file)] + ([("sample image", sample.ppm)] if sample.ppm else [])
+        if self.eval:
+            names += [
+                ("evaluation set file", self.eval["images"]),
+                ("evaluation set file", self.eval["labels"]),
+            ]
         if self.native and self.native.get("library"):  # a bundle with a C runner (binary built or not)
             names += [("C runner", self.binary), ("C runner library", self.native["library"])]
             names += [("C runner source", name) for name in self.native.get("sources") or ()]
@@ -189,7 +128,7 @@ class BundleSpec:
             out[f.name] = getattr(self, f.name)
         out.update(model=self.model.to_dict(), samples=[s.to_dict() for s in self.samples])
         out.update(class_names=list(self.class_names), requirements=list(self.requirements))
-        for key in ("cpu", "native"):  # absent, as in the bundles that predate them
+        for key in ("cpu", "native", "eval"):  # absent, as in the bundles that predate them
             if out[key] is None:
                 del out[key]
         extra = out.pop("extra")
@@ -226,6 +165,7 @@ class BundleSpec:
                 for n, s in enumerate(fields.items(doc, "samples", dict, minimum=1))
             ),
             requirements=tuple(fields.items(doc, "requirements", str)),
+            eval=_eval(doc),
             extra={k: v for k, v in doc.items() if k not in names and k not in ("schema_version", "kind")},
         )
 
