@@ -6,6 +6,7 @@ import copy
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import jsonschema
 import numpy as np
@@ -237,13 +238,9 @@ def test_tensorrt_batches_never_exceed_the_engine_profile(tmp_path):
     """The spec of a TensorRT row carries the profile's max batch; eval and throughput batches obey it."""
     from edgebench.bench.benchmark import target_for
     from edgebench.bench.measure import Measurer, clamp_batches
+    from edgebench.export.manifest import ArtifactEntry
 
-    entry = {
-        "format": "trt-int8",
-        "runtime": "tensorrt",
-        "dynamic_batch": True,
-        "options": {"trt_max_batch": 64},
-    }
+    entry = ArtifactEntry("trt-int8", "tensorrt", "ok", dynamic_batch=True, options={"trt_max_batch": 64})
     target = target_for(entry, tmp_path / "model.int8.engine", providers=None)
     spec = target.spec(2)
     assert spec.options == {"max_batch": 64} and target.max_batch == 64
@@ -272,11 +269,12 @@ def test_bench_data_defaults_to_the_exports_source(tmp_path, monkeypatch):
     from edgebench.bench.benchmark import data_source
 
     monkeypatch.delenv("EDGEBENCH_DATA", raising=False)
-    manifest = {"calibration": {"source": str(tmp_path)}}
+    manifest = SimpleNamespace(calibration={"source": str(tmp_path)})
     assert data_source(None, manifest) == str(tmp_path)
     assert data_source("keras", manifest) == "keras"  # --data wins
-    assert data_source(None, {"calibration": {"source": str(tmp_path / "gone")}}) is None  # moved: default
-    assert data_source(None, {}) is None
+    moved = SimpleNamespace(calibration={"source": str(tmp_path / "gone")})
+    assert data_source(None, moved) is None  # moved: default
+    assert data_source(None, SimpleNamespace(calibration=None)) is None
     monkeypatch.setenv("EDGEBENCH_DATA", "keras")
     assert data_source(None, manifest) is None  # the environment wins (load_dataset reads it)
 

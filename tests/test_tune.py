@@ -243,7 +243,7 @@ def test_tune_resumes_without_measuring_finished_candidates(tuned):
 
 
 def test_winner_is_a_manifest_format_bench_runs(tuned, run_dir, cifar_folder):
-    entry = tuned[0][-1].entry
+    entry = tuned[0][-1].entry.to_dict()
     manifest = json.loads((run_dir / "export" / "manifest.json").read_text())
     tuned_entries = [a for a in manifest["artifacts"] if (a.get("options") or {}).get("tuned")]
     assert [a["format"] for a in tuned_entries] == ["onnx-int8-tuned"] == [entry["format"]]

@@ -122,8 +122,8 @@ def tune(
     click.echo(f"tune.json: {result.path}" + (f"  plot: {result.plot}" if result.plot else ""))
     if result.entry is None:
         raise EdgebenchError("no candidate could be measured (see tune.json)")
-    name = result.entry["format"]
-    click.echo(f"winner: {name} ({result.entry['file']}) in {result.export_dir}")
+    name = result.entry.format
+    click.echo(f"winner: {name} ({result.entry.file}) in {result.export_dir}")
     if confirm:
         _confirm(settings, result, name)
 

@@ -270,7 +270,7 @@ def run_tune(settings: TuneSettings, log: Callable[[str], None] = print) -> Tune
     log(f"decision: {why}")
     t.state.update(decision=why, winner=winner and winner["key"])
     entry = report.install(t, winner) if winner else None
-    t.state["winner_format"] = entry and entry["format"]
+    t.state["winner_format"] = entry and entry.format
     t.state["wall_time_s"] = round(time.perf_counter() - started, 1)
     t.save()
     plot = report.pareto_plot(
