@@ -19,7 +19,7 @@ import numpy as np
 from edgebench.bench import report as rp
 from edgebench.bench import stats
 from edgebench.bench.gate import GateResult, apply, check_required
-from edgebench.bench.measure import Measurer, Target
+from edgebench.bench.measure import Measurer, MeasureTask
 from edgebench.bench.settings import BenchSettings
 from edgebench.environment import runtime_available
 from edgebench.errors import ArtifactError, EdgebenchError
@@ -101,7 +101,9 @@ def load_test_set(settings: BenchSettings, contract: Contract | None = None, man
     return ds
 
 
-def target_for(artifact: ArtifactEntry, path: Path, providers, contract: Contract | None = None) -> Target:
+def target_for(
+    artifact: ArtifactEntry, path: Path, providers, contract: Contract | None = None
+) -> MeasureTask:
     """The runner target of a manifest entry; a TensorRT engine is capped at its profile's max batch."""
     options: dict = {"contract": contract.to_dict()} if contract else {}
     if artifact.runtime == "onnxruntime" and providers:
@@ -110,10 +112,10 @@ def target_for(artifact: ArtifactEntry, path: Path, providers, contract: Contrac
         options["max_batch"] = int((artifact.options or {}).get("trt_max_batch") or 1)
     if artifact.runtime == "openvino":
         options["precision"] = "f32"  # float ops in fp32; the plugin's default is a row of its own
-    return Target(artifact.format, artifact.runtime, path, artifact.fixed_batch, options)
+    return MeasureTask(artifact.format, artifact.runtime, path, artifact.fixed_batch, options)
 
 
-def plugin_default_variant(measurer, row: dict, target: Target, log) -> tuple[dict, Target] | None:
+def plugin_default_variant(measurer, row: dict, target: MeasureTask, log) -> tuple[dict, MeasureTask] | None:
     """The row and target of an OpenVINO artifact run with the CPU plugin's default precision, when that
     is not what the f32 hint runs (bf16 on avx512_bf16/AMX CPUs): measured and gated as a row of its own,
     labelled with the precision the compiled model reports. None when the default is fp32 here."""
@@ -166,7 +168,7 @@ def _classify(artifact: ArtifactEntry, manifest: ExportManifest, providers, cont
     return row, target
 
 
-def _training_pass(target: Target, manifest: ExportManifest, test_set_sha256: str):
+def _training_pass(target: MeasureTask, manifest: ExportManifest, test_set_sha256: str):
     """The Keras reference's test predictions from its training run's final pass (train/evaluation.py),
     when they are of this very file (the manifest's source sha256, checked against the file before) and
     of this very test set: the same computation, not repeated."""
@@ -206,7 +208,9 @@ def run_bench(
     reference, ref_name = None, "keras"
     if reference_path is not None:
         reference = rp.reference_row(reference_path, manifest)
-        targets["keras"] = Target("keras", "keras", reference_path, options={"contract": contract.to_dict()})
+        targets["keras"] = MeasureTask(
+            "keras", "keras", reference_path, options={"contract": contract.to_dict()}
+        )
     elif ref_artifact is not None:  # an exported fp32 artifact stands in for the Keras model
         ref_name = ref_artifact.format
         reference, target = _classify(ref_artifact, manifest, settings.providers, contract)
