@@ -198,12 +198,13 @@ def bench(
     )
     result = run_bench(settings, log=lambda msg: click.echo(msg, err=True), on_row=_row_line)
     _print_table(
-        *summary_table(result.report), title=f"edgebench bench · {result.report['dataset']['images']} images"
+        *summary_table(result.report.to_dict()),
+        title=f"edgebench bench · {result.report.dataset['images']} images",
     )
     click.echo(f"report: {result.paths['json']}  {result.paths['md']}", err=True)
     gate = result.gate
     if gate.errors:
-        rows = {r["format"]: r for r in result.report["artifacts"]}
+        rows = {r["format"]: r for r in result.report.to_dict()["artifacts"]}
         raise EdgebenchError(
             f"{len(gate.errors)} artifact(s) could not be evaluated: "
             + "; ".join(f"{n} ({rows[n]['reason']}: {rows[n]['message']})" for n in gate.errors)
@@ -214,7 +215,7 @@ def bench(
                 "gate failed: no artifact was evaluated"
                 + (f" (skipped: {', '.join(gate.skipped)})" if gate.skipped else "")
             )
-        rows = {r["format"]: r for r in result.report["artifacts"]}
+        rows = {r["format"]: r for r in result.report.to_dict()["artifacts"]}
         raise GateFailure(
             "gate failed for "
             + "; ".join(f"{n} ({'; '.join(rows[n]['gate']['problems'])})" for n in gate.failed)
