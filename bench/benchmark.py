@@ -11,69 +11,31 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgebench.bench import report as rp
 from edgebench.bench import stats
-from edgebench.bench.gate import GateResult, apply, check_required
-from edgebench.bench.measure import Measurer, Target
+from edgebench.bench.gate import GateResult, apply
+from edgebench.bench.measure import Measurer, MeasureTask
+from edgebench.bench.plan import BenchPlan, add_plugin_default_rows, check_request, plan_rows
+from edgebench.bench.report import BenchReport, dataset_block, write_all
 from edgebench.bench.settings import BenchSettings
-from edgebench.environment import runtime_available
 from edgebench.errors import ArtifactError, EdgebenchError
-from edgebench.export.manifest import ArtifactEntry, ExportManifest
-from edgebench.fileio import ensure_dir, sha256_file
+from edgebench.export.manifest import ExportManifest
+from edgebench.fileio import ensure_dir
 from edgebench.runtime import Contract
 from edgebench.train.reference.evaluation import sha256_of_test_set
 
 
 @dataclass
 class BenchResult:
-    report: dict
+    report: BenchReport
     gate: GateResult
     out_dir: Path
     paths: dict[str, Path]
     samples_ms: dict[tuple[str, int], np.ndarray]
-
-
-def resolve_reference(explicit, export_dir: Path, manifest: ExportManifest) -> Path | None:
-    """An explicit ``--reference`` must exist and be the manifest's source model (exit 2); otherwise the
-    first default that exists, or None."""
-    if explicit:
-        path = Path(explicit)
-        if not path.is_file():
-            raise EdgebenchError(f"reference model not found: {path}")
-    else:
-        found = [
-            p
-            for p in (export_dir.parent / "model.keras", Path(manifest.source_model["path"]))
-            if p.suffix == ".keras" and p.is_file() and not manifest.imported
-        ]
-        if not found:
-            return None
-        path = found[0]
-    if sha256_file(path) != manifest.source_model["sha256"]:
-        raise EdgebenchError(
-            f"reference {path} is not the model the artifacts were exported from "
-            "(sha256 differs from the manifest's source_model)"
-        )
-    return path
-
-
-def reference_artifact(manifest: ExportManifest, fmt: str) -> ArtifactEntry:
-    """The manifest entry ``--reference-format`` names: an exported fp32 artifact (one-line errors)."""
-    artifact = manifest.entry(fmt)
-    if artifact is None:
-        listed = ", ".join(manifest.formats) or "none"
-        raise EdgebenchError(f"--reference-format {fmt} is not in the manifest (listed: {listed})")
-    if not artifact.ok:
-        raise EdgebenchError(f"--reference-format {fmt} was not exported ({artifact.status})")
-    label = artifact.label
-    if label != "fp32":
-        raise EdgebenchError(f"--reference-format {fmt} is not an fp32 artifact (precision: {label})")
-    return artifact
 
 
 def data_source(explicit: str | None, manifest: ExportManifest | None) -> str | None:
@@ -103,78 +65,13 @@ def load_test_set(settings: BenchSettings, contract: Contract | None = None, man
     return ds
 
 
-def target_for(artifact: ArtifactEntry, path: Path, providers, contract: Contract | None = None) -> Target:
-    """The runner target of a manifest entry; a TensorRT engine is capped at its profile's max batch."""
-    options: dict = {"contract": contract.to_dict()} if contract else {}
-    if artifact.runtime == "onnxruntime" and providers:
-        options["providers"] = list(providers)
-    if artifact.runtime == "tensorrt":
-        options["max_batch"] = int((artifact.options or {}).get("trt_max_batch") or 1)
-    if artifact.runtime == "openvino":
-        options["precision"] = "f32"  # float ops in fp32; the plugin's default is a row of its own
-    return Target(artifact.format, artifact.runtime, path, artifact.fixed_batch, options)
-
-
-def plugin_default_variant(measurer, row: dict, target: Target, log) -> tuple[dict, Target] | None:
-    """The row and target of an OpenVINO artifact run with the CPU plugin's default precision, when that
-    is not what the f32 hint runs (bf16 on avx512_bf16/AMX CPUs): measured and gated as a row of its own,
-    labelled with the precision the compiled model reports. None when the default is fp32 here."""
-    default = replace(
-        target, name=f"{target.name}@default", options={**target.options, "precision": "default"}
-    )
-    try:
-        described = measurer.describe(default)
-    except ArtifactError as exc:
-        log(f"warning: {target.name}: the plugin's default precision could not be read: {exc}")
-        return None
-    if described["inference_precision"] == "fp32":
-        log(f"{target.name}: the CPU plugin's default inference precision here is fp32: one row (f32 hint)")
-        row["warnings"].append(
-            f"{target.name}: plugin default precision is fp32 on this CPU, same as the f32 row"
-        )
-        return None
-    variant = {
-        **row,
-        "format": default.name,
-        "precision": described["precision"],
-        "warnings": list(row["warnings"]),
-    }
-    log(
-        f"{target.name}: the CPU plugin runs it in {described['inference_precision']} by default: "
-        f"row {default.name}"
-    )
-    return variant, default
-
-
-def _classify(artifact: ArtifactEntry, manifest: ExportManifest, providers, contract):
-    """The report row of a manifest entry and, when it can be measured here, its target."""
-    row = rp.new_row(artifact)
-    if artifact.status == "unavailable":
-        row.update(status="skipped", reason=artifact.reason, message=artifact.message)
-        return row, None
-    if not artifact.ok:
-        msg = f"export {artifact.status}: {artifact.reason}: {artifact.message}"
-        return rp.fail(row, "export-failed", msg), None
-    ok, reason, message = runtime_available(artifact.runtime)
-    if not ok:
-        row.update(status="skipped", reason=reason, message=message)
-        return row, None
-    try:
-        path = manifest.verify(artifact)
-    except ArtifactError as exc:
-        return rp.fail(row, exc.reason, str(exc)), None
-    target = target_for(artifact, path, providers, contract)
-    row["fixed_batch"] = target.fixed_batch
-    return row, target
-
-
-def _training_pass(target: Target, manifest: ExportManifest, test_set_sha256: str):
+def _training_pass(task: MeasureTask, manifest: ExportManifest, test_set_sha256: str):
     """The Keras reference's test predictions from its training run's final pass
     (train/reference/evaluation.py), when they are of this very file (the manifest's source sha256, checked
     against the file before) and of this very test set: the same computation, not repeated."""
     from edgebench.train.reference.evaluation import FILE, load_test_predictions
 
-    stored = target.path.parent / FILE
+    stored = task.path.parent / FILE
     probs = load_test_predictions(stored, manifest.source_model["sha256"], test_set_sha256)
     if probs is None:
         return None
@@ -184,108 +81,98 @@ def _training_pass(target: Target, manifest: ExportManifest, test_set_sha256: st
     }
 
 
+def _measurer(settings: BenchSettings, images_path: Path, num_classes: int, log) -> Measurer:
+    return Measurer(
+        images_path,
+        images_path.parent,
+        settings.latency,
+        sorted(set(settings.threads)),
+        list(settings.batch_sizes),
+        settings.eval_batch,
+        num_classes,
+        log,
+        throughput_threads=settings.throughput_thread_counts,
+    )
+
+
+def measure_accuracy(plan: BenchPlan, measurer: Measurer, ds, *, manifest, test_set_sha256: str, log):
+    """Each planned row's top-1 (and, for artifacts, its paired figures against the reference, measured
+    first); a row that cannot be run fails and leaves the plan. Top-1 predictions per row name."""
+    labels, class_names = ds.y_test, list(ds.class_names)
+    predictions: dict[str, np.ndarray] = {}
+    for name, task in list(plan.tasks.items()):
+        try:
+            reused = _training_pass(task, manifest, test_set_sha256) if name == "keras" else None
+            probs, runner = reused or measurer.accuracy(task)
+        except ArtifactError as exc:
+            if name == plan.reference_name:
+                raise EdgebenchError(f"cannot use the reference model: {exc}") from None
+            plan.row(name).fail(exc.reason, str(exc))
+            del plan.tasks[name]
+            continue
+        predictions[name] = probs.argmax(axis=1)
+        ref_pred = None if name == plan.reference_name else predictions.get(plan.reference_name)
+        row = plan.row(name)
+        row.measured(runner, stats.accuracy_summary(predictions[name], labels, class_names, ref_pred))
+        row.warn_fallback(log)
+        how = " (training's final test pass: same model file, same test set)" if reused else ""
+        log(f"{name}: top-1 {row.accuracy['top1']:.2%} on {len(labels)} test images{how}")
+    return predictions
+
+
+def measure_timing(plan: BenchPlan, measurer: Measurer, time_reference: bool):
+    """Latency and throughput of every row still planned (the reference's only with ``time_reference``);
+    a row whose timing fails fails. The pooled batch-1 samples (ms) per (row, threads)."""
+
+    def timing_failed(name: str, exc: Exception) -> None:
+        plan.row(name).fail(getattr(exc, "reason", "inference-error"), str(exc))
+
+    timed = [t for n, t in plan.tasks.items() if time_reference or n != plan.reference_name]
+    latency, samples = measurer.timing(timed, timing_failed)
+    for name, entries in latency.items():
+        plan.row(name).evaluated(entries)
+    return samples
+
+
+def judge(plan: BenchPlan, settings: BenchSettings) -> GateResult:
+    """The gate's verdict on every artifact row; a reference that could not be measured is exit 2."""
+    if plan.reference is not None and plan.reference.status == "error":
+        raise EdgebenchError(f"cannot use the reference model: {plan.reference.message}")
+    return apply(plan.rows, plan.reference is not None, settings.gate)
+
+
 def run_bench(
     settings: BenchSettings, log: Callable[[str], None] = print, on_row: Callable[[dict], None] | None = None
 ) -> BenchResult:
     """Benchmark every artifact of ``settings.export_dir``; write the report, predictions and plots."""
     settings.check()
-    export_dir = Path(settings.export_dir)
-    manifest = ExportManifest.read(export_dir)
-    contract = manifest.model_contract()
-    selected = manifest.select(settings.formats)
-    check_required(settings.gate.require, manifest.formats)
-    ref_artifact = (
-        reference_artifact(manifest, settings.reference_format) if settings.reference_format else None
-    )
-    reference_path = None if ref_artifact else resolve_reference(settings.reference, export_dir, manifest)
-    out_dir = ensure_dir(settings.out_dir or export_dir.parent / "bench")
-    ds = load_test_set(settings, contract, manifest)
-    labels, class_names = ds.y_test, list(ds.class_names)
-    test_set_sha256 = sha256_of_test_set(ds.x_test, labels)
-    threads = sorted(set(settings.threads))
-
-    rows, targets = [], {}
-    reference, ref_name = None, "keras"
-    if reference_path is not None:
-        reference = rp.reference_row(reference_path, manifest)
-        targets["keras"] = Target("keras", "keras", reference_path, options={"contract": contract.to_dict()})
-    elif ref_artifact is not None:  # an exported fp32 artifact stands in for the Keras model
-        ref_name = ref_artifact.format
-        reference, target = _classify(ref_artifact, manifest, settings.providers, contract)
-        if target is None:
-            raise EdgebenchError(f"cannot use {ref_name} as the reference: {reference['message']}")
-        reference["status"] = "reference"
-        targets[ref_name] = target
-        selected = [a for a in selected if a.format != ref_name]
-    if reference is None and manifest.imported:
-        log("warning: an imported export has no Keras model: name its fp32 reference with --reference-format")
-    for artifact in selected:
-        row, target = _classify(artifact, manifest, settings.providers, contract)
-        rows.append(row)
-        if target is not None:
-            targets[row["format"]] = target
-    by_name = {r["format"]: r for r in rows} | ({ref_name: reference} if reference else {})
-
+    manifest = ExportManifest.read(Path(settings.export_dir))
+    request = check_request(settings, manifest)
+    out_dir = ensure_dir(settings.out_dir or Path(settings.export_dir).parent / "bench")
+    ds = load_test_set(settings, manifest.model_contract(), manifest)
+    test_set_sha256 = sha256_of_test_set(ds.x_test, ds.y_test)
+    plan = plan_rows(settings, manifest, request, log)
     with tempfile.TemporaryDirectory(prefix="edgebench-bench-") as workdir:
         images_path = Path(workdir) / "test_images.npy"
         np.save(images_path, np.ascontiguousarray(ds.x_test))
-        measurer = Measurer(
-            images_path,
-            Path(workdir),
-            settings.latency,
-            threads,
-            list(settings.batch_sizes),
-            settings.eval_batch,
-            len(class_names),
-            log,
-            throughput_threads=settings.throughput_thread_counts,
+        measurer = _measurer(settings, images_path, len(ds.class_names), log)
+        add_plugin_default_rows(plan, measurer, log)
+        predictions = measure_accuracy(
+            plan, measurer, ds, manifest=manifest, test_set_sha256=test_set_sha256, log=log
         )
-        for name, target in list(targets.items()):
-            if target.runtime == "openvino" and name in by_name:
-                found = plugin_default_variant(measurer, by_name[name], target, log)
-                if found:
-                    rows.insert(rows.index(by_name[name]) + 1, found[0])
-                    by_name[found[1].name], targets[found[1].name] = found
-        predictions: dict[str, np.ndarray] = {}
-        for name, target in list(targets.items()):
-            try:
-                reused = _training_pass(target, manifest, test_set_sha256) if name == "keras" else None
-                probs, runner = reused or measurer.accuracy(target)
-            except ArtifactError as exc:
-                if name == ref_name:
-                    raise EdgebenchError(f"cannot use the reference model: {exc}") from None
-                rp.fail(by_name[name], exc.reason, str(exc))
-                del targets[name]
-                continue
-            predictions[name] = probs.argmax(axis=1)
-            ref_pred = predictions.get(ref_name)
-            by_name[name]["runner"] = runner
-            if runner.get("precision"):  # what the runtime reports it ran (OpenVINO: fp32, bf16, int8 ...)
-                by_name[name]["precision"] = runner["precision"]
-            by_name[name]["accuracy"] = stats.accuracy_summary(
-                predictions[name], labels, class_names, None if name == ref_name else ref_pred
-            )
-            rp.warn_fallback(by_name[name], log)
-            how = " (training's final test pass: same model file, same test set)" if reused else ""
-            log(f"{name}: top-1 {by_name[name]['accuracy']['top1']:.2%} on {len(labels)} test images{how}")
-
-        def timing_failed(name: str, exc: Exception) -> None:
-            rp.fail(by_name[name], getattr(exc, "reason", "inference-error"), str(exc))
-
-        timed = [t for n, t in targets.items() if settings.time_reference or n != ref_name]
-        latency, samples = measurer.timing(timed, timing_failed)
-    for name, entries in latency.items():
-        rp.set_latency(by_name[name], entries)
-        if name != ref_name:
-            by_name[name]["status"] = "evaluated"
-    for row in [reference, *rows]:
-        if row is not None and on_row:
-            on_row(row)
-
-    if reference is not None and reference.get("status") == "error":
-        raise EdgebenchError(f"cannot use the reference model: {reference['message']}")
-    gate = apply(rows, reference is not None, settings.gate)
-    report = rp.assemble(settings, export_dir, manifest, ds, threads, reference, rows, gate)
-    report["dataset"]["test_set_sha256"] = test_set_sha256
-    paths = rp.write_all(out_dir, report, samples, predictions, labels, plots=settings.plots)
+        samples = measure_timing(plan, measurer, settings.time_reference)
+    for row in plan.all_rows:
+        if on_row:
+            on_row(row.to_dict())
+    gate = judge(plan, settings)
+    report = BenchReport.assemble(
+        settings,
+        manifest=manifest,
+        dataset=dataset_block(settings, ds, test_set_sha256),
+        threads=sorted(set(settings.threads)),
+        reference=plan.reference,
+        rows=plan.rows,
+        gate=gate,
+    )
+    paths = write_all(out_dir, report, samples, predictions, ds.y_test, plots=settings.plots)
     return BenchResult(report, gate, out_dir, paths, samples)

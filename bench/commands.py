@@ -86,7 +86,8 @@ def bench(max_drop, min_accuracy, require, providers, formats, no_plots, **field
     )
     result = run_bench(settings, log=lambda msg: click.echo(msg, err=True), on_row=_row_line)
     print_table(
-        *summary_table(result.report), title=f"edgebench bench · {result.report['dataset']['images']} images"
+        *summary_table(result.report.to_dict()),
+        title=f"edgebench bench · {result.report.dataset['images']} images",
     )
     click.echo(f"report: {result.paths['json']}  {result.paths['md']}", err=True)
     _raise_unless_passed(result)
@@ -95,7 +96,7 @@ def bench(max_drop, min_accuracy, require, providers, formats, no_plots, **field
 def _raise_unless_passed(result) -> None:
     """Exit 2 where an artifact could not be evaluated, exit 1 where the gate failed (each named)."""
     gate = result.gate
-    rows = {r["format"]: r for r in result.report["artifacts"]}
+    rows = {r["format"]: r for r in result.report.to_dict()["artifacts"]}
     if gate.errors:
         raise EdgebenchError(
             f"{len(gate.errors)} artifact(s) could not be evaluated: "

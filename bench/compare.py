@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench.bench.report import all_rows, load, read_predictions
+from edgebench.bench.report import BenchReport, all_rows, read_predictions
 from edgebench.bench.stats import mcnemar_exact
 
 REGRESSION, IMPROVEMENT, NOISE, NEW = "regression", "improvement", "within noise", "new"
@@ -160,7 +160,8 @@ def compare_reports(
 
 
 def compare_files(old_path, new_path, s: CompareSettings | None = None) -> Comparison:
-    old, new = load(old_path, "old report"), load(new_path, "new report")
+    old = BenchReport.read(old_path, "old report").to_dict()
+    new = BenchReport.read(new_path, "new report").to_dict()
     return compare_reports(
         old, new, read_predictions(Path(old_path), old), read_predictions(Path(new_path), new), s
     )

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench.bench.report import all_rows, load
+from edgebench.bench.report import BenchReport, all_rows
 from edgebench.errors import EdgebenchError
 from edgebench.runtime import bare
 from edgebench.runtime.bare import BARE, POLYGRAPHY_RUNTIMES, WARMUP
@@ -183,6 +183,49 @@ def _timers(row: dict, path: Path, threads: int, files: dict, tmp: Path, contrac
     return timers
 
 
+def _check_row(row: dict, path: Path, *, threads: int, n: int, rounds: int, files, tmp, contract, extra):
+    """One report row against its independent timers: ``rounds`` rotated blocks of ``n`` calls each."""
+    from edgebench.bench.measure import round_orders
+
+    try:
+        timers = _timers(row, path, threads, files, tmp, contract)
+    except EdgebenchError as exc:  # reported in the table, like any timer's failure
+        return {"format": row["format"], "runtime": row["runtime"], "error": str(exc)}
+    live = {k: t for k, t in timers.items() if isinstance(t, Served)}
+    blocks: dict[str, list[list[int]]] = {k: [] for k in live}
+    benchmark_at = {0, rounds // 2, rounds - 1} if row["runtime"] == "litert" else set()
+    litert: list[dict] = []
+    try:
+        for r, order in enumerate(round_orders(list(live), rounds)):
+            for name in order:
+                blocks[name].append(live[name].block(n))
+            if r in benchmark_at:  # the warm timers idle meanwhile
+                litert.append(litert_benchmark(path, threads, max(n, 100)))
+    finally:
+        worker_modules = live["edgebench"].info.get("worker_modules")
+        for t in live.values():
+            t.close()
+    mine = next(e["batch1"]["p50_ms"] for e in row["latency"] if e["threads"] == threads)
+    out = {
+        "format": row["format"],
+        "runtime": row["runtime"],
+        "report_p50_ms": mine,
+        "block_calls": n,
+        "edgebench_worker_modules": worker_modules,
+        **{k: _summary(v) for k, v in blocks.items()},
+        "ratio_to_bare": _ratio(blocks["edgebench"], blocks["bare"]),
+        "other_reports_p50_ms": [_other_p50(o, row["format"], threads) for o in extra],
+    }
+    for k, t in timers.items():
+        if not isinstance(t, Served):
+            out[k] = {"error": str(t)}
+    if litert:
+        avgs = [x["avg_ms"] for x in litert if "avg_ms" in x]
+        out["litert_benchmark"] = {"avg_ms": float(np.median(avgs)), "runs": len(avgs)} if avgs else litert[0]
+    out["within_tolerance"] = abs(out["ratio_to_bare"]["median"] - 1) <= TOLERANCE
+    return out
+
+
 def crosscheck(
     report_path: Path, threads: int, n: int, others: list[Path] = (), rounds: int = ROUNDS
 ) -> list[dict]:
@@ -192,11 +235,10 @@ def crosscheck(
     rounds (``round_orders``). The per-round ratio edgebench/bare compares blocks seconds apart, so the
     machine's slower drift cancels; its median decides ``within_tolerance``.
     """
-    from edgebench.bench.measure import round_orders
     from edgebench.export.manifest import ExportManifest
     from edgebench.train.data.dataset import load_dataset
 
-    report = load(report_path)
+    report = BenchReport.read(report_path).to_dict()
     if threads not in report["settings"]["threads"]:
         raise EdgebenchError(
             f"the report did not measure {threads} threads (it has {report['settings']['threads']})"
@@ -204,63 +246,32 @@ def crosscheck(
     if rounds < 1:
         raise EdgebenchError(f"--timer-rounds must be at least 1 (got {rounds})")
     export_dir = Path(report["export_dir"])
-    extra = [load(p, "other report") for p in others]
+    extra = [BenchReport.read(p, "other report").to_dict() for p in others]
     contract = ExportManifest.read(export_dir).model_contract()
     ds = report["dataset"]
     pixels = load_dataset(
         ds["source"], None, size=contract.size, channels=contract.channels, split=ds["split"]
     ).x_test[:1]
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         files = {"image": tmp / "image.npy", "tensor": tmp / "tensor.npy"}
         np.save(files["image"], pixels)  # edgebench's worker applies the contract itself
         np.save(files["tensor"], contract.model_input(pixels))  # what the bare loops feed
-        for row in all_rows(report):
-            if row["runtime"] not in BARE or not row.get("latency"):
-                continue
-            path = export_dir / row["file"]
-            try:
-                timers = _timers(row, path, threads, files, tmp, contract)
-            except EdgebenchError as exc:  # reported in the table, like any timer's failure
-                rows.append({"format": row["format"], "runtime": row["runtime"], "error": str(exc)})
-                continue
-            live = {k: t for k, t in timers.items() if isinstance(t, Served)}
-            blocks: dict[str, list[list[int]]] = {k: [] for k in live}
-            benchmark_at = {0, rounds // 2, rounds - 1} if row["runtime"] == "litert" else set()
-            litert: list[dict] = []
-            try:
-                for r, order in enumerate(round_orders(list(live), rounds)):
-                    for name in order:
-                        blocks[name].append(live[name].block(n))
-                    if r in benchmark_at:  # the warm timers idle meanwhile
-                        litert.append(litert_benchmark(path, threads, max(n, 100)))
-            finally:
-                worker_modules = live["edgebench"].info.get("worker_modules")
-                for t in live.values():
-                    t.close()
-            mine = next(e["batch1"]["p50_ms"] for e in row["latency"] if e["threads"] == threads)
-            out = {
-                "format": row["format"],
-                "runtime": row["runtime"],
-                "report_p50_ms": mine,
-                "block_calls": n,
-                "edgebench_worker_modules": worker_modules,
-                **{k: _summary(v) for k, v in blocks.items()},
-                "ratio_to_bare": _ratio(blocks["edgebench"], blocks["bare"]),
-                "other_reports_p50_ms": [_other_p50(o, row["format"], threads) for o in extra],
-            }
-            for k, t in timers.items():
-                if not isinstance(t, Served):
-                    out[k] = {"error": str(t)}
-            if litert:
-                avgs = [x["avg_ms"] for x in litert if "avg_ms" in x]
-                out["litert_benchmark"] = (
-                    {"avg_ms": float(np.median(avgs)), "runs": len(avgs)} if avgs else litert[0]
-                )
-            out["within_tolerance"] = abs(out["ratio_to_bare"]["median"] - 1) <= TOLERANCE
-            rows.append(out)
-    return rows
+        return [
+            _check_row(
+                row,
+                export_dir / row["file"],
+                threads=threads,
+                n=n,
+                rounds=rounds,
+                files=files,
+                tmp=tmp,
+                contract=contract,
+                extra=extra,
+            )
+            for row in all_rows(report)
+            if row["runtime"] in BARE and row.get("latency")
+        ]
 
 
 def markdown(rows: list[dict], threads: int, cpu: str) -> str:

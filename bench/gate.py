@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from edgebench.bench.row import ERROR, PASS, SKIPPED, BenchRow
 from edgebench.errors import EdgebenchError
 
 
@@ -34,9 +35,9 @@ class GateResult:
         return {"passed": self.passed, "failed": self.failed, "errors": self.errors, "skipped": self.skipped}
 
 
-def check_row(row: dict, reference_ok: bool, settings: GateSettings) -> list[str]:
+def check_row(row: BenchRow, reference_ok: bool, settings: GateSettings) -> list[str]:
     """Reasons ``row`` fails the gate (empty when it passes); the row must have been evaluated."""
-    acc = row["accuracy"]
+    acc = row.accuracy
     problems = []
     figures = {"top-1": acc.get("top1"), "drop": acc.get("drop_pp") if reference_ok else 0.0}
     bad = [k for k, v in figures.items() if v is None or not math.isfinite(v)]
@@ -51,30 +52,29 @@ def check_row(row: dict, reference_ok: bool, settings: GateSettings) -> list[str
     return problems
 
 
-def apply(rows: list[dict], reference_ok: bool, settings: GateSettings) -> GateResult:
-    """Set each row's ``gate`` and final ``status`` (pass/fail/error/skipped); the overall verdict."""
+def apply(rows: list[BenchRow], reference_ok: bool, settings: GateSettings) -> GateResult:
+    """Judge each row (``BenchRow.judge`` sets its gate and final status); the overall verdict."""
     result = GateResult(passed=True)
     for row in rows:
-        if row["status"] == "skipped":
-            if row["format"] in settings.require:
-                row["gate"] = {"passed": False, "problems": [f"required but skipped ({row['reason']})"]}
-                result.failed.append(row["format"])
+        if row.status == SKIPPED:
+            if row.format in settings.require:
+                row.judge(False, [f"required but skipped ({row.reason})"])
+                result.failed.append(row.format)
                 result.passed = False
             else:
-                row["gate"] = {"passed": None, "problems": []}
-                result.skipped.append(row["format"])
+                row.judge(None, [])
+                result.skipped.append(row.format)
             continue
-        if row["status"] == "error":
-            row["gate"] = {"passed": False, "problems": [row["message"]]}
-            (result.failed if row["reason"] == "export-failed" else result.errors).append(row["format"])
+        if row.status == ERROR:
+            row.judge(False, [row.message])
+            (result.failed if row.reason == "export-failed" else result.errors).append(row.format)
             result.passed = False
             continue
         problems = check_row(row, reference_ok, settings)
-        row["gate"] = {"passed": not problems, "problems": problems}
-        row["status"] = "fail" if problems else "pass"
+        row.judge(not problems, problems)
         if problems:
-            result.failed.append(row["format"])
+            result.failed.append(row.format)
             result.passed = False
-    if not any(row["status"] == "pass" for row in rows):
+    if not any(row.status == PASS for row in rows):
         result.passed = False  # nothing evaluated (or everything skipped) proves nothing
     return result

@@ -157,6 +157,26 @@ def _reference_name(report: dict) -> str:
     return "Keras" if not ref or ref["format"] == "keras" else f"{ref['format']} ({ref['runtime']})"
 
 
+def _environment_section(env: dict) -> list[str]:
+    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
+    commit = env["edgebench"]["commit"]
+    return [
+        "## Environment",
+        "",
+        f"- CPU: {env['cpu']} ({env['machine']}), {env['logical_cores']} logical / {env['physical_cores']} "
+        f"physical cores, {env['usable_cores']} usable; {env['memory_gb']} GB RAM",
+        f"- CPU features ({env['cpu_features']['source']}): "
+        + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in env["cpu_features"]["flags"].items()),
+        f"- Threads swept: {', '.join(map(str, env['threads']))} (ONNX Runtime intra-op, LiteRT num_threads, "
+        "TensorFlow intra-op with inter-op 1; set in each worker before its runtime starts)",
+        f"- OS: {env['os']}; Python {env['python']}",
+        f"- Runtimes: {versions}",
+        f"- edgebench {env['edgebench']['version']}, commit {commit or 'unknown'}"
+        + (" (uncommitted changes)" if env["edgebench"]["dirty"] else ""),
+        "",
+    ]
+
+
 def markdown(report: dict) -> str:
     env, ds, st, gate = report["environment"], report["dataset"], report["settings"], report["gate"]
     lat = st["latency"]
@@ -208,23 +228,7 @@ def markdown(report: dict) -> str:
         lines += ["## Largest per-class drop", "", md_table(["Format", "Class", "Drop (pp)"], rows), ""]
     if report["warnings"]:
         lines += ["## Warnings", "", *[f"- {w}" for w in report["warnings"]], ""]
-    versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
-    commit = env["edgebench"]["commit"]
-    lines += [
-        "## Environment",
-        "",
-        f"- CPU: {env['cpu']} ({env['machine']}), {env['logical_cores']} logical / {env['physical_cores']} "
-        f"physical cores, {env['usable_cores']} usable; {env['memory_gb']} GB RAM",
-        f"- CPU features ({env['cpu_features']['source']}): "
-        + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in env["cpu_features"]["flags"].items()),
-        f"- Threads swept: {', '.join(map(str, env['threads']))} (ONNX Runtime intra-op, LiteRT num_threads, "
-        "TensorFlow intra-op with inter-op 1; set in each worker before its runtime starts)",
-        f"- OS: {env['os']}; Python {env['python']}",
-        f"- Runtimes: {versions}",
-        f"- edgebench {env['edgebench']['version']}, commit {commit or 'unknown'}"
-        + (" (uncommitted changes)" if env["edgebench"]["dirty"] else ""),
-        "",
-    ]
+    lines += _environment_section(env)
     if report.get("plots"):
         lines += ["## Plots", "", *[f"![{name}]({path})" for name, path in report["plots"].items()], ""]
     return "\n".join(lines)

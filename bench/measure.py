@@ -21,7 +21,7 @@ from edgebench.runtime.timing import LatencySettings, clamp_batches
 
 
 @dataclass
-class Target:
+class MeasureTask:
     """One row to measure: the Keras reference or an exported artifact."""
 
     name: str
@@ -45,7 +45,7 @@ def round_orders(names: list[str], rounds: int) -> list[list[str]]:
 
 
 class Measurer:
-    """Runs workers for ``Target`` rows on the test images saved at ``images_path``."""
+    """Runs workers for ``MeasureTask`` rows on the test images saved at ``images_path``."""
 
     def __init__(
         self,
@@ -64,56 +64,54 @@ class Measurer:
         self.throughput_threads = set(throughput_threads)
         self.num_classes, self.log = num_classes, log
 
-    def accuracy(self, target: Target) -> tuple[np.ndarray, dict]:
+    def accuracy(self, task: MeasureTask) -> tuple[np.ndarray, dict]:
         """(probabilities, runner description) at the largest thread count."""
-        eval_batch = min(self.eval_batch, target.max_batch or self.eval_batch)
+        eval_batch = min(self.eval_batch, task.max_batch or self.eval_batch)
         result, probs = run_worker(
             "predict",
-            target.spec(max(self.threads)),
+            task.spec(max(self.threads)),
             self.images_path,
             self.workdir,
             self.s.worker_timeout_s,
             eval_batch=eval_batch,
-            fixed_batch=target.fixed_batch,
+            fixed_batch=task.fixed_batch,
             num_classes=self.num_classes,
         )
         return probs, result["runner"]
 
-    def describe(self, target: Target) -> dict:
+    def describe(self, task: MeasureTask) -> dict:
         """The runner's description once loaded in a worker (no inference)."""
         result, _ = run_worker(
             "describe",
-            target.spec(max(self.threads)),
+            task.spec(max(self.threads)),
             self.images_path,
             self.workdir,
             self.s.worker_timeout_s,
         )
         return result["runner"]
 
-    def time_once(self, target: Target, threads: int, first_round: bool = True) -> tuple[dict, np.ndarray]:
-        batches = (
-            [target.fixed_batch] if target.fixed_batch else clamp_batches(self.batch_sizes, target.max_batch)
-        )
+    def time_once(self, task: MeasureTask, threads: int, first_round: bool = True) -> tuple[dict, np.ndarray]:
+        batches = [task.fixed_batch] if task.fixed_batch else clamp_batches(self.batch_sizes, task.max_batch)
         if threads not in self.throughput_threads:
             batches = []
         return run_worker(
             "time",
-            target.spec(threads),
+            task.spec(threads),
             self.images_path,
             self.workdir,
             self.s.worker_timeout_s,
             settings=self.s.to_dict(),
             batch_sizes=batches,
-            fixed_batch=target.fixed_batch,
+            fixed_batch=task.fixed_batch,
             overhead=first_round,
         )
 
     def timing(
-        self, targets: list[Target], on_error: Callable[[str, Exception], None]
+        self, tasks: list[MeasureTask], on_error: Callable[[str, Exception], None]
     ) -> tuple[dict[str, list[dict]], dict[tuple[str, int], np.ndarray]]:
         """Latency entries per row name (one per thread count) over rotated rounds, and the pooled batch-1
         samples (ms) per (row, threads). A failing row is reported through ``on_error`` once and left out."""
-        by_name = {t.name: t for t in targets}
+        by_name = {t.name: t for t in tasks}
         results: dict[tuple[str, int], list] = {}
         failed: set[str] = set()
         for r, order in enumerate(round_orders(list(by_name), self.s.rounds)):

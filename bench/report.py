@@ -1,22 +1,26 @@
-"""The bench report: rows, assembly, ``report.json`` (``edgebench/schemas/report.schema.json``),
-``predictions.npz`` (per-image predictions and latency samples, for paired comparisons), ``report.md``
-and plots."""
+"""The bench report: ``BenchReport`` holds the rows (``BenchRow``), what they were measured on and the
+gate's verdict; it writes ``report.json`` (checked against ``edgebench/schemas/report.schema.json``,
+atomically) and ``report.md``, and reads a report of any version through ``migrate``, the one place older
+reports are read (compare, results-doc, crosscheck and bundle read reports only through it).
+``predictions.npz`` (per-image predictions and latency samples, for paired comparisons) and the plots are
+written beside it first, their names recorded in the report."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edgebench import __version__, environment
 from edgebench.bench import env
+from edgebench.bench.row import BenchRow
 from edgebench.errors import EdgebenchError
-from edgebench.export.manifest import ArtifactEntry, ExportManifest
-from edgebench.fileio import atomic_path, sha256_file, write_json, write_text
+from edgebench.export.manifest import ExportManifest
+from edgebench.fileio import atomic_path, read_json, sha256_file, write_json, write_text
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 2  # the version written; ``migrate`` reads every earlier one it can
 KIND = "edgebench-bench-report"
 REPORT_JSON, REPORT_MD, PREDICTIONS = "report.json", "report.md", "predictions.npz"
 
@@ -26,107 +30,99 @@ def validate(report: dict, what: str = "report") -> None:
     environment.validate(report, "report", what)
 
 
-def new_row(artifact: ArtifactEntry) -> dict:
-    precision = artifact.precision or {}
-    return {
-        "format": artifact.format,
-        "runtime": artifact.runtime,
-        "file": artifact.file,
-        "sha256": artifact.sha256,  # the file measured: what a bundle checks its figures against
-        "status": None,
-        "reason": None,
-        "message": None,
-        "precision": precision.get("label"),
-        "precision_detail": {k: precision.get(k) for k in ("weights", "activations")} if precision else None,
-        "coverage": artifact.coverage,
-        "bytes": artifact.total_bytes,
-        "dynamic_batch": artifact.dynamic_batch,
-        "fixed_batch": None,
-        "runner": None,
-        "peak_memory_mb": None,
-        "accuracy": None,
-        "latency": [],
-        "warnings": list(artifact.warnings or []),
-        "best": None,
-        "gate": None,
-    }
+def migrate(doc) -> dict:
+    """A report of any schema version as the current version's dict: the one place older reports are read.
 
-
-def reference_row(path: Path, manifest: ExportManifest) -> dict:
-    keras = ArtifactEntry("keras", "keras", "reference", file=str(path), bytes=path.stat().st_size)
-    row = new_row(keras)
-    row.update(
-        status="reference", precision="fp32", dynamic_batch=True, sha256=manifest.source_model["sha256"]
-    )
-    return row
-
-
-def fail(row: dict, reason: str, message: str) -> dict:
-    row.update(status="error", reason=reason, message=" ".join(str(message).split()) or reason)
-    return row
-
-
-def warn_fallback(row: dict, log: Callable[[str], None]) -> None:
-    """Requested execution providers that did not run: the row says what it was measured on."""
-    runner = row.get("runner") or {}
-    if runner.get("fallback"):
-        msg = (
-            f"{row['format']}: requested provider(s) {', '.join(runner['fallback'])} not running; "
-            f"measured on {', '.join(runner['providers'])}"
+    Version 2 reports written before rows recorded the sha256 of the file they measured (before commit
+    40193d4) have rows without ``sha256``: it becomes null, which readers take as "file unknown" (a bundle
+    then cannot tell another export's file from its own and keeps the figures). Version 1 reports (before
+    the per-image predictions beside the report) hold nothing a paired comparison can use: refused."""
+    if not isinstance(doc, dict) or doc.get("kind") != KIND:
+        raise EdgebenchError("is not an edgebench bench report")
+    version = doc.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise EdgebenchError(
+            f"has report schema_version {version!r}; "
+            f"this edgebench reads {SCHEMA_VERSION} (rerun edgebench bench)"
         )
-        row["warnings"].append(msg)
-        log(f"warning: {msg}")
+    rows = [doc.get("reference")] + list(doc.get("artifacts") or [])
+    for row in rows:
+        if isinstance(row, dict):
+            row.setdefault("sha256", None)
+    return doc
 
 
-def best(latency: list[dict]) -> dict | None:
-    if not latency:
-        return None
-    fastest = min(latency, key=lambda e: e["batch1"]["p50_ms"])
-    rates = [e for e in latency if e["best_images_per_s"]]
-    top = max(rates, key=lambda e: e["best_images_per_s"]) if rates else None
-    return {
-        "p50_ms": fastest["batch1"]["p50_ms"],
-        "p50_threads": fastest["threads"],
-        "images_per_s": top["best_images_per_s"] if top else None,
-        "images_per_s_threads": top["threads"] if top else None,
-        "images_per_s_batch": max(top["throughput"], key=lambda t: t["images_per_s"])["batch"]
-        if top
-        else None,
-    }
+@dataclass
+class BenchReport:
+    """A bench run: its rows (the reference apart), what it measured them on, and the gate's verdict."""
 
+    export_dir: str
+    manifest_sha256: str
+    source_model: dict
+    dataset: dict
+    settings: dict
+    environment: dict
+    reference: BenchRow | None
+    rows: list[BenchRow]
+    gate: dict
+    edgebench_version: str = __version__
+    created: str = ""
+    predictions: dict | None = None  # set by ``write_all`` once predictions.npz is written
+    plots: dict = field(default_factory=dict)
 
-def set_latency(row: dict, entries: list[dict]) -> None:
-    row["latency"] = entries
-    row["best"] = best(entries)
-    memory = [e["peak_memory_mb"] for e in entries if e["peak_memory_mb"] is not None]
-    row["peak_memory_mb"] = max(memory) if memory else None
+    @property
+    def all_rows(self) -> list[BenchRow]:
+        return ([self.reference] if self.reference else []) + self.rows
 
+    def row(self, fmt: str) -> BenchRow | None:
+        """The row of ``fmt``: an artifact, or the reference itself."""
+        return next(
+            (r for r in self.rows + ([self.reference] if self.reference else []) if r.format == fmt), None
+        )
 
-def all_rows(report: dict) -> list[dict]:
-    return ([report["reference"]] if report.get("reference") else []) + report["artifacts"]
+    @property
+    def warnings(self) -> list[str]:
+        return [w for r in self.all_rows for w in r.warnings]
 
+    def to_dict(self) -> dict:
+        out = {"schema_version": SCHEMA_VERSION, "kind": KIND, "edgebench_version": self.edgebench_version}
+        out |= {k: getattr(self, k) for k in _HEAD}
+        out |= {
+            "reference": self.reference.to_dict() if self.reference else None,
+            "artifacts": [r.to_dict() for r in self.rows],
+            "gate": self.gate,
+            "warnings": self.warnings,
+        }
+        if self.predictions is not None:
+            out["predictions"] = self.predictions
+        return out | {"plots": self.plots}
 
-def assemble(
-    settings, export_dir: Path, manifest: ExportManifest, ds, threads, reference, rows, gate
-) -> dict:
-    lat = settings.latency
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "kind": KIND,
-        "edgebench_version": __version__,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "export_dir": str(export_dir),
-        "manifest_sha256": sha256_file(manifest.path),
-        "source_model": manifest.source_model,
-        "dataset": {
-            "source": ds.source,
-            "split": ds.split,
-            "images": int(len(ds.y_test)),
-            "test_per_class": settings.test_per_class,
-            "seed": settings.seed,
-            "class_names": list(ds.class_names),
-        },
-        "settings": {
+    @classmethod
+    def from_dict(cls, doc: dict) -> BenchReport:
+        ref = doc.get("reference")
+        return cls(
+            **{k: doc[k] for k in (*_HEAD, "edgebench_version", "gate")},
+            reference=BenchRow.from_dict(ref) if ref else None,
+            rows=[BenchRow.from_dict(r) for r in doc["artifacts"]],
+            predictions=doc.get("predictions"),
+            plots=doc.get("plots") or {},
+        )
+
+    @classmethod
+    def read(cls, path, what: str = "report") -> BenchReport:
+        """A report.json of any version this edgebench reads, migrated and validated; one-line errors."""
+        doc = read_json(path, what)
+        try:
+            doc = migrate(doc)
+        except EdgebenchError as exc:
+            raise EdgebenchError(f"{path} {exc}") from None
+        validate(doc, f"{what} {path}")
+        return cls.from_dict(doc)
+
+    @classmethod
+    def assemble(cls, settings, *, manifest: ExportManifest, dataset: dict, threads, reference, rows, gate):
+        """The report of a finished run (predictions and plots are added as they are written)."""
+        settings_block = {
             "max_drop_pp": settings.gate.max_drop_pp,
             "min_accuracy": settings.gate.min_accuracy,
             "require": list(settings.gate.require),
@@ -134,16 +130,56 @@ def assemble(
             "batch_sizes": list(settings.batch_sizes),
             "throughput_threads": settings.throughput_thread_counts,
             "eval_batch": settings.eval_batch,
-            "latency": lat.to_dict(),
+            "latency": settings.latency.to_dict(),
             "providers": settings.providers,
-            "formats": [r["format"] for r in rows],
-        },
-        "environment": env.fingerprint(threads),
-        "reference": reference,
-        "artifacts": rows,
-        "gate": gate.to_dict(),
-        "warnings": [w for r in ([reference] if reference else []) + rows for w in r["warnings"]],
+            "formats": [r.format for r in rows],
+        }
+        return cls(
+            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            export_dir=str(manifest.folder),
+            manifest_sha256=sha256_file(manifest.path),
+            source_model=manifest.source_model,
+            dataset=dataset,
+            settings=settings_block,
+            environment=env.fingerprint(threads),
+            reference=reference,
+            rows=rows,
+            gate=gate.to_dict(),
+        )
+
+    def to_markdown_text(self) -> str:
+        from edgebench.bench.markdown import markdown
+
+        return markdown(self.to_dict())
+
+    def write(self, out_dir) -> dict[str, Path]:
+        """report.json (schema-checked, written atomically) and report.md."""
+        doc = self.to_dict()
+        validate(doc)
+        return {
+            "json": write_json(Path(out_dir) / REPORT_JSON, doc),
+            "md": write_text(Path(out_dir) / REPORT_MD, self.to_markdown_text()),
+        }
+
+
+_HEAD = ("created", "export_dir", "manifest_sha256", "source_model", "dataset", "settings", "environment")
+
+
+def dataset_block(settings, ds, test_set_sha256: str) -> dict:
+    """What the rows were measured on: the test images and how they were chosen."""
+    return {
+        "source": ds.source,
+        "split": ds.split,
+        "images": int(len(ds.y_test)),
+        "test_per_class": settings.test_per_class,
+        "seed": settings.seed,
+        "class_names": list(ds.class_names),
+        "test_set_sha256": test_set_sha256,
     }
+
+
+def all_rows(report: dict) -> list[dict]:
+    return ([report["reference"]] if report.get("reference") else []) + report["artifacts"]
 
 
 def _key(*parts) -> str:
@@ -173,41 +209,20 @@ def read_predictions(report_path: Path, report: dict) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
-def write_all(out_dir: Path, report: dict, samples_ms: dict, predictions: dict, labels, plots: bool = True):
+def write_all(out_dir: Path, report: BenchReport, samples_ms: dict, predictions: dict, labels, plots=True):
     """Predictions and plots first (their names go into the report), then report.json and report.md."""
-    from edgebench.bench.markdown import markdown
-
     paths: dict[str, Path] = {"predictions": Path(out_dir) / PREDICTIONS}
     arrays = write_predictions(paths["predictions"], predictions, labels, samples_ms)
-    report["predictions"] = {
+    report.predictions = {
         "file": PREDICTIONS,
         "sha256": sha256_file(paths["predictions"]),
         "arrays": arrays,
     }
-    report["plots"] = {}
+    report.plots = {}
     if plots:
         from edgebench.bench.plots import write_plots
 
-        for name, path in write_plots(out_dir, report, samples_ms).items():
-            report["plots"][name] = path.name
+        for name, path in write_plots(out_dir, report.to_dict(), samples_ms).items():
+            report.plots[name] = path.name
             paths[name] = path
-    validate(report)
-    paths["json"] = write_json(Path(out_dir) / REPORT_JSON, report)
-    paths["md"] = write_text(Path(out_dir) / REPORT_MD, markdown(report))
-    return paths
-
-
-def load(path, what: str = "report") -> dict:
-    """A report.json of this schema version, validated; one-line errors otherwise."""
-    from edgebench.fileio import read_json
-
-    report = read_json(path, what)
-    if not isinstance(report, dict) or report.get("kind") != KIND:
-        raise EdgebenchError(f"{path} is not an edgebench bench report")
-    if report.get("schema_version") != SCHEMA_VERSION:
-        raise EdgebenchError(
-            f"{path} has report schema_version {report.get('schema_version')!r}; "
-            f"this edgebench reads {SCHEMA_VERSION} (rerun edgebench bench)"
-        )
-    validate(report, f"{what} {path}")
-    return report
+    return paths | report.write(out_dir)

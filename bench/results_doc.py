@@ -15,7 +15,7 @@ import click
 
 from edgebench import cpu
 from edgebench.bench.markdown import COLUMNS, md_table, speedups, status_text, table_row
-from edgebench.bench.report import all_rows, load
+from edgebench.bench.report import BenchReport, all_rows
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import read_json, write_text
 
@@ -166,7 +166,7 @@ def write_results(
 ) -> Path:
     """Write ``<docs_dir>/<date>-<run>.md`` and, with ``readme``, its headline table; the page's path."""
     run_dir = Path(run_dir)
-    report = load(run_dir / "bench" / "report.json")
+    report = BenchReport.read(run_dir / "bench" / "report.json").to_dict()
     record, source = training_record(run_dir, Path(pack_dir) if pack_dir else None)
     page = Path(docs_dir) / f"{report['created'][:10]}-{run_dir.name}.md"
     if readme is not None:

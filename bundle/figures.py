@@ -6,7 +6,7 @@ from pathlib import Path
 
 from edgebench import cpu
 from edgebench.errors import EdgebenchError, StrictFailure
-from edgebench.fileio import read_json, sha256_file
+from edgebench.fileio import sha256_file
 
 
 def find_report(export_dir: Path, report) -> tuple[Path | None, bool]:
@@ -74,15 +74,12 @@ def measured_figures(report_path: Path, report: dict, fmt: str, manifest_sha256:
 
 
 def read_figures(export_dir: Path, report, manifest, fmt: str, warnings: list[str]) -> dict | None:
-    from edgebench.bench.report import validate as validate_report
+    from edgebench.bench.report import BenchReport
 
     path, explicit = find_report(export_dir, report)
     if path is None:
         return None
-    data = read_json(path, "bench report")
-    if not isinstance(data, dict) or data.get("kind") != "edgebench-bench-report":
-        raise EdgebenchError(f"{path} is not an edgebench bench report")
-    validate_report(data, what=str(path))
+    data = BenchReport.read(path, "bench report").to_dict()
     if data["source_model"]["sha256"] != manifest.source_model["sha256"]:
         msg = f"bench report {path} measured a different model than this export (source_model sha256 differs)"
         if explicit:
@@ -91,7 +88,7 @@ def read_figures(export_dir: Path, report, manifest, fmt: str, warnings: list[st
         return None
     row = report_row(data, fmt) or {}
     entry = manifest.entry(fmt)
-    # rows record the file they measured (reports before that do not): e.g. another export folder's file
+    # a null sha256 (bench.report.migrate: the file is unknown) cannot tell the files apart: kept
     if entry and row.get("sha256") and row["sha256"] != entry.sha256:
         msg = f"bench report {path} measured another {fmt} file than this export's (sha256 differs)"
         if explicit:

@@ -6,6 +6,7 @@ import copy
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import jsonschema
 import numpy as np
@@ -235,16 +236,12 @@ def test_fixed_batch_prediction_pads_and_trims(run_dir, small_dataset):
 
 def test_tensorrt_batches_never_exceed_the_engine_profile(tmp_path):
     """The spec of a TensorRT row carries the profile's max batch; eval and throughput batches obey it."""
-    from edgebench.bench.benchmark import target_for
     from edgebench.bench.measure import Measurer, clamp_batches
+    from edgebench.bench.plan import task_for
+    from edgebench.export.manifest import ArtifactEntry
 
-    entry = {
-        "format": "trt-int8",
-        "runtime": "tensorrt",
-        "dynamic_batch": True,
-        "options": {"trt_max_batch": 64},
-    }
-    target = target_for(entry, tmp_path / "model.int8.engine", providers=None)
+    entry = ArtifactEntry("trt-int8", "tensorrt", "ok", dynamic_batch=True, options={"trt_max_batch": 64})
+    target = task_for(entry, tmp_path / "model.int8.engine", providers=None)
     spec = target.spec(2)
     assert spec.options == {"max_batch": 64} and target.max_batch == 64
     assert clamp_batches([1, 8, 32, 128], target.max_batch) == [1, 8, 32, 64]
@@ -272,11 +269,12 @@ def test_bench_data_defaults_to_the_exports_source(tmp_path, monkeypatch):
     from edgebench.bench.benchmark import data_source
 
     monkeypatch.delenv("EDGEBENCH_DATA", raising=False)
-    manifest = {"calibration": {"source": str(tmp_path)}}
+    manifest = SimpleNamespace(calibration={"source": str(tmp_path)})
     assert data_source(None, manifest) == str(tmp_path)
     assert data_source("keras", manifest) == "keras"  # --data wins
-    assert data_source(None, {"calibration": {"source": str(tmp_path / "gone")}}) is None  # moved: default
-    assert data_source(None, {}) is None
+    moved = SimpleNamespace(calibration={"source": str(tmp_path / "gone")})
+    assert data_source(None, moved) is None  # moved: default
+    assert data_source(None, SimpleNamespace(calibration=None)) is None
     monkeypatch.setenv("EDGEBENCH_DATA", "keras")
     assert data_source(None, manifest) is None  # the environment wins (load_dataset reads it)
 
@@ -328,7 +326,7 @@ def test_onnxruntime_gpu_request_on_cpu_is_reported_as_cpu_with_a_warning(run_di
         plots=False,
         time_reference=False,
     )
-    report = run_bench(settings, log=warned.append).report
+    report = run_bench(settings, log=warned.append).report.to_dict()
     runner = _rows(report)["onnx"]["runner"]
     assert runner["requested_providers"][0] == "CUDAExecutionProvider"
     if "CUDAExecutionProvider" not in runner["providers"]:  # this machine: no GPU provider
@@ -341,7 +339,7 @@ def test_onnxruntime_gpu_request_on_cpu_is_reported_as_cpu_with_a_warning(run_di
 
 
 def test_every_artifact_is_evaluated_against_the_reference(bench_result):
-    report = bench_result.report
+    report = bench_result.report.to_dict()
     rows = _rows(report)
     ref = report["reference"]
     assert ref["status"] == "reference" and ref["accuracy"]["images"] == 10 * TEST_PER_CLASS
@@ -358,16 +356,16 @@ def test_every_artifact_is_evaluated_against_the_reference(bench_result):
 
 
 def test_unavailable_runtime_is_skipped_not_failed(bench_result):
-    row = _rows(bench_result.report)["trt-fp16"]
+    row = _rows(bench_result.report.to_dict())["trt-fp16"]
     if runtime_available("tensorrt")[0]:
         pytest.skip("TensorRT is available here")
     assert row["status"] == "skipped" and row["reason"] and row["accuracy"] is None
-    assert "trt-fp16" in bench_result.report["gate"]["skipped"]
-    assert "trt-fp16" not in bench_result.report["gate"]["failed"]
+    assert "trt-fp16" in bench_result.report.gate["skipped"]
+    assert "trt-fp16" not in bench_result.report.gate["failed"]
 
 
 def test_timing_runs_in_workers_with_only_their_runtime(bench_result):
-    report = bench_result.report
+    report = bench_result.report.to_dict()
     expected = {"tflite-fp32": ["ai_edge_litert"], "onnx": ["onnxruntime"], "tflite-int8": ["ai_edge_litert"]}
     for name, modules in expected.items():
         for e in _rows(report)[name]["latency"]:
@@ -379,7 +377,7 @@ def test_timing_runs_in_workers_with_only_their_runtime(bench_result):
 
 
 def test_latency_throughput_memory_and_environment(bench_result):
-    report = bench_result.report
+    report = bench_result.report.to_dict()
     row = _rows(report)["tflite-fp32"]
     assert [e["threads"] for e in row["latency"]] == [1, 2]
     for e in row["latency"]:
@@ -584,10 +582,13 @@ def test_require_the_accuracy_floor_and_a_failed_export_fail_the_gate(run_dir, c
 
 def test_non_finite_accuracy_fails_the_gate():
     from edgebench.bench.gate import apply
+    from edgebench.bench.row import BenchRow
 
-    row = {"format": "x", "status": "evaluated", "accuracy": {"top1": float("nan"), "drop_pp": float("nan")}}
+    row = BenchRow("x", "onnxruntime")
+    row.measured({}, {"top1": float("nan"), "drop_pp": float("nan")})
+    row.evaluated([])
     result = apply([row], True, GateSettings())
-    assert not result.passed and row["status"] == "fail" and "non-finite" in row["gate"]["problems"][0]
+    assert not result.passed and row.status == "fail" and "non-finite" in row.gate["problems"][0]
 
 
 def test_missing_reference_fails_closed(run_dir, tmp_path, cifar_folder):

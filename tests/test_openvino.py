@@ -202,7 +202,7 @@ def test_bench_rows_show_the_precision_actually_used(run_dir, cifar_folder, cach
         plots=False,
         time_reference=False,
     )
-    rows = {r["format"]: r for r in run_bench(settings, log=lambda _: None).report["artifacts"]}
+    rows = {r["format"]: r for r in run_bench(settings, log=lambda _: None).report.to_dict()["artifacts"]}
     plugin = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").to_string()
     for name in ("openvino", "openvino-int8"):
         row = rows[name]

@@ -100,10 +100,9 @@ def _confirm(settings, result, name: str) -> None:
         ),
         log=lambda msg: click.echo(msg, err=True),
     )
-    row = next(r for r in bench.report["artifacts"] if r["format"] == name)
-    acc = row.get("accuracy") or {}
+    acc = bench.report.row(name).accuracy or {}
     click.echo(
-        f"confirmed on {bench.report['dataset']['images']} test images: {name} top-1 "
+        f"confirmed on {bench.report.dataset['images']} test images: {name} top-1 "
         f"{acc.get('top1', float('nan')):.2%}, drop {acc.get('drop_pp', float('nan')):+.2f} pp, "
         f"gate {'passed' if bench.gate.passed else 'FAILED'} (report: {bench.paths['json']})"
     )

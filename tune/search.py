@@ -21,7 +21,7 @@ import numpy as np
 
 from edgebench import cpu, targets
 from edgebench.bench.benchmark import data_source
-from edgebench.bench.measure import Measurer, Target
+from edgebench.bench.measure import Measurer, MeasureTask
 from edgebench.errors import ArtifactError, EdgebenchError
 from edgebench.export.context import indices_sha256
 from edgebench.export.manifest import ArtifactEntry, ExportManifest
@@ -134,7 +134,7 @@ class _Tuner:
         if self.state["reference"] and (self.work / "reference_probs.npy").is_file():
             return
         self.log("reference: the Keras model on the validation images ...")
-        probs, _ = self.measurer().accuracy(Target("keras", "keras", self.model))
+        probs, _ = self.measurer().accuracy(MeasureTask("keras", "keras", self.model))
         np.save(self.work / "reference_probs.npy", probs)
         top1 = float((probs.argmax(1) == self.y_val).mean())
         self.state["reference"] = {"top1": top1, "images": int(len(self.y_val))}
@@ -213,9 +213,9 @@ class _Tuner:
         self.log(f"{cand.family} ({rec['label']}): building ...")
         try:
             path, built = self.build(cand, exclude)
-            target = Target(cand.slug, cand.runtime, path)
-            probs, _ = self.measurer().accuracy(target)
-            _, samples = self.measurer().time_once(target, self.s.threads)
+            task = MeasureTask(cand.slug, cand.runtime, path)
+            probs, _ = self.measurer().accuracy(task)
+            _, samples = self.measurer().time_once(task, self.s.threads)
         except EdgebenchError as exc:
             rec.update(reason=getattr(exc, "reason", "error"), message=str(exc))
         else:

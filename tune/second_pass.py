@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgebench.bench.measure import Target
+from edgebench.bench.measure import MeasureTask
 from edgebench.fileio import read_json
 from edgebench.tune.build import run_build
 from edgebench.tune.space import Candidate, p50
@@ -73,10 +73,10 @@ def runoff(t) -> list[dict]:
     if not passing or all(r.get("runoff_p50_ms") for r in finalists.values()):
         return list(finalists.values())
     t.log(f"runoff: re-timing {len(finalists)} finalists in {RUNOFF_ROUNDS} rotated rounds ...")
-    targets = [Target(slug, r["runtime"], Path(r["path"])) for slug, r in finalists.items()]
+    tasks = [MeasureTask(slug, r["runtime"], Path(r["path"])) for slug, r in finalists.items()]
     latency = replace(t.s.latency, rounds=RUNOFF_ROUNDS)
     _, pooled = t.measurer(latency, log=lambda _: None).timing(
-        targets, lambda name, exc: t.log(f"runoff: {name} failed: {exc}")
+        tasks, lambda name, exc: t.log(f"runoff: {name} failed: {exc}")
     )
     for slug, r in list(finalists.items()):
         if (slug, t.s.threads) not in pooled:

@@ -17,7 +17,7 @@ class LatencySettings:
     rounds: int = 3  # passes over all artifacts, order rotated each pass
     min_samples: int = 1000  # batch-1 samples per row and round (stops earlier only at the time cap)
     # Batch-1 timing per row and round: a 4 ms model gets its 1,000 samples; a 10 ms one 400, 1,200 pooled
-    # over 3 rounds. (6 s before: the timing took 9.6 of bench's 19.5 minutes on a slow 2-core machine.)
+    # over 3 rounds. Longer caps cost bench minutes the pooled rounds do not need (docs/design/timing.md).
     time_cap_s: float = 4.0
     warmup_runs: int = 10
     warmup_cap_s: float = 2.0
