@@ -1,4 +1,6 @@
-"""``edgebench bench`` and ``edgebench compare``: thin click layers over ``run_bench`` / ``compare_files``."""
+"""``edgebench bench``'s options and its run on this machine (the command itself, which adds ``--device``,
+is in ``edgebench.bundle.device_commands``: a device bench ships bundles), and ``edgebench compare`` /
+``crosscheck``: thin click layers."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from edgebench.options import (
     data_option,
     export_option,
     formats_option,
+    group,
     list_option,
     max_drop_option,
     min_accuracy_option,
@@ -47,43 +50,41 @@ def _row_line(row: dict) -> None:
     click.echo(f"{row['format']:15s} {state}{figures}", err=True)
 
 
-@click.command()
-@export_option(required=True)
-@reference_options()
-@data_option("Test images", default="env EDGEBENCH_DATA, else the export's calibration source, else keras")
-@split_option(BenchSettings.split, "Image folder split to measure on.")
-@out_option("Report folder [default: <export>/../bench].")
-@max_drop_option(GateSettings.max_drop_pp, "Largest allowed top-1 drop vs the reference (pp).")
-@min_accuracy_option()
-@sweep_options(BenchSettings.threads, BenchSettings.batch_sizes)
-@timing_options(LatencySettings())
-@list_option("--require", help="Formats that must be evaluated: a skipped one fails the gate.")
-@sample_options(BenchSettings.seed)
-@list_option("--providers", help="ONNX Runtime execution providers in order [default: CPUExecutionProvider].")
-@formats_option("Only these manifest formats.")
-@shown("--eval-batch", default=BenchSettings.eval_batch, help="Batch size of the accuracy pass.")
-@click.option("--no-plots", is_flag=True, help="Skip the plots.")
-@shown(
-    "--time-reference/--no-time-reference",
-    default=BenchSettings.time_reference,
-    help="Time the reference as well (its accuracy is measured either way).",
+# Every option of ``edgebench bench``, defined once: this command and its device form
+# (``edgebench.bundle.device_commands``) take the same ones.
+bench_options = group(
+    export_option(required=True),
+    reference_options(),
+    data_option(
+        "Test images", default="env EDGEBENCH_DATA, else the export's calibration source, else keras"
+    ),
+    split_option(BenchSettings.split, "Image folder split to measure on."),
+    out_option("Report folder [default: <export>/../bench]."),
+    max_drop_option(GateSettings.max_drop_pp, "Largest allowed top-1 drop vs the reference (pp)."),
+    min_accuracy_option(),
+    sweep_options(BenchSettings.threads, BenchSettings.batch_sizes),
+    timing_options(LatencySettings()),
+    list_option("--require", help="Formats that must be evaluated: a skipped one fails the gate."),
+    sample_options(BenchSettings.seed),
+    list_option(
+        "--providers", help="ONNX Runtime execution providers in order [default: CPUExecutionProvider]."
+    ),
+    formats_option("Only these manifest formats."),
+    shown("--eval-batch", default=BenchSettings.eval_batch, help="Batch size of the accuracy pass."),
+    click.option("--no-plots", is_flag=True, help="Skip the plots."),
+    shown(
+        "--time-reference/--no-time-reference",
+        default=BenchSettings.time_reference,
+        help="Time the reference as well (its accuracy is measured either way).",
+    ),
 )
-def bench(max_drop, min_accuracy, require, providers, formats, no_plots, **fields):
-    """Accuracy gate, latency and throughput of every exported artifact; writes report.json/report.md/plots.
 
-    Exit 0: every artifact passed. Exit 1: an artifact failed the gate (named). Exit 2: bad input, or an
-    artifact could not be evaluated (the report is still written).
-    """
+
+def run_host_bench(settings: BenchSettings) -> None:
+    """Bench on this machine, print the table and where the report went; exit 1/2 as the gate says."""
     from edgebench.bench.benchmark import run_bench
     from edgebench.bench.markdown import summary_table
 
-    settings = BenchSettings(
-        gate=GateSettings(max_drop, min_accuracy, require or ()),
-        providers=list(providers) if providers else None,
-        formats=list(formats) if formats else None,
-        plots=not no_plots,
-        **fields,
-    )
     result = run_bench(settings, log=lambda msg: click.echo(msg, err=True), on_row=_row_line)
     print_table(
         *summary_table(result.report.to_dict()),
@@ -91,6 +92,17 @@ def bench(max_drop, min_accuracy, require, providers, formats, no_plots, **field
     )
     click.echo(f"report: {result.paths['json']}  {result.paths['md']}", err=True)
     _raise_unless_passed(result)
+
+
+def bench_settings(max_drop, min_accuracy, require, providers, formats, no_plots, **fields) -> BenchSettings:
+    """The ``bench`` command's options as ``BenchSettings`` (the device bench takes the same ones)."""
+    return BenchSettings(
+        gate=GateSettings(max_drop, min_accuracy, require or ()),
+        providers=list(providers) if providers else None,
+        formats=list(formats) if formats else None,
+        plots=not no_plots,
+        **fields,
+    )
 
 
 def _raise_unless_passed(result) -> None:

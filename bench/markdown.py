@@ -160,9 +160,15 @@ def _reference_name(report: dict) -> str:
 def _environment_section(env: dict) -> list[str]:
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
     commit = env["edgebench"]["commit"]
+    device = env.get("device")
+    where = []
+    if device:
+        emulated = " (EMULATED: its latencies are not this device's figures)" if device["emulated"] else ""
+        where = [f"- Device: `{device['url']}`{emulated}; bundles built on {env.get('built_on')}"]
     return [
         "## Environment",
         "",
+        *where,
         f"- CPU: {env['cpu']} ({env['machine']}), {env['logical_cores']} logical / {env['physical_cores']} "
         f"physical cores, {env['usable_cores']} usable; {env['memory_gb']} GB RAM",
         f"- CPU features ({env['cpu_features']['source']}): "

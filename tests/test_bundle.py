@@ -105,6 +105,7 @@ def test_bundle_holds_exactly_the_device_files(bundles, run_dir, fmt):
     jsonschema.Draft202012Validator(SCHEMA, format_checker=jsonschema.FormatChecker()).validate(spec)
     files = {str(p.relative_to(bundle)) for p in bundle.rglob("*") if p.is_file()}
     samples = {s["file"] for s in spec["samples"]} | {s["ppm"] for s in spec["samples"]}
+    eval_files = {spec["eval"]["images"], spec["eval"]["labels"]}  # the device bench's evaluation set
     runtime_files = {f"edgebench_runtime/{p.name}" for p in RUNTIME_DIR.glob("*.py")}
     model_file = spec["model"]["file"]
     # TFLite bundles carry the C runner: sources, Makefile, LiteRT's library and the binary built here.
@@ -119,6 +120,7 @@ def test_bundle_holds_exactly_the_device_files(bundles, run_dir, fmt):
         files
         == {model_file, "labels.txt", "model.json", "infer.py", "requirements.txt", "README.md"}
         | samples
+        | eval_files
         | runtime_files
         | native
     )
@@ -449,7 +451,7 @@ def test_infer_bad_input_is_one_line_and_non_zero(bundles, python, cifar_folder,
         "tampered model, classify": (tampered, [image], "sha256"),
         "tampered model, selftest": (tampered, ["--selftest"], "sha256"),
         "replaced sample image": (swapped, ["--selftest"], "sample image"),
-        "no images": (bundle, [], "give image files or --selftest"),
+        "no images": (bundle, [], "give image files, --selftest or --bench"),
         "bad top-k": (bundle, [image, "--top-k", 11], "--top-k must be between 1 and 10"),
     }
     for case, (where, args, words) in cases.items():

@@ -1,7 +1,8 @@
-"""The device CLI (a bundle's ``infer.py``): classify images with one runtime, or ``--selftest``.
+"""The device CLI (a bundle's ``infer.py``): classify images with one runtime, ``--selftest``, or ``--bench``.
 
     python infer.py IMAGE... [--top-k K] [--json] [--model PATH] [--threads N]
     python infer.py --selftest     # model sha256 + bundled samples give their recorded top-1; exit 1 if not
+    python infer.py --bench [--threads 1,2] [--out RESULT.json]   # measure the model on this device
 
 Exit codes: 0 ok, 1 self-test mismatch, 2 bad input (missing image, corrupt or tampered model), one line.
 """
@@ -38,14 +39,16 @@ def _parser(bundle_dir: Path) -> argparse.ArgumentParser:
     parser.add_argument("--model", help="run this model file instead of the bundle's (no sha256 check)")
     parser.add_argument(
         "--threads",
-        type=int,
-        help="runtime threads [model.json's: those its latency was measured with; else the runtime's]",
+        type=_thread_counts,
+        help="runtime threads [model.json's: those its latency was measured with; else the runtime's]; "
+        "with --bench a comma list (1,2)",
     )
     parser.add_argument(
         "--selftest",
         action="store_true",
         help="check the model and the bundled samples; show host vs target CPU",
     )
+    _bench_arguments(parser)
     parser.add_argument(
         ALLOW_FLAG,
         action="store_true",
@@ -55,6 +58,30 @@ def _parser(bundle_dir: Path) -> argparse.ArgumentParser:
         "--bundle", default=str(bundle_dir), help="bundle folder holding model.json [the folder of infer.py]"
     )
     return parser
+
+
+def _thread_counts(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes thread counts, comma-separated (got '{text}')") from None
+    if not counts or min(counts) < 1 or max(counts) > 1024:
+        raise argparse.ArgumentTypeError(f"thread counts lie in 1..1024 (got '{text}')")
+    return counts
+
+
+def _bench_arguments(parser: argparse.ArgumentParser) -> None:
+    bench = parser.add_argument_group("device bench (--bench)")
+    bench.add_argument(
+        "--bench",
+        action="store_true",
+        help="measure the model here: top-1 on the bundled evaluation set, batch-1 latency (p50/p90/p99), "
+        "throughput, load time, first inference, peak RSS, and this device's fingerprint",
+    )
+    bench.add_argument("--rounds", type=int, default=3, help="timing rounds, each a fresh load [3]")
+    bench.add_argument("--min-samples", type=int, default=1000, help="batch-1 samples per round [1000]")
+    bench.add_argument("--time-cap", type=float, default=4.0, help="seconds of batch-1 timing per round [4]")
+    bench.add_argument("--out", help="write the result (JSON) to this file; --json prints it instead")
 
 
 def model_runner(bundle_dir, model: str | None, threads: int | None):
@@ -86,33 +113,44 @@ def main(argv=None, bundle_dir: str | Path | None = None) -> int:
     default_dir = Path(bundle_dir) if bundle_dir else Path(sys.argv[0] if sys.argv else ".").resolve().parent
     parser = _parser(default_dir)
     args = parser.parse_args(argv)
-    if args.selftest == bool(args.images):
-        parser.error("give image files or --selftest (not both)")
-    if args.threads is not None and args.threads < 1:
-        parser.error(f"--threads must be at least 1 (got {args.threads})")
+    if sum((args.selftest, bool(args.images), args.bench)) != 1:
+        parser.error("give image files, --selftest or --bench (one of them)")
+    if args.threads and len(args.threads) > 1 and not args.bench:
+        parser.error("--threads takes one count here (a list only with --bench)")
+    threads = args.threads[0] if args.threads and not args.bench else None
     try:
         if not args.model:  # another model file's needs are not the bundle's
             check_cpu(Bundle(args.bundle), args.allow_cpu_mismatch)
+        if args.bench:
+            if args.model:
+                parser.error("--bench measures the bundle's own model; drop --model")
+            from .device_bench import bench_main
+
+            return bench_main(Bundle(args.bundle), args)
         if args.selftest:
             if args.model:
                 parser.error("--selftest checks the bundle's own model; drop --model")
-            mismatches, lines = selftest(Bundle(args.bundle), args.threads, args.allow_cpu_mismatch)
+            mismatches, lines = selftest(Bundle(args.bundle), threads, args.allow_cpu_mismatch)
             print("\n".join(lines))
             return 1 if mismatches else 0
-        contract, runner = model_runner(args.bundle, args.model, args.threads)
-        class_names = contract.classes
-        batch = load_images(args.images, contract.size, contract.channels)
-        if not 1 <= args.top_k <= len(class_names):
-            parser.error(f"--top-k must be between 1 and {len(class_names)} (got {args.top_k})")
-        with runner:
-            probs = runner.infer(batch)
-        check_classes(probs, class_names, len(batch))
+        return _classify(parser, args, threads)
     except InferenceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except OSError as exc:  # e.g. an unreadable model file
         print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+
+
+def _classify(parser, args, threads: int | None) -> int:
+    contract, runner = model_runner(args.bundle, args.model, threads)
+    class_names = contract.classes
+    batch = load_images(args.images, contract.size, contract.channels)
+    if not 1 <= args.top_k <= len(class_names):
+        parser.error(f"--top-k must be between 1 and {len(class_names)} (got {args.top_k})")
+    with runner:
+        probs = runner.infer(batch)
+    check_classes(probs, class_names, len(batch))
     results = classify(args.images, probs, args.top_k, class_names)
     print(json.dumps(results, indent=2) if args.json else format_results(results))
     return 0

@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import device_info
-from .base import RUNTIMES, InferenceError, RunnerSpec, open_runner, sha256_file
+from .base import RUNTIMES, InferenceError, RunnerSpec, open_runner
+from .bundle import sha256_file
 from .latency_stats import aggregate
 from .timing import EVAL_BATCH, LatencySettings, clamp_batches, predict, time_fresh
 
@@ -122,3 +123,79 @@ def load_eval_set(bundle, block: dict | None) -> dict:
         "sha256": block["images_sha256"],
         "labels_sha256": block["labels_sha256"],
     }
+
+
+def bench_main(bundle, args) -> int:
+    """``infer.py --bench``: measure the bundle's model here and print (or ``--out``) the result."""
+    import json
+    import sys
+
+    if args.rounds < 1 or args.min_samples < 10 or not args.time_cap > 0:
+        raise InferenceError("--rounds must be at least 1, --min-samples at least 10, --time-cap above 0")
+    eval_set = load_eval_set(bundle, bundle.spec.eval)
+    bundle.verify_model()
+    threads = list(args.threads or (bundle.threads or 1,))
+    spec = RunnerSpec(
+        bundle.spec.runtime, str(bundle.model_path), None, {"contract": bundle.contract.to_dict()}
+    )
+    settings = LatencySettings(rounds=args.rounds, min_samples=args.min_samples, time_cap_s=args.time_cap)
+    fixed = None if bundle.spec.dynamic_batch else _fixed_batch(bundle.spec.inputs)
+    shipped = {
+        "file": bundle.spec.model.file,
+        "sha256": bundle.spec.model.sha256,
+        "format": bundle.spec.format,
+    }
+    result = run(
+        spec,
+        {**eval_set, "fixed_batch": fixed},
+        threads,
+        settings,
+        shipped=shipped,
+        log=lambda line: print(line, file=sys.stderr),
+    )
+    text = json.dumps(result, indent=1)
+    if args.out:
+        _write_atomic(args.out, text)
+    print(text if args.json else summary_lines(result))
+    return 0
+
+
+def _fixed_batch(inputs: list) -> int | None:
+    shape = (inputs or [{}])[0].get("shape") or [-1]
+    return int(shape[0]) if shape[0] and shape[0] > 0 else None
+
+
+def _write_atomic(path, text: str) -> None:
+    import os
+    import tempfile
+    from pathlib import Path
+
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=target.parent or ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def summary_lines(result: dict) -> str:
+    """What a person reads on the device: top-1, then per thread count p50/p90/p99, load, first call, RSS."""
+    env, acc = result["environment"], result["accuracy"]
+    lines = [
+        f"device: {env['arch']} {env['cpu']} ({env['usable_cores']} cores), {env['os']}",
+        f"model: {result['model']['format']} {result['model']['file']}",
+        f"top-1 {acc['top1']:.2%} on {acc['images']} images",
+    ]
+    for e in result["latency"]:
+        b = e["batch1"]
+        p99 = f"{b['p99_ms']:.2f}" if b["p99_ms"] is not None else f"n/a (n={b['runs']})"
+        flag = "" if b["stable"] else "  UNSTABLE"
+        lines.append(
+            f"{e['threads']} threads: p50 {b['p50_ms']:.2f} ms  p90 {b['p90_ms']:.2f}  p99 {p99}  "
+            f"load {e['load_time_s']:.3f} s  first {e['cold_ms']:.1f} ms  "
+            f"peak RSS {e['peak_memory_mb'] or 0:.0f} MB{flag}"
+        )
+    return "\n".join(lines)

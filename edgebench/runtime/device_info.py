@@ -86,6 +86,17 @@ def cpu_model(path: str = "/proc/cpuinfo") -> str:
     return platform.processor() or platform.machine()
 
 
+def memory_gb(path: str = "/proc/meminfo") -> float | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh.read(1 << 16).splitlines():
+                if line.startswith("MemTotal:"):
+                    return round(int(line.split()[1]) / 2**20, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def fingerprint(runtime_versions: dict | None = None) -> dict:
     """What the device is: the environment block of a device bench report."""
     hwcaps = arm64_hwcap_flags()
@@ -101,6 +112,9 @@ def fingerprint(runtime_versions: dict | None = None) -> dict:
         "flags_source": "auxv HWCAP" if hwcaps is not None else "/proc/cpuinfo",
         "cores": os.cpu_count(),
         "usable_cores": usable,
+        "memory_gb": memory_gb(),
+        # set by the emulated devices' launcher (edgebench device arm64): an emulated time is no device figure
+        "emulated": os.environ.get("EDGEBENCH_EMULATED") or None,
         "os": f"{platform.system()} {platform.release()}",
         "libc": " ".join(platform.libc_ver()).strip() or None,
         "python": platform.python_version(),

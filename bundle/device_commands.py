@@ -1,0 +1,95 @@
+"""``edgebench bench``: bench's own command with the device options added (``--device``, ...). It is
+defined here, in the last stage, because a device bench ships bundles; without ``--device`` it is bench's
+command as it is."""
+
+from __future__ import annotations
+
+import click
+
+from edgebench.bench.commands import bench_options, bench_settings, run_host_bench
+from edgebench.bundle.eval_set import DEFAULT_EVAL_IMAGES
+from edgebench.errors import EdgebenchError, GateFailure
+from edgebench.options import group, path_option, shown
+from edgebench.runtime.cpuflags import ALLOW_FLAG
+
+device_options = group(
+    click.option(
+        "--device",
+        "devices",
+        multiple=True,
+        help="Bench on this device instead of here: ssh://[user@]host[:port] (your own ssh: ~/.ssh/config, "
+        "keys, agents and jump hosts work) or local; repeat for several (in parallel).",
+    ),
+    shown("--device-python", default="python3", help="The Python interpreter there."),
+    click.option(
+        "--device-setup",
+        is_flag=True,
+        help="Create a venv there from the bundle's requirements.txt (once per requirements) and use it.",
+    ),
+    shown(
+        "--device-timeout", default=1800.0, help="Seconds one device command (ship, bench, fetch) may take."
+    ),
+    path_option("--ssh-config", default=None, help="An ssh_config file (ssh -F)."),
+    shown(
+        "--eval",
+        "eval_images",
+        default=DEFAULT_EVAL_IMAGES,
+        help="Stratified test images shipped with each bundle and scored on the device.",
+    ),
+    click.option(
+        ALLOW_FLAG,
+        is_flag=True,
+        help="Run where the device's CPU lacks a flag an artifact needs (the bundle's refusal otherwise).",
+    ),
+)
+_DEVICE_FIELDS = {
+    "device_python": "python",
+    "device_setup": "setup",
+    "device_timeout": "timeout_s",
+    "eval_images": "eval_images",
+    "allow_cpu_mismatch": "allow_cpu_mismatch",
+}
+
+
+@click.command()
+@bench_options
+@device_options
+def bench(max_drop, min_accuracy, require, providers, formats, no_plots, devices, ssh_config, **fields):
+    """Accuracy gate, latency and throughput of every exported artifact; writes report.json/report.md/plots.
+
+    With --device: every bundleable artifact is bundled (with --eval test images), shipped to each device,
+    benched there (infer.py --bench) and reported in <export>/../bench-<device>/; its latency is the
+    device's, its top-1 scored here from the device's predictions.
+
+    Exit 0: every artifact passed. Exit 1: an artifact failed the gate (named). Exit 2: bad input, an
+    artifact that could not be evaluated, or a device that could not be benched (the reports are still
+    written).
+    """
+    device_kw = {field: fields.pop(name) for name, field in _DEVICE_FIELDS.items()}
+    options = (max_drop, min_accuracy, require, providers, formats, no_plots)
+    if not devices:
+        return run_host_bench(bench_settings(*options, **fields))
+    from edgebench.bundle.device_bench import DeviceSettings, run_device_bench
+
+    dev = DeviceSettings(tuple(devices), ssh_config=str(ssh_config) if ssh_config else None, **device_kw)
+    if dev.eval_images < 1:
+        raise EdgebenchError(f"--eval must be at least 1 with --device (got {dev.eval_images})")
+    settings = bench_settings(*options, **fields)
+    _verdict(run_device_bench(settings, dev, log=lambda line: click.echo(line, err=True)))
+
+
+def _verdict(outcomes) -> None:
+    """One line per device; exit 2 if a device could not be benched, 1 if a device's gate failed."""
+    for o in outcomes:
+        if o.error:
+            click.echo(f"error: {o.error}", err=True)
+        else:
+            failed = ", ".join(o.gate.failed) or "none evaluated"
+            verdict = "gate passed" if o.gate.passed else f"gate FAILED: {failed}"
+            click.echo(f"{o.device.url}: {verdict}; report {o.out_dir / 'report.json'}")
+    errors = [o for o in outcomes if o.error]
+    if errors:
+        raise EdgebenchError(f"{len(errors)} of {len(outcomes)} device(s) could not be benched")
+    failed = [o.device.url for o in outcomes if not o.gate.passed]
+    if failed:
+        raise GateFailure(f"gate failed on {', '.join(failed)}")

@@ -1,0 +1,82 @@
+"""A device's answer, checked before anything is believed: a result of this protocol, about the model file
+and evaluation set that were shipped, whose predictions and latency entries have the shape bench writes;
+and the device's fingerprint as a bench report's environment block."""
+
+from __future__ import annotations
+
+from edgebench.devices import DeviceError
+from edgebench.runtime.device_bench import PROTOCOL, RESULT_KIND, load_eval_set
+
+_ENTRY_KEYS = ("threads", "rounds", "load_time_s", "cold_ms", "batch1", "throughput", "peak_memory_mb")
+_BATCH1_KEYS = ("runs", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "median_ci95_ms", "stable")
+
+
+def check_result(result, bundle, url: str) -> dict:
+    """``result`` (a device's JSON) after checking it against the ``bundle`` shipped; with the labels and
+    class names added. A result that does not fit is a ``DeviceError`` naming the device."""
+
+    def refuse(why: str):
+        raise DeviceError(f"{url}: {bundle.root.name}: the device's result {why}")
+
+    if not isinstance(result, dict) or result.get("kind") != RESULT_KIND:
+        refuse("is not an edgebench device result")
+    if result.get("protocol") != PROTOCOL:
+        refuse(f"speaks protocol {result.get('protocol')!r}, this edgebench {PROTOCOL}: rebuild the bundle")
+    model, shipped = result.get("model") or {}, bundle.spec.model
+    if model.get("sha256") != shipped.sha256:
+        got = str(model.get("sha256"))[:16]
+        refuse(f"is about another model file (sha256 {got}… != {shipped.sha256[:16]}…)")
+    eval_set = load_eval_set(bundle, bundle.spec.eval)
+    if (result.get("eval") or {}).get("sha256") != eval_set["sha256"]:
+        refuse("is about another evaluation set (sha256 differs from the one shipped)")
+    predictions = (result.get("accuracy") or {}).get("predictions")
+    n, classes = len(eval_set["labels"]), eval_set["num_classes"]
+    if (
+        not isinstance(predictions, list)
+        or len(predictions) != n
+        or not all(isinstance(p, int) and 0 <= p < classes for p in predictions)
+    ):
+        refuse(f"does not hold {n} predicted classes in 0..{classes - 1}")
+    for entry in result.get("latency") or [None]:
+        if not isinstance(entry, dict) or any(k not in entry for k in _ENTRY_KEYS):
+            refuse("has a latency entry without " + ", ".join(_ENTRY_KEYS))
+        batch1 = entry["batch1"]
+        if not isinstance(batch1, dict) or any(k not in batch1 for k in _BATCH1_KEYS):
+            refuse("has batch-1 figures without " + ", ".join(_BATCH1_KEYS))
+    runner = result["accuracy"].get("runner")
+    if not isinstance(result.get("environment"), dict) or not isinstance(runner, dict):
+        refuse("lacks its environment or runner description")
+    return {**result, "labels": eval_set["labels"], "class_names": list(bundle.contract.classes)}
+
+
+def device_environment(fingerprint: dict, device, host_environment: dict, threads: list[int]) -> dict:
+    """The report's ``environment`` for a device: its CPU, cores, OS, Python and runtime versions in the
+    host report's shape, the edgebench that built the bundles, and where the device was reached."""
+    flags = fingerprint.get("flags") or []
+    return {
+        "cpu": str(fingerprint.get("cpu")),
+        "machine": str(fingerprint.get("arch")),
+        "logical_cores": fingerprint.get("cores"),
+        "physical_cores": None,  # not read on a device
+        "usable_cores": fingerprint.get("usable_cores"),
+        "memory_gb": fingerprint.get("memory_gb"),
+        "onnxruntime_providers": None,
+        "threads": threads,
+        "os": str(fingerprint.get("os")),
+        "python": str(fingerprint.get("python")),
+        "versions": {k: v for k, v in (fingerprint.get("runtime_versions") or {}).items()},
+        "edgebench": host_environment["edgebench"],
+        "cpu_features": {
+            "model": str(fingerprint.get("cpu")),
+            "arch": str(fingerprint.get("arch")),
+            "flags": dict.fromkeys(map(str, flags), True),
+            "source": str(fingerprint.get("flags_source")),
+        },
+        "device": {
+            "url": device.url,
+            "name": device.name,
+            "emulated": bool(fingerprint.get("emulated")),
+            "libc": fingerprint.get("libc"),
+        },
+        "built_on": host_environment.get("cpu"),
+    }

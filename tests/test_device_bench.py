@@ -1,0 +1,190 @@
+"""``edgebench bench --device``: bundles shipped to a real device and benched there. The device is a private
+sshd on 127.0.0.1 (tests/sshd.py) logging into a fresh venv holding only numpy, Pillow and the three
+runtimes (no TensorFlow), and ``local``; every failure is one line naming the device."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgebench.cli import cli
+
+from . import sshd
+
+FORMATS = ["tflite-fp32", "tflite-int8", "onnx", "onnx-int8", "openvino-int8"]
+DEVICE_FORMATS = ["tflite-int8", "onnx-int8", "openvino-int8"]
+FAST = [
+    *("--threads", "1", "--rounds", "1", "--min-samples", "20", "--latency-time-cap", "0.1"),
+    *("--throughput-time-cap", "0.02", "--no-plots", "--max-drop", "100", "--eval", "60"),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    why = sshd.missing()
+    if why:
+        pytest.skip(why)
+    running = sshd.start(tmp_path_factory.mktemp("sshd"))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_model_path, cifar_folder, cache_dir) -> Path:
+    import shutil
+
+    from edgebench.export.pipeline import ExportSettings, export_model
+
+    run = tmp_path_factory.mktemp("device-run")
+    shutil.copy(tiny_model_path, run / "model.keras")
+    settings = ExportSettings(calib_size=60, parity_images=20)
+    export_model(run / "model.keras", run / "export", FORMATS, cifar_folder, cache_dir, settings=settings)
+    return run
+
+
+@pytest.fixture(scope="module")
+def device_python(tmp_path_factory) -> Path:
+    """A fresh venv with what the three bundles' requirements.txt pin (PyPI, pip's cache): no TensorFlow."""
+    root = tmp_path_factory.mktemp("device-venv") / "env"
+    subprocess.run([sys.executable, "-m", "venv", str(root)], check=True, timeout=120)
+    pins = [f"{d}=={importlib.metadata.version(d)}" for d in ("numpy", "pillow", "ai-edge-litert")]
+    pins += [f"{d}=={importlib.metadata.version(d)}" for d in ("onnxruntime", "openvino")]
+    pip = [root / "bin" / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *pins]
+    done = subprocess.run(pip, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        pytest.skip(f"cannot build the device's venv from PyPI: {done.stderr.strip()[-300:]}")
+    python = root / "bin" / "python"
+    assert subprocess.run([python, "-c", "import tensorflow"], capture_output=True).returncode != 0
+    return python
+
+
+def _bench(run_dir, cifar_folder, *args):
+    export = run_dir / "export"
+    res = CliRunner().invoke(
+        cli, ["bench", "--export", str(export), "--data", str(cifar_folder), *FAST, *args]
+    )
+    assert "Traceback" not in res.output, res.output
+    return res
+
+
+def _wrapper(tmp_path: Path, name: str, body: str) -> Path:
+    """A stand-in for the device's python: a shell script doing ``body`` (``$PY`` is the real one)."""
+    path = tmp_path / name
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="module")
+def two_devices(run_dir, cifar_folder, server, device_python):
+    """One call, two devices in parallel: the loopback sshd and local."""
+    res = _bench(
+        run_dir, cifar_folder,
+        *("--formats", ",".join(DEVICE_FORMATS), "--reference-format", "tflite-fp32"),
+        *("--device", server.url, "--device", "local", "--ssh-config", server.client_config),
+        *("--device-python", str(device_python)),
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    return res
+
+
+def _report(run_dir, name) -> dict:
+    return json.loads((run_dir / f"bench-{name}" / "report.json").read_text())
+
+
+def test_loopback_device_scores_the_host_top1_exactly(two_devices, run_dir, server):
+    ssh_name = server.url.removeprefix("ssh://").replace(":", "-")
+    for name in (ssh_name, "local"):
+        report = _report(run_dir, name)
+        rows = {r["format"]: r for r in report["artifacts"]}
+        assert sorted(rows) == sorted(DEVICE_FORMATS)
+        for fmt, row in rows.items():
+            acc = row["accuracy"]
+            # the same images through the same runtime on the same CPU: the same predictions
+            assert acc["host_agreement"] == 1.0 and acc["top1"] == acc["host_top1"], (name, fmt, acc)
+            batch1 = row["latency"][0]["batch1"]
+            assert batch1["p50_ms"] > 0 and row["latency"][0]["load_time_s"] > 0 and row["status"] == "pass"
+        env = report["environment"]
+        assert env["device"]["url"] in (server.url, "local") and env["device"]["emulated"] is False
+        assert env["machine"] == "x86_64" and report["dataset"]["images"] == 60
+    assert "gate passed" in two_devices.output
+
+
+def test_compare_takes_a_host_and_a_device_report(two_devices, run_dir, cifar_folder):
+    host = run_dir / "bench-host"
+    res = _bench(run_dir, cifar_folder, "--formats", ",".join(DEVICE_FORMATS), "--out", str(host))
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(
+        cli, ["compare", str(host / "report.json"), str(run_dir / "bench-local" / "report.json")]
+    )
+    assert res.exit_code in (0, 1) and "tflite-int8" in res.output, res.output
+
+
+def _one_device_error(res, words: str) -> str:
+    assert res.exit_code == 2, res.output
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert any(words in line for line in errors), res.output
+    return errors[0]
+
+
+ONE = ("--formats", "tflite-int8", "--reference-format", "tflite-fp32")
+
+
+def test_an_unreachable_device_and_a_refused_key(run_dir, cifar_folder, server, device_python):
+    closed = f"ssh://{server.user}@127.0.0.1:1"
+    res = _bench(run_dir, cifar_folder, *ONE, "--device", closed, "--ssh-config", server.client_config)
+    assert closed in _one_device_error(res, "unreachable")
+    other = str(server.folder / "other_config")
+    res = _bench(run_dir, cifar_folder, *ONE, "--device", server.url, "--ssh-config", other)
+    _one_device_error(res, "the key was refused")
+
+
+def test_no_python_or_no_runtime_there(run_dir, cifar_folder, server):
+    args = ("--device", server.url, "--ssh-config", server.client_config)
+    res = _bench(run_dir, cifar_folder, *ONE, *args, "--device-python", "/nonexistent/python3")
+    _one_device_error(res, "/nonexistent/python3")
+    res = _bench(run_dir, cifar_folder, *ONE, *args, "--device-python", "/usr/bin/python3")
+    _one_device_error(res, "not installed")  # the system Python has no numpy or LiteRT
+
+
+def test_a_cpu_lacking_a_flag_is_refused_unless_allowed(run_dir, cifar_folder, device_python, tmp_path):
+    """The onnx-int8 recipe built here needs VNNI; a device without it refuses the bundle, as infer.py does."""
+    avx2 = _wrapper(tmp_path, "python", f'EDGEBENCH_FAKE_CPU_FLAGS=x86_64:avx2,fma exec {device_python} "$@"')
+    args = (
+        "--formats",
+        "onnx-int8",
+        "--reference-format",
+        "onnx",
+        "--device",
+        "local",
+        "--device-python",
+        avx2,
+    )
+    res = _bench(run_dir, cifar_folder, *args)
+    if res.exit_code == 0:
+        pytest.skip("this export's onnx-int8 needs no CPU flag (7-bit weights on a CPU without VNNI)")
+    _one_device_error(res, "lacks")
+    assert _bench(run_dir, cifar_folder, *args, "--allow-cpu-mismatch").exit_code == 0
+
+
+def test_a_device_that_hangs_or_answers_wrongly(run_dir, cifar_folder, device_python, tmp_path):
+    local = ("--device", "local")
+    hang = _wrapper(tmp_path, "hang", "sleep 30")
+    res = _bench(run_dir, cifar_folder, *ONE, *local, "--device-python", hang, "--device-timeout", "2")
+    _one_device_error(res, "no answer within 2 s")
+    for name, edit, words in [
+        ("garbage", "printf 'not json' > result.json", "is not JSON"),
+        ("other-model", "sed -i 's/\"sha256\": \"[0-9a-f]*\"/\"sha256\": \"" + "0" * 64 + "\"/' result.json",
+         "another model file"),
+        ("short", f"{device_python} -c \"import json; d=json.load(open('result.json')); "
+         "d['accuracy']['predictions']=[0]; json.dump(d, open('result.json','w'))\"", "predicted classes"),
+    ]:  # fmt: skip
+        liar = _wrapper(tmp_path, name, f'{device_python} "$@" && {edit}')
+        res = _bench(run_dir, cifar_folder, *ONE, *local, "--device-python", liar)
+        _one_device_error(res, words)
