@@ -84,7 +84,8 @@ def device_bundles(manifest: ExportManifest, plan, settings: BenchSettings, dev:
         entry = manifest.entry(row.format)
         if row.format not in plan.tasks or entry is None or not RUNTIMES[entry.runtime].portable:
             continue
-        folder = cache / f"{entry.format}-{entry.sha256[:16]}-eval{dev.eval_images}"
+        # keyed by what a bundle is made of: the artifact, the evaluation set and the code it carries
+        folder = cache / f"{entry.format}-{entry.sha256[:12]}-eval{dev.eval_images}-{_runtime_digest()}"
         if not _reusable(folder, entry.sha256):
             log(f"{entry.format}: building its bundle ({dev.eval_images} evaluation images)")
             build_bundle(
@@ -93,6 +94,16 @@ def device_bundles(manifest: ExportManifest, plan, settings: BenchSettings, dev:
             )  # fmt: skip
         out[entry.format] = folder
     return out
+
+
+def _runtime_digest() -> str:
+    """The runtime package's sources (what a bundle ships as edgebench_runtime), hashed."""
+    import edgebench.runtime
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(edgebench.runtime.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def _reusable(folder: Path, sha256: str) -> bool:
@@ -237,6 +248,7 @@ def device_report(device: Device, results: dict, plan, host: dict, settings, man
         rows=rows,
         gate=gate,
     )
-    env = device_environment(first["environment"], device, report.environment, threads)
+    fingerprints = [r["environment"] for r in results.values()]
+    env = device_environment(fingerprints, device, report.environment, threads)
     dataset = {**report.dataset, "images": first["eval"]["images"]}
     return dataclasses.replace(report, environment=env, dataset=dataset), gate

@@ -4,6 +4,7 @@ and the device's fingerprint as a bench report's environment block."""
 
 from __future__ import annotations
 
+from edgebench.cpu import ARM_FLAGS, X86_FLAGS
 from edgebench.devices import DeviceError
 from edgebench.runtime.device_bench import PROTOCOL, RESULT_KIND, load_eval_set
 
@@ -49,10 +50,14 @@ def check_result(result, bundle, url: str) -> dict:
     return {**result, "labels": eval_set["labels"], "class_names": list(bundle.contract.classes)}
 
 
-def device_environment(fingerprint: dict, device, host_environment: dict, threads: list[int]) -> dict:
-    """The report's ``environment`` for a device: its CPU, cores, OS, Python and runtime versions in the
-    host report's shape, the edgebench that built the bundles, and where the device was reached."""
-    flags = fingerprint.get("flags") or []
+def device_environment(fingerprints: list[dict], device, host_environment: dict, threads: list[int]) -> dict:
+    """The report's ``environment`` for a device (``fingerprints``: one per result, the same machine): its
+    CPU, the flags the int8 kernels dispatch on, cores, OS, Python and every runtime's version in the host
+    report's shape, the edgebench that built the bundles, and where the device was reached."""
+    fingerprint = fingerprints[0]
+    have = set(fingerprint.get("flags") or [])
+    listed = X86_FLAGS if fingerprint.get("arch") == "x86_64" else ARM_FLAGS
+    versions = {k: v for f in fingerprints for k, v in (f.get("runtime_versions") or {}).items()}
     return {
         "cpu": str(fingerprint.get("cpu")),
         "machine": str(fingerprint.get("arch")),
@@ -64,12 +69,12 @@ def device_environment(fingerprint: dict, device, host_environment: dict, thread
         "threads": threads,
         "os": str(fingerprint.get("os")),
         "python": str(fingerprint.get("python")),
-        "versions": {k: v for k, v in (fingerprint.get("runtime_versions") or {}).items()},
+        "versions": versions,
         "edgebench": host_environment["edgebench"],
         "cpu_features": {
             "model": str(fingerprint.get("cpu")),
             "arch": str(fingerprint.get("arch")),
-            "flags": dict.fromkeys(map(str, flags), True),
+            "flags": {flag: flag in have for flag in listed},
             "source": str(fingerprint.get("flags_source")),
         },
         "device": {

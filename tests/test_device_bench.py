@@ -154,7 +154,7 @@ def test_no_python_or_no_runtime_there(run_dir, cifar_folder, server):
 
 
 def test_a_cpu_lacking_a_flag_is_refused_unless_allowed(run_dir, cifar_folder, device_python, tmp_path):
-    """The onnx-int8 recipe built here needs VNNI; a device without it refuses the bundle, as infer.py does."""
+    """The onnx-int8 recipe built here needs VNNI; a device without it refuses the bundle (its own check)."""
     avx2 = _wrapper(tmp_path, "python", f'EDGEBENCH_FAKE_CPU_FLAGS=x86_64:avx2,fma exec {device_python} "$@"')
     args = (
         "--formats",

@@ -71,3 +71,16 @@ def test_stages_import_downward_only():
         if re.search(rf"^\s*(from|import) edgebench\.{later}\b", path.read_text(), re.M)
     ]
     assert offenders == []
+
+
+def test_no_function_in_the_pipeline_stages_is_over_80_lines():
+    """export, bench, tune and bundle are where the documents between stages are built and read: a function
+    past 80 lines there is a hub that does several steps at once (the hubs this replaced: 105-141 lines)."""
+    too_long = [
+        f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for stage in ("export", "bench", "tune", "bundle")
+        for path in sorted((REPO / stage).rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno + 1 > 80
+    ]
+    assert too_long == []
