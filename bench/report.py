@@ -19,6 +19,7 @@ from edgebench.bench.row import BenchRow
 from edgebench.errors import EdgebenchError
 from edgebench.export.manifest import ExportManifest
 from edgebench.fileio import atomic_path, read_json, sha256_file, write_json, write_text
+from edgebench.runtime.paths import UnsafePath, confined
 
 SCHEMA_VERSION = 2  # the version written; ``migrate`` reads every earlier one it can
 KIND = "edgebench-bench-report"
@@ -117,6 +118,12 @@ class BenchReport:
         except EdgebenchError as exc:
             raise EdgebenchError(f"{path} {exc}") from None
         validate(doc, f"{what} {path}")
+        names = [(doc.get("predictions") or {}).get("file"), *(doc.get("plots") or {}).values()]
+        for name in filter(None, names):  # files the report names: inside its folder
+            try:
+                confined(Path(path).parent, name, "file named by the report")
+            except UnsafePath as exc:
+                raise EdgebenchError(f"{path}: {exc}") from None
         return cls.from_dict(doc)
 
     @classmethod
@@ -200,7 +207,7 @@ def write_predictions(path: Path, predictions: dict, labels: np.ndarray, samples
 def read_predictions(report_path: Path, report: dict) -> dict[str, np.ndarray]:
     """The arrays beside a report, after checking the sha256 the report recorded for them."""
     info = report["predictions"]
-    path = Path(report_path).parent / info["file"]
+    path = confined(Path(report_path).parent, info["file"], "the report's predictions file")
     if not path.is_file():
         raise EdgebenchError(f"{path} (the predictions of {report_path}) is missing")
     if sha256_file(path) != info["sha256"]:

@@ -184,6 +184,19 @@ def test_an_older_report_is_migrated_and_a_v1_report_refused(tmp_path):
         BenchReport.read(older)
 
 
+@pytest.mark.parametrize("field", ["predictions", "plots"])
+def test_a_report_naming_a_file_outside_its_folder_is_refused(tmp_path, field):
+    _report(tmp_path)
+    doc = json.loads((tmp_path / REPORT_JSON).read_text())
+    if field == "predictions":
+        doc["predictions"]["file"] = "../../etc/passwd"
+    else:
+        doc["plots"] = {"latency": "/etc/passwd"}
+    (tmp_path / REPORT_JSON).write_text(json.dumps(doc))
+    with pytest.raises(EdgebenchError, match="leaves its folder|absolute path"):
+        BenchReport.read(tmp_path / REPORT_JSON)
+
+
 def test_compare_reads_both_reports_through_the_migration(tmp_path):
     from edgebench.bench.compare import compare_files
 
