@@ -136,3 +136,17 @@ LONGEST_FIRST = ("test_train.py", "test_tune.py", "test_budget.py", "test_bench.
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the order within a file kept
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A private sshd on 127.0.0.1 (tests/sshd.py) for the device tests; skipped with the reason where
+    openssh-server is missing."""
+    from tests import sshd
+
+    why = sshd.missing()
+    if why:
+        pytest.skip(why)
+    running = sshd.start(tmp_path_factory.mktemp("sshd"))
+    yield running
+    running.stop()

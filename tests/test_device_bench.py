@@ -15,24 +15,12 @@ from click.testing import CliRunner
 
 from edgebench.cli import cli
 
-from . import sshd
-
 FORMATS = ["tflite-fp32", "tflite-int8", "onnx", "onnx-int8", "openvino-int8"]
 DEVICE_FORMATS = ["tflite-int8", "onnx-int8", "openvino-int8"]
 FAST = [
     *("--threads", "1", "--rounds", "1", "--min-samples", "20", "--latency-time-cap", "0.1"),
     *("--throughput-time-cap", "0.02", "--no-plots", "--max-drop", "100", "--eval", "60"),
 ]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    why = sshd.missing()
-    if why:
-        pytest.skip(why)
-    running = sshd.start(tmp_path_factory.mktemp("sshd"))
-    yield running
-    running.stop()
 
 
 @pytest.fixture(scope="module")

@@ -7,18 +7,6 @@ import pytest
 
 from edgebench.devices import Device, DeviceError
 
-from . import sshd
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    why = sshd.missing()
-    if why:
-        pytest.skip(why)
-    running = sshd.start(tmp_path_factory.mktemp("sshd"))
-    yield running
-    running.stop()
-
 
 @pytest.fixture(params=["ssh", "local"])
 def device(request, server) -> Device:
