@@ -42,7 +42,7 @@ def _preset_options(func):
 @click.option("--cache-dir", default=None, help="decoded-image and feature caches [env EDGEBENCH_CACHE]")
 @click.option("--restart", is_flag=True, help="discard checkpoints in --out instead of resuming")
 @_preset_options
-def train(preset, data_source, weights, out_dir, cache_dir, restart, **overrides):
+def train(preset, data, weights, out_dir, cache_dir, restart, **overrides):
     """Fine-tune ImageNet ResNet50 on CIFAR-10 (resumes an interrupted run in --out)."""
     from edgebench.train.recipe.presets import get_preset
     from edgebench.train.recipe.trainer import Trainer
@@ -50,7 +50,7 @@ def train(preset, data_source, weights, out_dir, cache_dir, restart, **overrides
 
     chosen = get_preset(preset, **overrides)
     trainer = Trainer(
-        chosen, data_source, weights, out_dir or f"runs/{chosen.name}", cache_dir=cache_dir, restart=restart
+        chosen, data, weights, out_dir or f"runs/{chosen.name}", cache_dir=cache_dir, restart=restart
     )
     print_summary(trainer.run(), trainer.run_dir)
 
