@@ -29,9 +29,7 @@ def version() -> str:
     return ort.__version__
 
 
-def session(
-    model: str | Path | bytes, threads: int | None = None, providers=(CPU,), config=None, **options
-):
+def session(model: str | Path | bytes, threads: int | None = None, providers=(CPU,), config=None, **options):
     """An ``InferenceSession`` over a file or its bytes: ``threads`` intra-op threads (one inter-op thread),
     ``config`` session config entries, other ``SessionOptions`` attributes by keyword
     (``optimized_model_filepath=...``)."""
