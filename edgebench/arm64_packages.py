@@ -111,16 +111,18 @@ class PrivateApt:
         (self.folder / "state" / "status").touch()
         lines = [f"deb [arch=arm64] {source} main" for source in host_sources()]
         write_text(self.folder / "sources.list", "\n".join(lines) + "\n")
-        self.apt_get("update", "-qq", what="apt-get update of the arm64 package lists")
+        self.apt_get("update", "-qq", what="download of the arm64 package lists (apt-get update)")
 
     def apt_get(self, *args: str, cwd: Path | None = None, what: str) -> str:
         done = subprocess.run(
-            ["apt-get", *self.options, *args], capture_output=True, text=True, cwd=cwd, check=False
+            [_tool("apt-get"), *self.options, *args], capture_output=True, text=True, cwd=cwd, check=False
         )
-        errors = [line for line in done.stderr.splitlines() if line.startswith("E:")]
-        if done.returncode != 0 or (errors and args[0] != "update"):
-            reason = (errors or done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
-            raise EdgebenchError(f"{what} failed: {reason.removeprefix('E: ')}")
+        # apt-get update exits 0 when an index cannot be fetched ("W: Failed to fetch"): a lock resolved
+        # from stale or missing lists would pin the wrong packages, so that is a failed download too
+        errors = [line for line in done.stderr.splitlines() if line.startswith(("E:", "W: Failed to fetch"))]
+        if done.returncode != 0 or errors:
+            reason = (errors or done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[0]
+            raise EdgebenchError(f"{what} failed: {' '.join(reason[3:].split())}")
         return done.stdout
 
     def resolve(self, names: list[str]) -> list[dict]:
@@ -146,7 +148,7 @@ def fetch(downloads: Path, log=print) -> dict:
     """The lock, every file it names in ``downloads`` with its sha256 checked (fetched when missing)."""
     path = lock_path(downloads)
     lock = read_json(path, "arm64 lock") if path.is_file() else None
-    apt = PrivateApt(downloads / "apt")
+    apt, updated = PrivateApt(downloads / "apt"), lock is None
     if lock is None:
         log(f"resolving {DISTRIBUTION} packages and aarch64 wheels")
         apt.update()
@@ -159,7 +161,7 @@ def fetch(downloads: Path, log=print) -> dict:
     if missing:
         log(f"downloading {len(missing)} arm64 packages")
         (downloads / "debs").mkdir(parents=True, exist_ok=True)
-        if not (downloads / "apt" / "sources.list").is_file():
+        if not updated:  # the lists the lock came from may be gone: fetch them again
             apt.update()
         pinned = [f"{deb['package']}={deb['version']}" for deb in missing]
         apt.apt_get("download", "-qq", *pinned, cwd=downloads / "debs", what="downloading the arm64 packages")
@@ -173,6 +175,13 @@ def fetch(downloads: Path, log=print) -> dict:
             raise EdgebenchError(f"download failed: {entry['file']} does not have the sha256 the lock pins")
     write_json(path, lock)
     return lock
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name)
+    if not found:
+        raise EdgebenchError(f"{name} not found: the arm64 device is built with Debian's apt and dpkg")
+    return found
 
 
 def _intact(path: Path, sha256: str) -> bool:
@@ -208,7 +217,7 @@ def install(lock: dict, downloads: Path, root: Path, log=print) -> None:
     log(f"unpacking {len(lock['debs'])} packages and {len(lock['wheels'])} wheels into {root}")
     for deb in lock["debs"]:
         done = subprocess.run(
-            ["dpkg-deb", "-x", str(downloads / "debs" / deb["file"]), str(root)],
+            [_tool("dpkg-deb"), "-x", str(downloads / "debs" / deb["file"]), str(root)],
             capture_output=True,
             text=True,
             check=False,

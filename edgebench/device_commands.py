@@ -25,7 +25,7 @@ def device():
     "out_dir",
     default=None,
     type=click.Path(path_type=Path),
-    help="[default: runs/devices/arm64-<cpu>]",
+    help="The device folder [default: runs/devices/arm64-<cpu>].",
 )
 @click.option(
     "--cache-dir",
@@ -34,9 +34,9 @@ def device():
     help="Where the downloads are kept and reused [env EDGEBENCH_CACHE, else ~/.cache/edgebench].",
 )
 def arm64(cpu, out_dir, cache_dir):
-    """An emulated aarch64 device: Debian 12's arm64 Python 3.11 and the runtimes' aarch64 wheels under
-    qemu-user as CPU. Built once, checked and reused after; OUT/bin/python is its Python, OUT/device.json
-    says what it is. Its timings are emulated, not a device figure."""
+    """An emulated aarch64 device: Debian 12's arm64 Python 3.11 and the runtimes' aarch64 wheels run by
+    qemu-user as the --cpu model. Built once, then checked and reused; OUT/bin/python is its Python and
+    OUT/device.json says what it is. Its timings are emulated, not a device figure (docs/design/arm64.md)."""
     from edgebench.emulated import build_device
 
     info = build_device(cpu, out_dir or Path("runs/devices") / f"arm64-{cpu}", cache_dir, log=click.echo)
