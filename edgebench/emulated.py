@@ -170,11 +170,10 @@ def build_device(cpu: str, out: str | os.PathLike, cache: str | os.PathLike | No
             log(f"device {out} is complete: reused")
             return json.loads((out / "device.json").read_text(encoding="utf-8"))
         log(f"device {out} is rebuilt: {problem}")
-    for stale in ("device.json", "bin", "root", ".partial-root"):  # only what a build writes
-        path = out / stale
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    clear_build(out)
     downloads = Path(cache or default_cache()) / "arm64"
     lock = packages.fetch(downloads, log=log)
+    write_json(out / "packages.lock.json", lock)  # first: it marks the folder as a device being built
     partial = out / ".partial-root"
     packages.install(lock, downloads, partial, log=log)
     hwcap, hwcap2 = map(int, guest_run(qemu, model, partial, GUEST_HWCAPS).split())
@@ -182,8 +181,21 @@ def build_device(cpu: str, out: str | os.PathLike, cache: str | os.PathLike | No
     partial.rename(out / "root")
     write_text(out / "bin" / "python", wrapper_text(model))
     (out / "bin" / "python").chmod(0o755)
-    write_json(out / "packages.lock.json", lock)
     return write_device_json(out, model, qemu, features(hwcap, hwcap2))
+
+
+BUILT = ("device.json", "packages.lock.json", "bin", "root", ".partial-root")
+
+
+def clear_build(out: Path) -> None:
+    """Remove what an earlier (incomplete or stale) build wrote in ``out``; refuse any other folder that is
+    not empty, whose ``bin`` or ``root`` is not ours to remove."""
+    if out.is_dir() and any(out.iterdir()):
+        if not any((out / marker).exists() for marker in ("device.json", "packages.lock.json")):
+            raise EdgebenchError(f"{out} is not empty and holds no arm64 device: use another --out")
+    for name in BUILT:
+        path = out / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def guest_check(out: Path) -> dict:

@@ -161,16 +161,29 @@ def test_the_device_says_what_it_is_and_is_reused(devices):
         emulated.build_device("cortex-a76", out, SESSION_CACHE)
 
 
-@pytest.mark.parametrize("trouble", ["unknown cpu", "no qemu"])
+@pytest.mark.parametrize("trouble", ["unknown cpu", "no qemu", "a folder of other things"])
 def test_bad_input_is_one_line_and_exit_2(trouble, tmp_path, monkeypatch):
-    if trouble == "no qemu":
+    out, cpu = tmp_path / "dev", "cortex-a72"
+    expected = {
+        "unknown cpu": "unknown --cpu 'cortex-a99'",
+        "no qemu": "qemu-aarch64-static not found",
+        "a folder of other things": f"{out} is not empty and holds no arm64 device",
+    }[trouble]
+    if trouble == "unknown cpu":
+        cpu = "cortex-a99"
+    elif trouble == "no qemu":
         monkeypatch.setenv("PATH", str(tmp_path))  # the CLI runs as sys.executable: only `which` is blinded
-    cpu = "cortex-a99" if trouble == "unknown cpu" else "cortex-a72"
-    done = run_cli("device", "arm64", "--cpu", cpu, "--out", tmp_path / "dev")
+    elif shutil.which(emulated.QEMU) is None:
+        pytest.skip(f"{emulated.QEMU} is not installed")
+    else:
+        (out / "bin").mkdir(parents=True)  # someone's folder: its bin is not ours to remove
+    done = run_cli("device", "arm64", "--cpu", cpu, "--out", out)
     assert done.returncode == 2 and done.stdout.count("\n") == 1, done.stdout
-    expected = "unknown --cpu 'cortex-a99'" if trouble == "unknown cpu" else "qemu-aarch64-static not found"
     assert done.stdout.startswith(f"error: {expected}")
-    assert not (tmp_path / "dev").exists()
+    if trouble == "a folder of other things":
+        assert [path.name for path in out.iterdir()] == ["bin"]
+    else:
+        assert not out.exists()
 
 
 def test_a_mirror_that_cannot_be_reached_is_a_failed_download(tmp_path, monkeypatch):
