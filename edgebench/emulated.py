@@ -177,11 +177,12 @@ def build_device(cpu: str, out: str | os.PathLike, cache: str | os.PathLike | No
     partial = out / ".partial-root"
     packages.install(lock, downloads, partial, log=log)
     hwcap, hwcap2 = map(int, guest_run(qemu, model, partial, GUEST_HWCAPS).split())
-    write_cpu_files(partial, model, features(hwcap, hwcap2))
+    feature_names = features(hwcap, hwcap2)
+    write_cpu_files(partial, model, feature_names)
     partial.rename(out / "root")
     write_text(out / "bin" / "python", wrapper_text(model))
     (out / "bin" / "python").chmod(0o755)
-    return write_device_json(out, model, qemu, features(hwcap, hwcap2))
+    return write_device_json(out, model, qemu, feature_names)
 
 
 BUILT = ("device.json", "packages.lock.json", "bin", "root", ".partial-root")
@@ -198,11 +199,13 @@ def clear_build(out: Path) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
-def guest_check(out: Path) -> dict:
+def guest_check(out: Path, timeout: int = 600) -> dict:
     """The wrapper's answer to GUEST_CHECK: the runtimes import under emulation."""
-    done = subprocess.run(
-        [str(out / "bin" / "python"), "-c", GUEST_CHECK], capture_output=True, text=True, check=False
-    )
+    argv = [str(out / "bin" / "python"), "-c", GUEST_CHECK]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise EdgebenchError(f"the emulated device {out} did not answer in {timeout} s") from None
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
         raise EdgebenchError(f"the runtimes do not import on the emulated device {out}: {last}")
