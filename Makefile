@@ -18,7 +18,7 @@ EXPORT_ARGS ?=
 BENCH_ARGS ?=
 export EDGEBENCH_CACHE ?= $(CURDIR)/runs/.cache
 
-.PHONY: setup train export bench crosscheck tune all all-release release-model release-continue pack-model gpu-payload gpu-rehearsal results-doc cli-doc smoke bundle test lint clean
+.PHONY: setup train export bench crosscheck tune all all-release release-model release-continue pack-model gpu-payload gpu-rehearsal results-doc cli-doc smoke bundle device-arm64 test lint clean
 
 setup: $(VENV)/.installed
 
@@ -79,6 +79,12 @@ gpu-payload: setup
 gpu-rehearsal: setup
 	KERAS_BACKEND=jax $(BIN)/python train/portable/device_run.py --payload $(GPU_PAYLOAD) --out runs/gpu-rehearsal \
 		--image-size 64 --batch-size 16 --train-per-class 20 --test-per-class 10 --phase2-epochs 1 --minutes 20
+
+# An emulated aarch64 device to bench on (docs/design/arm64.md): Debian 12's arm64 Python and the runtimes'
+# aarch64 wheels under qemu-user as CPU=cortex-a72|cortex-a76|neoverse-n1|max; downloads cached in EDGEBENCH_CACHE.
+CPU ?= cortex-a72
+device-arm64: setup
+	$(EB) device arm64 --cpu $(CPU) --out runs/devices/arm64-$(CPU)
 
 # The dated results page of a benched run and the README's headline table (the released model's by default).
 results-doc: setup

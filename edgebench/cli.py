@@ -29,6 +29,7 @@ COMMANDS = {
     "results-doc": "edgebench.bench.results_doc:results_doc",
     "bundle": "edgebench.bundle.commands:bundle",
     "tune": "edgebench.tune.commands:tune",
+    "device": "edgebench.device_commands:device",
 }
 
 

@@ -38,15 +38,19 @@ def markdown() -> str:
         "```",
     ]
     for name in cli.list_commands(root):
-        parts += [
-            "",
-            f"## `edgebench {name}`",
-            "",
-            "```text",
-            _help(cli.get_command(root, name), name, root),
-            "```",
-        ]
+        command = cli.get_command(root, name)
+        parts += _section(f"edgebench {name}", _help(command, name, root))
+        if isinstance(command, click.Group):  # its subcommands too (edgebench device arm64)
+            group = _context(command, name, root)
+            for sub in command.list_commands(group):
+                parts += _section(
+                    f"edgebench {name} {sub}", _help(command.get_command(group, sub), sub, group)
+                )
     return "\n".join(parts) + "\n"
+
+
+def _section(title: str, help_text: str) -> list[str]:
+    return ["", f"## `{title}`", "", "```text", help_text, "```"]
 
 
 def main(argv: list[str]) -> None:
