@@ -157,6 +157,16 @@ def _reference_name(report: dict) -> str:
     return "Keras" if not ref or ref["format"] == "keras" else f"{ref['format']} ({ref['runtime']})"
 
 
+def _emulated_banner(env: dict) -> list[str]:
+    if not (env.get("device") or {}).get("emulated"):
+        return []
+    return [
+        f"**Emulated device** (`{env['device']['url']}`): top-1 and the per-image agreement with the host "
+        "are this CPU model's; every time below is the emulator's, 100-500× a real core's: no device figure.",
+        "",
+    ]
+
+
 def _environment_section(env: dict) -> list[str]:
     versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
     commit = env["edgebench"]["commit"]
@@ -196,6 +206,7 @@ def markdown(report: dict) -> str:
         "",
         f"**CPU: {cpu.summary(env['cpu_features'])}**",
         "",
+        *_emulated_banner(env),
         f"**Gate {verdict}** (max drop {st['max_drop_pp']:g} pp vs the {_reference_name(report)} reference, "
         f"min accuracy {min_acc}"
         + (f", required: {', '.join(st['require'])}" if st["require"] else "")

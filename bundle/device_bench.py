@@ -172,7 +172,7 @@ def run_bundle(device: Device, folder: Path, settings: BenchSettings, dev: Devic
     remote = f"{root}/{folder.name}"
     say(f"{folder.name}: shipping")
     device.put(folder, remote, dev.timeout_s)
-    python = _python(device, folder, root, dev)
+    python = device.python or _python(device, folder, root, dev)
     lat = settings.latency
     threads = ",".join(map(str, sorted(set(settings.threads))))
     command = [python, "infer.py", "--bench", "--threads", threads, "--out", "result.json"]
@@ -192,9 +192,11 @@ def run_bundle(device: Device, folder: Path, settings: BenchSettings, dev: Devic
 
 
 def _remote_root(device: Device, dev: DeviceSettings) -> str:
+    """Where the device keeps its bundles: one folder per device, so that two devices on one machine (local
+    and an emulated one, or two logins) never share one."""
     if not device.local:
-        return dev.remote_root
-    return str(Path(tempfile.gettempdir()) / "edgebench-device-bench")
+        return f"{dev.remote_root}/{device.name}"
+    return str(Path(tempfile.gettempdir()) / "edgebench-device-bench" / device.name)
 
 
 def _python(device: Device, folder: Path, root: str, dev: DeviceSettings) -> str:

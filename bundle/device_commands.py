@@ -18,7 +18,8 @@ device_options = group(
         "devices",
         multiple=True,
         help="Bench on this device instead of here: ssh://[user@]host[:port] (your own ssh: ~/.ssh/config, "
-        "keys, agents and jump hosts work) or local; repeat for several (in parallel).",
+        "keys, agents and jump hosts work), local, or qemu://FOLDER (an emulated device from edgebench "
+        "device arm64: accuracy, not speed); repeat for several (in parallel).",
     ),
     shown("--device-python", default="python3", help="The Python interpreter there."),
     click.option(

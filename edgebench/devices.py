@@ -42,10 +42,14 @@ class Device:
     ssh_config: str | None = None  # an ssh_config(5) file passed as ``-F`` (default: the user's)
     options: tuple = field(default=())  # extra ``-o Key=Value`` for ssh
 
+    python: str | None = None  # the interpreter a device brings with it (an emulated one's wrapper)
+
     @classmethod
     def parse(cls, url: str, ssh_config: str | None = None) -> Device:
         if url == "local":
             return cls("local")
+        if url.startswith("qemu://"):  # an emulated device made by `edgebench device arm64` (runs here)
+            return cls.emulated(url)
         match = _SSH_URL.match(url or "")
         if not match:
             raise DeviceError(f"device {url!r} is not 'local' or ssh://[user@]host[:port]")
@@ -54,13 +58,23 @@ class Device:
             raise DeviceError(f"device {url}: port {port} is out of range")
         return cls(url, match["user"], match["host"].strip("[]"), port, ssh_config)
 
+    @classmethod
+    def emulated(cls, url: str) -> Device:
+        folder = Path(url.removeprefix("qemu://"))
+        python = folder / "bin" / "python"
+        if not (folder / "device.json").is_file() or not python.is_file():
+            raise DeviceError(f"{url}: no emulated device there (build one with edgebench device arm64)")
+        return cls(url, python=str(python.resolve()))
+
     @property
     def local(self) -> bool:
-        return self.url == "local"
+        return self.url == "local" or self.url.startswith("qemu://")
 
     @property
     def name(self) -> str:
         """A file-name-safe name for the device's report folder: ``local``, ``root@127.0.0.1-2222``."""
+        if self.url.startswith("qemu://"):
+            return re.sub(r"[^A-Za-z0-9@._-]", "_", Path(self.url.removeprefix("qemu://")).name)
         if self.local:
             return "local"
         who = f"{self.user}@" if self.user else ""

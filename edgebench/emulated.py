@@ -138,6 +138,8 @@ def wrapper_text(model: CpuModel) -> str:
 out=$(CDPATH= cd -- "$(dirname -- "$0")/.." && pwd) || exit 1
 root="$out/root"
 export PYTHONHOME="$root/usr"
+# read by the device's fingerprint: an emulated time is no device figure, and its reports say so
+export EDGEBENCH_EMULATED="qemu-user -cpu {model.qemu_cpu} ({model.name})"
 case ":${{PYTHONPATH:-}}:" in
     *":$root/site:"*) ;;
     *) export PYTHONPATH="$root/site${{PYTHONPATH:+:$PYTHONPATH}}" ;;

@@ -218,3 +218,52 @@ def test_features_are_named_in_the_kernels_order():
     text = emulated.cpuinfo_text(emulated.CPU_MODELS["cortex-a76"], ["fp", "asimddp"], cores=2)
     assert text.count("processor\t:") == 2 and "CPU part\t: 0xd0b\nCPU revision\t: 1\n" in text
     assert "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x4\n" in text
+
+
+@pytest.mark.arm64
+def test_a_bundle_is_benched_on_the_emulated_devices(
+    devices, tiny_model_path, cifar_folder, cache_dir, tmp_path
+):
+    """bench --device qemu://…: the int8 bundle's top-1 on the shipped images is the x86 host's, image by
+    image; the report's environment is the emulated arm64 CPU's and says it is emulated."""
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from edgebench.cli import cli
+    from edgebench.export.pipeline import ExportSettings, export_model
+
+    shutil.copy(tiny_model_path, tmp_path / "model.keras")
+    settings = ExportSettings(calib_size=40, parity_images=10)
+    export = tmp_path / "export"
+    export_model(
+        tmp_path / "model.keras",
+        export,
+        ["tflite-fp32", "tflite-int8"],
+        cifar_folder,
+        cache_dir,
+        settings=settings,
+    )
+    args = ["bench", "--export", str(export), "--data", str(cifar_folder), "--formats", "tflite-int8"]
+    args += ["--reference-format", "tflite-fp32", "--eval", "20", "--threads", "1", "--rounds", "1"]
+    args += [
+        "--min-samples",
+        "10",
+        "--latency-time-cap",
+        "0.05",
+        "--throughput-time-cap",
+        "0.01",
+        "--no-plots",
+    ]
+    args += [x for cpu in CPUS for x in ("--device", f"qemu://{devices[cpu]}")]
+    res = CliRunner().invoke(cli, [*args, "--max-drop", "100"])
+    assert res.exit_code == 0, res.output
+    for cpu in CPUS:
+        report = json.loads((tmp_path / f"bench-arm64-{cpu}" / "report.json").read_text())
+        (row,) = report["artifacts"]
+        assert row["accuracy"]["host_agreement"] == 1.0 and row["accuracy"]["images"] == 20
+        env = report["environment"]
+        assert env["machine"] == "arm64" and env["device"]["emulated"] is True
+        assert env["cpu_features"]["flags"]["asimddp"] is (cpu == "cortex-a76")
+        assert "EMULATED" in (tmp_path / f"bench-arm64-{cpu}" / "report.md").read_text()
