@@ -18,7 +18,7 @@ from pathlib import Path
 
 from edgebench.errors import ArtifactError, EdgebenchError
 from edgebench.export import artifact_info, coverage
-from edgebench.export import manifest as mf
+from edgebench.export import entries as manifest_entries
 from edgebench.export.context import indices_sha256, stratified_sample
 from edgebench.export.contract import artifact_contract, name_classes
 from edgebench.export.messages import first_line
@@ -176,7 +176,7 @@ def import_artifacts(
         "seed": parity_seed,
         "indices_sha256": indices_sha256(idx),
     }
-    manifest = mf.new_manifest(out_dir, source, contract, None, parity_set, imported=True)
+    manifest = manifest_entries.new_manifest(out_dir, source, contract, None, parity_set, imported=True)
     entries = []
     result = ExportResult(manifest)
     try:
@@ -222,7 +222,7 @@ def _import_one(item, out_dir: Path, images, reference, contract, ref_name: str,
                 raise ArtifactError(
                     "parity-error", f"{name} differs from {ref_name}: {parity['criterion']} not met"
                 )
-            entry = mf.ok_entry(
+            entry = manifest_entries.ok_entry(
                 name,
                 runtime,
                 tmp,
@@ -236,7 +236,7 @@ def _import_one(item, out_dir: Path, images, reference, contract, ref_name: str,
     except ArtifactError as exc:
         for stale in artifact_files(out_dir / filename, runtime):  # an earlier import's files must not
             stale.unlink(missing_ok=True)  # outlive this failure
-        return mf.entry(
+        return manifest_entries.entry(
             name, runtime, "failed", exc.reason, str(exc), options=options, wall_time_s=_since(start)
         )
     return entry.replace(wall_time_s=_since(start))

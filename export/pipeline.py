@@ -9,11 +9,10 @@ or not the one it describes.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,19 +20,18 @@ import numpy as np
 from edgebench import cpu, targets
 from edgebench.errors import ArtifactError, EdgebenchError
 from edgebench.export import artifact_info
+from edgebench.export import entries as manifest_entries
 from edgebench.export import manifest as mf
 from edgebench.export.context import (
     CALIB_METHODS,
     BuildContext,
-    Calibration,
-    indices_sha256,
-    stratified_sample,
 )
+from edgebench.export.inputs import ExportInputs
 from edgebench.export.messages import first_line
 from edgebench.export.parity import compare, run_artifact
-from edgebench.export.quant_recipe import TRT_RECIPE, OrtRecipe, check_choices, ort_recipe
+from edgebench.export.quant_recipe import OrtRecipe, check_choices, ort_recipe
 from edgebench.export.registry import ExportFormat, resolve_formats
-from edgebench.fileio import atomic_path, ensure_dir, sha256_file
+from edgebench.fileio import atomic_path, ensure_dir
 from edgebench.runtime import RUNTIMES, artifact_files
 
 MIN_OPSET, MAX_OPSET = 13, 18  # per-channel QDQ needs 13; tf2onnx 1.17 targets up to 18
@@ -120,11 +118,11 @@ def export_model(
     model_path = Path(model_path)
     if not model_path.is_file():
         raise EdgebenchError(f"model file not found: {model_path}")
-    inputs = _ExportInputs.load(model_path, data_source, cache_dir, settings)
+    inputs = ExportInputs.load(model_path, data_source, cache_dir, settings)
     out_dir = ensure_dir(out_dir if out_dir is not None else model_path.parent / "export")
     previous = mf.ExportManifest.read_if_valid(out_dir)
     # The CPU the artifacts are for and the one that built them: they differ when exporting for a device.
-    manifest = mf.new_manifest(
+    manifest = manifest_entries.new_manifest(
         out_dir,
         inputs.source,
         inputs.contract,
@@ -139,76 +137,7 @@ def export_model(
     return result
 
 
-@dataclass
-class _ExportInputs:
-    """What every format of one export is built and checked from."""
-
-    model_path: Path
-    keras_model: object
-    contract: object
-    calibration: Calibration
-    parity_images: np.ndarray
-    source: dict  # the manifest's source_model
-    parity_set: dict
-    option_values: dict  # every setting an artifact's options may record
-
-    @classmethod
-    def load(cls, model_path: Path, data_source, cache_dir, settings: ExportSettings) -> _ExportInputs:
-        from edgebench.export.contract import model_and_data
-
-        # A missing or corrupt model, or data that is not the model's, is found before anything is written.
-        keras_model, contract, ds = model_and_data(model_path, data_source, cache_dir, settings)
-        calib_idx = stratified_sample(ds.y_train, settings.calib_size, settings.calib_seed)
-        if len(calib_idx) == 0:
-            raise EdgebenchError(f"calibration set is empty: no training images in {ds.source}")
-        parity_idx = stratified_sample(ds.y_test, settings.parity_images, settings.parity_seed)
-        if len(parity_idx) == 0:
-            raise EdgebenchError(f"no test images for the parity check in {ds.source}")
-        calib_images = contract.model_input(ds.x_train[calib_idx])  # model inputs: preprocessing applied
-        method = settings.calib_method
-        option_values = {
-            **asdict(settings),
-            "data_source": ds.source,
-            "calib_size": int(len(calib_idx)),
-            "calib_indices_sha256": indices_sha256(calib_idx),
-            # the resolved int8 recipes: a new CPU or override that changes them rebuilds their artifacts
-            "onnx_recipe": settings.ort_recipe().quant_options(),
-            "trt_recipe": TRT_RECIPE.quant_options(),
-        }
-        return cls(
-            model_path=model_path,
-            keras_model=keras_model,
-            contract=contract,
-            calibration=Calibration(calib_images, calib_idx, ds.source, settings.calib_seed, method),
-            parity_images=ds.x_test[parity_idx],
-            source={
-                "path": os.fspath(model_path),
-                "sha256": sha256_file(model_path),
-                "bytes": model_path.stat().st_size,
-            },
-            parity_set={
-                "source": ds.source,
-                "split": ds.split,
-                "size": int(len(parity_idx)),
-                "seed": settings.parity_seed,
-                "indices_sha256": indices_sha256(parity_idx),
-            },
-            option_values=option_values,
-        )
-
-    def options_for(self, fmt: ExportFormat, target: str) -> dict:
-        """The options an artifact of ``fmt`` records: what rebuilds it when changed."""
-        values = self.option_values
-        keys = (*fmt.option_keys, "data_source", "parity_images", "parity_seed")
-        # recorded only when set: an unset contract part changes no artifact, so it must not rebuild one
-        extra = {k: values[k] for k in ("preprocessing", "split") if values[k] not in (None, "test")}
-        # a CPU-dependent artifact is another artifact for another target, even where the recipe agrees
-        if "onnx_recipe" in fmt.option_keys and target != targets.HOST:
-            extra["target"] = target
-        return {"description": fmt.description, **{k: values[k] for k in keys}, **extra}
-
-
-def _plan_entries(fmts, previous, inputs: _ExportInputs, settings: ExportSettings, result: ExportResult):
+def _plan_entries(fmts, previous, inputs: ExportInputs, settings: ExportSettings, result: ExportResult):
     """(entries by format, formats to build): earlier, still valid artifacts of formats not requested
     now, then the requested ones (unavailable, up to date, or entered as interrupted until built)."""
     requested = {f.name for f in fmts}
@@ -222,9 +151,11 @@ def _plan_entries(fmts, previous, inputs: _ExportInputs, settings: ExportSetting
     for fmt in fmts:
         ok, reason, message = fmt.available()
         options = inputs.options_for(fmt, settings.target)
-        current = None if settings.force else mf.up_to_date(previous, source_sha256, fmt, options)
+        current = (
+            None if settings.force else manifest_entries.up_to_date(previous, source_sha256, fmt, options)
+        )
         if not ok:
-            entries[fmt.name] = mf.entry(
+            entries[fmt.name] = manifest_entries.entry(
                 fmt.name, fmt.runtime, "unavailable", reason, message, options=options
             )
             result.unavailable.append(fmt.name)
@@ -233,12 +164,14 @@ def _plan_entries(fmts, previous, inputs: _ExportInputs, settings: ExportSetting
             result.skipped.append(fmt.name)
         else:
             why = "export started but did not finish"
-            entries[fmt.name] = mf.entry(fmt.name, fmt.runtime, "failed", "interrupted", why, options=options)
+            entries[fmt.name] = manifest_entries.entry(
+                fmt.name, fmt.runtime, "failed", "interrupted", why, options=options
+            )
             todo.append(fmt)
     return entries, todo
 
 
-def _build_all(todo, entries: dict, inputs: _ExportInputs, settings: ExportSettings, result, on_format):
+def _build_all(todo, entries: dict, inputs: ExportInputs, settings: ExportSettings, result, on_format):
     """Build and verify each format of ``todo``, rewriting the manifest after each."""
 
     def save():
@@ -299,7 +232,7 @@ def _export_one(
                     f"{fmt.name} differs from the Keras model: max-abs-diff "
                     f"{diff if diff is None else f'{diff:.3g}'} > {fmt.tolerance:g}",
                 )
-            entry = mf.ok_entry(
+            entry = manifest_entries.ok_entry(
                 fmt.name,
                 fmt.runtime,
                 tmp,
@@ -327,7 +260,7 @@ def _failed(fmt: ExportFormat, exc: ArtifactError, final: Path, options: dict, s
     for path in artifact_files(final, fmt.runtime):
         if path.is_file():
             path.unlink()  # a stale file of an earlier export must not outlive its failed rebuild
-    return mf.entry(
+    return manifest_entries.entry(
         fmt.name,
         fmt.runtime,
         "failed",

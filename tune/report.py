@@ -3,7 +3,7 @@ summary table.
 
 The winner is copied into the export folder as ``<family>-tuned`` (``onnx-int8-tuned``,
 ``tflite-int8-tuned``, ``onnx-tuned`` when float wins, ...) with a manifest entry built like the export
-pipeline's (``export.manifest.ok_entry``: hash, size, I/O, precision, kernel coverage, recipe), so bench and
+pipeline's (``export.entries.ok_entry``: hash, size, I/O, precision, kernel coverage, recipe), so bench and
 bundle take it like any other format. Its parity is measured against the Keras model on the tuning
 validation images (train split), not on test images: the tuner never reads the test split.
 """
@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.ticker import FormatStrFormatter
 
 from edgebench.bench.plots import pareto_front, plt
+from edgebench.export import entries as manifest_entries
 from edgebench.export import manifest as mf
 from edgebench.export.parity import compare
 from edgebench.export.registry import FP32_TOLERANCE
@@ -63,7 +64,7 @@ def install(t, winner: dict) -> mf.ArtifactEntry:
         "p50_ms": winner.get("runoff_p50_ms") or winner["p50_ms"],
         "decision": t.state.get("decision"),
     }
-    entry = mf.ok_entry(
+    entry = manifest_entries.ok_entry(
         name,
         winner["runtime"],
         t.export_dir / filename,
