@@ -91,8 +91,13 @@ def median_ratio(old_ms, new_ms, s: CompareSettings) -> dict:
     }
 
 
+def _cpu(report: dict) -> tuple:
+    features = report["environment"]["cpu_features"]
+    return features["model"], features["arch"], {k for k, v in features["flags"].items() if v}
+
+
 def compare_rows(
-    name: str, old: dict | None, new: dict | None, arrays: tuple | None, s: CompareSettings
+    name: str, old: dict | None, new: dict | None, arrays: tuple | None, s: CompareSettings, missing_ok=False
 ) -> dict:
     row = {
         "format": name,
@@ -104,7 +109,7 @@ def compare_rows(
         "notes": [],
     }
     if new is None:
-        row.update(verdict=REGRESSION, notes=["missing from the new report"])
+        row.update(verdict=NOISE if missing_ok else REGRESSION, notes=["missing from the new report"])
         return row
     if old is None:
         row["verdict"] = NEW
@@ -119,7 +124,7 @@ def compare_rows(
     if arrays is not None:
         a, b, labels = arrays
         key = f"pred__{name}"
-        if key in a and key in b:
+        if labels is not None and key in a and key in b:
             row["accuracy"] = paired_accuracy(a[key], b[key], labels, s.alpha)
             verdicts.append(row["accuracy"]["verdict"])
         for entry in new.get("latency") or []:
@@ -139,23 +144,25 @@ def compare_reports(
 ):
     s = s or CompareSettings()
     result = Comparison()
-    if old["environment"]["cpu_features"] != new["environment"]["cpu_features"]:
+    if _cpu(old) != _cpu(new):
         result.warnings.append(
             f"reports come from different CPUs ({old['environment']['cpu']} vs {new['environment']['cpu']}): "
             "latency changes compare machines, not models"
         )
-    arrays = None
+    arrays = (old_arrays, new_arrays, old_arrays["labels"])
     if old["dataset"]["test_set_sha256"] != new["dataset"]["test_set_sha256"]:
         result.warnings.append(
             f"test sets differ ({old['dataset']['images']} images of {old['dataset']['source']} vs "
-            f"{new['dataset']['images']} of {new['dataset']['source']}): no paired comparison, status only"
+            f"{new['dataset']['images']} of {new['dataset']['source']}): latency compared, accuracy unpaired"
         )
-    else:
-        arrays = (old_arrays, new_arrays, old_arrays["labels"])
+        arrays = (old_arrays, new_arrays, None)
     old_rows = {r["format"]: r for r in all_rows(old)}
     new_rows = {r["format"]: r for r in all_rows(new)}
+    # a device report holds the bundleable artifacts only: a row it lacks is not a regression
+    missing_ok = bool(new["environment"].get("device"))
     for name in dict.fromkeys([*old_rows, *new_rows]):
-        result.rows.append(compare_rows(name, old_rows.get(name), new_rows.get(name), arrays, s))
+        row = compare_rows(name, old_rows.get(name), new_rows.get(name), arrays, s, missing_ok=missing_ok)
+        result.rows.append(row)
     return result
 
 

@@ -153,7 +153,12 @@ def bench_on(device: Device, bundles: dict, plan, host, settings, dev, manifest,
             out_dir = ensure_dir(Path(settings.out_dir) / device.name)
         predictions = {fmt: np.asarray(r["accuracy"]["predictions"]) for fmt, r in results.items()}
         labels = next(iter(results.values()))["labels"]
-        write_all(out_dir, report, {}, {**_reference(plan, host), **predictions}, labels, plots=False)
+        samples_ms = {
+            (fmt, int(t)): np.asarray(ns, dtype=float) / 1e6
+            for fmt, r in results.items()
+            for t, ns in r["samples_ns"].items()
+        }
+        write_all(out_dir, report, samples_ms, {**_reference(plan, host), **predictions}, labels, plots=False)
         say(f"report: {out_dir / 'report.json'}")
         return DeviceOutcome(device, out_dir, gate)
     except (DeviceError, EdgebenchError) as exc:

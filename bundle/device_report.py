@@ -44,6 +44,11 @@ def check_result(result, bundle, url: str) -> dict:
         batch1 = entry["batch1"]
         if not isinstance(batch1, dict) or any(k not in batch1 for k in _BATCH1_KEYS):
             refuse("has batch-1 figures without " + ", ".join(_BATCH1_KEYS))
+    samples = result.get("samples_ns")
+    if not isinstance(samples, dict) or any(
+        not isinstance(v, list) or not all(isinstance(x, int) and x >= 0 for x in v) for v in samples.values()
+    ):
+        refuse("has no batch-1 samples in ns per thread count")
     runner = result["accuracy"].get("runner")
     if not isinstance(result.get("environment"), dict) or not isinstance(runner, dict):
         refuse("lacks its environment or runner description")

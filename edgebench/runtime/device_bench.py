@@ -27,7 +27,8 @@ THROUGHPUT_BATCHES = (1, 8, 32)
 def latency_entries(
     spec: RunnerSpec, images: np.ndarray, threads: list[int], s: LatencySettings, *, fixed, log
 ):
-    """One latency entry per thread count, each over ``s.rounds`` rounds (bench's ``aggregate``)."""
+    """(one latency entry per thread count, each over ``s.rounds`` rounds (bench's ``aggregate``); the
+    pooled batch-1 samples in ns per thread count, for the host's paired comparisons)."""
     batches = [fixed] if fixed else clamp_batches(THROUGHPUT_BATCHES, spec.options.get("max_batch"))
     runs: dict[int, list] = {t: [] for t in threads}
     for r in range(s.rounds):
@@ -37,11 +38,12 @@ def latency_entries(
             runs[t].append((result, samples))
             p50 = np.median(samples) / 1e6
             log(f"round {r + 1}/{s.rounds} {t}t: p50 {p50:.3f} ms ({len(samples)} samples)")
-    entries = []
+    entries, pooled = [], {}
     for t in threads:
         rounds, samples = zip(*runs[t], strict=True)
         entries.append(aggregate(t, list(rounds), list(samples), s))
-    return entries
+        pooled[str(t)] = np.concatenate(samples).astype(int).tolist()
+    return entries, pooled
 
 
 def evaluate(spec: RunnerSpec, images: np.ndarray, labels: np.ndarray, num_classes: int, fixed) -> dict:
@@ -68,7 +70,7 @@ def run(
     top = RunnerSpec(spec.runtime, spec.path, max(threads), spec.options)
     accuracy = evaluate(top, eval_set["images"], eval_set["labels"], eval_set["num_classes"], fixed)
     log(f"top-1 {accuracy['top1']:.2%} on {accuracy['images']} images")
-    entries = latency_entries(spec, eval_set["images"], threads, s, fixed=fixed, log=log)
+    entries, samples_ns = latency_entries(spec, eval_set["images"], threads, s, fixed=fixed, log=log)
     versions = {m: _version(m) for m in RUNTIMES[spec.runtime].modules}
     return {
         "kind": RESULT_KIND,
@@ -79,6 +81,7 @@ def run(
         "settings": {"threads": threads, "latency": s.to_dict()},
         "accuracy": accuracy,
         "latency": entries,
+        "samples_ns": samples_ns,
     }
 
 
