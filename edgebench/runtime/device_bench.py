@@ -11,22 +11,59 @@ what it shipped and judges accuracy itself from ``predictions``.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
 import numpy as np
 
 from . import device_info
 from .base import RUNTIMES, InferenceError, RunnerSpec, open_runner
 from .bundle import sha256_file
-from .latency_stats import aggregate
-from .timing import EVAL_BATCH, LatencySettings, clamp_batches, predict, time_fresh
+from .latency_stats import LatencySettings, aggregate
+from .timing import EVAL_BATCH, clamp_batches, predict, time_fresh
 
 RESULT_KIND = "edgebench-device-result"
 PROTOCOL = 1  # the host refuses a result of another protocol version
 THROUGHPUT_BATCHES = (1, 8, 32)
 
 
-def latency_entries(
-    spec: RunnerSpec, images: np.ndarray, threads: list[int], s: LatencySettings, *, fixed, log
-):
+def time_in_child(spec: RunnerSpec, images: Path, s: LatencySettings, *, fixed, batches, overhead: bool):
+    """``timing.time_fresh`` in a fresh process of this Python, as bench's host workers do, so that a round's
+    peak RSS is its own load's and not what earlier rounds left behind; (result, samples in ns)."""
+    workdir = images.parent
+    task = {"spec": spec.to_dict(), "images": str(images), "settings": s.to_dict(), "fixed": fixed}
+    (workdir / "task.json").write_text(json.dumps({**task, "batches": batches, "overhead": overhead}))
+    # python -m this package: edgebench_runtime in a bundle (run from its folder), or edgebench.runtime
+    root = Path(__file__).resolve().parents[1] if __package__ == "edgebench_runtime" else None
+    argv = [sys.executable, "-m", f"{__package__}.device_bench", str(workdir / "task.json")]
+    try:
+        done = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=s.worker_timeout_s)
+    except subprocess.TimeoutExpired:
+        raise InferenceError(f"a timing round took over {s.worker_timeout_s:g} s") from None
+    if done.returncode != 0 or not (workdir / "result.json").is_file():
+        lines = done.stderr.strip().splitlines()
+        raise InferenceError(f"a timing round failed: {lines[-1] if lines else f'exit {done.returncode}'}")
+    return json.loads((workdir / "result.json").read_text()), np.load(workdir / "samples.npy")
+
+
+def _time_round(task_path: str) -> int:
+    """The child of ``time_in_child``."""
+    task = json.loads(Path(task_path).read_text())
+    images = np.load(task["images"], mmap_mode="r")
+    spec, settings = RunnerSpec.from_dict(task["spec"]), LatencySettings(**task["settings"])
+    result, samples = time_fresh(
+        spec, images, settings, fixed=task["fixed"], batches=task["batches"], overhead=task["overhead"]
+    )
+    out = Path(task_path).parent
+    np.save(out / "samples.npy", samples)
+    (out / "result.json").write_text(json.dumps(result))
+    return 0
+
+
+def latency_entries(spec: RunnerSpec, images: Path, threads: list[int], s: LatencySettings, *, fixed, log):
     """(one latency entry per thread count, each over ``s.rounds`` rounds (bench's ``aggregate``); the
     pooled batch-1 samples in ns per thread count, for the host's paired comparisons)."""
     batches = [fixed] if fixed else clamp_batches(THROUGHPUT_BATCHES, spec.options.get("max_batch"))
@@ -34,7 +71,7 @@ def latency_entries(
     for r in range(s.rounds):
         for t in threads:
             one = RunnerSpec(spec.runtime, spec.path, t, spec.options)
-            result, samples = time_fresh(one, images, s, fixed=fixed, batches=batches, overhead=r == 0)
+            result, samples = time_in_child(one, images, s, fixed=fixed, batches=batches, overhead=r == 0)
             runs[t].append((result, samples))
             p50 = np.median(samples) / 1e6
             log(f"round {r + 1}/{s.rounds} {t}t: p50 {p50:.3f} ms ({len(samples)} samples)")
@@ -70,7 +107,10 @@ def run(
     top = RunnerSpec(spec.runtime, spec.path, max(threads), spec.options)
     accuracy = evaluate(top, eval_set["images"], eval_set["labels"], eval_set["num_classes"], fixed)
     log(f"top-1 {accuracy['top1']:.2%} on {accuracy['images']} images")
-    entries, samples_ns = latency_entries(spec, eval_set["images"], threads, s, fixed=fixed, log=log)
+    with tempfile.TemporaryDirectory(prefix="edgebench-device-") as tmp:
+        images = Path(tmp) / "images.npy"
+        np.save(images, np.ascontiguousarray(eval_set["images"]))
+        entries, samples_ns = latency_entries(spec, images, threads, s, fixed=fixed, log=log)
     versions = {m: _version(m) for m in RUNTIMES[spec.runtime].modules}
     return {
         "kind": RESULT_KIND,
@@ -202,3 +242,7 @@ def summary_lines(result: dict) -> str:
             f"peak RSS {e['peak_memory_mb'] or 0:.0f} MB{flag}"
         )
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(_time_round(sys.argv[1]))
