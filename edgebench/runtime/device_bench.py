@@ -2,11 +2,11 @@
 in the bundle, batch-1 latency over rounds, throughput, load time, first inference and peak RSS, with the
 device's fingerprint, by the same code as the host's bench worker (``timing``).
 
-Each round loads the model afresh (as each host round is a fresh worker): the load time and first call are
-the round medians; the peak RSS is the process's peak (VmHWM, reset at the round's start) minus its RSS
-before the load, like the host's. The result is one JSON document (``RESULT_KIND``, ``PROTOCOL``) whose
-``rows`` hold latency entries in the bench report's format; the host checks the sha256s it names against
-what it shipped and judges accuracy itself from ``predictions``.
+Each round runs in a fresh process of this Python (as each host round is a fresh worker): the load time and
+first call are the round medians; the peak RSS is the child's peak minus its RSS with only the runtime
+imported, like the host's. The result is one JSON document (``RESULT_KIND``, ``PROTOCOL``) whose ``latency``
+holds entries in the bench report's format and ``samples_ns`` the pooled batch-1 samples; the host checks
+the sha256s it names against what it shipped and judges accuracy itself from the ``predictions``.
 """
 
 from __future__ import annotations
