@@ -53,7 +53,9 @@ def storage_error(exc: BaseException) -> str | None:
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
-            where = f" while writing {exc.filename}" if exc.filename else ""
+            # a copy's error names its source first and the file it was writing second (shutil)
+            target = getattr(exc, "filename2", None) or exc.filename
+            where = f" while writing {target}" if target else ""
             return f"{STORAGE_ERRNOS[exc.errno]}{where} (free some space or write elsewhere)"
         exc = exc.__cause__ or exc.__context__
     return None
