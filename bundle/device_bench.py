@@ -15,6 +15,7 @@ import dataclasses
 import hashlib
 import json
 import shlex
+import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -92,6 +93,9 @@ def device_bundles(manifest: ExportManifest, plan, settings: BenchSettings, dev:
                 settings.export_dir, entry.format, folder, data=settings.data,
                 cache_dir=settings.cache_dir, eval_images=dev.eval_images,
             )  # fmt: skip
+        for stale in cache.glob(f"{entry.format}-{entry.sha256[:12]}-eval*"):  # other code's or sizes'
+            if stale != folder and stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
         out[entry.format] = folder
     return out
 
