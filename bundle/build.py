@@ -176,8 +176,9 @@ def write_bundle(tmp: Path, parts: Parts, chosen, eval_images: int) -> BundleSpe
     (tmp / "requirements.txt").write_text("\n".join(parts.pins) + "\n", encoding="utf-8")
     if artifact.runtime == "litert":
         requires = native_define(parts.cpu["requires"])
+        target = parts.cpu.get("target") or {}
         native_block = native.add_native_runner(
-            tmp, parts.model_name, parts.threads, parts.warnings, requires
+            tmp, parts.model_name, parts.threads, parts.warnings, requires, arch=target.get("arch")
         )
     else:
         native_block = {"binary": None, "reason": native.NO_C_RUNNER[artifact.runtime]}

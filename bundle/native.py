@@ -12,17 +12,19 @@ whereas every LiteRT call of runner.c is a named symbol the linker checks.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 import platform
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from edgebench.errors import EdgebenchError
-from edgebench.fileio import sha256_file
-from edgebench.runtime import RUNTIMES
+from edgebench.fileio import atomic_path, sha256_file
+from edgebench.runtime import RUNTIMES, cpuflags
 
 NATIVE_DIR = Path(__file__).parent / "native"
 SOURCES = ("runner.c", "tflite_check.h", "litert_min.h")
@@ -144,20 +146,75 @@ def build_runner(
         raise EdgebenchError(f"the C runner does not compile with {cc}: {first}")
 
 
+# The C compiler for a bundle whose target is another architecture than this machine's.
+CROSS_COMPILERS = {"arm64": "aarch64-linux-gnu-gcc"}
+MACHINES = {"arm64": "aarch64", "x86_64": "x86_64"}  # model.json's built_for: what `uname -m` says there
+
+
+def aarch64_litert_library(cache: Path) -> Path:
+    """``libLiteRt.so`` of the aarch64 wheel of the installed ai-edge-litert version (downloaded once into
+    ``cache``): what an arm64 bundle's C runner links and ships."""
+    import zipfile
+
+    from edgebench.arm64_packages import WHEEL_TARGET
+
+    dist = RUNTIMES["litert"].distributions[0]
+    version = importlib.metadata.version(dist)
+    folder = cache / "arm64" / f"litert-{version}"
+    lib = folder / LIBRARY
+    if lib.is_file():
+        return lib
+    wheels = folder / "wheel"
+    argv = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", *WHEEL_TARGET]
+    done = subprocess.run([*argv, "-d", str(wheels), f"{dist}=={version}"], capture_output=True, text=True)
+    found = sorted(wheels.glob("*.whl")) if done.returncode == 0 else []
+    if not found:
+        raise EdgebenchError(
+            f"cannot fetch the aarch64 {dist} {version} wheel for the C runner (pip download)"
+        )
+    with zipfile.ZipFile(found[0]) as wheel:
+        member = next((n for n in wheel.namelist() if n.endswith(f"/{LIBRARY}")), None)
+        if member is None:
+            raise EdgebenchError(f"{found[0].name} holds no {LIBRARY}")
+        with atomic_path(lib) as tmp:
+            tmp.write_bytes(wheel.read(member))
+    return lib
+
+
+def toolchain(arch: str | None, cache: Path) -> tuple[Path, str | None, str]:
+    """(LiteRT library, C compiler or None, the machine it builds for) for a runner on ``arch`` (None: this
+    machine's): the installed wheel's library and cc here, the aarch64 wheel's and a cross-compiler for an
+    arm64 target."""
+    host = cpuflags.machine_arch()
+    if arch is None or arch == host:
+        return litert_library(), find_compiler(), MACHINES.get(host, platform.machine())
+    if arch not in CROSS_COMPILERS:
+        raise EdgebenchError(f"no C runner for a {arch} target from this {host} machine")
+    return aarch64_litert_library(cache), shutil.which(CROSS_COMPILERS[arch]), MACHINES[arch]
+
+
 def add_native_runner(
-    dest: Path, model_file: str, threads: int | None, warnings: list[str], requires: str | None = None
+    dest: Path,
+    model_file: str,
+    threads: int | None,
+    warnings: list[str],
+    requires: str | None = None,
+    arch: str | None = None,
 ) -> dict:
     """Sources, Makefile and library into ``dest`` and ``runner`` built there (checking the CPU rules
-    ``requires`` and the sha256 of ``dest / model_file`` at start); model.json's ``native``."""
+    ``requires`` and the sha256 of ``dest / model_file`` at start) for ``arch`` (None: this machine; arm64
+    from x86: cross-compiled against the aarch64 wheel's library); model.json's ``native``."""
     digest = sha256_file(dest / model_file)
     for name in SOURCES:
         shutil.copyfile(NATIVE_DIR / name, dest / name)
-    lib = litert_library()
+    lib, cc, machine = toolchain(arch, default_cache_dir())
     shutil.copyfile(lib, dest / LIBRARY)
     (dest / "Makefile").write_text(render_makefile(model_file, threads, requires, digest), encoding="utf-8")
-    cc = find_compiler()
     if cc is None:
-        warnings.append("no C compiler (cc, gcc, clang, $CC): the C runner ships as source; `make` builds it")
+        compiler = CROSS_COMPILERS.get(arch or "", "cc, gcc, clang or $CC")
+        warnings.append(
+            f"no C compiler ({compiler}): the C runner ships as source; `make` on the device builds it"
+        )
     else:
         build_runner(dest, cc, model_file, threads, requires, digest)
     return {
@@ -166,8 +223,13 @@ def add_native_runner(
         "library": LIBRARY,
         "library_sha256": sha256_file(dest / LIBRARY),
         "binary": RUNNER if cc else None,
-        "built_for": f"{platform.machine()} {platform.system()}" if cc else None,
+        "built_for": f"{machine} Linux" if cc else None,
         "compiler": _compiler_version(cc) if cc else None,
         "build": cc_line(model_file, threads, requires, digest),
         "default_threads": threads,
     }
+
+
+def default_cache_dir() -> Path:
+    """Downloads' home: $EDGEBENCH_CACHE (the Makefile's runs/.cache) or ~/.cache/edgebench."""
+    return Path(os.environ.get("EDGEBENCH_CACHE", Path.home() / ".cache" / "edgebench"))

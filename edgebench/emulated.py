@@ -140,6 +140,8 @@ root="$out/root"
 export PYTHONHOME="$root/usr"
 # read by the device's fingerprint: an emulated time is no device figure, and its reports say so
 export EDGEBENCH_EMULATED="qemu-user -cpu {model.qemu_cpu} ({model.name})"
+# a bundle's aarch64 C runner, started by the guest's Python, goes through the same emulator
+export EDGEBENCH_NATIVE_LAUNCHER="{QEMU} -L '$root' -cpu {model.qemu_cpu}"
 case ":${{PYTHONPATH:-}}:" in
     *":$root/site:"*) ;;
     *) export PYTHONPATH="$root/site${{PYTHONPATH:+:$PYTHONPATH}}" ;;

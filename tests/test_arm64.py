@@ -267,3 +267,44 @@ def test_a_bundle_is_benched_on_the_emulated_devices(
         assert env["machine"] == "arm64" and env["device"]["emulated"] is True
         assert env["cpu_features"]["flags"]["asimddp"] is (cpu == "cortex-a76")
         assert "EMULATED" in (tmp_path / f"bench-arm64-{cpu}" / "report.md").read_text()
+
+
+@pytest.mark.arm64
+def test_an_arm64_bundles_c_runner_passes_its_selftest_under_emulation(
+    devices, tiny_model_path, cifar_folder, cache_dir, tmp_path
+):
+    """bundle --target arm64-dotprod: the C runner cross-compiled against the aarch64 wheel's libLiteRt.so;
+    here it is refused as another machine's, under the emulated Cortex-A76 its self-test passes."""
+    import json
+    import subprocess
+
+    from edgebench.bundle.build import build_bundle
+    from edgebench.bundle.native import CROSS_COMPILERS
+    from edgebench.export.pipeline import ExportSettings, export_model
+
+    if shutil.which(CROSS_COMPILERS["arm64"]) is None:
+        pytest.skip(
+            f"{CROSS_COMPILERS['arm64']} is missing (Debian's gcc-aarch64-linux-gnu; .ci/run installs it)"
+        )
+    shutil.copy(tiny_model_path, tmp_path / "model.keras")
+    settings = ExportSettings(calib_size=40, parity_images=10)
+    export_model(
+        tmp_path / "model.keras",
+        tmp_path / "export",
+        ["tflite-int8"],
+        cifar_folder,
+        cache_dir,
+        settings=settings,
+    )
+    result = build_bundle(
+        tmp_path / "export", "tflite-int8", tmp_path / "bundle", target="arm64-dotprod", eval_images=0
+    )
+    native = json.loads((result.path / "model.json").read_text())["native"]
+    assert native["built_for"] == "aarch64 Linux" and native["binary"] == "runner"
+    assert any("built for aarch64, this machine is x86_64" in line for line in result.selftest)
+    guest = devices["cortex-a76"] / "bin" / "python"
+    done = subprocess.run(
+        [guest, "infer.py", "--selftest"], cwd=result.path, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "C runner selftest passed: 10/10" in done.stdout and "cpu: host arm64" in done.stdout

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import platform
+import shlex
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +16,8 @@ from .paths import confined
 
 if TYPE_CHECKING:
     from .bundle_spec import BundleSpec
+
+LAUNCHER_ENV = "EDGEBENCH_NATIVE_LAUNCHER"
 
 
 def preprocessing_args(contract: dict) -> list[str]:
@@ -45,7 +50,12 @@ def run_native(
     exe = confined(root, spec.binary, "C runner").resolve()  # `make` on the device builds ./runner
     if not exe.is_file():
         return None, f"{exe.name} is not built (no C compiler where the bundle was made): run make in {root}"
-    args = [str(exe), "--json", "--top-k", "1", *preprocessing_args(spec.contract)]
+    # an emulator for a runner of another architecture (edgebench's emulated devices set it: qemu-user)
+    launcher = shlex.split(os.environ.get(LAUNCHER_ENV, ""))
+    built_for = (native.get("built_for") or "").split(" ")[0]
+    if built_for and built_for != platform.machine() and not launcher:
+        return None, f"{exe.name} is built for {built_for}, this machine is {platform.machine()}"
+    args = [*launcher, str(exe), "--json", "--top-k", "1", *preprocessing_args(spec.contract)]
     if threads:
         args += ["--threads", str(threads)]
     if allow_cpu_mismatch:
