@@ -9,28 +9,17 @@ import click
 from edgebench.bench.commands import bench_options, bench_settings, run_host_bench
 from edgebench.bundle.eval_set import DEFAULT_EVAL_IMAGES
 from edgebench.errors import EdgebenchError, GateFailure
-from edgebench.options import group, path_option, shown
+from edgebench.options import device_options as shared_device_options
+from edgebench.options import group, shown
 from edgebench.runtime.cpuflags import ALLOW_FLAG
 
 device_options = group(
-    click.option(
-        "--device",
-        "devices",
-        multiple=True,
-        help="Bench on this device instead of here: ssh://[user@]host[:port] (your own ssh: ~/.ssh/config, "
-        "keys, agents and jump hosts work), local, or qemu://FOLDER (an emulated device from edgebench "
-        "device arm64: accuracy, not speed); repeat for several (in parallel).",
-    ),
-    shown("--device-python", default="python3", help="The Python interpreter there."),
+    shared_device_options("Bench", multiple=True),
     click.option(
         "--device-setup",
         is_flag=True,
         help="Create a venv there from the bundle's requirements.txt (once per requirements) and use it.",
     ),
-    shown(
-        "--device-timeout", default=1800.0, help="Seconds one device command (ship, bench, fetch) may take."
-    ),
-    path_option("--ssh-config", default=None, help="An ssh_config file (ssh -F)."),
     shown(
         "--eval",
         "eval_images",

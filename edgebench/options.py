@@ -256,3 +256,28 @@ def target_option(default: str | None, help: str):
         callback=callback,
         help=f"{help} One of: {', '.join(targets.NAMES)}.{note}",
     )
+
+
+DEVICES = (
+    "ssh://[user@]host[:port] (your own ssh: ~/.ssh/config, keys, agents and jump hosts work), local, or "
+)
+DEVICES += "qemu://FOLDER (an emulated device from edgebench device arm64: accuracy, not speed)"
+
+
+def device_options(what: str, multiple: bool):
+    """``--device`` (one, or ``multiple`` in parallel), ``--device-python``, ``--device-timeout`` and
+    ``--ssh-config``: where ``what`` runs instead of here, and how it is reached (``edgebench.devices``)."""
+    many = "; repeat for several (in parallel)" if multiple else ""
+    return group(
+        click.option(
+            "--device",
+            "devices" if multiple else "device",
+            multiple=multiple,
+            help=f"{what} on this device instead of here: {DEVICES}{many}.",
+        ),
+        shown("--device-python", default="python3", help="The Python interpreter there."),
+        shown(
+            "--device-timeout", default=1800.0, help="Seconds one device command (ship, run, fetch) may take."
+        ),
+        path_option("--ssh-config", default=None, help="An ssh_config file (ssh -F)."),
+    )

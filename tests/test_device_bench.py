@@ -176,3 +176,28 @@ def test_a_device_that_hangs_or_answers_wrongly(run_dir, cifar_folder, device_py
         liar = _wrapper(tmp_path, name, f'{device_python} "$@" && {edit}')
         res = _bench(run_dir, cifar_folder, *ONE, *local, "--device-python", liar)
         _one_device_error(res, words)
+
+
+def test_tune_times_its_candidates_on_the_device(run_dir, cifar_folder, server, device_python, tmp_path):
+    """tune --device: every candidate is timed there (a logging stand-in for the device's python counts the
+    timing rounds it ran), tune.json says which device timed them, and a winner is written."""
+    from edgebench.runtime.latency_stats import LatencySettings
+    from edgebench.tune.search import run_tune
+    from edgebench.tune.space import TuneSettings
+
+    calls = tmp_path / "calls.log"
+    logging_python = _wrapper(tmp_path, "python", f'echo "$@" >> {calls}\nexec {device_python} "$@"')
+    latency = LatencySettings(rounds=1, min_samples=20, time_cap_s=0.1, warmup_runs=2, overhead_block_s=0.01)
+    settings = TuneSettings(
+        model=run_dir / "model.keras", data=str(cifar_folder), out_dir=tmp_path / "tune",
+        runtimes=("litert",), val_images=40, calib_size=40, threads=1, latency=latency,
+        device=server.url, ssh_config=server.client_config, device_python=str(logging_python),
+    )  # fmt: skip
+    result = run_tune(settings, log=lambda _: None)
+    state = result.state
+    timed = [r for r in state["candidates"].values() if r["status"] == "ok"]
+    rounds = [line for line in calls.read_text().splitlines() if "edgebench_runtime.device_bench" in line]
+    assert timed and len(rounds) >= len(timed)
+    assert state["device"]["url"] == server.url and state["context"]["device"] == server.url
+    assert state["device"]["arch"] == "x86_64" and result.entry.format.endswith("-tuned")
+    assert "--device" in CliRunner().invoke(cli, ["tune", "--help"]).output

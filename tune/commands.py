@@ -9,6 +9,7 @@ import click
 from edgebench.errors import EdgebenchError, GateFailure
 from edgebench.options import (
     data_option,
+    device_options,
     export_option,
     list_option,
     max_drop_option,
@@ -50,14 +51,15 @@ class TuneInterrupted(EdgebenchError):
 @shown("--max-exclude", default=TuneSettings.max_exclude, help="Most layers the fallback keeps in float.")
 @shown("--memory-mb", default=TuneSettings.memory_mb, help="RSS limit of each build worker.")
 @target_option(TuneSettings.target, "The CPU the int8 candidates are for (host: this one).")
+@device_options("Time the candidates", multiple=False)
 @shown(
     "--confirm/--no-confirm",
     default=True,
     help="Bench the winner on the full test set afterwards (gate: --max-drop).",
 )
 def tune(threads, confirm, **fields):
-    """The fastest int8 (or float) artifact that keeps accuracy on this machine, chosen on validation
-    images and written into the export folder as <family>-tuned. Resumable: rerun the same command."""
+    """The fastest int8 (or float) artifact that keeps accuracy here (timed on --device where given), chosen
+    on validation images and written into the export folder as <family>-tuned. Resumable: rerun it."""
     from edgebench.tune.report import summary_rows
     from edgebench.tune.search import run_tune
 

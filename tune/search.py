@@ -68,18 +68,27 @@ class _Tuner:
         self.work = ensure_dir(self.out / "work")
         self.cands = ensure_dir(self.out / "candidates")
         self.path = self.out / TUNE_JSON
+        self._device_measurer = None
 
     def measurer(self, latency=None, log=None) -> Measurer:
-        return Measurer(
-            self.work / "val_images.npy",
-            self.work,
-            latency or self.s.latency,
-            [self.s.threads],
-            [],  # no throughput sweep: batch-1 p50 decides
-            100,
-            len(self.manifest.class_names),
-            log or self.log,
-        )
+        """Times candidates in workers here, or on ``--device`` (one measurer per device: it ships each
+        candidate there once)."""
+        args = (self.work / "val_images.npy", self.work, latency or self.s.latency, [self.s.threads])
+        # no throughput sweep: batch-1 p50 decides
+        rest = ([], 100, len(self.manifest.class_names), log or self.log)
+        if not self.s.device:
+            return Measurer(*args, *rest)
+        if self._device_measurer is None:
+            from edgebench.bench.device_measure import DeviceMeasurer
+            from edgebench.devices import Device
+
+            device = Device.parse(self.s.device, self.s.ssh_config)
+            self._device_measurer = DeviceMeasurer(
+                *args, *rest, device=device, python=self.s.device_python, timeout_s=self.s.device_timeout
+            )
+        measurer = self._device_measurer
+        measurer.s, measurer.log = latency or self.s.latency, log or self.log
+        return measurer
 
     def prepare(self) -> None:
         """Validation and calibration images, and the state of an earlier run if it still applies."""
@@ -112,6 +121,8 @@ class _Tuner:
         }
         if self.s.target != targets.HOST:  # recorded in each recipe: another target, other candidates
             ctx["target"] = self.s.target
+        if self.s.device:  # timings from another machine: no earlier timing of this one applies
+            ctx["device"] = self.s.device
         old = read_json(self.path, "tune.json") if self.path.is_file() else {}
         if old and old.get("context") != ctx:
             self.log("tune.json is from another model, data or timing setup: measuring everything again")
@@ -216,6 +227,8 @@ class _Tuner:
             task = MeasureTask(cand.slug, cand.runtime, path)
             probs, _ = self.measurer().accuracy(task)
             _, samples = self.measurer().time_once(task, self.s.threads)
+            if self.s.device and "device" not in self.state:  # what timed the candidates
+                self.state["device"] = {"url": self.s.device, **self.measurer().fingerprint(task)}
         except EdgebenchError as exc:
             rec.update(reason=getattr(exc, "reason", "error"), message=str(exc))
         else:

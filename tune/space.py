@@ -67,7 +67,11 @@ class TuneSettings:
     sensitivity_images: int = 32
     memory_mb: int = 4096  # per build worker (RSS)
     latency: LatencySettings = field(default_factory=_latency)
-    target: str = targets.HOST  # the CPU the int8 candidates are for (measured here all the same)
+    target: str = targets.HOST  # the CPU the int8 candidates are for (measured here, unless ``device``)
+    device: str | None = None  # time the candidates there (edgebench.devices URL); accuracy stays here
+    device_python: str = "python3"
+    device_timeout: float = 1800.0
+    ssh_config: str | None = None
 
     def check(self) -> None:
         targets.check(self.target)
