@@ -197,6 +197,8 @@ def run_bundle(device: Device, folder: Path, settings: BenchSettings, dev: Devic
         result = json.loads(device.get(f"{remote}/result.json", dev.timeout_s))
     except ValueError as exc:
         raise DeviceError(f"{device.url}: {folder.name}: the result is not JSON ({exc})") from None
+    if device.local:  # a copy here serves nothing once its result is read (a remote one stays to rerun)
+        device.remove(remote, dev.timeout_s)
     return check_result(result, Bundle(folder), device.url)
 
 
