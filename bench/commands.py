@@ -1,5 +1,5 @@
 """``edgebench bench``'s options and its run on this machine (the command itself, which adds ``--device``,
-is in ``edgebench.bundle.device_commands``: a device bench ships bundles), and ``edgebench compare`` /
+is in ``edgebench.bundle.bench_command``: a device bench ships bundles), and ``edgebench compare`` /
 ``crosscheck``: thin click layers."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def _row_line(row: dict) -> None:
 
 
 # Every option of ``edgebench bench``, defined once: this command and its device form
-# (``edgebench.bundle.device_commands``) take the same ones.
+# (``edgebench.bundle.bench_command``) take the same ones.
 bench_options = group(
     export_option(required=True),
     reference_options(),

@@ -23,7 +23,7 @@ COMMANDS = {
     "gpu-payload": "edgebench.train.commands:gpu_payload",
     "export": "edgebench.export.commands:export",
     "import": "edgebench.export.commands:import_files",
-    "bench": "edgebench.bundle.device_commands:bench",  # bench's own command with --device
+    "bench": "edgebench.bundle.bench_command:bench",  # bench's own command with --device
     "compare": "edgebench.bench.commands:compare",
     "crosscheck": "edgebench.bench.commands:crosscheck",
     "results-doc": "edgebench.bench.results_doc:results_doc",
