@@ -71,6 +71,8 @@ def bench(max_drop, min_accuracy, require, providers, formats, no_plots, devices
 def _verdict(outcomes) -> None:
     """One line per device; exit 2 if a device could not be benched, 1 if a device's gate failed."""
     for o in outcomes:
+        for line in o.failures.values():
+            click.echo(f"error: {line}", err=True)
         if o.error:
             click.echo(f"error: {o.error}", err=True)
         else:
@@ -80,6 +82,11 @@ def _verdict(outcomes) -> None:
     errors = [o for o in outcomes if o.error]
     if errors:
         raise EdgebenchError(f"{len(errors)} of {len(outcomes)} device(s) could not be benched")
+    broken = [f"{o.device.url} {fmt}" for o in outcomes for fmt in o.failures]
+    if broken:
+        raise EdgebenchError(
+            f"{len(broken)} artifact(s) could not be benched on their device: {', '.join(broken)}"
+        )
     failed = [o.device.url for o in outcomes if not o.gate.passed]
     if failed:
         raise GateFailure(f"gate failed on {', '.join(failed)}")

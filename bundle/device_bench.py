@@ -18,7 +18,7 @@ import shlex
 import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -35,7 +35,7 @@ from edgebench.bundle.build import build_bundle
 from edgebench.bundle.device_report import check_result, device_environment
 from edgebench.bundle.eval_set import DEFAULT_EVAL_IMAGES
 from edgebench.devices import Device, DeviceError
-from edgebench.errors import EdgebenchError
+from edgebench.errors import ArtifactError, EdgebenchError
 from edgebench.export.manifest import ExportManifest
 from edgebench.fileio import ensure_dir
 from edgebench.runtime import RUNTIMES, Bundle
@@ -59,6 +59,7 @@ class DeviceOutcome:
     out_dir: Path | None = None
     gate: GateResult | None = None
     error: str | None = None
+    failures: dict = field(default_factory=dict)  # format -> the line of a bundle that failed there
 
 
 def run_device_bench(settings: BenchSettings, dev: DeviceSettings, log=print) -> list[DeviceOutcome]:
@@ -147,26 +148,41 @@ def host_predictions(plan, settings: BenchSettings, eval_set, manifest, log) -> 
 
 
 def bench_on(device: Device, bundles: dict, plan, host, settings, dev, manifest, log) -> DeviceOutcome:
-    """Every bundle benched on ``device`` and its report written; a device error is its outcome."""
+    """Every bundle benched on ``device`` and its report written. A bundle that fails there is a failed row
+    (one failing artifact never stops the others); a device that cannot be reached, hangs or answers
+    wrongly is the device's outcome."""
     say = lambda line: log(f"[{device.name}] {line}")  # noqa: E731
+    results, failed = {}, {}
     try:
-        results = {fmt: run_bundle(device, folder, settings, dev, say) for fmt, folder in bundles.items()}
-        report, gate = device_report(device, results, plan, host, settings, manifest)
-        out_dir = ensure_dir(settings.out_dir or Path(settings.export_dir).parent / f"bench-{device.name}")
-        if settings.out_dir and len(dev.urls) > 1:
-            out_dir = ensure_dir(Path(settings.out_dir) / device.name)
-        predictions = {fmt: np.asarray(r["accuracy"]["predictions"]) for fmt, r in results.items()}
-        labels = next(iter(results.values()))["labels"]
-        samples_ms = {
-            (fmt, int(t)): np.asarray(ns, dtype=float) / 1e6
-            for fmt, r in results.items()
-            for t, ns in r["samples_ns"].items()
-        }
-        write_all(out_dir, report, samples_ms, {**_reference(plan, host), **predictions}, labels, plots=False)
+        for fmt, folder in bundles.items():
+            try:
+                results[fmt] = run_bundle(device, folder, settings, dev, say)
+            except ArtifactError as exc:
+                failed[fmt] = exc
+                say(f"{fmt}: {exc}")
+        if not results:
+            raise next(iter(failed.values()))
+        report, gate = device_report(device, results, plan, host, settings, manifest, failed)
+        out_dir = write_device_report(device, report, results, plan, host, settings, dev)
         say(f"report: {out_dir / 'report.json'}")
-        return DeviceOutcome(device, out_dir, gate)
+        return DeviceOutcome(device, out_dir, gate, failures={f: str(e) for f, e in failed.items()})
     except (DeviceError, EdgebenchError) as exc:
         return DeviceOutcome(device, error=str(exc) if device.url in str(exc) else f"{device.url}: {exc}")
+
+
+def write_device_report(device: Device, report, results: dict, plan, host, settings, dev) -> Path:
+    out_dir = ensure_dir(settings.out_dir or Path(settings.export_dir).parent / f"bench-{device.name}")
+    if settings.out_dir and len(dev.urls) > 1:
+        out_dir = ensure_dir(Path(settings.out_dir) / device.name)
+    predictions = {fmt: np.asarray(r["accuracy"]["predictions"]) for fmt, r in results.items()}
+    labels = next(iter(results.values()))["labels"]
+    samples_ms = {
+        (fmt, int(t)): np.asarray(ns, dtype=float) / 1e6
+        for fmt, r in results.items()
+        for t, ns in r["samples_ns"].items()
+    }
+    write_all(out_dir, report, samples_ms, {**_reference(plan, host), **predictions}, labels, plots=False)
+    return out_dir
 
 
 def _reference(plan, host: dict) -> dict:
@@ -190,9 +206,10 @@ def run_bundle(device: Device, folder: Path, settings: BenchSettings, dev: Devic
     command += ["--allow-cpu-mismatch"] if dev.allow_cpu_mismatch else []
     say(f"{folder.name}: running {' '.join(command[:3])} ...")
     done = device.run(command, dev.timeout_s, cwd=remote)
-    if done.returncode != 0:
+    if done.returncode != 0:  # the bundle failed there (its own one line): a failed row, not a lost device
         lines = done.stderr.decode(errors="replace").strip().splitlines()
-        raise DeviceError(f"{device.url}: {folder.name}: {lines[-1] if lines else f'exit {done.returncode}'}")
+        why = lines[-1] if lines else f"exit {done.returncode}"
+        raise ArtifactError("device-error", f"{device.url}: {folder.name}: {why}")
     try:
         result = json.loads(device.get(f"{remote}/result.json", dev.timeout_s))
     except ValueError as exc:
@@ -228,7 +245,7 @@ def _python(device: Device, folder: Path, root: str, dev: DeviceSettings) -> str
     return f"{venv}/bin/python"
 
 
-def device_report(device: Device, results: dict, plan, host: dict, settings, manifest):
+def device_report(device: Device, results: dict, plan, host: dict, settings, manifest, failed=None):
     """The device's BenchReport: the host's reference row, one row per bundled artifact scored from the
     device's predictions, bench's gate on the device's drops."""
     first = next(iter(results.values()))
@@ -237,6 +254,10 @@ def device_report(device: Device, results: dict, plan, host: dict, settings, man
     ref_pred = host.get(plan.reference_name)
     for row in plan.rows:
         result = results.get(row.format)
+        if row.format in (failed or {}):
+            failed_row = BenchRow.planned(manifest.entry(row.format))
+            failed_row.fail(failed[row.format].reason, str(failed[row.format]))
+            rows.append(failed_row)
         if result is None:
             continue
         device_row = BenchRow.planned(manifest.entry(row.format))

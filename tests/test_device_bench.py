@@ -142,22 +142,18 @@ def test_no_python_or_no_runtime_there(run_dir, cifar_folder, server):
 
 
 def test_a_cpu_lacking_a_flag_is_refused_unless_allowed(run_dir, cifar_folder, device_python, tmp_path):
-    """The onnx-int8 recipe built here needs VNNI; a device without it refuses the bundle (its own check)."""
+    """The onnx-int8 recipe built here needs VNNI; a device without it refuses that bundle (its own check):
+    a failed row in the device's report, the other artifact still benched, exit 2."""
     avx2 = _wrapper(tmp_path, "python", f'EDGEBENCH_FAKE_CPU_FLAGS=x86_64:avx2,fma exec {device_python} "$@"')
-    args = (
-        "--formats",
-        "onnx-int8",
-        "--reference-format",
-        "onnx",
-        "--device",
-        "local",
-        "--device-python",
-        avx2,
-    )
+    args = ("--formats", "tflite-int8,onnx-int8", "--reference-format", "onnx", "--device", "local")
+    args += ("--device-python", avx2, "--out", tmp_path / "avx2")
     res = _bench(run_dir, cifar_folder, *args)
     if res.exit_code == 0:
         pytest.skip("this export's onnx-int8 needs no CPU flag (7-bit weights on a CPU without VNNI)")
-    _one_device_error(res, "lacks")
+    assert "local" in _one_device_error(res, "lacks")
+    rows = {r["format"]: r for r in json.loads((tmp_path / "avx2" / "report.json").read_text())["artifacts"]}
+    assert rows["onnx-int8"]["status"] == "error" and "lacks" in rows["onnx-int8"]["message"]
+    assert rows["tflite-int8"]["status"] == "pass"
     assert _bench(run_dir, cifar_folder, *args, "--allow-cpu-mismatch").exit_code == 0
 
 
