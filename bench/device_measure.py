@@ -18,13 +18,24 @@ from pathlib import Path
 import numpy as np
 
 from edgebench.bench.measure import Measurer, MeasureTask
-from edgebench.devices import Device, DeviceError
+from edgebench.devices import Device, DeviceError, last_line
 from edgebench.errors import ArtifactError
 from edgebench.fileio import sha256_file
 from edgebench.runtime import artifact_files
 from edgebench.runtime.timing import clamp_batches
 
-PACKAGE = "edgebench_runtime"  # the runtime package as a bundle carries it
+# the name edgebench.runtime gets where it is shipped (a bundle's infer.py imports it)
+RUNTIME_PACKAGE = "edgebench_runtime"
+
+
+def copy_runtime_package(dest: Path) -> Path:
+    """``dest/edgebench_runtime``: the runtime package verbatim (one implementation on both sides)."""
+    import edgebench.runtime
+
+    src, skip = Path(edgebench.runtime.__file__).parent, shutil.ignore_patterns("__pycache__", "*.pyc")
+    return Path(shutil.copytree(src, dest / RUNTIME_PACKAGE, ignore=skip))
+
+
 _FINGERPRINT = (
     "import json; from edgebench_runtime.device_info import fingerprint; print(json.dumps(fingerprint()))"
 )
@@ -41,14 +52,9 @@ class DeviceMeasurer(Measurer):
         """The folder there holding ``task``'s file, the runtime package and the images (shipped once)."""
         key = f"{task.name}-{sha256_file(task.path)[:12]}"
         if key not in self._shipped:
-            import edgebench.runtime
-
             with tempfile.TemporaryDirectory() as tmp:
                 folder = Path(tmp) / key
-                shutil.copytree(
-                    Path(edgebench.runtime.__file__).parent, folder / PACKAGE,
-                    ignore=shutil.ignore_patterns("__pycache__"),
-                )  # fmt: skip
+                copy_runtime_package(folder)
                 for path in artifact_files(task.path, task.runtime):
                     shutil.copyfile(path, folder / path.name)
                 shutil.copyfile(self.images_path, folder / "images.npy")
@@ -60,7 +66,7 @@ class DeviceMeasurer(Measurer):
         """The device's fingerprint (its Python, CPU, flags), from the folder shipped for ``task``."""
         done = self.device.run([self.python, "-c", _FINGERPRINT], self.timeout_s, cwd=self._ship(task))
         if done.returncode != 0:
-            raise DeviceError(f"{self.device.url}: {_last(done.stderr)}")
+            raise DeviceError(f"{self.device.url}: {last_line(done.stderr)}")
         return json.loads(done.stdout)
 
     def time_once(self, task: MeasureTask, threads: int, first_round: bool = True):
@@ -79,10 +85,10 @@ class DeviceMeasurer(Measurer):
             fh.write(json.dumps(order).encode())
             fh.seek(0)
             self.device.run(["sh", "-c", "cat > task.json"], self.timeout_s, stdin=fh, cwd=remote)
-        command = [self.python, "-m", f"{PACKAGE}.device_bench", "task.json"]
+        command = [self.python, "-m", f"{RUNTIME_PACKAGE}.device_bench", "task.json"]
         done = self.device.run(command, self.timeout_s, cwd=remote)
         if done.returncode != 0:
-            raise ArtifactError("device-error", f"{self.device.url}: {task.name}: {_last(done.stderr)}")
+            raise ArtifactError("device-error", f"{self.device.url}: {task.name}: {last_line(done.stderr)}")
         result = json.loads(self.device.get(f"{remote}/result.json", self.timeout_s))
         samples = np.load(
             io.BytesIO(self.device.get(f"{remote}/samples.npy", self.timeout_s)), allow_pickle=False
@@ -92,8 +98,3 @@ class DeviceMeasurer(Measurer):
                 "device-error", f"{self.device.url}: {task.name}: its samples are not timings"
             )
         return result, samples
-
-
-def _last(stderr: bytes) -> str:
-    lines = stderr.decode(errors="replace").strip().splitlines()
-    return lines[-1] if lines else "no message"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgebench.export.manifest import ArtifactEntry
+from edgebench.runtime.fields import with_extra
 
 REFERENCE, EVALUATED, PASS, FAIL, ERROR, SKIPPED = (
     "reference",
@@ -176,8 +177,4 @@ class BenchRow:
 
     @classmethod
     def from_dict(cls, d: dict) -> BenchRow:
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        return cls(
-            **{k: v for k, v in d.items() if k in names},
-            extra={k: v for k, v in d.items() if k not in names},
-        )
+        return with_extra(cls, d)

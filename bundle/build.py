@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgebench import runtime
+from edgebench.bench.device_measure import copy_runtime_package
 from edgebench.bundle import native
 from edgebench.bundle.eval_set import DEFAULT_EVAL_IMAGES, write_eval_set
 from edgebench.bundle.figures import check_gate, read_figures
@@ -40,14 +41,12 @@ SAMPLES, SEED = 10, 0  # real test images for infer.py --selftest, and their sel
 BASE_REQUIREMENTS = ("numpy", "pillow")  # what the runtime package imports itself
 
 
-RUNTIME_PACKAGE = "edgebench_runtime"  # the name edgebench.runtime gets inside a bundle (infer.py imports it)
 INFER_PY = "templates/infer.py"  # package data: the bundle's command line, copied verbatim
 
 
 def copy_runtime(dest: Path) -> None:
     """``edgebench_runtime/`` (the runtime package verbatim: one implementation, not two) and infer.py."""
-    src = Path(runtime.__file__).parent
-    shutil.copytree(src, dest / RUNTIME_PACKAGE, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    copy_runtime_package(dest)
     template = importlib.resources.files("edgebench.bundle").joinpath(INFER_PY)
     (dest / "infer.py").write_text(template.read_text(encoding="utf-8"), encoding="utf-8")
     os.chmod(dest / "infer.py", 0o755)

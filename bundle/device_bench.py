@@ -34,7 +34,7 @@ from edgebench.bench.settings import BenchSettings
 from edgebench.bundle.build import build_bundle
 from edgebench.bundle.device_report import check_result, device_environment
 from edgebench.bundle.eval_set import DEFAULT_EVAL_IMAGES
-from edgebench.devices import Device, DeviceError
+from edgebench.devices import Device, DeviceError, last_line
 from edgebench.errors import ArtifactError, EdgebenchError
 from edgebench.export.manifest import ExportManifest
 from edgebench.fileio import ensure_dir
@@ -207,8 +207,7 @@ def run_bundle(device: Device, folder: Path, settings: BenchSettings, dev: Devic
     say(f"{folder.name}: running {' '.join(command[:3])} ...")
     done = device.run(command, dev.timeout_s, cwd=remote)
     if done.returncode != 0:  # the bundle failed there (its own one line): a failed row, not a lost device
-        lines = done.stderr.decode(errors="replace").strip().splitlines()
-        why = lines[-1] if lines else f"exit {done.returncode}"
+        why = last_line(done.stderr, default=f"exit {done.returncode}")
         raise ArtifactError("device-error", f"{device.url}: {folder.name}: {why}")
     try:
         result = json.loads(device.get(f"{remote}/result.json", dev.timeout_s))
@@ -240,8 +239,7 @@ def _python(device: Device, folder: Path, root: str, dev: DeviceSettings) -> str
     )
     done = device.run(["sh", "-c", script], dev.timeout_s)
     if done.returncode != 0:
-        tail = done.stderr.decode(errors="replace").strip().splitlines()
-        raise DeviceError(f"{device.url}: --device-setup failed: {tail[-1] if tail else 'no message'}")
+        raise DeviceError(f"{device.url}: --device-setup failed: {last_line(done.stderr)}")
     return f"{venv}/bin/python"
 
 

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 from edgebench.errors import EdgebenchError
-from edgebench.fileio import atomic_path, sha256_file
+from edgebench.fileio import atomic_path, default_cache_dir, sha256_file
 from edgebench.runtime import RUNTIMES, cpuflags
 
 NATIVE_DIR = Path(__file__).parent / "native"
@@ -228,8 +228,3 @@ def add_native_runner(
         "build": cc_line(model_file, threads, requires, digest),
         "default_threads": threads,
     }
-
-
-def default_cache_dir() -> Path:
-    """Downloads' home: $EDGEBENCH_CACHE (the Makefile's runs/.cache) or ~/.cache/edgebench."""
-    return Path(os.environ.get("EDGEBENCH_CACHE", Path.home() / ".cache" / "edgebench"))

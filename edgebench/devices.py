@@ -135,14 +135,14 @@ class Device:
             stream.seek(0)
             done = self.run(["sh", "-c", script], timeout, stdin=stream)
         if done.returncode != 0:
-            raise DeviceError(f"{self.url}: cannot ship {folder.name} there: {_last_line(done.stderr)}")
+            raise DeviceError(f"{self.url}: cannot ship {folder.name} there: {last_line(done.stderr)}")
 
     def get(self, remote: str, timeout: float, limit: int = MAX_RESULT_BYTES) -> bytes:
         """The bytes of the file ``remote`` there, refused past ``limit`` bytes."""
         with tempfile.TemporaryFile() as out:
             done = self.run(["head", "-c", str(limit + 1), remote], timeout, stdout=out)
             if done.returncode != 0:
-                raise DeviceError(f"{self.url}: cannot read {remote} there: {_last_line(done.stderr)}")
+                raise DeviceError(f"{self.url}: cannot read {remote} there: {last_line(done.stderr)}")
             if out.tell() > limit:
                 raise DeviceError(f"{self.url}: {remote} is larger than {limit} bytes: not a bench result")
             out.seek(0)
@@ -152,14 +152,15 @@ class Device:
         self.run(["rm", "-rf", remote], timeout)
 
 
-def _last_line(stderr: bytes) -> str:
+def last_line(stderr: bytes, default: str = "no message") -> str:
+    """The last non-blank line a device's command wrote to stderr: the line that says why it failed."""
     lines = [line.strip() for line in stderr.decode(errors="replace").splitlines() if line.strip()]
-    return lines[-1] if lines else "no message"
+    return lines[-1] if lines else default
 
 
 def _ssh_problem(stderr: bytes) -> str:
     """What ssh's own failure (exit 255) means, in the words a user acts on."""
-    text = _last_line(stderr)
+    text = last_line(stderr)
     if "Permission denied" in text:
         return f"the key was refused ({text}); check the user, the key and the agent"
     if "Connection refused" in text or "No route to host" in text or "timed out" in text:

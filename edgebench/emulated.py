@@ -21,7 +21,7 @@ from pathlib import Path
 
 from edgebench import arm64_packages as packages
 from edgebench.errors import EdgebenchError
-from edgebench.fileio import write_json, write_text
+from edgebench.fileio import default_cache_dir, write_json, write_text
 
 QEMU = "qemu-aarch64-static"
 # The guest's check that the wheels import and what it reports (JSON on stdout).
@@ -92,11 +92,6 @@ def qemu_version(qemu: str) -> str:
     """The first line of ``qemu-aarch64-static --version``."""
     done = subprocess.run([qemu, "--version"], capture_output=True, text=True, check=False)
     return (done.stdout.splitlines() or ["unknown"])[0].strip()
-
-
-def default_cache() -> Path:
-    """Where downloads are kept: $EDGEBENCH_CACHE (the Makefile's runs/.cache) or ~/.cache/edgebench."""
-    return Path(os.environ.get("EDGEBENCH_CACHE", Path.home() / ".cache" / "edgebench"))
 
 
 def features(hwcap: int, hwcap2: int) -> list[str]:
@@ -175,7 +170,7 @@ def build_device(cpu: str, out: str | os.PathLike, cache: str | os.PathLike | No
             return json.loads((out / "device.json").read_text(encoding="utf-8"))
         log(f"device {out} is rebuilt: {problem}")
     clear_build(out)
-    downloads = Path(cache or default_cache()) / "arm64"
+    downloads = Path(cache or default_cache_dir()) / "arm64"
     lock = packages.fetch(downloads, log=log)
     write_json(out / "packages.lock.json", lock)  # first: it marks the folder as a device being built
     partial = out / ".partial-root"

@@ -16,6 +16,12 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def default_cache_dir() -> Path:
+    """Where decoded data and downloads are kept: $EDGEBENCH_CACHE (the Makefile's runs/.cache) or
+    ~/.cache/edgebench."""
+    return Path(os.environ.get("EDGEBENCH_CACHE", Path.home() / ".cache" / "edgebench"))
+
+
 def ensure_dir(path: str | os.PathLike) -> Path:
     """Create ``path`` (and parents); a one-line error if it cannot be created or written."""
     path = Path(path)

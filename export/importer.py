@@ -79,8 +79,8 @@ def inspect_file(item: str) -> dict:
     missing = [p for p in artifact_files(path, runtime)[1:] if not p.is_file()]
     if missing:
         raise EdgebenchError(f"cannot import {path}: {missing[0].name} is not beside it (its weights)")
-    if runtime == "onnxruntime":
-        _onnx_external_data(path)  # confined to the file's folder before any parser follows it
+    # confined to the file's folder before any parser follows it; inlined when it is copied in
+    external = _onnx_external_data(path) if runtime == "onnxruntime" else []
     try:
         probe_model(path, runtime)  # a file LiteRT would crash on: one line, before it is inspected here
     except InferenceError as exc:
@@ -105,8 +105,9 @@ def inspect_file(item: str) -> dict:
     # the user's file name, in safe characters: it lands in shell lines and C defines of a bundle
     filename = known.filename if known else safe_name(path.name)
     return dict(
-        name=name, path=path, filename=filename, runtime=runtime, info=info, coverage=cov, label=label
-    )
+        name=name, path=path, filename=filename, runtime=runtime, info=info, coverage=cov, label=label,
+        external_data=bool(external),
+    )  # fmt: skip
 
 
 def _check_distinct(items: list[dict]) -> None:
@@ -212,7 +213,7 @@ def _import_one(item, out_dir: Path, images, reference, contract, ref_name: str,
     try:
         sidecars = RUNTIMES[runtime].sidecars
         with atomic_path(out_dir / filename, sidecars) as tmp:
-            _copy_in(item["path"], tmp, runtime)
+            _copy_in(item, tmp)
             try:
                 probs = run_artifact(runtime, tmp, images, contract)
             except EdgebenchError as exc:
@@ -258,13 +259,16 @@ def _onnx_external_data(path: Path) -> list[str]:
     return [t.name for t in external]
 
 
-def _copy_in(src: Path, dest: Path, runtime: str) -> None:
-    """Copy the artifact (and its sidecars) to ``dest``; an ONNX file whose tensors live in external data
-    files is stored as one file, its tensors inlined: the export folder then holds every byte it runs,
-    under the manifest's sha256 (protobuf's 2-GB limit applies)."""
-    if runtime != "onnxruntime" or not _onnx_external_data(src):
-        return copy_artifact(src, dest, runtime)
+def _copy_in(item: dict, dest: Path) -> None:
+    """Copy the inspected file ``item`` (and its sidecars) to ``dest``; an ONNX file whose tensors live in
+    external data files is stored as one file, its tensors inlined: the export folder then holds every
+    byte it runs, under the manifest's sha256 (protobuf's 2-GB limit applies)."""
+    src = item["path"]
+    if not item["external_data"]:
+        return copy_artifact(src, dest, item["runtime"])
     import onnx
+
+    _onnx_external_data(src)  # checked again right where the locations are followed
 
     try:
         onnx.save(onnx.load(src), dest)

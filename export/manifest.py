@@ -18,6 +18,8 @@ from edgebench import __version__, environment
 from edgebench.errors import ArtifactError, EdgebenchError
 from edgebench.fileio import read_json, sha256_file, write_json
 from edgebench.runtime import Contract, sidecar_problem
+from edgebench.runtime.base import fixed_batch
+from edgebench.runtime.fields import with_extra
 from edgebench.runtime.paths import UnsafePath, confined
 
 MANIFEST_FILE = "manifest.json"
@@ -67,10 +69,7 @@ class ArtifactEntry:
     @property
     def fixed_batch(self) -> int | None:
         """The batch size a fixed-batch artifact requires; None when the batch dimension is dynamic."""
-        if self.dynamic_batch:
-            return None
-        shape = (self.inputs or [{}])[0].get("shape") or [-1]
-        return int(shape[0]) if shape[0] and shape[0] > 0 else None
+        return fixed_batch(self.inputs, self.dynamic_batch)
 
     @property
     def total_bytes(self) -> int | None:
@@ -91,11 +90,7 @@ class ArtifactEntry:
 
     @classmethod
     def from_dict(cls, d: dict) -> ArtifactEntry:
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        return cls(
-            **{k: v for k, v in d.items() if k in names},
-            extra={k: v for k, v in d.items() if k not in names},
-        )
+        return with_extra(cls, d)
 
 
 @dataclass(frozen=True)

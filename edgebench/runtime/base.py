@@ -245,6 +245,15 @@ def portable_runtimes() -> list[Runtime]:
     return [rt for rt in RUNTIMES.values() if rt.portable]
 
 
+def fixed_batch(inputs, dynamic_batch) -> int | None:
+    """The batch size a model file requires (its first input's leading dimension), as a manifest entry or
+    model.json records its I/O; None when the batch dimension is dynamic."""
+    if dynamic_batch:
+        return None
+    shape = (inputs or [{}])[0].get("shape") or [-1]
+    return int(shape[0]) if shape[0] and shape[0] > 0 else None
+
+
 def artifact_files(path: str | os.PathLike, runtime: str | None = None) -> list[Path]:
     """The artifact file and its sidecars (same stem, the row's sidecar suffixes), main file first: what
     travels, is hashed and is renamed together."""

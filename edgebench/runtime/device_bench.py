@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import device_info
-from .base import RUNTIMES, InferenceError, RunnerSpec, open_runner
+from .base import RUNTIMES, InferenceError, RunnerSpec, fixed_batch, open_runner
 from .bundle import sha256_file
 from .latency_stats import LatencySettings, aggregate
 from .timing import EVAL_BATCH, clamp_batches, predict, time_fresh
@@ -182,7 +182,7 @@ def bench_main(bundle, args) -> int:
         bundle.spec.runtime, str(bundle.model_path), None, {"contract": bundle.contract.to_dict()}
     )
     settings = LatencySettings(rounds=args.rounds, min_samples=args.min_samples, time_cap_s=args.time_cap)
-    fixed = None if bundle.spec.dynamic_batch else _fixed_batch(bundle.spec.inputs)
+    fixed = fixed_batch(bundle.spec.inputs, bundle.spec.dynamic_batch)
     shipped = {
         "file": bundle.spec.model.file,
         "sha256": bundle.spec.model.sha256,
@@ -201,11 +201,6 @@ def bench_main(bundle, args) -> int:
         _write_atomic(args.out, text)
     print(text if args.json else summary_lines(result))
     return 0
-
-
-def _fixed_batch(inputs: list) -> int | None:
-    shape = (inputs or [{}])[0].get("shape") or [-1]
-    return int(shape[0]) if shape[0] and shape[0] > 0 else None
 
 
 def _write_atomic(path, text: str) -> None:

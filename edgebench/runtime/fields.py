@@ -3,6 +3,7 @@ required keys, types and a few value rules, each failure one line naming the fie
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from .base import InferenceError
@@ -66,3 +67,12 @@ def items(doc: dict, key: str, kind, *, where: str = "", minimum: int = 0) -> li
         if not _is(value, (kind,)):
             raise FieldError(f"{where}{key}[{n}] must be {_KIND_NAMES[kind]}")
     return values
+
+
+def with_extra(cls, doc: dict):
+    """``cls`` (a dataclass with an ``extra`` field) from ``doc``: the fields it declares as themselves, every
+    other key in ``extra`` (what a newer edgebench wrote: kept and written back, not interpreted)."""
+    names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+    return cls(
+        **{k: v for k, v in doc.items() if k in names}, extra={k: v for k, v in doc.items() if k not in names}
+    )

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edgebench.errors import EdgebenchError
-from edgebench.fileio import atomic_path
+from edgebench.fileio import atomic_path, default_cache_dir
 from edgebench.runtime import CIFAR10_CLASSES, INPUT_SIZE, InferenceError, load_image, resize_pixels
 from edgebench.train.data.progress import progress
 
@@ -53,10 +53,6 @@ class Dataset:
 
 def default_source() -> str:
     return os.environ.get("EDGEBENCH_DATA", "keras")
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("EDGEBENCH_CACHE", Path.home() / ".cache" / "edgebench"))
 
 
 def load_dataset(

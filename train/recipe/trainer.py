@@ -28,10 +28,9 @@ import keras
 from edgebench.cpu import fingerprint
 from edgebench.environment import code_commit
 from edgebench.errors import EdgebenchError
-from edgebench.fileio import atomic_path, sha256_file, write_json
+from edgebench.fileio import atomic_path, default_cache_dir, sha256_file, write_json
 from edgebench.train.data.dataset import (
     Dataset,
-    default_cache_dir,
     load_dataset,
     split_validation,
     stratified_indices,
