@@ -20,6 +20,7 @@ COMMANDS = {
     "predict": "edgebench.train.commands:predict",
     "pack-model": "edgebench.train.commands:pack_model",
     "fetch-model": "edgebench.train.commands:fetch_model",
+    "train-plan": "edgebench.train.plan_command:train_plan",
     "gpu-payload": "edgebench.train.commands:gpu_payload",
     "export": "edgebench.export.commands:export",
     "import": "edgebench.export.commands:import_files",

@@ -13,6 +13,7 @@ import numpy as np
 
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import atomic_path
+from edgebench.runtime import INPUT_SIZE
 from edgebench.train.data.extractor import KerasExtractor
 from edgebench.train.data.progress import progress
 
@@ -22,8 +23,41 @@ if TYPE_CHECKING:  # the augmentation options only: data/ imports nothing of the
 CHUNK = 1024  # images per predict() call when filling a feature cache
 
 
+AUGMENTATIONS = ("affine", "crop-flip")  # --augment: the classic recipe's, or a short schedule's
+
+
+@keras.saving.register_keras_serializable(package="edgebench")
+class ReflectPad(keras.layers.Layer):
+    """Pads height and width by ``pad`` pixels on each side, mirroring the border (for random crops)."""
+
+    def __init__(self, pad: int = 4, **kwargs):
+        super().__init__(**kwargs)
+        self.pad = pad
+
+    def call(self, x):
+        p = self.pad
+        return keras.ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], mode="reflect")
+
+    def get_config(self):
+        return {**super().get_config(), "pad": self.pad}
+
+
 def augmenter(preset: Preset, seed: int) -> keras.Sequential:
-    """The on-the-fly augmentation of the classic recipe: rotation, zoom, horizontal flip, shifts."""
+    """The on-the-fly augmentation: ``affine`` (the classic recipe: rotation, zoom, horizontal flip, shifts)
+    or ``crop-flip`` (a random 32x32 crop of the reflect-padded image and a horizontal flip: what suits a
+    schedule of tens of epochs rather than hundreds)."""
+    if preset.augment not in AUGMENTATIONS:
+        raise EdgebenchError(f"--augment takes {' or '.join(AUGMENTATIONS)}, got {preset.augment!r}")
+    if preset.augment == "crop-flip":
+        side = INPUT_SIZE
+        return keras.Sequential(
+            [
+                ReflectPad(4, name="reflect_pad"),
+                keras.layers.RandomCrop(side, side, seed=seed),
+                keras.layers.RandomFlip("horizontal", seed=seed + 1),
+            ],
+            name="augment",
+        )
     steps = []
     if preset.flip:
         steps.append(keras.layers.RandomFlip("horizontal", seed=seed))

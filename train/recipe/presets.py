@@ -41,6 +41,11 @@ class Preset:
     zoom: float = _opt(0.1, "random zoom factor")
     shift: float = _opt(0.1, "random width/height shift, fraction of the side")
     flip: bool = _opt(True, "random horizontal flip")
+    augment: str = _opt(
+        "affine",
+        "augmentation: affine (rotation, zoom, shift, flip as set above) or crop-flip (random 32x32 crop of "
+        "the image reflect-padded by 4, horizontal flip)",
+    )
     ablation: bool = _opt(True, "also train the frozen base with 0-1 scaling (the known failure)")
     ablation_train_per_class: int | None = _opt(200, "ablation train images per class (unset: all)")
     ablation_val_per_class: int | None = _opt(50, "ablation validation images per class (unset: all)")

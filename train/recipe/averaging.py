@@ -1,0 +1,45 @@
+"""Weight averaging for a training run: an exponential moving average of the trained weights, kept beside
+them and swapped in for validation and saving.
+
+BatchNorm stays frozen in this recipe (inference mode, ImageNet statistics), so the averaged weights need no
+BatchNorm recalibration: the statistics they are normalised with are the ones every trained step used.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+
+class WeightAverage(keras.callbacks.Callback):
+    """EMA of ``trained``'s trainable weights, updated after every batch:
+    ``avg = decay * avg + (1 - decay) * w``, with the decay ramped as ``min(decay, (1 + n) / (10 + n))``
+    over the first updates (so a fresh average is not dominated by its starting point). ``start`` sets the
+    average (a continuing run starts from the averaged weights it was packed with)."""
+
+    def __init__(self, trained: keras.Model, decay: float):
+        super().__init__()
+        self.decay = decay
+        self.updates = 0
+        self._sources = list(trained.trainable_weights)
+        self._average = [keras.Variable(np.asarray(w.numpy()), trainable=False) for w in self._sources]
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for avg, w in zip(self._average, self._sources, strict=True):
+            avg.assign(d * avg + (1 - d) * keras.ops.cast(w, avg.dtype))
+
+    def averaged_weights(self, trained: keras.Model) -> list[np.ndarray]:
+        """``trained.weights``' values with the trainable ones replaced by their averages (in
+        ``trained.weights`` order, which a model built by the same builder shares)."""
+        averages = {id(w): avg for w, avg in zip(self._sources, self._average, strict=True)}
+        return [np.asarray((averages[id(w)] if id(w) in averages else w).numpy()) for w in trained.weights]
+
+    def state(self) -> list[np.ndarray]:
+        return [np.asarray(a.numpy()) for a in self._average]
+
+    def restore(self, values: list[np.ndarray], updates: int) -> None:
+        for avg, value in zip(self._average, values, strict=True):
+            avg.assign(value)
+        self.updates = updates
