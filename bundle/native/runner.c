@@ -10,7 +10,7 @@
  * "IMAGE: class 97.3%, class 1.2%, ..." or, with --json, the same JSON. Float inputs get
  * x = (pixel * scale - mean[c]) / std[c] (default identity); quantized integer inputs get the model's
  * own (scale, zero point). --bench --json also reports the load (model file to compiled model), the first
- * call, the process's peak RSS and every timed call, so that the C path is measured as bench measures
+ * call, the process's peak RSS (VmHWM) and every timed call, so that the C path is measured as bench measures
  * infer.py (edgebench_runtime/native_bench.py turns it into its own row). Bad input (missing or corrupt model, wrong-size image) is one "error:" line
  * on stderr and exit code 2. Build: see Makefile; declarations of the C API: litert_min.h.
  *
@@ -773,10 +773,19 @@ static int time_calls(Model *m, const Args *a, double *ms, double *first_ms) {
   return n;
 }
 
-/* Peak resident memory of this process in kB (Linux's ru_maxrss unit): model, runtime and buffers. */
+/* Peak resident memory of this process in kB: model, runtime and buffers. /proc/self/status's VmHWM first:
+ * ru_maxrss keeps the peak of the process before exec (a forked Python parent's 50 MB, say), VmHWM is this
+ * program's own; ru_maxrss where there is no /proc. */
 static long peak_rss_kb(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long kb = -1;
+  while (f && kb < 0 && fgets(line, sizeof line, f))
+    if (!strncmp(line, "VmHWM:", 6)) kb = strtol(line + 6, NULL, 10);
+  if (f) fclose(f);
   struct rusage ru;
-  return getrusage(RUSAGE_SELF, &ru) ? -1 : ru.ru_maxrss;
+  if (kb < 0 && !getrusage(RUSAGE_SELF, &ru)) kb = ru.ru_maxrss;
+  return kb;
 }
 
 /* q: p50, p90, p99, mean of the n samples in ms[] (call order). */
