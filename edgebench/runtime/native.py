@@ -35,15 +35,8 @@ def preprocessing_args(contract: dict) -> list[str]:
     ]
 
 
-def run_native(
-    root: Path,
-    spec: BundleSpec,
-    images: list[str],
-    threads: int | None = None,
-    timeout: float = 300,
-    allow_cpu_mismatch: bool = False,
-):
-    """The C runner's JSON results for ``images``, or (None, why it cannot run on this machine)."""
+def native_command(root: Path, spec: BundleSpec) -> tuple[list[str] | None, str | None]:
+    """(the argv that starts the bundle's built C runner here, None), or (None, why there is none to run)."""
     native = spec.native or {}
     if not native.get("library"):  # ONNX bundles, older bundles
         return None, native.get("reason") or "this bundle has no C runner"
@@ -55,7 +48,24 @@ def run_native(
     built_for = (native.get("built_for") or "").split(" ")[0]
     if built_for and built_for != platform.machine() and not launcher:
         return None, f"{exe.name} is built for {built_for}, this machine is {platform.machine()}"
-    args = [*launcher, str(exe), "--json", "--top-k", "1", *preprocessing_args(spec.contract)]
+    return [*launcher, str(exe)], None
+
+
+def run_native(
+    root: Path,
+    spec: BundleSpec,
+    images: list[str],
+    threads: int | None = None,
+    timeout: float = 300,
+    allow_cpu_mismatch: bool = False,
+    mode: tuple[str, ...] = ("--top-k", "1"),
+):
+    """The C runner's JSON output for ``images`` (``mode``: its options besides --json, the model's
+    preprocessing, --threads), or (None, why it cannot run on this machine)."""
+    command, why = native_command(root, spec)
+    if command is None:
+        return None, why
+    args = [*command, "--json", *mode, *preprocessing_args(spec.contract)]
     if threads:
         args += ["--threads", str(threads)]
     if allow_cpu_mismatch:
@@ -63,7 +73,8 @@ def run_native(
     try:
         res = subprocess.run(args + images, cwd=root, capture_output=True, text=True, timeout=timeout)
     except OSError as exc:  # e.g. built for another CPU architecture
-        return None, f"{exe.name} cannot run on this machine ({exc.strerror or exc}; rebuild it with make)"
+        name = Path(command[-1]).name
+        return None, f"{name} cannot run on this machine ({exc.strerror or exc}; rebuild it with make)"
     except subprocess.TimeoutExpired:
         raise InferenceError(f"the C runner took over {timeout:.0f} s on {len(images)} images") from None
     if res.returncode != 0:
