@@ -43,10 +43,11 @@ def native_command(root: Path, spec: BundleSpec) -> tuple[list[str] | None, str 
     exe = confined(root, spec.binary, "C runner").resolve()  # `make` on the device builds ./runner
     if not exe.is_file():
         return None, f"{exe.name} is not built (no C compiler where the bundle was made): run make in {root}"
-    # an emulator for a runner of another architecture (edgebench's emulated devices set it: qemu-user)
+    # the emulator an emulated device's Python runs under (qemu-user), which its children need too
     launcher = shlex.split(os.environ.get(LAUNCHER_ENV, ""))
     built_for = (native.get("built_for") or "").split(" ")[0]
-    if built_for and built_for != platform.machine() and not launcher:
+    # the launcher emulates this (guest) machine: it cannot start a runner built for the host either
+    if built_for and built_for != platform.machine():
         return None, f"{exe.name} is built for {built_for}, this machine is {platform.machine()}"
     return [*launcher, str(exe)], None
 
@@ -58,14 +59,12 @@ def run_native(
     threads: int | None = None,
     timeout: float = 300,
     allow_cpu_mismatch: bool = False,
-    mode: tuple[str, ...] = ("--top-k", "1"),
 ):
-    """The C runner's JSON output for ``images`` (``mode``: its options besides --json, the model's
-    preprocessing, --threads), or (None, why it cannot run on this machine)."""
+    """The C runner's JSON results for ``images``, or (None, why it cannot run on this machine)."""
     command, why = native_command(root, spec)
     if command is None:
         return None, why
-    args = [*command, "--json", *mode, *preprocessing_args(spec.contract)]
+    args = [*command, "--json", "--top-k", "1", *preprocessing_args(spec.contract)]
     if threads:
         args += ["--threads", str(threads)]
     if allow_cpu_mismatch:

@@ -103,28 +103,35 @@ def entry(threads: int, rounds: list[dict], s) -> tuple[dict, list[int]]:
     }, pooled.tolist()
 
 
+def latency(root: Path, spec, image: str, threads: list[int], s, allow: bool, log) -> tuple[list, dict]:
+    """(one latency entry per thread count, each over ``s.rounds`` fresh runner processes timing ``image``;
+    the pooled samples in ns per thread count)."""
+    entries, samples = [], {}
+    for t in threads:
+        rounds = [bench_once(root, spec, image, t, s, allow) for _ in range(s.rounds)]
+        one, samples[str(t)] = entry(t, rounds, s)
+        entries.append(one)
+        log(f"C runner {t}t: p50 {one['batch1']['p50_ms']:.3f} ms, load {one['load_time_s']:.3f} s")
+    return entries, samples
+
+
 def bench(bundle, eval_set: dict, threads: list[int], s, allow: bool = False, log=print) -> dict | None:
     """The C runner's entry of the device result: ``format``, ``accuracy`` (top-1, predictions), ``latency``
     and ``samples_ns`` as the Python path's; ``{"format", "error"}`` when it fails; None without a runner."""
-    root, spec = bundle.root, bundle.spec
-    if native_command(root, spec)[0] is None:
+    root, spec, labels = bundle.root, bundle.spec, eval_set["labels"]
+    if native_command(root, spec)[0] is None or not len(labels):
         return None
     fmt = spec.format + SUFFIX
     try:
         with tempfile.TemporaryDirectory(prefix="edgebench-c-runner-") as tmp:
             files = write_pnm(Path(tmp), eval_set["images"])
-            pred = predictions(root, spec, files, max(threads), allow, bundle.class_names, s.worker_timeout_s)
-            if pred is None:
+            names, timeout = bundle.class_names, s.worker_timeout_s
+            pred = predictions(root, spec, files, max(threads), allow, names, timeout)
+            if pred is None:  # the runner cannot start here (another architecture): no row
                 return None
-            labels = eval_set["labels"]
-            top1 = float((np.asarray(pred) == labels).mean()) if len(labels) else None
-            log(f"C runner: top-1 {top1:.2%} on {len(pred)} images" if top1 is not None else "C runner: top-1")
-            entries, samples = [], {}
-            for t in threads:
-                rounds = [bench_once(root, spec, files[0], t, s, allow) for _ in range(s.rounds)]
-                one, samples[str(t)] = entry(t, rounds, s)
-                entries.append(one)
-                log(f"C runner {t}t: p50 {one['batch1']['p50_ms']:.3f} ms, load {one['load_time_s']:.3f} s")
+            top1 = float((np.asarray(pred) == labels).mean())
+            log(f"C runner: top-1 {top1:.2%} on {len(pred)} images")
+            entries, samples = latency(root, spec, files[0], threads, s, allow, log)
     except (InferenceError, OSError, LookupError, TypeError, ValueError) as exc:  # bad output: one line too
         return {"format": fmt, "error": " ".join(str(exc).split()) or type(exc).__name__}
     runner = {"runtime": "LiteRT C API (CompiledModel)", "binary": spec.binary, "call": CALL}
