@@ -57,7 +57,8 @@ def table_row(row: dict) -> list[str]:
         lat = f"{b1['p50_ms']:.2f} / {b1['p90_ms']:.2f} / {p99_text(b1)} ({e['threads']}t)"
         samples = f"{b1['runs']} ({e['rounds']} rounds)"
         spread = f"{(b1['spread'] - 1) * 100:.1f}%" + ("" if b1["stable"] else " UNSTABLE")
-        overhead = f"{e['overhead']['overhead_us']:.1f} µs ({e['overhead']['overhead_pct']:.2f}%)"
+        if e["overhead"]:  # None: not measured (the C runner's row)
+            overhead = f"{e['overhead']['overhead_us']:.1f} µs ({e['overhead']['overhead_pct']:.2f}%)"
     rate = "–"
     if best and best["images_per_s"]:
         rate = f"{best['images_per_s']:.1f} (b{best['images_per_s_batch']}, {best['images_per_s_threads']}t)"
@@ -125,7 +126,7 @@ def latency_table(report: dict) -> str:
                     f"{b1['p90_ms']:.3f}",
                     p99_text(b1),
                     b1["runs"],
-                    f"{e['overhead']['overhead_us']:.1f}",
+                    f"{e['overhead']['overhead_us']:.1f}" if e["overhead"] else "–",
                     _f(e["peak_memory_mb"], ".0f"),
                     *[_f(rates.get(b), ".1f") for b in sizes],
                 ]

@@ -24,7 +24,6 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from edgebench.bench import stats
 from edgebench.bench.benchmark import _measurer, measure_accuracy
 from edgebench.bench.gate import GateResult, apply
 from edgebench.bench.plan import check_request, plan_rows
@@ -33,6 +32,7 @@ from edgebench.bench.row import BenchRow
 from edgebench.bench.settings import BenchSettings
 from edgebench.bundle.build import build_bundle
 from edgebench.bundle.device_report import check_result, device_environment
+from edgebench.bundle.device_rows import c_runner_failures, c_runner_row, measured_parts, measured_row
 from edgebench.bundle.eval_set import DEFAULT_EVAL_IMAGES
 from edgebench.devices import Device, DeviceError, last_line
 from edgebench.errors import ArtifactError, EdgebenchError
@@ -165,7 +165,8 @@ def bench_on(device: Device, bundles: dict, plan, host, settings, dev, manifest,
         report, gate = device_report(device, results, plan, host, settings, manifest, failed)
         out_dir = write_device_report(device, report, results, plan, host, settings, dev)
         say(f"report: {out_dir / 'report.json'}")
-        return DeviceOutcome(device, out_dir, gate, failures={f: str(e) for f, e in failed.items()})
+        failures = {**{f: str(e) for f, e in failed.items()}, **c_runner_failures(results, device.url)}
+        return DeviceOutcome(device, out_dir, gate, failures=failures)
     except (DeviceError, EdgebenchError) as exc:
         return DeviceOutcome(device, error=str(exc) if device.url in str(exc) else f"{device.url}: {exc}")
 
@@ -174,11 +175,12 @@ def write_device_report(device: Device, report, results: dict, plan, host, setti
     out_dir = ensure_dir(settings.out_dir or Path(settings.export_dir).parent / f"bench-{device.name}")
     if settings.out_dir and len(dev.urls) > 1:
         out_dir = ensure_dir(Path(settings.out_dir) / device.name)
-    predictions = {fmt: np.asarray(r["accuracy"]["predictions"]) for fmt, r in results.items()}
+    parts = measured_parts(results)  # each bundle's result and each C runner's that ran
+    predictions = {fmt: np.asarray(r["accuracy"]["predictions"]) for fmt, r in parts.items()}
     labels = next(iter(results.values()))["labels"]
     samples_ms = {
         (fmt, int(t)): np.asarray(ns, dtype=float) / 1e6
-        for fmt, r in results.items()
+        for fmt, r in parts.items()
         for t, ns in r["samples_ns"].items()
     }
     write_all(out_dir, report, samples_ms, {**_reference(plan, host), **predictions}, labels, plots=False)
@@ -258,16 +260,10 @@ def device_report(device: Device, results: dict, plan, host: dict, settings, man
             rows.append(failed_row)
         if result is None:
             continue
-        device_row = BenchRow.planned(manifest.entry(row.format))
-        pred = np.asarray(result["accuracy"]["predictions"])
-        summary = stats.accuracy_summary(pred, labels, names, ref_pred)
-        host_pred = host.get(row.format)
-        if host_pred is not None:
-            summary["host_agreement"] = float((host_pred == pred).mean())
-            summary["host_top1"] = float((host_pred == labels).mean())
-        device_row.measured(result["accuracy"]["runner"], summary)
-        device_row.evaluated(result["latency"])
-        rows.append(device_row)
+        entry, host_pred = manifest.entry(row.format), host.get(row.format)
+        rows.append(measured_row(BenchRow.planned(entry), result, labels, names, ref_pred, host_pred))
+        if result.get("c_runner"):  # the same file through the bundle's C runner: its own row
+            rows.append(c_runner_row(entry, result["c_runner"], labels, names, ref_pred, host_pred))
     gate = apply(rows, plan.reference is not None, settings.gate)
     ds = SimpleNamespace(source="bundle evaluation set", split="test", y_test=labels, class_names=names)
     threads = sorted(set(settings.threads))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from edgebench.cpu import ARM_FLAGS, X86_FLAGS
 from edgebench.devices import DeviceError
 from edgebench.runtime.device_bench import PROTOCOL, RESULT_KIND, load_eval_set
+from edgebench.runtime.native_bench import SUFFIX as C_RUNNER
 
 _ENTRY_KEYS = ("threads", "rounds", "load_time_s", "cold_ms", "batch1", "throughput", "peak_memory_mb")
 _BATCH1_KEYS = ("runs", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "median_ci95_ms", "stable")
@@ -30,29 +31,47 @@ def check_result(result, bundle, url: str) -> dict:
     eval_set = load_eval_set(bundle, bundle.spec.eval)
     if (result.get("eval") or {}).get("sha256") != eval_set["sha256"]:
         refuse("is about another evaluation set (sha256 differs from the one shipped)")
-    predictions = (result.get("accuracy") or {}).get("predictions")
     n, classes = len(eval_set["labels"]), eval_set["num_classes"]
+    why = _measurement_problem(result, n, classes)
+    if why:
+        refuse(why)
+    native = result.get("c_runner")
+    if native is not None:
+        if not isinstance(native, dict) or native.get("format") != bundle.spec.format + C_RUNNER:
+            refuse(f"has a C runner entry that is not {bundle.spec.format}{C_RUNNER}'s")
+        if not isinstance(native.get("error", ""), str):
+            refuse("has a C runner error that is not one line")
+        why = None if "error" in native else _measurement_problem(native, n, classes)
+        if why:
+            refuse(f"{why} (C runner)")
+    if not isinstance(result.get("environment"), dict):
+        refuse("lacks its environment")
+    return {**result, "labels": eval_set["labels"], "class_names": list(bundle.contract.classes)}
+
+
+def _measurement_problem(part: dict, n: int, classes: int) -> str | None:
+    """What the predictions, latency entries and samples of a result (or of its C runner entry) lack."""
+    predictions = (part.get("accuracy") or {}).get("predictions")
     if (
         not isinstance(predictions, list)
         or len(predictions) != n
         or not all(isinstance(p, int) and 0 <= p < classes for p in predictions)
     ):
-        refuse(f"does not hold {n} predicted classes in 0..{classes - 1}")
-    for entry in result.get("latency") or [None]:
+        return f"does not hold {n} predicted classes in 0..{classes - 1}"
+    for entry in part.get("latency") or [None]:
         if not isinstance(entry, dict) or any(k not in entry for k in _ENTRY_KEYS):
-            refuse("has a latency entry without " + ", ".join(_ENTRY_KEYS))
+            return "has a latency entry without " + ", ".join(_ENTRY_KEYS)
         batch1 = entry["batch1"]
         if not isinstance(batch1, dict) or any(k not in batch1 for k in _BATCH1_KEYS):
-            refuse("has batch-1 figures without " + ", ".join(_BATCH1_KEYS))
-    samples = result.get("samples_ns")
+            return "has batch-1 figures without " + ", ".join(_BATCH1_KEYS)
+    samples = part.get("samples_ns")
     if not isinstance(samples, dict) or any(
         not isinstance(v, list) or not all(isinstance(x, int) and x >= 0 for x in v) for v in samples.values()
     ):
-        refuse("has no batch-1 samples in ns per thread count")
-    runner = result["accuracy"].get("runner")
-    if not isinstance(result.get("environment"), dict) or not isinstance(runner, dict):
-        refuse("lacks its environment or runner description")
-    return {**result, "labels": eval_set["labels"], "class_names": list(bundle.contract.classes)}
+        return "has no batch-1 samples in ns per thread count"
+    if not isinstance(part["accuracy"].get("runner"), dict):
+        return "lacks its runner description"
+    return None
 
 
 def device_environment(fingerprints: list[dict], device, host_environment: dict, threads: list[int]) -> dict:

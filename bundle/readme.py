@@ -115,7 +115,7 @@ def _native(spec: BundleSpec) -> list[str]:
         "```",
         "",
         "Options: `--top-k K`, `--json`, `--threads N`, `--model PATH`, `--labels PATH`, `--bench N`, "
-        "`--warmup W`, and for float inputs `--scale S --mean a,b,c --std a,b,c` "
+        "`--warmup W`, `--time-cap S`, and for float inputs `--scale S --mean a,b,c --std a,b,c` "
         "(`x = (pixel * scale - mean) / std`). Bad input (missing, corrupt or truncated model: checked "
         "before LiteRT reads it; wrong-size image, a PNG or JPEG instead of PPM/raw) is one `error:` line "
         "and exit code 2. `infer.py --selftest` runs the samples through it too.",

@@ -91,17 +91,33 @@ def test_loopback_device_scores_the_host_top1_exactly(two_devices, run_dir, serv
     for name in (ssh_name, "local"):
         report = _report(run_dir, name)
         rows = {r["format"]: r for r in report["artifacts"]}
-        assert sorted(rows) == sorted(DEVICE_FORMATS)
+        # the tflite bundle's C runner (built with the bundle here) ran there too: its own row
+        assert sorted(rows) == sorted([*DEVICE_FORMATS, "tflite-int8@c-runner"])
         for fmt, row in rows.items():
             acc = row["accuracy"]
             # the same images through the same runtime on the same CPU: the same predictions
             assert acc["host_agreement"] == 1.0 and acc["top1"] == acc["host_top1"], (name, fmt, acc)
             batch1 = row["latency"][0]["batch1"]
             assert batch1["p50_ms"] > 0 and row["latency"][0]["load_time_s"] > 0 and row["status"] == "pass"
+        _check_c_runner_row(rows, run_dir / f"bench-{name}")
         env = report["environment"]
         assert env["device"]["url"] in (server.url, "local") and env["device"]["emulated"] is False
         assert env["machine"] == "x86_64" and report["dataset"]["images"] == 60
     assert "gate passed" in two_devices.output
+
+
+def _check_c_runner_row(rows: dict, out: Path) -> None:
+    """runner.c on the same images as infer.py's LiteRT: the same classes; its own load, first call and
+    peak RSS (the whole process's), no harness overhead measured."""
+    import numpy as np
+
+    c, py = rows["tflite-int8@c-runner"], rows["tflite-int8"]
+    with np.load(out / "predictions.npz") as saved:
+        assert (saved["pred__tflite-int8@c-runner"] == saved["pred__tflite-int8"]).all()
+    assert c["accuracy"]["top1"] == py["accuracy"]["top1"] and c["runtime"] == "litert"
+    entry = c["latency"][0]
+    assert entry["load_time_s"] > 0 and entry["cold_ms"] > 0 and entry["peak_memory_mb"] > 0
+    assert entry["overhead"] is None and entry["batch1"]["runs"] >= 10 and c["status"] == "pass"
 
 
 def test_compare_takes_a_host_and_a_device_report(two_devices, run_dir, cifar_folder):
@@ -172,6 +188,20 @@ def test_a_device_that_hangs_or_answers_wrongly(run_dir, cifar_folder, device_py
         liar = _wrapper(tmp_path, name, f'{device_python} "$@" && {edit}')
         res = _bench(run_dir, cifar_folder, *ONE, *local, "--device-python", liar)
         _one_device_error(res, words)
+
+
+def test_a_c_runner_that_fails_there_is_a_failed_row(run_dir, cifar_folder, device_python, tmp_path):
+    """The shipped runner replaced there by one that fails: its row is an error with the runner's one line,
+    the Python row still passes, and the device is not lost."""
+    broken = "printf '#!/bin/sh\\necho \"error: LiteRT crashed\" >&2\\nexit 2\\n' > runner"
+    python = _wrapper(tmp_path, "python", f'{broken} && exec {device_python} "$@"')
+    args = (*ONE, "--device", "local", "--device-python", python, "--out", tmp_path / "out")
+    res = _bench(run_dir, cifar_folder, *args)
+    line = _one_device_error(res, "c-runner")
+    assert line == "error: local: tflite-int8@c-runner: the C runner failed: error: LiteRT crashed", line
+    rows = {r["format"]: r for r in json.loads((tmp_path / "out" / "report.json").read_text())["artifacts"]}
+    assert rows["tflite-int8"]["status"] == "pass" and rows["tflite-int8@c-runner"]["status"] == "error"
+    assert rows["tflite-int8@c-runner"]["message"] == "the C runner failed: error: LiteRT crashed"
 
 
 def test_tune_times_its_candidates_on_the_device(run_dir, cifar_folder, server, device_python, tmp_path):

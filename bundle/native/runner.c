@@ -2,13 +2,16 @@
  *
  *   ./runner IMAGE... [--top-k K] [--json] [--threads N] [--model PATH] [--labels PATH]
  *            [--scale S --mean a,b,c --std a,b,c]
- *   ./runner --bench N [--warmup W] [IMAGE]     p50/p90/p99 of LiteRtRunCompiledModel over N calls
+ *   ./runner --bench N [--warmup W] [--time-cap S] [IMAGE]
+ *                                   p50/p90/p99 of LiteRtRunCompiledModel over N calls (fewer past S seconds)
  *
  * An image is a binary PPM (P6) or PGM (P5) with maxval 255, or a raw file of H*W*C uint8 RGB bytes; its
  * size must be the model input's (taken from the model, nothing is resized). The output is infer.py's:
  * "IMAGE: class 97.3%, class 1.2%, ..." or, with --json, the same JSON. Float inputs get
  * x = (pixel * scale - mean[c]) / std[c] (default identity); quantized integer inputs get the model's
- * own (scale, zero point). Bad input (missing or corrupt model, wrong-size image) is one "error:" line
+ * own (scale, zero point). --bench --json also reports the load (model file to compiled model), the first
+ * call, the process's peak RSS (VmHWM) and every timed call, so that the C path is measured as bench measures
+ * infer.py (edgebench_runtime/native_bench.py turns it into its own row). Bad input (missing or corrupt model, wrong-size image) is one "error:" line
  * on stderr and exit code 2. Build: see Makefile; declarations of the C API: litert_min.h.
  *
  * At start the runner checks the CPU flags its model needs (RUNNER_CPU_REQUIRES, compiled in from
@@ -26,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,7 +58,9 @@
 #define MAX_CLASSES 4096
 #define MAX_CHANNELS 4
 #define MAX_THREADS 1024
-#define MAX_RUNS 100000000          /* --bench and --warmup: the timings array stays under 1 GB */
+#define MAX_RUNS 50000000           /* --bench and --warmup: the two timings arrays stay under 1 GB */
+#define MIN_TIMED 10                /* calls --time-cap always lets run, as bench's timed_samples */
+#define P99_MIN_SAMPLES 1000        /* bench's rule: a p99 from fewer samples is noise, --json says null */
 #define MAX_LABELS_BYTES (1u << 20) /* a labels file is class names: thousands fit in 1 MiB */
 #define MAX_IMAGE_BYTES (64u << 20) /* an image at the model's input size: 4096x4096x4 fits */
 
@@ -99,6 +105,7 @@ typedef struct {
   const char *model, *labels;
   const char **images;
   int n_images, top_k, json, threads, bench, warmup, allow_cpu, model_given;
+  double time_cap; /* seconds of timed calls in --bench; 0: no cap */
   float scale, mean[MAX_CHANNELS], std[MAX_CHANNELS];
 } Args;
 
@@ -151,10 +158,10 @@ static void usage(void) {
   printf(
       "usage: runner IMAGE... [--top-k K] [--json] [--threads N] [--model PATH] [--labels PATH]\n"
       "              [--scale S] [--mean a,b,c] [--std a,b,c] [--allow-cpu-mismatch]\n"
-      "       runner --bench N [--warmup W] [IMAGE]\n"
+      "       runner --bench N [--warmup W] [--time-cap S] [IMAGE] [--json]\n"
       "IMAGE: binary PPM (P6) / PGM (P5), maxval 255, or raw HxWxC uint8 bytes, at the model's input size.\n"
       "defaults: --model %s and --labels labels.txt beside this program, --top-k 3, --threads %d (0: LiteRT's\n"
-      "default), --warmup 10. Exit codes: 0 ok, 2 bad input (one 'error:' line).\n",
+      "default), --warmup 10, no --time-cap. Exit codes: 0 ok, 2 bad input (one 'error:' line).\n",
       RUNNER_DEFAULT_MODEL, RUNNER_DEFAULT_THREADS);
 }
 
@@ -187,6 +194,9 @@ static Args parse_args(int argc, char **argv) {
       a.bench = parse_int(o, VALUE(), 1, MAX_RUNS);
     } else if (!strcmp(o, "--warmup")) {
       a.warmup = parse_int(o, VALUE(), 0, MAX_RUNS);
+    } else if (!strcmp(o, "--time-cap")) {
+      a.time_cap = parse_float(o, VALUE());
+      if (a.time_cap <= 0) fail("--time-cap must be above 0 (got '%s')", argv[i]);
     } else if (!strcmp(o, "--scale")) {
       a.scale = parse_float(o, VALUE());
     } else if (!strcmp(o, "--mean")) {
@@ -456,6 +466,7 @@ typedef struct {
   LiteRtQuantizationPerTensor in_q, out_q;
   int in_quantized, out_quantized, h, w, c;
   int ran; /* the first run (where LiteRT prepares its kernels) is done */
+  double load_ms; /* open_model: reading, checking, loading and compiling the model */
   size_t out_count;
 } Model;
 
@@ -743,28 +754,71 @@ static double now_ms(void) {
   return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
 }
 
-static void bench(Model *m, const Args *a) {
-  double *ms = malloc(sizeof(double) * (size_t)a->bench), sum = 0;
-  if (!ms) fail("out of memory");
+/* The first (cold) call, `warmup` untimed calls, then up to `bench` timed ones into ms[] (stopping once
+ * --time-cap seconds are spent and MIN_TIMED are taken, as bench's timed_samples); the count timed. */
+static int time_calls(Model *m, const Args *a, double *ms, double *first_ms) {
+  double t0 = now_ms();
+  run(m);
+  *first_ms = now_ms() - t0;
   for (int i = 0; i < a->warmup; i++) run(m);
-  for (int i = 0; i < a->bench; i++) {
-    double t0 = now_ms();
+  double deadline = now_ms() + a->time_cap * 1e3;
+  int n = 0;
+  while (n < a->bench) {
+    double start = now_ms();
     run(m);
-    ms[i] = now_ms() - t0;
-    sum += ms[i];
+    double end = now_ms();
+    ms[n++] = end - start;
+    if (a->time_cap > 0 && n >= MIN_TIMED && end >= deadline) break;
   }
-  qsort(ms, (size_t)a->bench, sizeof *ms, cmp_double);
-  double p50 = percentile(ms, a->bench, 50), p90 = percentile(ms, a->bench, 90);
-  double p99 = percentile(ms, a->bench, 99), mean = sum / a->bench;
+  return n;
+}
+
+/* Peak resident memory of this process in kB: model, runtime and buffers. /proc/self/status's VmHWM first:
+ * ru_maxrss keeps the peak of the process before exec (a forked Python parent's 50 MB, say), VmHWM is this
+ * program's own; ru_maxrss where there is no /proc. */
+static long peak_rss_kb(void) {
+  FILE *f = fopen("/proc/self/status", "r");
+  char line[256];
+  long kb = -1;
+  while (f && kb < 0 && fgets(line, sizeof line, f))
+    if (!strncmp(line, "VmHWM:", 6)) kb = strtol(line + 6, NULL, 10);
+  if (f) fclose(f);
+  struct rusage ru;
+  if (kb < 0 && !getrusage(RUSAGE_SELF, &ru)) kb = ru.ru_maxrss;
+  return kb;
+}
+
+/* q: p50, p90, p99, mean of the n samples in ms[] (call order). */
+static void print_bench_json(const Model *m, const Args *a, const double *ms, int n, double first_ms,
+                             const double *q) {
+  printf("{\n  \"call\": \"LiteRtRunCompiledModel\",\n  \"runs\": %d,\n  \"warmup\": %d,\n  \"threads\": %d,\n"
+         "  \"load_ms\": %.6f,\n  \"first_ms\": %.6f,\n  \"peak_rss_kb\": %ld,\n",
+         n, a->warmup, a->threads, m->load_ms, first_ms, peak_rss_kb());
+  printf("  \"p50_ms\": %.4f,\n  \"p90_ms\": %.4f,\n", q[0], q[1]);
+  if (n >= P99_MIN_SAMPLES) printf("  \"p99_ms\": %.4f,\n", q[2]);
+  else printf("  \"p99_ms\": null,\n");
+  printf("  \"mean_ms\": %.4f,\n  \"samples_ms\": [", q[3]);
+  for (int i = 0; i < n; i++) printf("%s%.6f", i ? ", " : "", ms[i]);
+  printf("]\n}\n");
+}
+
+static void bench(Model *m, const Args *a) {
+  double *ms = malloc(sizeof(double) * (size_t)a->bench), *sorted = malloc(sizeof(double) * (size_t)a->bench);
+  double first_ms, sum = 0;
+  if (!ms || !sorted) fail("out of memory");
+  int n = time_calls(m, a, ms, &first_ms);
+  memcpy(sorted, ms, sizeof(double) * (size_t)n);
+  qsort(sorted, (size_t)n, sizeof *sorted, cmp_double);
+  for (int i = 0; i < n; i++) sum += ms[i];
+  double q[4] = {percentile(sorted, n, 50), percentile(sorted, n, 90), percentile(sorted, n, 99), sum / n};
   if (a->json)
-    printf("{\n  \"call\": \"LiteRtRunCompiledModel\",\n  \"runs\": %d,\n  \"warmup\": %d,\n  \"threads\": %d,\n"
-           "  \"p50_ms\": %.4f,\n  \"p90_ms\": %.4f,\n  \"p99_ms\": %.4f,\n  \"mean_ms\": %.4f\n}\n",
-           a->bench, a->warmup, a->threads, p50, p90, p99, mean);
+    print_bench_json(m, a, ms, n, first_ms, q);
   else
     printf("bench: %d calls of LiteRtRunCompiledModel after %d warm-up, threads %d: p50 %.3f ms, p90 %.3f ms, "
            "p99 %.3f ms, mean %.3f ms\n",
-           a->bench, a->warmup, a->threads, p50, p90, p99, mean);
+           n, a->warmup, a->threads, q[0], q[1], q[2], q[3]);
   free(ms);
+  free(sorted);
 }
 
 int main(int argc, char **argv) {
@@ -776,7 +830,9 @@ int main(int argc, char **argv) {
   Model m = {0};
   /* The bundle's own model is the file model.json describes, as infer.py checks; --model runs any file. */
   const char *expected = a.model_given || !RUNNER_MODEL_SHA256[0] ? NULL : RUNNER_MODEL_SHA256;
+  double t0 = now_ms();
   open_model(&m, a.model, a.threads, n_classes, expected);
+  m.load_ms = now_ms() - t0;
 
   guard("running model", a.model);
   /* Every image is read and checked before the first result is printed: bad input prints nothing else. */

@@ -5,7 +5,8 @@ device's fingerprint, by the same code as the host's bench worker (``timing``).
 Each round runs in a fresh process of this Python (as each host round is a fresh worker): the load time and
 first call are the round medians; the peak RSS is the child's peak minus its RSS with only the runtime
 imported, like the host's. The result is one JSON document (``RESULT_KIND``, ``PROTOCOL``) whose ``latency``
-holds entries in the bench report's format and ``samples_ns`` the pooled batch-1 samples; the host checks
+holds entries in the bench report's format and ``samples_ns`` the pooled batch-1 samples, and ``c_runner``
+the same of the bundle's C runner where one is built for this machine (``native_bench``); the host checks
 the sha256s it names against what it shipped and judges accuracy itself from the ``predictions``.
 """
 
@@ -19,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import device_info
+from . import device_info, native_bench
 from .base import RUNTIMES, InferenceError, RunnerSpec, fixed_batch, open_runner
 from .bundle import sha256_file
 from .latency_stats import LatencySettings, aggregate
 from .timing import EVAL_BATCH, clamp_batches, predict, time_fresh
 
 RESULT_KIND = "edgebench-device-result"
-PROTOCOL = 1  # the host refuses a result of another protocol version
+PROTOCOL = 2  # the host refuses a result of another protocol version (2: the C runner's entry)
 THROUGHPUT_BATCHES = (1, 8, 32)
 
 
@@ -196,6 +197,11 @@ def bench_main(bundle, args) -> int:
         shipped=shipped,
         log=lambda line: print(line, file=sys.stderr),
     )
+    # the bundle's C runner, where one is built for this machine: its own entry (an embedding's cost)
+    log = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    native = native_bench.bench(bundle, eval_set, threads, settings, args.allow_cpu_mismatch, log)
+    if native is not None:
+        result["c_runner"] = native
     text = json.dumps(result, indent=1)
     if args.out:
         _write_atomic(args.out, text)
@@ -235,6 +241,15 @@ def summary_lines(result: dict) -> str:
             f"{e['threads']} threads: p50 {b['p50_ms']:.2f} ms  p90 {b['p90_ms']:.2f}  p99 {p99}  "
             f"load {e['load_time_s']:.3f} s  first {e['cold_ms']:.1f} ms  "
             f"peak RSS {e['peak_memory_mb'] or 0:.0f} MB{flag}"
+        )
+    native = result.get("c_runner")
+    if native and "error" in native:
+        lines.append(f"{native['format']}: {native['error']}")
+    for e in (native or {}).get("latency", []):
+        lines.append(
+            f"{native['format']} {e['threads']} threads: p50 {e['batch1']['p50_ms']:.2f} ms  "
+            f"load {e['load_time_s']:.3f} s  first {e['cold_ms']:.1f} ms  "
+            f"peak RSS {e['peak_memory_mb']:.0f} MB (the whole process)"
         )
     return "\n".join(lines)
 

@@ -77,15 +77,18 @@ def spread(round_medians) -> float:
     return max(values) / min(values) if values else float("nan")
 
 
+def pooled_batch1(samples_ns: list[np.ndarray], batch: int, s) -> dict:
+    """A row's batch-1 figures from its rounds' samples (ns): pooled percentiles, round medians, spread."""
+    round_p50 = [float(np.median(x)) / 1e6 for x in samples_ns]
+    batch1 = summarize(np.concatenate(samples_ns) / 1e6)
+    between = spread(round_p50)
+    batch1.update(batch=batch, round_p50_ms=round_p50, spread=between, stable=between <= s.unstable_spread)
+    return batch1
+
+
 def aggregate(threads: int | None, rounds: list[dict], samples_ns: list[np.ndarray], s) -> dict:
     """One thread setting of one row over its rounds: pooled percentiles, round medians and their spread."""
-    round_p50 = [float(np.median(x)) / 1e6 for x in samples_ns]
-    pooled = np.concatenate(samples_ns) / 1e6
-    batch1 = summarize(pooled)
-    between = spread(round_p50)
-    batch1.update(
-        batch=rounds[0]["batch"], round_p50_ms=round_p50, spread=between, stable=between <= s.unstable_spread
-    )
+    batch1 = pooled_batch1(samples_ns, rounds[0]["batch"], s)
     measured = [r["overhead"] for r in rounds if r["overhead"]]
     overhead_us = float(np.median([o["overhead_us"] for o in measured]))
     throughput = []

@@ -35,6 +35,23 @@ def preprocessing_args(contract: dict) -> list[str]:
     ]
 
 
+def native_command(root: Path, spec: BundleSpec) -> tuple[list[str] | None, str | None]:
+    """(the argv that starts the bundle's built C runner here, None), or (None, why there is none to run)."""
+    native = spec.native or {}
+    if not native.get("library"):  # ONNX bundles, older bundles
+        return None, native.get("reason") or "this bundle has no C runner"
+    exe = confined(root, spec.binary, "C runner").resolve()  # `make` on the device builds ./runner
+    if not exe.is_file():
+        return None, f"{exe.name} is not built (no C compiler where the bundle was made): run make in {root}"
+    # the emulator an emulated device's Python runs under (qemu-user), which its children need too
+    launcher = shlex.split(os.environ.get(LAUNCHER_ENV, ""))
+    built_for = (native.get("built_for") or "").split(" ")[0]
+    # the launcher emulates this (guest) machine: it cannot start a runner built for the host either
+    if built_for and built_for != platform.machine():
+        return None, f"{exe.name} is built for {built_for}, this machine is {platform.machine()}"
+    return [*launcher, str(exe)], None
+
+
 def run_native(
     root: Path,
     spec: BundleSpec,
@@ -44,18 +61,10 @@ def run_native(
     allow_cpu_mismatch: bool = False,
 ):
     """The C runner's JSON results for ``images``, or (None, why it cannot run on this machine)."""
-    native = spec.native or {}
-    if not native.get("library"):  # ONNX bundles, older bundles
-        return None, native.get("reason") or "this bundle has no C runner"
-    exe = confined(root, spec.binary, "C runner").resolve()  # `make` on the device builds ./runner
-    if not exe.is_file():
-        return None, f"{exe.name} is not built (no C compiler where the bundle was made): run make in {root}"
-    # an emulator for a runner of another architecture (edgebench's emulated devices set it: qemu-user)
-    launcher = shlex.split(os.environ.get(LAUNCHER_ENV, ""))
-    built_for = (native.get("built_for") or "").split(" ")[0]
-    if built_for and built_for != platform.machine() and not launcher:
-        return None, f"{exe.name} is built for {built_for}, this machine is {platform.machine()}"
-    args = [*launcher, str(exe), "--json", "--top-k", "1", *preprocessing_args(spec.contract)]
+    command, why = native_command(root, spec)
+    if command is None:
+        return None, why
+    args = [*command, "--json", "--top-k", "1", *preprocessing_args(spec.contract)]
     if threads:
         args += ["--threads", str(threads)]
     if allow_cpu_mismatch:
@@ -63,7 +72,8 @@ def run_native(
     try:
         res = subprocess.run(args + images, cwd=root, capture_output=True, text=True, timeout=timeout)
     except OSError as exc:  # e.g. built for another CPU architecture
-        return None, f"{exe.name} cannot run on this machine ({exc.strerror or exc}; rebuild it with make)"
+        name = Path(command[-1]).name
+        return None, f"{name} cannot run on this machine ({exc.strerror or exc}; rebuild it with make)"
     except subprocess.TimeoutExpired:
         raise InferenceError(f"the C runner took over {timeout:.0f} s on {len(images)} images") from None
     if res.returncode != 0:
