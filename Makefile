@@ -18,7 +18,7 @@ EXPORT_ARGS ?=
 BENCH_ARGS ?=
 export EDGEBENCH_CACHE ?= $(CURDIR)/runs/.cache
 
-.PHONY: setup train export bench crosscheck tune all all-release release-model release-continue pack-model gpu-payload gpu-rehearsal results-doc cli-doc smoke bundle device-arm64 test lint clean
+.PHONY: setup train export bench crosscheck tune all all-release release-model release-plan release-continue pack-model gpu-payload gpu-rehearsal results-doc cli-doc smoke bundle device-arm64 test lint clean
 
 setup: $(VENV)/.installed
 
@@ -64,6 +64,15 @@ release-continue: release-model
 	$(MAKE) train PRESET=release-continue NAME=release-continue
 	$(EB) pack-model --run runs/release-continue --out models/release \
 		--command "make release-continue"
+
+# The released model's long training plan (docs/design/training-plan.md): one run of RUN_MINUTES continuing the
+# plan packed in models/release-plan (made from the released model and measured throughputs on the first run);
+# its decision rule may replace models/release. Run it from its own git worktree, nothing else on the machine;
+# commit models/ afterwards.
+RUN_MINUTES ?= 100
+release-plan: release-model
+	$(EB) train-plan --run-minutes $(RUN_MINUTES) --init-from runs/release/model.keras --data $(DATA) \
+		--weights $(WEIGHTS) --command "make release-plan RUN_MINUTES=$(RUN_MINUTES)"
 
 # The GPU call's payload (docs/design/gpu.md): train + test JPEGs and the base weights, one xz file each, and the
 # wheels of keras and what it needs beyond the device's image (pure ones, and optree for its Python 3.12).

@@ -54,13 +54,10 @@ class Position:
     spent_s: float = 0.0
 
 
-def _start(job: PlanRun, splits) -> tuple[TrainingPlan, Position]:
-    x_tr, y_tr, x_val, y_val = splits
-    stored = read_checkpoint(job.checkpoint)
+def _start(job: PlanRun, splits, stored) -> tuple[TrainingPlan, Position]:
+    """The plan (``stored`` in the checkpoint, else made now) and this run's position in it."""
     if stored is None:
-        if job.init_from is None:
-            raise EdgebenchError(f"no training plan in {job.checkpoint}: give --init-from MODEL to make one")
-        plan, values = measured_plan(job, x_tr, y_tr, x_val, y_val)
+        plan, values = measured_plan(job, *splits)
     else:
         plan, values = stored
     pos = Position(plan.step, plan.step, values)
@@ -161,10 +158,13 @@ def run_plan(job: PlanRun) -> dict:
     """One run: returns the plan as packed and what the run did."""
     t0, started = time.time(), dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     deadline = t0 + job.run_minutes * 60 - min(RESERVE_S, job.run_minutes * 15)  # short runs: a quarter
+    stored = read_checkpoint(job.checkpoint)  # refused before the data loads: a bad pack, no plan to start
+    if stored is None and job.init_from is None:
+        raise EdgebenchError(f"no training plan in {job.checkpoint}: give --init-from MODEL to make one")
     p = job.preset
     ds = subset(load_dataset(job.data), p.train_per_class, p.test_per_class, p.seed)
     splits = split_validation(ds.x_train, ds.y_train, job.preset.val_fraction, job.preset.seed)
-    plan, pos = _start(job, splits)
+    plan, pos = _start(job, splits, stored)
     if plan.finished:
         return {"plan": plan.to_dict(), "trained_steps": 0, "released": None}
     _train_chunks(job, plan, pos, splits, deadline)
