@@ -95,7 +95,7 @@ def entry(threads: int, rounds: list[dict], s) -> tuple[dict, list[int]]:
         "overhead": None,
         "throughput": [],  # runner.c times batch 1 only
         "best_images_per_s": None,
-        # the whole process's peak (ru_maxrss): what embedding the model costs, nothing subtracted
+        # the whole process's peak (VmHWM): what embedding the model costs, nothing subtracted
         "peak_memory_mb": max(r["peak_rss_kb"] for r in rounds) / 1024,
         "baseline_rss_mb": None,
         "worker_modules": [],
