@@ -166,8 +166,9 @@ def sample_images(parts: Parts, data, cache_dir, count: int, seed: int):
     return ds, indices, probs
 
 
-def write_bundle(tmp: Path, parts: Parts, chosen, eval_images: int) -> BundleSpec:
-    """Every file of the bundle into ``tmp``; its model.json."""
+def write_bundle(tmp: Path, parts: Parts, chosen, eval_images: int, runner_arch: str | None) -> BundleSpec:
+    """Every file of the bundle into ``tmp``; its model.json. ``runner_arch``: the C runner's architecture
+    (None: the target's, else this machine's)."""
     artifact, contract = parts.artifact, parts.manifest.model_contract()
     runtime.copy_artifact(parts.model_path, tmp / parts.model_name, artifact.runtime)  # + an IR's .bin
     copy_runtime(tmp)
@@ -175,9 +176,9 @@ def write_bundle(tmp: Path, parts: Parts, chosen, eval_images: int) -> BundleSpe
     (tmp / "requirements.txt").write_text("\n".join(parts.pins) + "\n", encoding="utf-8")
     if artifact.runtime == "litert":
         requires = native_define(parts.cpu["requires"])
-        target = parts.cpu.get("target") or {}
+        arch = runner_arch or (parts.cpu.get("target") or {}).get("arch")
         native_block = native.add_native_runner(
-            tmp, parts.model_name, parts.threads, parts.warnings, requires, arch=target.get("arch")
+            tmp, parts.model_name, parts.threads, parts.warnings, requires, arch=arch
         )
     else:
         native_block = {"binary": None, "reason": native.NO_C_RUNNER[artifact.runtime]}
@@ -224,9 +225,11 @@ def build_bundle(
     strict: bool = False,
     target: str | None = None,
     eval_images: int = DEFAULT_EVAL_IMAGES,
+    runner_arch: str | None = None,
 ) -> BundleResult:
     """Bundle the ``fmt`` artifact of ``export_dir`` into ``out_dir`` (default ``dist/<run>-<fmt>``) for
-    the CPU profile ``target`` (None: the one it was exported for), which must have the flags it needs.
+    the CPU profile ``target`` (None: the one it was exported for), which must have the flags it needs;
+    ``runner_arch`` builds the C runner for that architecture instead of the target's (a device's).
 
     An artifact that did not pass bench's gate is bundled with a warning; ``strict`` refuses it (and one
     that no bench report measured)."""
@@ -241,7 +244,7 @@ def build_bundle(
     chosen = sample_images(parts, data, cache_dir, samples, seed)
     tmp = Path(tempfile.mkdtemp(prefix=f".partial-{out.name}-", dir=out.parent))
     try:
-        spec = write_bundle(tmp, parts, chosen, eval_images)
+        spec = write_bundle(tmp, parts, chosen, eval_images, runner_arch)
         lines = selftest_new_bundle(tmp, parts.warnings)
         files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700

@@ -15,7 +15,6 @@ import dataclasses
 import hashlib
 import json
 import shlex
-import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from edgebench.bench.plan import check_request, plan_rows
 from edgebench.bench.report import BenchReport, dataset_block, write_all
 from edgebench.bench.row import BenchRow
 from edgebench.bench.settings import BenchSettings
-from edgebench.bundle.build import build_bundle
+from edgebench.bundle.device_bundles import device_bundles, device_machines
 from edgebench.bundle.device_report import check_result, device_environment
 from edgebench.bundle.device_rows import c_runner_failures, c_runner_row, measured_parts, measured_row
 from edgebench.bundle.eval_set import DEFAULT_EVAL_IMAGES
@@ -38,7 +37,7 @@ from edgebench.devices import Device, DeviceError, last_line
 from edgebench.errors import ArtifactError, EdgebenchError
 from edgebench.export.manifest import ExportManifest
 from edgebench.fileio import ensure_dir
-from edgebench.runtime import RUNTIMES, Bundle
+from edgebench.runtime import Bundle
 
 
 @dataclass
@@ -68,56 +67,23 @@ def run_device_bench(settings: BenchSettings, dev: DeviceSettings, log=print) ->
     devices = [Device.parse(url, dev.ssh_config) for url in dict.fromkeys(dev.urls)]
     manifest = ExportManifest.read(Path(settings.export_dir))
     plan = plan_rows(settings, manifest, check_request(settings, manifest), log)
-    bundles = device_bundles(manifest, plan, settings, dev, log)
-    if not bundles:
+    machines = device_machines(devices, dev.timeout_s)
+    reached = [d for d in devices if isinstance(machines[d], str)]
+    kinds = {machines[d] for d in reached}
+    bundles = {m: device_bundles(manifest, plan, settings, dev, log, m) for m in kinds}
+    if reached and not any(bundles.values()):
         raise EdgebenchError("no artifact of this export can be bundled for a device (none ok and portable)")
-    eval_set = read_eval_set(next(iter(bundles.values())))
-    host = host_predictions(plan, settings, eval_set, manifest, log)
-    with ThreadPoolExecutor(max_workers=len(devices)) as pool:
-        jobs = [pool.submit(bench_on, d, bundles, plan, host, settings, dev, manifest, log) for d in devices]
-        return [job.result() for job in jobs]
-
-
-def device_bundles(manifest: ExportManifest, plan, settings: BenchSettings, dev: DeviceSettings, log):
-    """format -> bundle folder, for each planned artifact whose runtime a bundle carries (cached)."""
-    cache = ensure_dir(Path(settings.export_dir).parent / "device-bundles")
-    out = {}
-    for row in plan.rows:
-        entry = manifest.entry(row.format)
-        if row.format not in plan.tasks or entry is None or not RUNTIMES[entry.runtime].portable:
-            continue
-        # keyed by what a bundle is made of: the artifact, the evaluation set and the code it carries
-        folder = cache / f"{entry.format}-{entry.sha256[:12]}-eval{dev.eval_images}-{_runtime_digest()}"
-        if not _reusable(folder, entry.sha256):
-            log(f"{entry.format}: building its bundle ({dev.eval_images} evaluation images)")
-            build_bundle(
-                settings.export_dir, entry.format, folder, data=settings.data,
-                cache_dir=settings.cache_dir, eval_images=dev.eval_images,
-            )  # fmt: skip
-        for stale in cache.glob(f"{entry.format}-{entry.sha256[:12]}-eval*"):  # other code's or sizes'
-            if stale != folder and stale.is_dir():
-                shutil.rmtree(stale, ignore_errors=True)
-        out[entry.format] = folder
-    return out
-
-
-def _runtime_digest() -> str:
-    """The runtime package's sources (what a bundle ships as edgebench_runtime), hashed."""
-    import edgebench.runtime
-
-    digest = hashlib.sha256()
-    for path in sorted(Path(edgebench.runtime.__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:12]
-
-
-def _reusable(folder: Path, sha256: str) -> bool:
-    try:
-        bundle = Bundle(folder)
-        bundle.verify_model()
-    except Exception:  # absent, half-built or another model: rebuilt
-        return False
-    return bundle.spec.model.sha256 == sha256 and bundle.spec.eval is not None
+    outcomes = {d: DeviceOutcome(d, error=str(machines[d])) for d in devices if d not in reached}
+    if reached:
+        eval_set = read_eval_set(next(iter(next(iter(bundles.values())).values())))
+        host = host_predictions(plan, settings, eval_set, manifest, log)
+        with ThreadPoolExecutor(max_workers=len(reached)) as pool:
+            jobs = {
+                d: pool.submit(bench_on, d, bundles[machines[d]], plan, host, settings, dev, manifest, log)
+                for d in reached
+            }
+            outcomes |= {d: job.result() for d, job in jobs.items()}
+    return [outcomes[d] for d in devices]
 
 
 def read_eval_set(folder: Path) -> SimpleNamespace:

@@ -9,6 +9,8 @@ end, so a dropped connection leaves no half-shipped folder under the final name)
 
 from __future__ import annotations
 
+import json
+import platform
 import re
 import shlex
 import shutil
@@ -25,6 +27,7 @@ _SSH_URL = re.compile(
 )
 CONNECT_TIMEOUT_S = 10
 MAX_RESULT_BYTES = 64 << 20  # a device's answer larger than this is not a bench result
+EMULATED_MACHINES = {"arm64": "aarch64"}  # an emulated device's kind (device.json) -> its uname -m
 
 
 class DeviceError(EdgebenchError):
@@ -65,6 +68,23 @@ class Device:
         if not (folder / "device.json").is_file() or not python.is_file():
             raise DeviceError(f"{url}: no emulated device there (build one with edgebench device arm64)")
         return cls(url, python=str(python.resolve()))
+
+    def machine(self, timeout: float) -> str:
+        """What ``uname -m`` says there (an emulated device: its guest's): the machine a bundle's C runner
+        must be built for."""
+        if self.url.startswith("qemu://"):
+            path = Path(self.url.removeprefix("qemu://")) / "device.json"
+            try:
+                kind = json.loads(path.read_text()).get("kind")
+            except (OSError, ValueError, AttributeError) as exc:
+                raise DeviceError(f"{self.url}: cannot read {path}: {exc}") from None
+            return EMULATED_MACHINES.get(kind, str(kind))
+        if self.local:
+            return platform.machine()
+        done = self.run(["uname", "-m"], timeout)
+        if done.returncode != 0:
+            raise DeviceError(f"{self.url}: uname -m failed there: {last_line(done.stderr)}")
+        return done.stdout.decode(errors="replace").strip()
 
     @property
     def local(self) -> bool:

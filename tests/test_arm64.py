@@ -259,10 +259,20 @@ def test_a_bundle_is_benched_on_the_emulated_devices(
     args += [x for cpu in CPUS for x in ("--device", f"qemu://{devices[cpu]}")]
     res = CliRunner().invoke(cli, [*args, "--max-drop", "100"])
     assert res.exit_code == 0, res.output
+    import numpy as np
+
+    c_runner = shutil.which("aarch64-linux-gnu-gcc") is not None  # the bundle's runner cross-built for it
     for cpu in CPUS:
         report = json.loads((tmp_path / f"bench-arm64-{cpu}" / "report.json").read_text())
-        (row,) = report["artifacts"]
+        rows = {r["format"]: r for r in report["artifacts"]}
+        assert sorted(rows) == ["tflite-int8", *(["tflite-int8@c-runner"] if c_runner else [])]
+        row = rows["tflite-int8"]
         assert row["accuracy"]["host_agreement"] == 1.0 and row["accuracy"]["images"] == 20
+        if c_runner:  # the aarch64 C runner under the emulator: the same top-1 as the Python path, each image
+            native = rows["tflite-int8@c-runner"]
+            assert native["accuracy"]["host_agreement"] == 1.0 and native["status"] == "pass"
+            preds = np.load(tmp_path / f"bench-arm64-{cpu}" / "predictions.npz")
+            assert (preds["tflite-int8@c-runner"] == preds["tflite-int8"]).all()
         env = report["environment"]
         assert env["machine"] == "arm64" and env["device"]["emulated"] is True
         assert env["cpu_features"]["flags"]["asimddp"] is (cpu == "cortex-a76")
