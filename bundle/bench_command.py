@@ -76,7 +76,7 @@ def _verdict(outcomes) -> None:
         if o.error:
             click.echo(f"error: {o.error}", err=True)
         else:
-            failed = ", ".join(o.gate.failed) or "none evaluated"
+            failed = ", ".join([*o.gate.failed, *(f"{f} (error)" for f in o.gate.errors)]) or "none evaluated"
             verdict = "gate passed" if o.gate.passed else f"gate FAILED: {failed}"
             click.echo(f"{o.device.url}: {verdict}; report {o.out_dir / 'report.json'}")
     errors = [o for o in outcomes if o.error]
