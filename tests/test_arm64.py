@@ -272,7 +272,7 @@ def test_a_bundle_is_benched_on_the_emulated_devices(
             native = rows["tflite-int8@c-runner"]
             assert native["accuracy"]["host_agreement"] == 1.0 and native["status"] == "pass"
             preds = np.load(tmp_path / f"bench-arm64-{cpu}" / "predictions.npz")
-            assert (preds["tflite-int8@c-runner"] == preds["tflite-int8"]).all()
+            assert (preds["pred__tflite-int8@c-runner"] == preds["pred__tflite-int8"]).all()
         env = report["environment"]
         assert env["machine"] == "arm64" and env["device"]["emulated"] is True
         assert env["cpu_features"]["flags"]["asimddp"] is (cpu == "cortex-a76")
