@@ -66,7 +66,8 @@ def measured_plan(job: PlanRun, x_tr, y_tr, x_val, y_val) -> tuple[TrainingPlan,
     idx = np.random.default_rng(p.seed).permutation(len(x_tr))[: 3 * p.batch_size]
     rates, precision = {}, p.precision
     source = load_model(job.init_from)
-    sizes = sorted({trained_size(source), job.options.late_size})
+    early = trained_size(source)
+    sizes = sorted({early, job.options.late_size})
     for size in sizes:
         (t,) = measure_candidate(p, job.weights, size, ["conv2"], x=x_tr[idx], y=y_tr[idx])
         rates[size] = t.train
@@ -77,7 +78,8 @@ def measured_plan(job: PlanRun, x_tr, y_tr, x_val, y_val) -> tuple[TrainingPlan,
     del source
     print(f"the bar: {job.init_from} scores {bar:.2%} on {len(y_val)} validation images", flush=True)
     p = dataclasses.replace(p, precision=precision)
-    return new_plan(p, job.options, job.init_from, rates=rates, bar=bar), weights
+    plan = new_plan(p, job.options, job.init_from, weights=weights, size=early, rates=rates, bar=bar)
+    return plan, weights
 
 
 def trained_twin(plan: TrainingPlan, size: int, values, p: Preset) -> keras.Model:

@@ -13,7 +13,7 @@ import numpy as np
 
 from edgebench.cpu import fingerprint
 from edgebench.errors import EdgebenchError
-from edgebench.train.model import build_model_in, load_model, trained_size
+from edgebench.train.model import build_model_in
 from edgebench.train.packing import (
     PACK_MANIFEST,
     pack_arrays,
@@ -106,14 +106,19 @@ def release_provenance(
 
 
 def new_plan(
-    preset: Preset, options: PlanOptions, init_from: Path, *, rates: dict[int, float], bar: float
+    preset: Preset,
+    options: PlanOptions,
+    init_from: Path,
+    *,
+    weights: list[np.ndarray],
+    size: int,
+    rates: dict[int, float],
+    bar: float,
 ) -> TrainingPlan:
     """A plan over ``options.plan_minutes`` at the measured training ``rates`` (images/s per size),
-    starting from ``init_from``'s weights, its bar that model's validation accuracy."""
-    source = load_model(init_from)
-    digest = weights_digest([np.asarray(w.numpy()) for w in source.weights])
-    size = trained_size(source)
-    del source
+    starting from ``init_from``'s ``weights`` (a model resizing to ``size``), its bar that model's
+    validation accuracy."""
+    digest = weights_digest(weights)
     total, stages = planned_steps(
         options.plan_minutes, preset.batch_size, rates, options.late_fraction, options.late_size
     )
