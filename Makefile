@@ -114,7 +114,7 @@ smoke: setup
 		BENCH_ARGS="--max-drop 10 --test-per-class 20 --threads 2 --batch-sizes 1,8 --rounds 1 --min-samples 200 --latency-time-cap 2 --throughput-time-cap 1"
 
 test: setup
-	$(BIN)/pytest -q -n 2 --dist loadfile
+	$(BIN)/pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: setup
 	$(BIN)/ruff check .

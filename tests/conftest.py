@@ -127,10 +127,15 @@ if os.environ.get("EDGEBENCH_RSS_LOG"):
             )
 
 
-# `make test` runs the files on two pytest-xdist workers (`-n 2 --dist loadfile`: a file's tests stay on one
-# worker, so its module fixtures are built once). The longest files go first so that neither worker is left
-# with one of them at the end.
-LONGEST_FIRST = ("test_train.py", "test_tune.py", "test_budget.py", "test_bench.py")
+# `make test` runs the files on two pytest-xdist workers (`-n 2 --dist loadfile --no-loadscope-reorder`: a
+# file's tests stay on one worker, so its module fixtures are built once, and the files go out in this order,
+# not xdist's default of most tests first). The longest files (measured with EDGEBENCH_RSS_LOG) go first so
+# that neither worker is left with one of them at the end.
+LONGEST_FIRST = (
+    "test_budget.py", "test_device_bench.py", "test_train.py", "test_bench.py", "test_tune.py",
+    "test_arm64.py", "test_untrusted_tflite.py", "test_bundle.py", "test_openvino.py", "test_portable.py",
+    "test_byom.py",
+)  # fmt: skip
 
 
 def pytest_collection_modifyitems(config, items):
