@@ -33,11 +33,13 @@ from edgebench.bundle.device_bundles import device_bundles, device_machines
 from edgebench.bundle.device_report import check_result, device_environment
 from edgebench.bundle.device_rows import c_runner_failures, c_runner_row, measured_parts, measured_row
 from edgebench.bundle.eval_set import DEFAULT_EVAL_IMAGES
-from edgebench.devices import Device, DeviceError, last_line
+from edgebench.devices import Device, DeviceError, DeviceTimeout, last_line
 from edgebench.errors import ArtifactError, EdgebenchError
 from edgebench.export.manifest import ExportManifest
 from edgebench.fileio import ensure_dir
 from edgebench.runtime import Bundle
+
+ANSWER_TIMEOUT_S = 60  # after a bundle timed out: whether the device still answers at all
 
 
 @dataclass
@@ -173,7 +175,13 @@ def run_bundle(device: Device, folder: Path, settings: BenchSettings, dev: Devic
     command += ["--time-cap", str(lat.time_cap_s)]
     command += ["--allow-cpu-mismatch"] if dev.allow_cpu_mismatch else []
     say(f"{folder.name}: running {' '.join(command[:3])} ...")
-    done = device.run(command, dev.timeout_s, cwd=remote)
+    try:
+        done = device.run(command, dev.timeout_s, cwd=remote)
+    except DeviceTimeout as exc:  # this bundle's bench ran too long: a failed row, unless the device is gone
+        if not device.answers(min(dev.timeout_s, ANSWER_TIMEOUT_S)):
+            raise
+        why = str(exc).removeprefix(f"{device.url}: ")
+        raise ArtifactError("device-error", f"{device.url}: {folder.name}: {why}; stopped there") from None
     if done.returncode != 0:  # the bundle failed there (its own one line): a failed row, not a lost device
         why = last_line(done.stderr, default=f"exit {done.returncode}")
         raise ArtifactError("device-error", f"{device.url}: {folder.name}: {why}")

@@ -10,13 +10,17 @@ end, so a dropped connection leaves no half-shipped folder under the final name)
 from __future__ import annotations
 
 import json
+import math
+import os
 import platform
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import tarfile
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,11 +31,19 @@ _SSH_URL = re.compile(
 )
 CONNECT_TIMEOUT_S = 10
 MAX_RESULT_BYTES = 64 << 20  # a device's answer larger than this is not a bench result
+# An ssh device stops its own command at the timeout (its `timeout`, where it has one: the command's whole
+# process group, so nothing keeps running there); the ssh client here is killed this much later if not.
+REMOTE_GRACE_S = 15
+TIMED_OUT = (124, 137)  # `timeout`'s exit status: the command stopped at the limit (137: after SIGKILL)
 EMULATED_MACHINES = {"arm64": "aarch64"}  # an emulated device's kind (device.json) -> its uname -m
 
 
 class DeviceError(EdgebenchError):
     """A device could not be reached, refused us, or answered something unusable."""
+
+
+class DeviceTimeout(DeviceError):
+    """A command there ran past its timeout and was stopped (there and here)."""
 
 
 @dataclass(frozen=True)
@@ -113,33 +125,54 @@ class Device:
         target = f"{self.user}@{self.host}" if self.user else self.host
         return [*argv, "--", target, remote_command]
 
-    def _argv(self, command: list[str], cwd: str | None) -> list[str]:
-        """``command`` (argv) as this device runs it: as is locally, as one quoted line through ssh."""
+    def _argv(self, command: list[str], cwd: str | None, timeout: float) -> list[str]:
+        """``command`` (argv) as this device runs it: as is locally; through ssh as one quoted line, under
+        the device's own ``timeout`` where it has one."""
         if self.local:
             return command
         line = shlex.join(command)
+        limited = f"timeout -k 5 {math.ceil(timeout)} {line}"
+        line = f"if command -v timeout >/dev/null 2>&1; then exec {limited}; else exec {line}; fi"
         return self.ssh_argv(f"cd {shlex.quote(cwd)} && {line}" if cwd else line)
 
     def run(self, command: list[str], timeout: float, stdin=None, stdout=subprocess.PIPE, cwd=None):
-        """Run ``command`` there (in ``cwd``); a device that cannot be reached, or a command killed at
-        ``timeout``, is a ``DeviceError``. The command's own failures come back in the returned process."""
-        argv = self._argv(command, None if cwd is None else str(cwd))
+        """Run ``command`` there (in ``cwd``); a device that cannot be reached is a ``DeviceError``, a
+        command past ``timeout`` a ``DeviceTimeout`` (stopped with every process it started, here or there).
+        The command's own failures come back in the returned process."""
+        argv = self._argv(command, None if cwd is None else str(cwd), timeout)
         if shutil.which(argv[0]) is None:
             raise DeviceError(f"{self.url}: {argv[0]} is not installed here")
-        try:
-            done = subprocess.run(
-                argv,
-                stdin=stdin,
-                stdout=stdout,
-                stderr=subprocess.PIPE,
-                timeout=timeout,
-                cwd=cwd if self.local else None,
-            )
-        except subprocess.TimeoutExpired:
-            raise DeviceError(f"{self.url}: no answer within {timeout:g} s (--device-timeout)") from None
+        t0 = time.monotonic()
+        with subprocess.Popen(
+            argv,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            cwd=cwd if self.local else None,
+            start_new_session=True,  # its own process group: a timeout stops what it started too
+        ) as proc:
+            try:
+                out, err = proc.communicate(timeout=timeout if self.local else timeout + REMOTE_GRACE_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.communicate()
+                raise DeviceTimeout(self._late(timeout)) from None
+        done = subprocess.CompletedProcess(argv, proc.returncode, out, err)
+        if not self.local and done.returncode in TIMED_OUT and time.monotonic() - t0 >= timeout:
+            raise DeviceTimeout(self._late(timeout))
         if not self.local and done.returncode == 255:
             raise DeviceError(f"{self.url}: {_ssh_problem(done.stderr)}")
         return done
+
+    def _late(self, timeout: float) -> str:
+        return f"{self.url}: no answer within {timeout:g} s (--device-timeout)"
+
+    def answers(self, timeout: float) -> bool:
+        """Whether the device still runs a command (after one of its commands timed out)."""
+        try:
+            return self.run(["true"], timeout).returncode == 0
+        except DeviceError:
+            return False
 
     def put(self, folder: Path, remote: str, timeout: float) -> None:
         """Ship ``folder`` to ``remote`` (a path there, relative to the login folder or absolute)."""

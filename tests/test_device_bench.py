@@ -17,6 +17,7 @@ from edgebench.cli import cli
 
 FORMATS = ["tflite-fp32", "tflite-int8", "onnx", "onnx-int8", "openvino-int8"]
 DEVICE_FORMATS = ["tflite-int8", "onnx-int8", "openvino-int8"]
+ONE = ("--formats", "tflite-int8", "--reference-format", "tflite-fp32")
 FAST = [
     *("--threads", "1", "--rounds", "1", "--min-samples", "20", "--latency-time-cap", "0.1"),
     *("--throughput-time-cap", "0.02", "--no-plots", "--max-drop", "100", "--eval", "60"),
@@ -122,7 +123,7 @@ def _check_c_runner_row(rows: dict, out: Path) -> None:
 
 def test_compare_takes_a_host_and_a_device_report(two_devices, run_dir, cifar_folder):
     host = run_dir / "bench-host"
-    res = _bench(run_dir, cifar_folder, "--formats", ",".join(DEVICE_FORMATS), "--out", str(host))
+    res = _bench(run_dir, cifar_folder, *ONE, "--out", str(host))  # one file both reports hold
     assert res.exit_code == 0, res.output
     res = CliRunner().invoke(
         cli, ["compare", str(host / "report.json"), str(run_dir / "bench-local" / "report.json")]
@@ -135,9 +136,6 @@ def _one_device_error(res, words: str) -> str:
     errors = [line for line in res.output.splitlines() if line.startswith("error:")]
     assert any(words in line for line in errors), res.output
     return errors[0]
-
-
-ONE = ("--formats", "tflite-int8", "--reference-format", "tflite-fp32")
 
 
 def test_an_unreachable_device_and_a_refused_key(run_dir, cifar_folder, server, device_python):
@@ -173,11 +171,21 @@ def test_a_cpu_lacking_a_flag_is_refused_unless_allowed(run_dir, cifar_folder, d
     assert _bench(run_dir, cifar_folder, *args, "--allow-cpu-mismatch").exit_code == 0
 
 
+def _gone(pid_file: Path) -> bool:
+    """Whether the process whose PID is in ``pid_file`` has ended (a zombie has ended too)."""
+    stat = Path(f"/proc/{pid_file.read_text().strip()}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
 def test_a_device_that_hangs_or_answers_wrongly(run_dir, cifar_folder, device_python, tmp_path):
     local = ("--device", "local")
-    hang = _wrapper(tmp_path, "hang", "sleep 30")
+    hang = _wrapper(tmp_path, "hang", f"echo $$ > {tmp_path / 'hang.pid'}\nexec sleep 60")
     res = _bench(run_dir, cifar_folder, *ONE, *local, "--device-python", hang, "--device-timeout", "2")
-    _one_device_error(res, "no answer within 2 s")
+    _one_device_error(res, "no answer within 2 s (--device-timeout); stopped there")
+    assert _gone(tmp_path / "hang.pid")  # stopped, not left running
     for name, edit, words in [
         ("garbage", "printf 'not json' > result.json", "is not JSON"),
         ("other-model", "sed -i 's/\"sha256\": \"[0-9a-f]*\"/\"sha256\": \"" + "0" * 64 + "\"/' result.json",
@@ -188,6 +196,25 @@ def test_a_device_that_hangs_or_answers_wrongly(run_dir, cifar_folder, device_py
         liar = _wrapper(tmp_path, name, f'{device_python} "$@" && {edit}')
         res = _bench(run_dir, cifar_folder, *ONE, *local, "--device-python", liar)
         _one_device_error(res, words)
+
+
+def test_a_bundle_that_hangs_there_is_a_failed_row_and_is_stopped(
+    run_dir, cifar_folder, server, device_python, tmp_path
+):
+    """Over ssh, the onnx-int8 bundle's bench hangs past --device-timeout: the device's own `timeout` stops
+    it (nothing left running there), its row is an error and the tflite bundle is still benched."""
+    pid = tmp_path / "hang.pid"
+    hang = f'case "$PWD" in *onnx-int8*) echo $$ > {pid}; exec sleep 120;; esac\nexec {device_python} "$@"'
+    python = _wrapper(tmp_path, "python", hang)
+    args = ("--formats", "tflite-int8,onnx-int8", "--reference-format", "tflite-fp32")
+    args += ("--out", tmp_path / "out")
+    args += ("--device", server.url, "--ssh-config", server.client_config, "--device-python", python)
+    res = _bench(run_dir, cifar_folder, *args, "--device-timeout", "10")
+    line = _one_device_error(res, "onnx-int8")
+    assert "no answer within 10 s (--device-timeout); stopped there" in line, line
+    assert _gone(pid)
+    rows = {r["format"]: r for r in json.loads((tmp_path / "out" / "report.json").read_text())["artifacts"]}
+    assert rows["tflite-int8"]["status"] == "pass" and rows["onnx-int8"]["status"] == "error"
 
 
 def test_a_c_runner_that_fails_there_is_a_failed_row(run_dir, cifar_folder, device_python, tmp_path):
