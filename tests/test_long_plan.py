@@ -114,6 +114,13 @@ def test_weight_average_is_the_ema_of_the_weights():
     assert again.updates == 3
     for g, e in zip(again.averaged_weights(model), expected, strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-6)
+    # a run continuing a packed average: the full decay from the first update (no ramp back to the weights)
+    model.set_weights(start)
+    settled = WeightAverage(model, decay=0.5, settled=True)
+    model.set_weights([w + 1 for w in start])
+    settled.on_train_batch_end(0)
+    for g, w in zip(settled.averaged_weights(model), start, strict=True):
+        np.testing.assert_allclose(g, w + 0.5, rtol=1e-6)
 
 
 def test_resume_state_belongs_to_its_position(tmp_path):

@@ -14,19 +14,21 @@ import numpy as np
 class WeightAverage(keras.callbacks.Callback):
     """EMA of ``trained``'s trainable weights, updated after every batch:
     ``avg = decay * avg + (1 - decay) * w``, with the decay ramped as ``min(decay, (1 + n) / (10 + n))``
-    over the first updates (so a fresh average is not dominated by its starting point). ``start`` sets the
-    average (a continuing run starts from the averaged weights it was packed with)."""
+    over the first updates (so a fresh average is not dominated by its starting point). ``settled``: the
+    starting weights already are a long average (a run continuing a packed checkpoint), so the decay is not
+    ramped and the average moves off them no faster than it did before the pack."""
 
-    def __init__(self, trained: keras.Model, decay: float):
+    def __init__(self, trained: keras.Model, decay: float, settled: bool = False):
         super().__init__()
         self.decay = decay
+        self.settled = settled
         self.updates = 0
         self._sources = list(trained.trainable_weights)
         self._average = [keras.Variable(np.asarray(w.numpy()), trainable=False) for w in self._sources]
 
     def on_train_batch_end(self, batch, logs=None):
         self.updates += 1
-        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        d = self.decay if self.settled else min(self.decay, (1 + self.updates) / (10 + self.updates))
         for avg, w in zip(self._average, self._sources, strict=True):
             avg.assign(d * avg + (1 - d) * keras.ops.cast(w, avg.dtype))
 

@@ -81,7 +81,8 @@ def _train_chunks(job: PlanRun, plan: TrainingPlan, pos: Position, splits, deadl
                 pos.values, pos.average, pos.updates = trained.get_weights(), average.state(), average.updates
             size = plan.stage_at(pos.step).image_size
             trained = trained_twin(plan, size, pos.values, p)
-            average = WeightAverage(trained, plan.ema_decay)
+            # a run continuing a packed checkpoint starts from its averaged weights: the average goes on
+            average = WeightAverage(trained, plan.ema_decay, settled=pos.step > 0)
             if pos.average is not None:
                 average.restore(pos.average, pos.updates)
             evaluator, optimizer_start = plan_model(p, size), pos.step
