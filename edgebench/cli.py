@@ -21,6 +21,7 @@ COMMANDS = {
     "pack-model": "edgebench.train.commands:pack_model",
     "fetch-model": "edgebench.train.commands:fetch_model",
     "train-plan": "edgebench.train.plan_command:train_plan",
+    "test-size": "edgebench.train.test_size_command:test_size",
     "gpu-payload": "edgebench.train.commands:gpu_payload",
     "export": "edgebench.export.commands:export",
     "import": "edgebench.export.commands:import_files",
