@@ -154,9 +154,11 @@ class Device:
             try:
                 out, err = proc.communicate(timeout=timeout if self.local else timeout + REMOTE_GRACE_S)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.communicate()
+                _stop_group(proc)
                 raise DeviceTimeout(self._late(timeout)) from None
+            except BaseException:  # Ctrl-C here: its own session does not get the terminal's SIGINT
+                _stop_group(proc)
+                raise
         done = subprocess.CompletedProcess(argv, proc.returncode, out, err)
         if not self.local and done.returncode in TIMED_OUT and time.monotonic() - t0 >= timeout:
             raise DeviceTimeout(self._late(timeout))
@@ -203,6 +205,15 @@ class Device:
 
     def remove(self, remote: str, timeout: float) -> None:
         self.run(["rm", "-rf", remote], timeout)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """Kill ``proc``'s process group (it leads its own session) and reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # it ended on its own meanwhile
+        pass
+    proc.communicate()
 
 
 def last_line(stderr: bytes, default: str = "no message") -> str:
