@@ -168,6 +168,11 @@ def test_checkpoint_pack_round_trip(tmp_path):
     write_pack(tmp_path / "ck", model, model.get_weights(), {PLAN_KEY: plan.to_dict()})
     got_plan, weights = read_checkpoint(tmp_path / "ck")
     assert got_plan == plan and len(weights) == len(model.weights)
+    # the release of the same weights (a run whose best check is its last) holds the same part bytes, which
+    # git stores once: the repository grows by one pack for that run
+    write_pack(tmp_path / "release", build_tiny_model(), model.get_weights(), {"release": True})
+    for part in sorted((tmp_path / "ck").glob("weights.xz.*")):
+        assert (tmp_path / "release" / part.name).read_bytes() == part.read_bytes()
     assert read_checkpoint(tmp_path / "none") is None
 
 
