@@ -40,36 +40,11 @@ def _sizes(ctx, param, value: str) -> list[int]:
 def test_size(model, data, sizes, calibration_images, val_fraction, seed, batch_size, out_dir, **subsample):
     """Evaluate --model at each of --sizes, as trained and with BatchNorm recalibrated, on the validation
     hold-out; record test accuracy for the trained size and the best row."""
-    import numpy as np
-
-    from edgebench.errors import EdgebenchError
     from edgebench.fileio import write_json, write_text
-    from edgebench.train.data.dataset import load_dataset, split_validation, stratified_indices, subset
-    from edgebench.train.model import load_model, trained_size
-    from edgebench.train.recipe.plan_store import plan_model
-    from edgebench.train.recipe.presets import get_preset
-    from edgebench.train.recipe.test_size import markdown, sweep
+    from edgebench.train.recipe.test_size import markdown, sweep_model
 
-    source = load_model(model)
-    preset = get_preset("release")
-    try:
-        plan_model(preset, trained_size(source), source.get_weights())
-    except ValueError:
-        why = "its weights do not fit"
-        raise EdgebenchError(f"{model} is not the recipe's ResNet50 (edgebench train): {why}") from None
-    ds = subset(load_dataset(data), subsample["train_per_class"], subsample["test_per_class"], seed)
-    x_tr, y_tr, x_val, y_val = split_validation(ds.x_train, ds.y_train, val_fraction, seed)
-    per_class = max(1, calibration_images // len(np.unique(y_tr)))
-    x_cal = x_tr[stratified_indices(y_tr, per_class, seed)]
-    result = sweep(
-        preset,
-        source.get_weights(),
-        trained_size(source),
-        sizes,
-        (x_cal, x_val, y_val, ds.x_test, ds.y_test),
-        batch_size=batch_size,
-        log=click.echo,
-    )
+    hold_out = {"val_fraction": val_fraction, "seed": seed, **subsample}
+    result = sweep_model(model, data, sizes, calibration_images, hold_out, batch_size, log=click.echo)
     out = Path(out_dir or "runs/test-size")
     write_json(out / "sweep.json", {"model": str(model), **result.to_dict()})
     write_text(out / "sweep.md", markdown(result))

@@ -11,9 +11,12 @@ from dataclasses import asdict, dataclass
 import keras
 import numpy as np
 
+from edgebench.errors import EdgebenchError
+from edgebench.train.data.dataset import load_dataset, split_validation, stratified_indices, subset
 from edgebench.train.data.features import predict_batches
+from edgebench.train.model import load_model, trained_size
 from edgebench.train.recipe.plan_store import plan_model
-from edgebench.train.recipe.presets import Preset
+from edgebench.train.recipe.presets import Preset, get_preset
 
 SWEEP_VERSION = 1
 AS_TRAINED, RECALIBRATED = "as trained", "recalibrated"
@@ -111,6 +114,27 @@ def sweep(
     rows = [SweepRow(r.size, r.batchnorm, r.val_accuracy, tested.get(r)) for r in rows]
     chosen = next(r for r in rows if (r.size, r.batchnorm) == (best.size, best.batchnorm))
     return SweepResult(trained, len(y_val), len(y_test), len(x_cal), tuple(rows), chosen)
+
+
+def sweep_model(
+    model_path, data, sizes: list[int], calibration_images: int, hold_out: dict, batch_size: int, log=print
+) -> SweepResult:
+    """``sweep`` of the recipe's model saved at ``model_path`` on ``data``: validation from the training
+    split's ``hold_out`` (val_fraction, seed; train_per_class / test_per_class subsample first), the
+    calibration images a stratified sample of the rest."""
+    source, preset = load_model(model_path), get_preset("release")
+    try:
+        plan_model(preset, trained_size(source), source.get_weights())
+    except ValueError:
+        why = "its weights do not fit"
+        raise EdgebenchError(f"{model_path} is not the recipe's ResNet50 (edgebench train): {why}") from None
+    seed = hold_out["seed"]
+    ds = subset(load_dataset(data), hold_out.get("train_per_class"), hold_out.get("test_per_class"), seed)
+    x_tr, y_tr, x_val, y_val = split_validation(ds.x_train, ds.y_train, hold_out["val_fraction"], seed)
+    per_class = max(1, calibration_images // len(np.unique(y_tr)))
+    x_cal = x_tr[stratified_indices(y_tr, per_class, seed)]
+    splits = (x_cal, x_val, y_val, ds.x_test, ds.y_test)
+    return sweep(preset, source.get_weights(), trained_size(source), sizes, splits, batch_size, log)
 
 
 def markdown(result: SweepResult) -> str:
