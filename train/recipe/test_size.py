@@ -13,8 +13,8 @@ import numpy as np
 
 from edgebench.errors import EdgebenchError
 from edgebench.train.data.dataset import load_dataset, split_validation, stratified_indices, subset
-from edgebench.train.data.features import predict_batches
 from edgebench.train.model import load_model, trained_size
+from edgebench.train.recipe.fitting import evaluate
 from edgebench.train.recipe.plan_store import plan_model
 from edgebench.train.recipe.presets import Preset, get_preset
 
@@ -78,10 +78,6 @@ def recalibrate_batchnorm(model: keras.Model, images: np.ndarray, batch_size: in
     return batches
 
 
-def _accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
-    return float(np.mean(predict_batches(model, x, batch_size).argmax(axis=1) == y))
-
-
 def sweep(
     preset: Preset,
     weights: list[np.ndarray],
@@ -97,10 +93,10 @@ def sweep(
     rows, models, recalibrated = [], {}, {}
     for size in sorted(set(sizes) | {trained}):
         models[size] = model = plan_model(preset, size, weights)
-        rows.append(SweepRow(size, AS_TRAINED, _accuracy(model, x_val, y_val, batch_size)))
+        rows.append(SweepRow(size, AS_TRAINED, evaluate(model, x_val, y_val, batch_size)[0]))
         recalibrate_batchnorm(model, x_cal, batch_size)
         recalibrated[size] = model.get_weights()
-        rows.append(SweepRow(size, RECALIBRATED, _accuracy(model, x_val, y_val, batch_size)))
+        rows.append(SweepRow(size, RECALIBRATED, evaluate(model, x_val, y_val, batch_size)[0]))
         as_trained, recal = rows[-2].val_accuracy, rows[-1].val_accuracy
         log(f"{size} px: validation {as_trained:.2%} as trained, {recal:.2%} with BatchNorm recalibrated")
     baseline = next(r for r in rows if r.size == trained and r.batchnorm == AS_TRAINED)
@@ -109,7 +105,7 @@ def sweep(
     for row in dict.fromkeys([baseline, best]):
         model = models[row.size]
         model.set_weights(recalibrated[row.size] if row.batchnorm == RECALIBRATED else weights)
-        tested[row] = _accuracy(model, x_test, y_test, batch_size)
+        tested[row] = evaluate(model, x_test, y_test, batch_size)[0]
         log(f"{row.size} px, BatchNorm {row.batchnorm}: test {tested[row]:.2%}")
     rows = [SweepRow(r.size, r.batchnorm, r.val_accuracy, tested.get(r)) for r in rows]
     chosen = next(r for r in rows if (r.size, r.batchnorm) == (best.size, best.batchnorm))
