@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgebench.bench.measure import Measurer, MeasureTask
-from edgebench.devices import Device, DeviceError, last_line
+from edgebench.devices import Device, DeviceError, DeviceTimeout, last_line
 from edgebench.errors import ArtifactError
 from edgebench.fileio import sha256_file
 from edgebench.runtime import artifact_files
@@ -26,6 +26,8 @@ from edgebench.runtime.timing import clamp_batches
 
 # the name edgebench.runtime gets where it is shipped (a bundle's infer.py imports it)
 RUNTIME_PACKAGE = "edgebench_runtime"
+# a candidate that ran past --device-timeout while the device still answers (tune times it again on a rerun)
+DEVICE_TIMEOUT = "device-timeout"
 
 
 def copy_runtime_package(dest: Path) -> Path:
@@ -86,10 +88,16 @@ class DeviceMeasurer(Measurer):
             fh.seek(0)
             self.device.run(["sh", "-c", "cat > task.json"], self.timeout_s, stdin=fh, cwd=remote)
         command = [self.python, "-m", f"{RUNTIME_PACKAGE}.device_bench", "task.json"]
-        done = self.device.run(command, self.timeout_s, cwd=remote)
+        try:
+            done = self.device.run(command, self.timeout_s, cwd=remote)
+        except DeviceTimeout as exc:  # ran too long: this candidate's own failure, unless the device is gone
+            raise self.device.timed_out(exc, task.name, self.timeout_s, DEVICE_TIMEOUT) from None
         if done.returncode != 0:
             raise ArtifactError("device-error", f"{self.device.url}: {task.name}: {last_line(done.stderr)}")
-        result = json.loads(self.device.get(f"{remote}/result.json", self.timeout_s))
+        try:
+            result = json.loads(self.device.get(f"{remote}/result.json", self.timeout_s))
+        except ValueError as exc:
+            raise DeviceError(f"{self.device.url}: {task.name}: the result is not JSON ({exc})") from None
         samples = np.load(
             io.BytesIO(self.device.get(f"{remote}/samples.npy", self.timeout_s)), allow_pickle=False
         )

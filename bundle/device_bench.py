@@ -39,8 +39,6 @@ from edgebench.export.manifest import ExportManifest
 from edgebench.fileio import ensure_dir
 from edgebench.runtime import Bundle
 
-ANSWER_TIMEOUT_S = 60  # after a bundle timed out: whether the device still answers at all
-
 
 @dataclass
 class DeviceSettings:
@@ -178,10 +176,7 @@ def run_bundle(device: Device, folder: Path, settings: BenchSettings, dev: Devic
     try:
         done = device.run(command, dev.timeout_s, cwd=remote)
     except DeviceTimeout as exc:  # this bundle's bench ran too long: a failed row, unless the device is gone
-        if not device.answers(min(dev.timeout_s, ANSWER_TIMEOUT_S)):
-            raise
-        why = str(exc).removeprefix(f"{device.url}: ")
-        raise ArtifactError("device-error", f"{device.url}: {folder.name}: {why}; stopped there") from None
+        raise device.timed_out(exc, folder.name, dev.timeout_s, "device-error") from None
     if done.returncode != 0:  # the bundle failed there (its own one line): a failed row, not a lost device
         why = last_line(done.stderr, default=f"exit {done.returncode}")
         raise ArtifactError("device-error", f"{device.url}: {folder.name}: {why}")

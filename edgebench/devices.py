@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgebench.errors import EdgebenchError
+from edgebench.errors import ArtifactError, EdgebenchError
 
 _SSH_URL = re.compile(
     r"^ssh://(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>\d{1,5}))?/?$"
@@ -35,6 +35,7 @@ MAX_RESULT_BYTES = 64 << 20  # a device's answer larger than this is not a bench
 # process group, so nothing keeps running there); the ssh client here is killed this much later if not.
 REMOTE_GRACE_S = 15
 TIMED_OUT = (124, 137)  # `timeout`'s exit status: the command stopped at the limit (137: after SIGKILL)
+ANSWER_TIMEOUT_S = 60  # after a command timed out: whether the device still answers at all
 EMULATED_MACHINES = {"arm64": "aarch64"}  # an emulated device's kind (device.json) -> its uname -m
 
 
@@ -175,6 +176,14 @@ class Device:
             return self.run(["true"], timeout).returncode == 0
         except DeviceError:
             return False
+
+    def timed_out(self, exc: DeviceTimeout, what: str, timeout: float, reason: str) -> EdgebenchError:
+        """After ``what`` ran past ``timeout`` (``exc``): a failed row of its own (``ArtifactError(reason)``)
+        if the device still answers, else ``exc`` (the device is gone: nothing more can run there)."""
+        if not self.answers(min(timeout, ANSWER_TIMEOUT_S)):
+            return exc
+        why = str(exc).removeprefix(f"{self.url}: ")
+        return ArtifactError(reason, f"{self.url}: {what}: {why}; stopped there")
 
     def put(self, folder: Path, remote: str, timeout: float) -> None:
         """Ship ``folder`` to ``remote`` (a path there, relative to the login folder or absolute)."""

@@ -4,6 +4,7 @@ runtimes (no TensorFlow), and ``local``; every failure is one line naming the de
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import subprocess
@@ -233,21 +234,46 @@ def test_a_c_runner_that_fails_there_is_a_failed_row(run_dir, cifar_folder, devi
 
 def test_tune_times_its_candidates_on_the_device(run_dir, cifar_folder, server, device_python, tmp_path):
     """tune --device: every candidate is timed there (a logging stand-in for the device's python counts the
-    timing rounds it ran), tune.json says which device timed them, and a winner is written."""
+    timing rounds it ran), tune.json says which device timed them, and a winner is written. A candidate that
+    hangs there is its own failed record (the device still answers), timed again on a rerun; a device that
+    answers garbage stops the tune with one line and keeps what was measured."""
+    from edgebench.devices import DeviceError
     from edgebench.runtime.latency_stats import LatencySettings
     from edgebench.tune.search import run_tune
     from edgebench.tune.space import TuneSettings
 
-    calls = tmp_path / "calls.log"
-    logging_python = _wrapper(tmp_path, "python", f'echo "$@" >> {calls}\nexec {device_python} "$@"')
+    calls, hung = tmp_path / "calls.log", tmp_path / "hung"
+    bench_call = 'case "$*" in *edgebench_runtime.device_bench*)'
+    hangs_once = f"{bench_call} [ -e {hung} ] || {{ touch {hung}; exec sleep 60; }};; esac"
+    logging_python = _wrapper(
+        tmp_path, "python", f'{hangs_once}\necho "$@" >> {calls}\nexec {device_python} "$@"'
+    )
+    garbage = _wrapper(
+        tmp_path, "garbage", f'{bench_call} echo "{{" > result.json; exit 0;; esac\nexec {device_python} "$@"'
+    )
     latency = LatencySettings(rounds=1, min_samples=20, time_cap_s=0.1, warmup_runs=2, overhead_block_s=0.01)
     settings = TuneSettings(
         model=run_dir / "model.keras", data=str(cifar_folder), out_dir=tmp_path / "tune",
         runtimes=("litert",), val_images=40, calib_size=40, threads=1, latency=latency,
         device=server.url, ssh_config=server.client_config, device_python=str(logging_python),
+        device_timeout=15,
     )  # fmt: skip
+    first = run_tune(settings, log=lambda _: None).state["candidates"]
+    timed_out = [key for key, r in first.items() if r.get("reason") == "device-timeout"]
+    assert (
+        len(timed_out) == 1
+        and "no answer within 15 s (--device-timeout); stopped there" in first[timed_out[0]]["message"]
+    )
+
+    tune_json = tmp_path / "tune" / "tune.json"
+    before = tune_json.read_text()
+    with pytest.raises(DeviceError, match="the result is not JSON"):
+        run_tune(dataclasses.replace(settings, device_python=str(garbage)), log=lambda _: None)
+    assert json.loads(tune_json.read_text())["candidates"] == json.loads(before)["candidates"]
+
     result = run_tune(settings, log=lambda _: None)
     state = result.state
+    assert state["candidates"][timed_out[0]]["status"] == "ok"
     timed = [r for r in state["candidates"].values() if r["status"] == "ok"]
     rounds = [line for line in calls.read_text().splitlines() if "edgebench_runtime.device_bench" in line]
     assert timed and len(rounds) >= len(timed)

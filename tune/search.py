@@ -21,7 +21,9 @@ import numpy as np
 
 from edgebench import cpu, targets
 from edgebench.bench.benchmark import data_source
+from edgebench.bench.device_measure import DEVICE_TIMEOUT, DeviceMeasurer
 from edgebench.bench.measure import Measurer, MeasureTask
+from edgebench.devices import Device, DeviceError
 from edgebench.errors import ArtifactError, EdgebenchError
 from edgebench.export.context import indices_sha256
 from edgebench.export.manifest import ArtifactEntry, ExportManifest
@@ -79,9 +81,6 @@ class _Tuner:
         if not self.s.device:
             return Measurer(*args, *rest)
         if self._device_measurer is None:
-            from edgebench.bench.device_measure import DeviceMeasurer
-            from edgebench.devices import Device
-
             device = Device.parse(self.s.device, self.s.ssh_config)
             self._device_measurer = DeviceMeasurer(
                 *args, *rest, device=device, python=self.s.device_python, timeout_s=self.s.device_timeout
@@ -157,6 +156,8 @@ class _Tuner:
     # -- one candidate ---------------------------------------------------------------------------
     def cached(self, cand: Candidate) -> dict | None:
         rec = self.state["candidates"].get(cand.key)
+        if rec and rec.get("reason") == DEVICE_TIMEOUT:  # the device was busy or slow then: timed again
+            return None
         if rec and (
             rec["status"] != "ok"
             or (
@@ -229,6 +230,9 @@ class _Tuner:
             _, samples = self.measurer().time_once(task, self.s.threads)
             if self.s.device and "device" not in self.state:  # what timed the candidates
                 self.state["device"] = {"url": self.s.device, **self.measurer().fingerprint(task)}
+        except DeviceError:  # the device, not this candidate: every later one would fail the same way
+            self.save()  # what was measured stays; a rerun goes on from there
+            raise
         except EdgebenchError as exc:
             rec.update(reason=getattr(exc, "reason", "error"), message=str(exc))
         else:
