@@ -11,7 +11,7 @@ times ``Interpreter.invoke()``, ``onnxruntime`` times ``session.run``, both with
 around each call; ``polygraphy`` keeps Polygraphy's own per-call ``last_inference_time()``. TENSOR.npy holds
 the model's input (the contract already applied); its first image is fed at batch 1.
 
-Protocol (``crosscheck.Served``): warm up, print ``READY {}``, then answer each stdin line ``k`` with
+Protocol (``crosscheck_timers.Served``): warm up, print ``READY {}``, then answer each stdin line ``k`` with
 ``BLOCK [k durations in ns]``. ``litert-benchmark`` runs ai-edge-litert's benchmark tool once.
 """
 
