@@ -83,8 +83,9 @@ def predict(images, model_path, top_k, as_json, labels):
 )
 def pack_model(run_dir, out, train_command, code_commit):
     """Pack a trained model for the repository: bfloat16 + lzma weights, sha256s and provenance."""
-    from edgebench.train.packing import PACK_MANIFEST, provenance, read_pack_manifest
+    from edgebench.train.packing import PACK_MANIFEST, provenance
     from edgebench.train.packing import pack_model as pack
+    from edgebench.train.unpacking import read_pack_manifest
 
     # The pack this one replaces, the model the run may have continued (its lineage): one that cannot be
     # read is refused rather than packed over, its lineage lost.
@@ -106,7 +107,7 @@ def pack_model(run_dir, out, train_command, code_commit):
 @click.option("--out", default=None, help="the rebuilt .keras file [runs/<name>/model.keras]")
 def fetch_model(name, models_dir, out):
     """Rebuild a packed model (checks every part's sha256 and the restored weights' digest)."""
-    from edgebench.train.packing import rebuild_model
+    from edgebench.train.unpacking import rebuild_model
 
     out = out or f"runs/{name}/model.keras"
     manifest = rebuild_model(f"{models_dir}/{name}", out)

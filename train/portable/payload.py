@@ -24,13 +24,8 @@ import numpy as np
 
 from edgebench.errors import EdgebenchError
 from edgebench.fileio import atomic_path, ensure_dir, sha256_file, write_json
-from edgebench.train.packing import (
-    LZMA_PRESET,
-    MAX_UNPACKED_BYTES,
-    bounded_decompress,
-    restored_array,
-    stored_array,
-)
+from edgebench.train.packing import LZMA_PRESET, MAX_UNPACKED_BYTES, restored_array, stored_array
+from edgebench.train.unpacking import bounded_decompress
 
 IMAGES_KIND = "edgebench-image-payload/1"
 WEIGHTS_KIND = "edgebench-weights-payload/1"

@@ -14,17 +14,11 @@ import numpy as np
 from edgebench.cpu import fingerprint
 from edgebench.errors import EdgebenchError
 from edgebench.train.model import build_model_in
-from edgebench.train.packing import (
-    PACK_MANIFEST,
-    pack_arrays,
-    read_pack_manifest,
-    restored_values,
-    unpack_weights,
-    weights_digest,
-)
+from edgebench.train.packing import PACK_MANIFEST, pack_arrays, restored_values, weights_digest
 from edgebench.train.portable.twin_pack import model_config
 from edgebench.train.recipe.long_plan import TrainingPlan, planned_steps
 from edgebench.train.recipe.presets import Preset
+from edgebench.train.unpacking import read_pack_manifest, unpack_weights
 
 PLAN_KEY = "training_plan"  # the plan's place in the checkpoint pack's provenance
 
