@@ -234,13 +234,16 @@ def test_a_c_runner_that_fails_there_is_a_failed_row(run_dir, cifar_folder, devi
 
 def test_tune_times_its_candidates_on_the_device(run_dir, cifar_folder, server, device_python, tmp_path):
     """tune --device: every candidate is timed there (a logging stand-in for the device's python counts the
-    timing rounds it ran), tune.json says which device timed them, and a winner is written. A candidate that
-    hangs there is its own failed record (the device still answers), timed again on a rerun; a device that
-    answers garbage stops the tune with one line and keeps what was measured."""
+    timing rounds it ran), tune.json says which device timed them, and a winner is written. A device that
+    answers garbage stops the tune with one line, keeping what was measured (the reference); a candidate that
+    hangs there is its own failed record (the device still answers), the only one a rerun measures again."""
     from edgebench.devices import DeviceError
     from edgebench.runtime.latency_stats import LatencySettings
-    from edgebench.tune.search import run_tune
-    from edgebench.tune.space import TuneSettings
+    from edgebench.tune.search import _Tuner, run_tune
+    from edgebench.tune.space import Candidate, TuneSettings
+
+    def _candidate(rec: dict) -> Candidate:
+        return Candidate(rec["family"], rec["runtime"], rec["quantized"], rec["settings"])
 
     calls, hung = tmp_path / "calls.log", tmp_path / "hung"
     bench_call = 'case "$*" in *edgebench_runtime.device_bench*)'
@@ -258,25 +261,25 @@ def test_tune_times_its_candidates_on_the_device(run_dir, cifar_folder, server, 
         device=server.url, ssh_config=server.client_config, device_python=str(logging_python),
         device_timeout=15,
     )  # fmt: skip
-    first = run_tune(settings, log=lambda _: None).state["candidates"]
-    timed_out = [key for key, r in first.items() if r.get("reason") == "device-timeout"]
-    assert (
-        len(timed_out) == 1
-        and "no answer within 15 s (--device-timeout); stopped there" in first[timed_out[0]]["message"]
-    )
-
     tune_json = tmp_path / "tune" / "tune.json"
-    before = tune_json.read_text()
     with pytest.raises(DeviceError, match="the result is not JSON"):
         run_tune(dataclasses.replace(settings, device_python=str(garbage)), log=lambda _: None)
-    assert json.loads(tune_json.read_text())["candidates"] == json.loads(before)["candidates"]
+    aborted = json.loads(tune_json.read_text())
+    assert aborted["reference"] and aborted["candidates"] == {}  # the device's fault is no candidate's
 
-    result = run_tune(settings, log=lambda _: None)
+    result = run_tune(settings, log=lambda _: None)  # goes on from there: the first timing hangs once
     state = result.state
-    assert state["candidates"][timed_out[0]]["status"] == "ok"
+    timed_out = [r for r in state["candidates"].values() if r.get("reason") == "device-timeout"]
+    assert len(timed_out) == 1
+    assert "no answer within 15 s (--device-timeout); stopped there" in timed_out[0]["message"]
     timed = [r for r in state["candidates"].values() if r["status"] == "ok"]
     rounds = [line for line in calls.read_text().splitlines() if "edgebench_runtime.device_bench" in line]
-    assert timed and len(rounds) >= len(timed)
+    assert len(timed) == len(state["candidates"]) - 1 and len(rounds) >= len(timed)
     assert state["device"]["url"] == server.url and state["context"]["device"] == server.url
     assert state["device"]["arch"] == "x86_64" and result.entry.format.endswith("-tuned")
+
+    rerun = _Tuner(settings, log=lambda _: None)  # what a rerun measures again: the timed-out one alone
+    rerun.prepare()
+    again = [r["key"] for r in state["candidates"].values() if rerun.cached(_candidate(r)) is None]
+    assert again == [timed_out[0]["key"]]
     assert "--device" in CliRunner().invoke(cli, ["tune", "--help"]).output
