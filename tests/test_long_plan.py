@@ -109,6 +109,7 @@ def test_weight_average_is_the_ema_of_the_weights():
     got = average.averaged_weights(model)
     for g, e in zip(got, expected, strict=True):
         np.testing.assert_allclose(g, e, rtol=1e-6)
+    assert average._update.experimental_get_tracing_count() == 1  # one graph for the three decays
     again = WeightAverage(model, decay=0.5)
     again.restore(average.state(), average.updates)
     assert again.updates == 3

@@ -25,12 +25,16 @@ class WeightAverage(keras.callbacks.Callback):
         self.updates = 0
         self._sources = list(trained.trainable_weights)
         self._average = [keras.Variable(np.asarray(w.numpy()), trainable=False) for w in self._sources]
+        self._update = _one_graph(self._assign_all)
+
+    def _assign_all(self, d):
+        for avg, w in zip(self._average, self._sources, strict=True):
+            avg.assign(d * avg + (1 - d) * keras.ops.cast(w, avg.dtype))
 
     def on_train_batch_end(self, batch, logs=None):
         self.updates += 1
         d = self.decay if self.settled else min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for avg, w in zip(self._average, self._sources, strict=True):
-            avg.assign(d * avg + (1 - d) * keras.ops.cast(w, avg.dtype))
+        self._update(keras.ops.convert_to_tensor(d, "float32"))  # a tensor: one trace for every decay
 
     def averaged_weights(self, trained: keras.Model) -> list[np.ndarray]:
         """``trained.weights``' values with the trainable ones replaced by their averages (in
@@ -45,3 +49,13 @@ class WeightAverage(keras.callbacks.Callback):
         for avg, value in zip(self._average, values, strict=True):
             avg.assign(value)
         self.updates = updates
+
+
+def _one_graph(update):
+    """``update`` as one TensorFlow graph call: run eagerly, a ResNet50's ~100 assigns per batch took 5.7% of
+    the plan's training time (py-spy, run 2). Other backends run it as it is."""
+    if keras.backend.backend() != "tensorflow":
+        return update
+    import tensorflow as tf
+
+    return tf.function(update)
