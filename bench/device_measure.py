@@ -98,10 +98,20 @@ class DeviceMeasurer(Measurer):
             result = json.loads(self.device.get(f"{remote}/result.json", self.timeout_s))
         except ValueError as exc:
             raise DeviceError(f"{self.device.url}: {task.name}: the result is not JSON ({exc})") from None
-        samples = np.load(
-            io.BytesIO(self.device.get(f"{remote}/samples.npy", self.timeout_s)), allow_pickle=False
-        )
-        if samples.ndim != 1 or samples.dtype.kind not in "iu" or not len(samples):
+        try:
+            samples = np.load(
+                io.BytesIO(self.device.get(f"{remote}/samples.npy", self.timeout_s)), allow_pickle=False
+            )
+        except (ValueError, OSError, EOFError) as exc:
+            raise DeviceError(
+                f"{self.device.url}: {task.name}: the samples are not an array ({exc})"
+            ) from None
+        if (
+            not isinstance(samples, np.ndarray)
+            or samples.ndim != 1
+            or samples.dtype.kind not in "iu"
+            or not len(samples)
+        ):
             raise ArtifactError(
                 "device-error", f"{self.device.url}: {task.name}: its samples are not timings"
             )

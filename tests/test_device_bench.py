@@ -251,9 +251,10 @@ def test_tune_times_its_candidates_on_the_device(run_dir, cifar_folder, server, 
     logging_python = _wrapper(
         tmp_path, "python", f'{hangs_once}\necho "$@" >> {calls}\nexec {device_python} "$@"'
     )
-    garbage = _wrapper(
-        tmp_path, "garbage", f'{bench_call} echo "{{" > result.json; exit 0;; esac\nexec {device_python} "$@"'
-    )
+    garbage = {
+        "the result is not JSON": 'echo "{" > result.json',
+        "the samples are not an array": "echo {} > result.json; echo 1 > samples.npy",
+    }
     latency = LatencySettings(rounds=1, min_samples=20, time_cap_s=0.1, warmup_runs=2, overhead_block_s=0.01)
     settings = TuneSettings(
         model=run_dir / "model.keras", data=str(cifar_folder), out_dir=tmp_path / "tune",
@@ -262,8 +263,12 @@ def test_tune_times_its_candidates_on_the_device(run_dir, cifar_folder, server, 
         device_timeout=15,
     )  # fmt: skip
     tune_json = tmp_path / "tune" / "tune.json"
-    with pytest.raises(DeviceError, match="the result is not JSON"):
-        run_tune(dataclasses.replace(settings, device_python=str(garbage)), log=lambda _: None)
+    for i, (words, answer) in enumerate(garbage.items()):
+        wrong = _wrapper(
+            tmp_path, f"garbage{i}", f'{bench_call} {answer}; exit 0;; esac\nexec {device_python} "$@"'
+        )
+        with pytest.raises(DeviceError, match=words):
+            run_tune(dataclasses.replace(settings, device_python=str(wrong)), log=lambda _: None)
     aborted = json.loads(tune_json.read_text())
     assert aborted["reference"] and aborted["candidates"] == {}  # the device's fault is no candidate's
 
