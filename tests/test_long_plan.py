@@ -192,3 +192,31 @@ def test_train_plan_refusals(tmp_path, cifar_folder):
     res = run_cli("train-plan", "--run-minutes", "1", "--checkpoint", tmp_path / "bad")
     errors = [line for line in res.stdout.splitlines() if line.startswith("error:")]
     assert res.returncode == 2 and len(errors) == 1 and "without a training plan" in errors[0]
+
+
+def test_a_later_release_of_the_plan_counts_each_minute_once(tmp_path):
+    """Each release of a plan chains to the pack the plan started from, not to the plan's own earlier
+    release (whose minutes are among the plan's runs): the lineage's total counts every run once."""
+    from edgebench.train.packing import FORMAT, PACK_MANIFEST
+    from edgebench.train.recipe.long_plan import RunRecord
+    from edgebench.train.recipe.plan_store import release_provenance
+
+    def run(minutes: float) -> RunRecord:
+        return RunRecord("t", "c", "cpu", 0, 1, minutes, 50.0, 0.9, 0.9, True)
+
+    start = {"preset": "release-continue", "minutes": 75.0, "total_minutes": 276.0}
+    release = tmp_path / "release"
+    release.mkdir()
+    totals = []
+    for runs in ((128.0,), (128.0, 131.0), (128.0, 131.0, 131.8)):
+        plan = make_plan(runs=tuple(run(m) for m in runs))
+        before = json.loads((release / PACK_MANIFEST).read_text())["provenance"] if totals else start
+        manifest = {"kind": FORMAT, "weights_sha256": f"{len(totals)}" * 64, "provenance": before}
+        (release / PACK_MANIFEST).write_text(json.dumps(manifest))
+        info = {"code_commit": "c", "best_val_accuracy": 0.93}
+        record = release_provenance(plan, info, previous=release, command="make", test=(0.93, 10000))
+        assert record["continues"] == {"weights_sha256": "0" * 64, "provenance": start}
+        assert record["replaces"]["weights_sha256"] == f"{len(totals)}" * 64
+        (release / PACK_MANIFEST).write_text(json.dumps({**manifest, "provenance": record}))
+        totals.append(record["total_minutes"])
+    assert totals == [404.0, 535.0, 666.8]

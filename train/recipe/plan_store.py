@@ -75,8 +75,10 @@ def release_provenance(
     plan: TrainingPlan, record: dict, *, previous: Path, command: str, test: tuple[float, int]
 ) -> dict:
     """The released pack's provenance: this run, the plan, and the pack it replaces as its lineage."""
-    before = read_pack_manifest(previous)["provenance"] if (previous / PACK_MANIFEST).is_file() else {}
-    minutes = sum(r.minutes for r in plan.runs)
+    replaced = read_pack_manifest(previous) if (previous / PACK_MANIFEST).is_file() else {}
+    before = replaced.get("provenance", {})
+    base = _plan_base(plan, before)
+    minutes = sum(r.minutes for r in plan.runs)  # every run of the plan: the base's minutes are apart
     return {
         "trained": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "preset": "release-plan",
@@ -94,9 +96,26 @@ def release_provenance(
             "runs": len(plan.runs),
         },
         "rebuild": f"edgebench fetch-model --name {previous.name}",
-        "continues": {"weights_sha256": plan.init_weights_sha256, "provenance": before},
-        "total_minutes": round(minutes + before.get("total_minutes", before.get("minutes", 0)), 1),
+        "continues": base,
+        "replaces": {
+            k: replaced.get(k) or before.get(k) for k in ("weights_sha256", "val_accuracy", "test_accuracy")
+        },
+        "total_minutes": round(
+            minutes + base["provenance"].get("total_minutes", base["provenance"].get("minutes", 0)), 1
+        ),
     }
+
+
+def _plan_base(plan: TrainingPlan, before: dict) -> dict:
+    """The pack the plan started from, as ``continues`` names it. A release this plan made earlier chains to
+    it, and its minutes are among the plan's runs, so they are not counted twice."""
+    base = {"weights_sha256": plan.init_weights_sha256, "provenance": before}
+    while (
+        base["provenance"].get("preset") == "release-plan"
+        and base["provenance"]["continues"]["weights_sha256"] == plan.init_weights_sha256
+    ):
+        base = base["provenance"]["continues"]
+    return base
 
 
 def new_plan(
