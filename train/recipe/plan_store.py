@@ -110,11 +110,15 @@ def _plan_base(plan: TrainingPlan, before: dict) -> dict:
     """The pack the plan started from, as ``continues`` names it. A release this plan made earlier chains to
     it, and its minutes are among the plan's runs, so they are not counted twice."""
     base = {"weights_sha256": plan.init_weights_sha256, "provenance": before}
-    while (
-        base["provenance"].get("preset") == "release-plan"
-        and base["provenance"]["continues"]["weights_sha256"] == plan.init_weights_sha256
-    ):
-        base = base["provenance"]["continues"]
+    while base["provenance"].get("preset") == "release-plan":
+        earlier = base["provenance"].get("continues")
+        if not (
+            isinstance(earlier, dict)
+            and isinstance(earlier.get("provenance"), dict)
+            and earlier.get("weights_sha256") == plan.init_weights_sha256
+        ):
+            break
+        base = earlier
     return base
 
 
