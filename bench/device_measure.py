@@ -94,10 +94,7 @@ class DeviceMeasurer(Measurer):
             raise self.device.timed_out(exc, task.name, self.timeout_s, DEVICE_TIMEOUT) from None
         if done.returncode != 0:
             raise ArtifactError("device-error", f"{self.device.url}: {task.name}: {last_line(done.stderr)}")
-        try:
-            result = json.loads(self.device.get(f"{remote}/result.json", self.timeout_s))
-        except ValueError as exc:
-            raise DeviceError(f"{self.device.url}: {task.name}: the result is not JSON ({exc})") from None
+        result = self.device.get_json(f"{remote}/result.json", self.timeout_s, task.name)
         try:
             samples = np.load(
                 io.BytesIO(self.device.get(f"{remote}/samples.npy", self.timeout_s)), allow_pickle=False

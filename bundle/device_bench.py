@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import shlex
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -180,10 +179,7 @@ def run_bundle(device: Device, folder: Path, settings: BenchSettings, dev: Devic
     if done.returncode != 0:  # the bundle failed there (its own one line): a failed row, not a lost device
         why = last_line(done.stderr, default=f"exit {done.returncode}")
         raise ArtifactError("device-error", f"{device.url}: {folder.name}: {why}")
-    try:
-        result = json.loads(device.get(f"{remote}/result.json", dev.timeout_s))
-    except ValueError as exc:
-        raise DeviceError(f"{device.url}: {folder.name}: the result is not JSON ({exc})") from None
+    result = device.get_json(f"{remote}/result.json", dev.timeout_s, folder.name)
     if device.local:  # a copy here serves nothing once its result is read (a remote one stays to rerun)
         device.remove(remote, dev.timeout_s)
     return check_result(result, Bundle(folder), device.url)

@@ -212,6 +212,14 @@ class Device:
             out.seek(0)
             return out.read()
 
+    def get_json(self, remote: str, timeout: float, what: str):
+        """The JSON document in the file ``remote`` there (``get``'s bound), ``what``'s one-line error if it
+        does not parse."""
+        try:
+            return json.loads(self.get(remote, timeout))
+        except ValueError as exc:
+            raise DeviceError(f"{self.url}: {what}: the result is not JSON ({exc})") from None
+
     def remove(self, remote: str, timeout: float) -> None:
         self.run(["rm", "-rf", remote], timeout)
 
