@@ -98,7 +98,9 @@ def release_provenance(
         "rebuild": f"edgebench fetch-model --name {previous.name}",
         "continues": base,
         "replaces": {
-            k: replaced.get(k) or before.get(k) for k in ("weights_sha256", "val_accuracy", "test_accuracy")
+            "weights_sha256": replaced.get("weights_sha256"),
+            "val_accuracy": before.get("val_accuracy"),
+            "test_accuracy": before.get("test_accuracy"),
         },
         "total_minutes": round(
             minutes + base["provenance"].get("total_minutes", base["provenance"].get("minutes", 0)), 1
